@@ -1,0 +1,251 @@
+"""The one config file, `shadowtap.toml`, parsed strictly and resolved once at start.
+
+Every table forbids unknown keys; every error names the key it is about, as one line:
+
+    config error: candidates.small.rate: must be between 0 and 1 (got 1.5)
+
+`${NAME}` in any string value is replaced from the environment before validation; an unset
+variable is an error naming the key that used it. Secrets (`api_key`, header values) are held as
+`SecretStr` so that printing the config never shows them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+RESERVED_TARGETS = frozenset({"primary", "secondary"})
+
+
+class ConfigError(Exception):
+    """The config cannot be used; the message is one line naming the key."""
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http(s) URL with a host (got {value!r})")
+    if parts.query or parts.fragment:
+        raise ValueError(f"must not carry a query or fragment (got {value!r})")
+    return value.rstrip("/")
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"must be HOST:PORT (got {value!r})")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+HostPort = Annotated[str, AfterValidator(_host_port)]
+Rate = Annotated[float, Field(ge=0.0, le=1.0)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+Price = Annotated[float, Field(ge=0)]
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(Strict):
+    listen: HostPort = "127.0.0.1:8080"
+    admin_listen: HostPort = "127.0.0.1:9464"
+    max_body_bytes: Annotated[int, Field(gt=0)] = 10 * 1024 * 1024
+    shutdown_grace_s: PositiveSeconds = 30.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics: bool = True
+
+
+class Pricing(Strict):
+    price_per_1k_prompt: Price | None = None
+    price_per_1k_completion: Price | None = None
+
+
+class PrimaryConfig(Pricing):
+    url: HttpUrl
+    timeout_s: PositiveSeconds = 600.0
+
+
+class SamplingConfig(Strict):
+    rate: Rate = 0.05
+    routes: list[str] = ["/v1/chat/completions"]
+    key: str | None = None
+    max_inflight: Annotated[int, Field(ge=0)] = 64
+    max_per_second: Annotated[float, Field(ge=0)] = 50.0
+
+    @field_validator("key")
+    @classmethod
+    def _key_shape(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        kind, sep, name = value.partition(":")
+        if kind not in ("header", "body") or not sep or not name:
+            raise ValueError(f"must be 'header:<name>' or 'body:<field>' (got {value!r})")
+        return value
+
+    @field_validator("routes")
+    @classmethod
+    def _routes_are_paths(cls, value: list[str]) -> list[str]:
+        for route in value:
+            if not route.startswith("/"):
+                raise ValueError(f"routes must start with '/' (got {route!r})")
+        return value
+
+
+class ShadowTargetConfig(Pricing):
+    """What candidates and the secondary share: where to send, how long to wait, what to add."""
+
+    timeout_s: PositiveSeconds = 60.0
+    headers: dict[str, SecretStr] = {}
+    rate: Rate = 1.0
+
+
+class CandidateConfig(ShadowTargetConfig):
+    url: HttpUrl
+    model: str | None = None
+    api_key: SecretStr | None = None
+    forward_client_auth: bool = False
+
+
+class SecondaryConfig(ShadowTargetConfig):
+    """The primary's model asked again: its disagreement with the primary is the noise floor."""
+
+    rate: Rate = 0.0
+    api_key: SecretStr | None = None
+    # Same provider as the primary, so the client's own credentials are the natural default.
+    forward_client_auth: bool = True
+
+
+class StorageConfig(Strict):
+    path: str = "shadowtap.duckdb"
+    queue_max: Annotated[int, Field(gt=0)] = 10_000
+    flush_interval_ms: Annotated[int, Field(gt=0)] = 500
+    batch_size: Annotated[int, Field(gt=0)] = 2_000
+    bodies: Literal["full", "redacted", "none"] = "redacted"
+    parquet_dir: str | None = None
+    retention_days: Annotated[int, Field(gt=0)] | None = None
+    enabled: bool = True
+
+
+class GatesConfig(Strict):
+    """Thresholds `shadowtap report` turns into a verdict per candidate."""
+
+    max_agreement_drop: Annotated[float, Field(ge=0, le=1)] | None = 0.05
+    max_p95_latency_ratio: Annotated[float, Field(gt=0)] | None = 1.5
+    max_error_rate: Rate | None = 0.02
+    max_cost_ratio: Annotated[float, Field(gt=0)] | None = None
+    scorers: list[str] | None = None  # which scorers the agreement gate reads; None: all
+    confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
+
+
+class Config(Strict):
+    server: ServerConfig = ServerConfig()
+    primary: PrimaryConfig
+    sampling: SamplingConfig = SamplingConfig()
+    candidates: dict[str, CandidateConfig] = {}
+    secondary: SecondaryConfig = SecondaryConfig()
+    scorers: dict[str, dict[str, Any]] = {}
+    storage: StorageConfig = StorageConfig()
+    gates: GatesConfig = GatesConfig()
+
+    @field_validator("candidates")
+    @classmethod
+    def _candidate_names(cls, value: dict[str, CandidateConfig]) -> dict[str, CandidateConfig]:
+        for name in value:
+            if name in RESERVED_TARGETS:
+                raise ValueError(f"candidate name {name!r} is reserved")
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+                raise ValueError(f"candidate name {name!r} must match [A-Za-z0-9_.-]{{1,64}}")
+        return value
+
+    @field_validator("scorers")
+    @classmethod
+    def _scorer_tables(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, table in value.items():
+            if not isinstance(table.get("type"), str):
+                raise ValueError(f"scorer {name!r} needs a 'type'")
+        return value
+
+    def pricing(self, target: str) -> Pricing:
+        if target in ("primary", "secondary"):
+            return self.primary
+        return self.candidates[target]
+
+
+def substitute_env(value: Any, environ: dict[str, str], path: str = "") -> Any:
+    """Replace `${NAME}` in every string, recursively; unset names raise naming the key."""
+    if isinstance(value, str):
+
+        def lookup(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in environ:
+                raise ConfigError(f"config error: {path}: environment variable {name} is not set")
+            return environ[name]
+
+        return ENV_PATTERN.sub(lookup, value)
+    if isinstance(value, dict):
+        return {
+            k: substitute_env(v, environ, f"{path}.{k}" if path else k) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [substitute_env(v, environ, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"config error: {key}: unknown key"
+    if first["type"] == "missing":
+        return f"config error: {key}: required key is missing"
+    message = first["msg"].removeprefix("Value error, ")
+    got = first.get("input")
+    suffix = "" if isinstance(got, dict | list) or "got" in message else f" (got {got!r})"
+    return f"config error: {key}: {message}{suffix}"
+
+
+def parse_config(raw: dict[str, Any], environ: dict[str, str] | None = None) -> Config:
+    resolved = substitute_env(raw, dict(os.environ) if environ is None else environ)
+    try:
+        return Config.model_validate(resolved)
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from None
+
+
+def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"config error: cannot read {path}: {error.strerror}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config error: {path} is not valid TOML: {error}") from None
+    return parse_config(raw, environ)
+
+
+def masked(config: Config) -> dict[str, Any]:
+    """The resolved config as plain data with every secret shown as '***'."""
+    return config.model_dump(mode="json")  # SecretStr dumps as '**********'

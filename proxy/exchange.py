@@ -1,0 +1,67 @@
+"""`Exchange`: one sampled request with every target's answer — the unit later stages consume.
+
+The proxy builds an `Exchange` per sampled request and, once the primary and every shadow have
+finished (or failed, or timed out), hands it to the `ExchangePipeline`: scorers fill
+`scores`, then the recorder stores it. Unsampled requests never become an `Exchange`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from proxy.completion import Completion
+
+Role = Literal["primary", "secondary", "candidate"]
+
+
+@dataclass(slots=True)
+class TargetResult:
+    target: str  # "primary", "secondary" or the candidate's name
+    role: Role
+    completion: Completion
+
+
+@dataclass(slots=True)
+class Score:
+    """A scorer's verdict on (primary, target): `score` in [0, 1] (1 = agreement), None when not
+    applicable, or `error` set when the scorer raised. The three are never conflated."""
+
+    target: str
+    scorer: str
+    score: float | None
+    detail: dict[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Exchange:
+    request_id: str  # UUIDv7
+    started_at: datetime  # UTC
+    method: str
+    path: str
+    route: str  # the sampled route it matched (a bounded label)
+    model: str | None  # the "model" the client asked for
+    stream: bool
+    request_body: bytes
+    request_json: dict[str, Any] | None
+    header_names: list[str] = field(default_factory=list)  # allow-listed names only, never values
+    results: dict[str, TargetResult] = field(default_factory=dict)
+    scores: list[Score] = field(default_factory=list)
+
+    @property
+    def primary(self) -> Completion | None:
+        result = self.results.get("primary")
+        return result.completion if result else None
+
+    def shadows(self) -> list[TargetResult]:
+        return [r for r in self.results.values() if r.role != "primary"]
+
+
+class ExchangeSink(Protocol):
+    """Where finished exchanges go. `record` must never block or raise into the proxy."""
+
+    def record(self, exchange: Exchange) -> bool:
+        """Queue the exchange; return False when it was dropped (and counted)."""
+        ...
