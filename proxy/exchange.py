@@ -21,6 +21,7 @@ class TargetResult:
     target: str  # "primary", "secondary" or the candidate's name
     role: Role
     completion: Completion
+    cost_usd: float | None = None  # from the target's configured per-1k-token prices
 
 
 @dataclass(slots=True)
@@ -33,6 +34,7 @@ class Score:
     score: float | None
     detail: dict[str, Any] | None = None
     error: str | None = None
+    threshold: float | None = None  # the scorer's threshold, kept so reports need no config
 
 
 @dataclass(slots=True)
