@@ -157,6 +157,9 @@ class GatesConfig(Strict):
     max_cost_ratio: Annotated[float, Field(gt=0)] | None = None
     scorers: list[str] | None = None  # which scorers the agreement gate reads; None: all
     confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
+    # Bootstrap intervals are too narrow on tiny samples: gates built on them wait for this
+    # many pairs before they can pass or fail (the Wilson error-rate interval does not wait).
+    min_pairs: Annotated[int, Field(ge=2)] = 30
 
 
 class Config(Strict):
