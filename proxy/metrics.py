@@ -14,6 +14,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from proxy import __version__
+from proxy.pricing import Prices
 
 # LLM answers take from ~10 ms (cached, tiny) to minutes (long generations).
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
@@ -35,12 +36,11 @@ class Metrics:
         registry: CollectorRegistry | None = None,
         *,
         enabled: bool = True,
-        prices: dict[str, tuple[float | None, float | None]] | None = None,
+        prices: dict[str, Prices] | None = None,
     ) -> None:
         self.enabled = enabled
         self.registry = registry if registry is not None else CollectorRegistry()
-        # target -> (USD per 1k prompt tokens, USD per 1k completion tokens)
-        self.prices = prices or {}
+        self.prices = prices or {}  # target -> its configured prices
         r = self.registry
         self.requests = Counter(
             "shadowtap_requests",
@@ -162,10 +162,8 @@ class Metrics:
             self.tokens.labels(target, "prompt").inc(prompt_tokens)
         if completion_tokens:
             self.tokens.labels(target, "completion").inc(completion_tokens)
-        prompt_price, completion_price = self.prices.get(target, (None, None))
-        cost = (prompt_tokens or 0) / 1000 * (prompt_price or 0.0) + (
-            completion_tokens or 0
-        ) / 1000 * (completion_price or 0.0)
+        prices = self.prices.get(target)
+        cost = prices.cost_usd(prompt_tokens, completion_tokens) if prices else None
         if cost:
             self.cost.labels(target).inc(cost)
 

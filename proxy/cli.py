@@ -1,0 +1,116 @@
+"""`shadowtap` command line: serve, check-config, report, demo.
+
+Each subcommand's heavy imports happen inside it, so `serve` never loads the report or demo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+
+import orjson
+
+from proxy import __version__
+from proxy.config import Config, ConfigError, load_config, masked
+
+
+def _load(path: str) -> Config:
+    config = load_config(path)
+    if config.scorers:
+        from scorers.registry import build_scorers
+
+        build_scorers(config.scorers)  # unknown types and bad options stop the start here
+    return config
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    from proxy.log import configure_logging
+    from proxy.server import serve
+
+    configure_logging(config.server.log_level)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(config, stop)
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:  # uvloop is not built for every platform; asyncio's loop works too
+        asyncio.run(main())
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    sys.stdout.write(orjson.dumps(masked(config), option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from proxy.report.command import run
+
+    return run(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from proxy.demo.run import run
+
+    return run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shadowtap",
+        description="Mirror LLM traffic to candidate models and decide model swaps from it.",
+    )
+    parser.add_argument("--version", action="version", version=f"shadowtap {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the proxy")
+    serve.add_argument("--config", required=True, help="path to shadowtap.toml")
+    serve.set_defaults(func=cmd_serve)
+
+    check = commands.add_parser("check-config", help="validate a config; print it, secrets masked")
+    check.add_argument("--config", required=True, help="path to shadowtap.toml")
+    check.set_defaults(func=cmd_check_config)
+
+    report = commands.add_parser("report", help="a model-swap decision from recorded pairs")
+    try:
+        from proxy.report.command import add_arguments as report_arguments
+
+        report_arguments(report)
+    except ImportError:
+        pass
+    report.set_defaults(func=cmd_report)
+
+    demo = commands.add_parser("demo", help="the whole loop on simulated models, no keys needed")
+    try:
+        from proxy.demo.run import add_arguments as demo_arguments
+
+        demo_arguments(demo)
+    except ImportError:
+        pass
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as error:
+        print(f"shadowtap: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

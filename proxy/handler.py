@@ -1,0 +1,250 @@
+"""The proxy's one request handler: a thin sequence of the data path's stages.
+
+receive → decide_sampling → fan_out_shadows (background) → forward_primary → (background)
+complete the exchange once every target has answered, and hand it to the pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from proxy.completion import Completion
+from proxy.exchange import Exchange, TargetResult
+from proxy.forward import Capture, forward_primary
+from proxy.headers import error_response, stored_header_names
+from proxy.ids import uuid7
+from proxy.log import get_logger
+from proxy.metrics import Metrics
+from proxy.pipeline import ExchangePipeline
+from proxy.pricing import Prices
+from proxy.sampling import (
+    UNSAMPLED_ROUTE,
+    Draws,
+    SamplingDecision,
+    SamplingPolicy,
+    ShadowBudget,
+    decide_sampling,
+    match_route,
+)
+from proxy.shadow import ShadowTarget, call_shadow, shadow_body
+from proxy.tasks import TaskSet
+
+log = get_logger("shadowtap.proxy")
+NOT_ELIGIBLE = SamplingDecision(False, "not_eligible")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def receive(request: web.Request, max_bytes: int) -> bytes:
+    """Read the body once, refusing more than `max_bytes` before buffering it."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > max_bytes:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json_object(body: bytes) -> tuple[bool, dict[str, Any] | None]:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False, None
+    return isinstance(parsed, dict), parsed if isinstance(parsed, dict) else None
+
+
+@dataclass
+class ProxyHandler:
+    primary_url: str
+    primary_timeout: aiohttp.ClientTimeout
+    max_body_bytes: int
+    primary_session: aiohttp.ClientSession
+    shadow_session: aiohttp.ClientSession
+    metrics: Metrics
+    pipeline: ExchangePipeline
+    policy: SamplingPolicy
+    draws: Draws
+    budget: ShadowBudget
+    targets: dict[str, ShadowTarget]
+    shadow_tasks: TaskSet
+    exchange_tasks: TaskSet
+    primary_prices: Prices
+    inflight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while inflight == 0
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            body = await receive(request, self.max_body_bytes)
+        except BodyTooLarge:
+            return error_response(
+                413,
+                f"request body exceeds server.max_body_bytes ({self.max_body_bytes} bytes)",
+                "request_too_large",
+                "invalid_request_error",
+            )
+        route = match_route(request.path, self.policy.routes) if request.method == "POST" else None
+        decision, request_json = self._decide(request, route, body)
+        capture = Capture(time.perf_counter()) if decision.sampled else None
+        primary_done: asyncio.Future[Completion] | None = None
+        if decision.sampled:
+            primary_done = asyncio.get_running_loop().create_future()
+            self._fan_out_shadows(request, route or "", body, request_json, decision, primary_done)
+
+        self.inflight += 1
+        self.idle.clear()
+        status: int | None = None
+        try:
+            response, status = await forward_primary(
+                request,
+                body,
+                self.primary_session,
+                self.primary_url + request.raw_path,
+                self.primary_timeout,
+                capture,
+            )
+            return response
+        finally:
+            self.inflight -= 1
+            if not self.inflight:
+                self.idle.set()
+            latency = time.perf_counter() - started
+            self.metrics.observe_response(
+                route or UNSAMPLED_ROUTE,
+                "primary",
+                "primary",
+                status,
+                latency,
+                capture.ttft_s if capture else None,
+            )
+            if capture is not None and primary_done is not None:
+                primary_done.set_result(capture.completion())
+            log.debug(
+                "request",
+                method=request.method,
+                path=request.path,
+                status=status,
+                latency_ms=round(latency * 1000, 2),
+                sampled=decision.sampled,
+            )
+
+    # -- decide_sampling --------------------------------------------------------------------------
+    def _decide(
+        self, request: web.Request, route: str | None, body: bytes
+    ) -> tuple[SamplingDecision, dict[str, Any] | None]:
+        if route is None:
+            return NOT_ELIGIBLE, None
+        json_ok, request_json = parse_json_object(body)
+        draws = self.draws.draw(self.draws.sticky_value(request.headers, request_json))
+        decision = decide_sampling(route, json_ok, draws, self.policy, self.budget.free())
+        self.metrics.observe_sampling(route, decision.reason)
+        for target in decision.shed:
+            self.metrics.shadow_shed(target)
+            log.info("shadow_shed", target=target, route=route)
+        return decision, request_json
+
+    # -- fan_out_shadows --------------------------------------------------------------------------
+    def _fan_out_shadows(
+        self,
+        request: web.Request,
+        route: str,
+        body: bytes,
+        request_json: dict[str, Any] | None,
+        decision: SamplingDecision,
+        primary_done: asyncio.Future[Completion],
+    ) -> None:
+        request_id = uuid7()
+        exchange = Exchange(
+            request_id=request_id,
+            started_at=datetime.now(UTC),
+            method=request.method,
+            path=request.path,
+            route=route,
+            model=request_json.get("model") if request_json else None,
+            stream=bool(request_json.get("stream")) if request_json else False,
+            request_body=body,
+            request_json=request_json,
+            header_names=stored_header_names(request.headers.keys()),
+        )
+        self.budget.acquire(len(decision.targets))
+        bodies: dict[str | None, bytes] = {}
+        tasks = []
+        for name in decision.targets:
+            target = self.targets[name]
+            if target.model not in bodies:
+                bodies[target.model] = shadow_body(body, request_json, target.model)
+            coro = self._shadow(exchange, target, request, bodies[target.model])
+            tasks.append(self.shadow_tasks.spawn(coro, name=f"shadow:{name}:{request_id}"))
+        self.exchange_tasks.spawn(
+            self._complete(exchange, primary_done, tasks), name=f"exchange:{request_id}"
+        )
+
+    async def _shadow(
+        self, exchange: Exchange, target: ShadowTarget, request: web.Request, body: bytes
+    ) -> None:
+        self.metrics.shadow_started(target.name)
+        completion = Completion(error="shadow did not run")
+        outcome = "error"
+        try:
+            completion, outcome = await call_shadow(
+                self.shadow_session, target, request.method, request.raw_path, body, request.headers
+            )
+        except asyncio.CancelledError:
+            completion = Completion(error="cancelled at shutdown")
+            raise
+        except Exception as error:  # a bug here must not escape into the event loop unseen
+            log.exception("shadow_internal_error", target=target.name)
+            completion = Completion(error=f"internal error: {type(error).__name__}")
+        finally:
+            self.budget.release()
+            cost = target.prices.cost_usd(completion.prompt_tokens, completion.completion_tokens)
+            exchange.results[target.name] = TargetResult(target.name, target.role, completion, cost)
+            self.metrics.shadow_finished(target.name, outcome)
+            self.metrics.observe_response(
+                exchange.route,
+                target.name,
+                target.role,
+                completion.status,
+                completion.latency_s,
+                completion.ttft_s,
+            )
+            self.metrics.observe_usage(
+                target.name, completion.prompt_tokens, completion.completion_tokens
+            )
+            log.info(
+                "shadow",
+                request_id=exchange.request_id,
+                target=target.name,
+                role=target.role,
+                outcome=outcome,
+                status=completion.status,
+                error=completion.error,
+                latency_ms=round((completion.latency_s or 0) * 1000, 2),
+            )
+
+    async def _complete(
+        self,
+        exchange: Exchange,
+        primary_done: asyncio.Future[Completion],
+        shadows: list[asyncio.Task[None]],
+    ) -> None:
+        primary = await primary_done
+        cost = self.primary_prices.cost_usd(primary.prompt_tokens, primary.completion_tokens)
+        exchange.results["primary"] = TargetResult("primary", "primary", primary, cost)
+        self.metrics.observe_usage("primary", primary.prompt_tokens, primary.completion_tokens)
+        await asyncio.gather(*shadows, return_exceptions=True)
+        await self.pipeline.finish(exchange)

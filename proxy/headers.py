@@ -1,0 +1,104 @@
+"""Which headers cross the proxy, in which direction, and the proxy's own error bodies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import orjson
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+# RFC 9110 §7.6.1: connection-specific fields never travel past the next hop. Host is set for
+# the upstream; Content-Length is recomputed from the body actually sent.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length"}
+
+# Headers that carry the client's identity with its provider: never sent to a shadow target
+# unless that target sets `forward_client_auth`.
+CLIENT_CREDENTIALS = frozenset(
+    {"authorization", "api-key", "x-api-key", "openai-organization", "openai-project", "cookie"}
+)
+# The only client headers a shadow sees: what shapes the answer, nothing that identifies.
+SHADOW_PASSTHROUGH = frozenset({"content-type", "accept", "user-agent", "openai-beta"})
+
+# Header *names* worth keeping with a stored exchange; values are never stored.
+STORED_HEADER_NAMES = frozenset(
+    {
+        "content-type",
+        "accept",
+        "accept-encoding",
+        "user-agent",
+        "openai-beta",
+        "openai-organization",
+        "openai-project",
+        "x-stainless-lang",
+        "x-stainless-package-version",
+    }
+)
+
+
+def _connection_tokens(headers: Mapping[str, str]) -> set[str]:
+    return {
+        token.strip().lower()
+        for value in headers.getall("connection", [])  # type: ignore[attr-defined]
+        for token in value.split(",")
+    }
+
+
+def upstream_request_headers(
+    headers: CIMultiDictProxy[str], client_ip: str | None
+) -> CIMultiDict[str]:
+    """The client's headers as the primary should see them."""
+    drop = NOT_FORWARDED | _connection_tokens(headers)
+    out: CIMultiDict[str] = CIMultiDict(
+        (name, value) for name, value in headers.items() if name.lower() not in drop
+    )
+    if client_ip:
+        previous = headers.get("x-forwarded-for")
+        out["X-Forwarded-For"] = f"{previous}, {client_ip}" if previous else client_ip
+    return out
+
+
+def downstream_response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The primary's response headers as the client should see them (Content-Length kept)."""
+    drop = HOP_BY_HOP | _connection_tokens(headers)
+    return CIMultiDict((name, value) for name, value in headers.items() if name.lower() not in drop)
+
+
+def shadow_request_headers(
+    client_headers: CIMultiDictProxy[str],
+    api_key: str | None,
+    extra: Mapping[str, str],
+    forward_client_auth: bool,
+) -> CIMultiDict[str]:
+    allowed = SHADOW_PASSTHROUGH | (CLIENT_CREDENTIALS if forward_client_auth else frozenset())
+    out: CIMultiDict[str] = CIMultiDict(
+        (name, value) for name, value in client_headers.items() if name.lower() in allowed
+    )
+    for name, value in extra.items():
+        out[name] = value
+    if api_key:
+        out["Authorization"] = f"Bearer {api_key}"
+    return out
+
+
+def stored_header_names(names: Iterable[str]) -> list[str]:
+    return sorted({n.lower() for n in names} & STORED_HEADER_NAMES)
+
+
+def error_response(status: int, message: str, code: str, kind: str) -> web.Response:
+    """The proxy's own failures, in OpenAI's error shape so SDKs surface them cleanly."""
+    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")

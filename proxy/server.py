@@ -1,0 +1,190 @@
+"""`ShadowtapServer`: wires config into the proxy and admin apps, and drains them on stop.
+
+Usable in-process (tests, the demo, benchmarks) with ports 0:
+
+    server = ShadowtapServer(config)
+    await server.start()          # server.proxy_port, server.admin_port are the bound ports
+    ...
+    await server.stop()           # drain: primaries, then shadows, then scoring, then storage
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from proxy.admin import build_admin_app
+from proxy.config import Config, split_host_port
+from proxy.exchange import ExchangeSink
+from proxy.handler import ProxyHandler
+from proxy.log import get_logger
+from proxy.metrics import Metrics
+from proxy.pipeline import ExchangePipeline, Scoring
+from proxy.pricing import Prices
+from proxy.sampling import Draws, SamplingPolicy, ShadowBudget
+from proxy.shadow import shadow_targets
+from proxy.tasks import TaskSet
+
+log = get_logger("shadowtap.server")
+
+
+class ShadowtapServer:
+    def __init__(
+        self,
+        config: Config,
+        registry: CollectorRegistry | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._rng = rng
+        self.proxy_port = 0
+        self.admin_port = 0
+        self.ready = False
+        self.recorder: Any = None
+        self._scoring: Any = None
+        self._runners: list[web.AppRunner] = []
+        self._sessions: list[aiohttp.ClientSession] = []
+        self.shadow_tasks = TaskSet()
+        self.exchange_tasks = TaskSet()
+
+    async def start(self) -> None:
+        config = self.config
+        targets = shadow_targets(config)
+        prices = {"primary": Prices.of(config.primary)}
+        prices |= {t.name: t.prices for t in targets}
+        self.metrics = Metrics(self.registry, enabled=config.server.metrics, prices=prices)
+        self.metrics.prime(
+            {"primary": "primary"} | {t.name: t.role for t in targets}, config.sampling.routes
+        )
+        # Two pools: hung shadows can exhaust their own connections, never the primary's.
+        primary_session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            auto_decompress=False,  # relay the primary's bytes exactly as encoded
+            timeout=aiohttp.ClientTimeout(total=None),
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+        )
+        shadow_session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=max(config.sampling.max_inflight, 1) * 2),
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+        self._sessions = [primary_session, shadow_session]
+
+        sinks: list[ExchangeSink] = []
+        if config.storage.enabled:
+            from proxy.recorder import Recorder  # loaded only when storage is on
+
+            self.recorder = Recorder(config.storage, self.metrics)
+            await asyncio.to_thread(self.recorder.start)
+            sinks.append(self.recorder)
+        scoring: Scoring | None = None
+        if config.scorers:
+            from scorers.registry import build_scorers  # scorer deps load only when configured
+            from scorers.runner import ScoringRunner
+
+            self._scoring = scoring = ScoringRunner(
+                build_scorers(config.scorers), self.metrics, shadow_session
+            )
+
+        self.handler = ProxyHandler(
+            primary_url=config.primary.url,
+            primary_timeout=aiohttp.ClientTimeout(total=config.primary.timeout_s),
+            max_body_bytes=config.server.max_body_bytes,
+            primary_session=primary_session,
+            shadow_session=shadow_session,
+            metrics=self.metrics,
+            pipeline=ExchangePipeline(scoring, sinks),
+            policy=SamplingPolicy(
+                rate=config.sampling.rate,
+                routes=frozenset(config.sampling.routes),
+                target_rates={t.name: t.rate for t in targets},
+            ),
+            draws=Draws(config.sampling.key, [t.name for t in targets], self._rng),
+            budget=ShadowBudget(config.sampling.max_inflight, config.sampling.max_per_second),
+            targets={t.name: t for t in targets},
+            shadow_tasks=self.shadow_tasks,
+            exchange_tasks=self.exchange_tasks,
+            primary_prices=prices["primary"],
+        )
+        proxy_app = web.Application(client_max_size=config.server.max_body_bytes)
+        proxy_app.router.add_route("*", "/{tail:.*}", self.handler)
+
+        api_routes: list[web.AbstractRouteDef] = []
+        if self.recorder is not None:
+            from proxy.recorder import api_routes as recorder_routes
+
+            api_routes = list(recorder_routes(self.recorder))
+        admin_app = build_admin_app(self.registry, lambda: self.ready, api_routes)
+
+        # handler_cancellation: a client that disconnects cancels its upstream request at once.
+        self.proxy_port = await self._listen(
+            web.AppRunner(proxy_app, access_log=None, handler_cancellation=True),
+            config.server.listen,
+        )
+        self.admin_port = await self._listen(
+            web.AppRunner(admin_app, access_log=None), config.server.admin_listen
+        )
+        self.ready = True
+        log.info(
+            "started",
+            listen=f"{split_host_port(config.server.listen)[0]}:{self.proxy_port}",
+            admin=f"{split_host_port(config.server.admin_listen)[0]}:{self.admin_port}",
+            primary=config.primary.url,
+            targets=[t.name for t in targets],
+            sampling_rate=config.sampling.rate,
+        )
+
+    async def _listen(self, runner: web.AppRunner, address: str) -> int:
+        await runner.setup()
+        host, port = split_host_port(address)
+        await web.TCPSite(runner, host, port).start()
+        self._runners.append(runner)
+        return int(runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight work finish within the grace period, flush, close."""
+        self.ready = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.server.shutdown_grace_s
+        if not self._runners:
+            return
+        proxy_runner, admin_runner = self._runners
+        for site in list(proxy_runner.sites):
+            await site.stop()  # no new connections; in-flight requests go on
+        if self.handler.inflight:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.handler.idle.wait(), deadline - loop.time())
+        await proxy_runner.cleanup()
+        if not await self.shadow_tasks.wait(max(0.0, deadline - loop.time())):
+            log.warning("shadows_cancelled", count=len(self.shadow_tasks))
+            await self.shadow_tasks.cancel_all()
+        # Scoring is bounded by the scorers' own timeouts; give it what is left, at least 5 s.
+        if not await self.exchange_tasks.wait(max(5.0, deadline - loop.time())):
+            await self.exchange_tasks.cancel_all()
+        if self._scoring is not None:
+            await self._scoring.close()
+        if self.recorder is not None:
+            await asyncio.to_thread(self.recorder.close)
+        for session in self._sessions:
+            await session.close()
+        await admin_runner.cleanup()
+        self._runners = []
+        log.info("stopped")
+
+
+async def serve(config: Config, stop: asyncio.Event) -> None:
+    server = ShadowtapServer(config)
+    await server.start()
+    started = time.monotonic()
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping", uptime_s=round(time.monotonic() - started, 1))
+        await server.stop()

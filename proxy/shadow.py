@@ -1,0 +1,131 @@
+"""Shadow targets (candidates and the secondary) and the call that mirrors a request to one.
+
+A shadow call never raises: whatever the target does — hang, 500, reset, garbage — becomes a
+`Completion` with `error` set and an outcome label, and the client never notices.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+from multidict import CIMultiDictProxy
+
+from proxy.completion import Completion
+from proxy.config import Config
+from proxy.exchange import Role
+from proxy.headers import shadow_request_headers
+from proxy.normalize import StreamAssembler, completion_from_json
+from proxy.pricing import Prices
+
+SHADOW_MAX_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowTarget:
+    name: str
+    role: Role
+    url: str
+    timeout_s: float
+    rate: float
+    model: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    forward_client_auth: bool = False
+    prices: Prices = field(default_factory=Prices)
+
+
+def shadow_targets(config: Config) -> list[ShadowTarget]:
+    """The secondary (when its rate is above 0) and every candidate, in config order."""
+    targets = []
+    secondary = config.secondary
+    if secondary.rate > 0:
+        targets.append(
+            ShadowTarget(
+                name="secondary",
+                role="secondary",
+                url=config.primary.url,
+                timeout_s=secondary.timeout_s,
+                rate=secondary.rate,
+                api_key=secondary.api_key.get_secret_value() if secondary.api_key else None,
+                headers={k: v.get_secret_value() for k, v in secondary.headers.items()},
+                forward_client_auth=secondary.forward_client_auth,
+                prices=Prices.of(config.primary),
+            )
+        )
+    for name, candidate in config.candidates.items():
+        targets.append(
+            ShadowTarget(
+                name=name,
+                role="candidate",
+                url=candidate.url,
+                timeout_s=candidate.timeout_s,
+                rate=candidate.rate,
+                model=candidate.model,
+                api_key=candidate.api_key.get_secret_value() if candidate.api_key else None,
+                headers={k: v.get_secret_value() for k, v in candidate.headers.items()},
+                forward_client_auth=candidate.forward_client_auth,
+                prices=Prices.of(candidate),
+            )
+        )
+    return targets
+
+
+def shadow_body(body: bytes, request_json: dict[str, Any] | None, model: str | None) -> bytes:
+    """The request as the target should get it: `model` replaced when the target sets one."""
+    if model is None or request_json is None:
+        return body
+    return orjson.dumps({**request_json, "model": model})
+
+
+async def call_shadow(
+    session: aiohttp.ClientSession,
+    target: ShadowTarget,
+    method: str,
+    path_qs: str,
+    body: bytes,
+    client_headers: CIMultiDictProxy[str],
+) -> tuple[Completion, str]:
+    """Send one shadow request; return its `Completion` and outcome (ok, error, timeout)."""
+    headers = shadow_request_headers(
+        client_headers, target.api_key, target.headers, target.forward_client_auth
+    )
+    started = time.perf_counter()
+    ttft: float | None = None
+    try:
+        async with session.request(
+            method,
+            target.url + path_qs,
+            data=body,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=target.timeout_s),
+            allow_redirects=False,
+        ) as response:
+            streamed = response.headers.get("Content-Type", "").startswith("text/event-stream")
+            assembler = StreamAssembler() if streamed else None
+            buffer = bytearray()
+            async for chunk in response.content.iter_any():
+                if len(buffer) + len(chunk) > SHADOW_MAX_BYTES:
+                    raise ValueError(f"answer larger than {SHADOW_MAX_BYTES} bytes")
+                if assembler is not None:
+                    if assembler.feed(chunk) and ttft is None:
+                        ttft = time.perf_counter() - started
+                else:
+                    buffer += chunk
+            if assembler is not None:
+                completion = assembler.finish(response.status)
+            else:
+                completion = completion_from_json(bytes(buffer), response.status)
+    except TimeoutError:
+        return Completion(
+            error=f"timed out after {target.timeout_s:g}s", latency_s=time.perf_counter() - started
+        ), "timeout"
+    except (aiohttp.ClientError, ValueError, OSError) as error:
+        message = f"{type(error).__name__}: {error}"[:300]
+        return Completion(error=message, latency_s=time.perf_counter() - started), "error"
+    completion.latency_s = time.perf_counter() - started
+    completion.ttft_s = ttft
+    return completion, "ok" if completion.ok else "error"

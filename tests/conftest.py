@@ -1,0 +1,69 @@
+"""Shared fixtures: fake upstream models and an in-process shadowtap, all on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from proxy.config import parse_config
+from proxy.server import ShadowtapServer
+from tests.fakes import FakeModel
+
+StartFake = Callable[..., Awaitable[FakeModel]]
+StartShadowtap = Callable[..., Awaitable[ShadowtapServer]]
+
+
+def make_config(
+    primary: FakeModel | str,
+    candidates: dict[str, FakeModel | str | dict[str, Any]] | None = None,
+    **sections: dict[str, Any],
+) -> dict[str, Any]:
+    """A config table for tests: ephemeral ports, storage off unless a test turns it on."""
+
+    def url(target: FakeModel | str) -> str:
+        return target.url if isinstance(target, FakeModel) else target
+
+    tables: dict[str, Any] = {}
+    for name, spec in (candidates or {}).items():
+        tables[name] = dict(spec) if isinstance(spec, dict) else {"url": url(spec)}
+    config: dict[str, Any] = {
+        "server": {"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0"},
+        "primary": {"url": url(primary)},
+        "sampling": {"rate": 1.0, "max_per_second": 0},
+        "candidates": tables,
+        "storage": {"enabled": False},
+    }
+    for section, values in sections.items():
+        config[section] = {**config.get(section, {}), **values}
+    return config
+
+
+@pytest.fixture
+async def start_fake(aiohttp_server: Any) -> StartFake:
+    async def start(behaviour: str = "ok", **options: Any) -> FakeModel:
+        fake = FakeModel(behaviour, **options)
+        server = await aiohttp_server(fake.app())
+        fake.url = str(server.make_url("")).rstrip("/")
+        return fake
+
+    return start
+
+
+@pytest.fixture
+async def start_shadowtap() -> AsyncIterator[StartShadowtap]:
+    servers: list[ShadowtapServer] = []
+
+    async def start(
+        config: dict[str, Any], registry: CollectorRegistry | None = None
+    ) -> ShadowtapServer:
+        server = ShadowtapServer(parse_config(config, {}), registry or CollectorRegistry())
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.stop()
