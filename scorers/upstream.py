@@ -1,0 +1,56 @@
+"""Calls to OpenAI-compatible endpoints made by scorers (embeddings, judges).
+
+The api key goes into the Authorization header and nowhere else: errors raised here name the
+URL and the HTTP status, never headers or the key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from pydantic import SecretStr
+
+
+class UpstreamError(Exception):
+    """A scorer's upstream call failed; the scorer reports it as a scorer error."""
+
+
+def endpoint(url: str, path: str) -> str:
+    """`url` as configured: a base (`http://host:8001`, `https://api.x.com/v1`) gets the
+    OpenAI path appended; a URL already ending in the path is used as is.
+
+    Example: `endpoint("http://h:1/v1", "/v1/embeddings") == "http://h:1/v1/embeddings"`.
+    """
+    url = url.rstrip("/")
+    leaf = path.removeprefix("/v1")
+    current = urlsplit(url).path
+    if current.endswith(leaf):
+        return url
+    if current.endswith("/v1"):
+        return url + leaf
+    return url + path
+
+
+async def post_json(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: dict[str, Any],
+    api_key: SecretStr | None,
+) -> dict[str, Any]:
+    headers = {"Content-Type": "application/json"}
+    if api_key is not None:
+        headers["Authorization"] = f"Bearer {api_key.get_secret_value()}"
+    try:
+        async with session.post(url, json=body, headers=headers) as response:
+            if response.status != 200:
+                raise UpstreamError(f"{url} answered HTTP {response.status}")
+            payload = await response.json(content_type=None)
+    except aiohttp.ClientError as error:
+        raise UpstreamError(f"{url}: {type(error).__name__}: {error}") from None
+    except ValueError:
+        raise UpstreamError(f"{url} answered with a body that is not JSON") from None
+    if not isinstance(payload, dict):
+        raise UpstreamError(f"{url} answered with JSON that is not an object")
+    return payload
