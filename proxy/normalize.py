@@ -3,6 +3,8 @@
 Nothing here raises on bad input: an upstream that returns garbage is an outcome to record
 (`Completion.error`), not a failure of the proxy. Only the first choice (`index` 0) is kept,
 because a `Completion` is one answer; `n > 1` requests are compared on their first choice.
+A structured-outputs refusal (`message.refusal`, content null) becomes `text`: it is what the
+model said, and the refusal scorer must see it.
 
 Example:
     assembler = StreamAssembler()
@@ -159,7 +161,11 @@ def _fill_from_json(completion: Completion, payload: object) -> None:
     msg = choice.get("message")
     if isinstance(msg, dict):
         content = msg.get("content")
-        completion.text = None if content is None else _content_text(content)
+        refusal = msg.get("refusal")
+        if content is not None:
+            completion.text = _content_text(content)
+        elif isinstance(refusal, str):
+            completion.text = refusal
         completion.tool_calls = _message_tool_calls(msg)
     elif isinstance(choice.get("text"), str):  # legacy /v1/completions
         completion.text = choice["text"]
@@ -196,6 +202,7 @@ class StreamAssembler:
         "_invalid",
         "_raw",
         "_raw_size",
+        "_refusal",
         "_saw_event",
         "_stream_error",
         "_text",
@@ -207,6 +214,7 @@ class StreamAssembler:
         self._decoder = SSEDecoder()
         self._completion = Completion()
         self._text: list[str] | None = None  # None until a content delta appears
+        self._refusal: list[str] = []
         self._calls: dict[int, _PartialCall] = {}
         self._done = False
         self._token_seen = False
@@ -244,8 +252,12 @@ class StreamAssembler:
             self._note_invalid(f"unexpected line {_short(self._decoder.unexpected_line)}")
         completion = self._completion
         completion.status = status
-        if self._text is not None:
+        if self._text:
             completion.text = "".join(self._text)
+        elif self._refusal:
+            completion.text = "".join(self._refusal)
+        elif self._text is not None:
+            completion.text = ""
         completion.tool_calls = [
             ToolCall(name=call.name or "", arguments="".join(call.arguments), id=call.id)
             for _, call in sorted(self._calls.items())
@@ -271,7 +283,9 @@ class StreamAssembler:
         try:
             payload = orjson.loads(data)
         except orjson.JSONDecodeError:
-            if not truncated:  # a cut-off last event is reported as the early end, not garbage
+            if event.event == "error" and self._stream_error is None:
+                self._stream_error = _short(data) or "error event"
+            elif not truncated:  # a cut-off last event is reported as the early end, not garbage
                 self._note_invalid(f"data is not JSON: {_short(data)}")
             return
         if not isinstance(payload, dict):
@@ -303,6 +317,10 @@ class StreamAssembler:
             content = delta.get("content")
             if content is not None:
                 self._append_text(_content_text(content))
+            refusal = delta.get("refusal")
+            if isinstance(refusal, str) and refusal:
+                self._refusal.append(refusal)
+                self._token_seen = True
             tool_calls = delta.get("tool_calls")
             if tool_calls is not None:
                 self._merge_tool_calls(tool_calls)

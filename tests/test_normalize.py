@@ -137,6 +137,19 @@ def test_content_parts_and_object_arguments() -> None:
     assert completion.tool_calls == [ToolCall(name="f", arguments="{}", id="c")]
 
 
+def test_refusal_becomes_text_json_and_stream() -> None:
+    refusal = "I'm sorry, I can't assist with that request."
+    body = {"choices": [{"index": 0, "message": {"content": None, "refusal": refusal}}]}
+    assert completion_from_json(orjson.dumps(body), 200).text == refusal
+    stream = b"".join(
+        b'data: {"choices":[{"index":0,"delta":' + orjson.dumps(delta) + b"}]}\n\n"
+        for delta in ({"role": "assistant", "content": None, "refusal": ""},
+                      {"refusal": refusal[:10]}, {"refusal": refusal[10:]})
+    ) + b"data: [DONE]\n\n"  # fmt: skip
+    completion, flags = assemble(one_byte_chunks(stream))
+    assert (completion.text, completion.error, flags.count(True)) == (refusal, None, 1)
+
+
 def test_legacy_completions_json_and_empty_output() -> None:
     legacy = b'{"object":"text_completion","model":"gpt-3.5-turbo-instruct","choices":'
     legacy += b'[{"text":"\\n\\nThis is a test.","index":0,"finish_reason":"length"}]}'
@@ -245,6 +258,7 @@ def test_in_stream_error_event() -> None:
     assert completion.text == "Hello wörld 🎉"
     anthropic_style = b'event: error\ndata: {"type":"overloaded"}\n\n'
     assert assemble([anthropic_style])[0].error == '{"type":"overloaded"}'
+    assert assemble([b"event: error\ndata: overloaded\n\n"])[0].error == "overloaded"
 
 
 def test_garbage_line_keeps_what_was_assembled() -> None:
