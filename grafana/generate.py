@@ -1,0 +1,464 @@
+"""shadowtap's Grafana dashboards, written as code with grafana-foundation-sdk.
+
+    make dashboards          # rewrites grafana/dashboards/*.json from this file
+
+The JSON under `grafana/dashboards/` is generated and committed so Grafana can provision it
+without Python; `tests/test_dashboards.py` fails when it is stale. Every query reads the metrics
+defined in `proxy/metrics.py`; `$candidate` selects candidate targets (a regex alternation when
+several are selected), and the primary and the secondary (the noise floor) are always shown
+beside them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from grafana_foundation_sdk.builders import common as common_builder
+from grafana_foundation_sdk.builders import dashboard, prometheus, stat, timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models.dashboard import (
+    DashboardCursorSync,
+    DataSourceRef,
+    DynamicConfigValue,
+    VariableOption,
+    VariableRefresh,
+    VariableSort,
+)
+
+DASHBOARDS_DIR = Path(__file__).resolve().parent / "dashboards"
+DATASOURCE_UID = "shadowtap-prometheus"  # grafana/provisioning/datasources/prometheus.yaml
+DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
+
+RATE = "[$__rate_interval]"
+CANDIDATES = 'target=~"$candidate"'
+SHADOWS = 'target=~"secondary|$candidate"'
+EVERY_TARGET = 'target=~"primary|secondary|$candidate"'
+SHED = f'{SHADOWS}, outcome="shed"'
+FAILED = 'status_class=~"5xx|error"'  # "error": no HTTP answer at all (refused, reset, timeout)
+QUANTILES = (0.5, 0.95, 0.99)
+
+
+def query(expr: str, legend: str, ref: str = "A") -> prometheus.Dataquery:
+    return prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref).range()
+
+
+def queries(*pairs: tuple[str, str]) -> list[prometheus.Dataquery]:
+    return [query(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(pairs)]
+
+
+def rate(metric: str, selector: str, by: str) -> str:
+    return f"sum by ({by}) (rate({metric}{{{selector}}}{RATE}))"
+
+
+def ratio(numerator: str, denominator: str) -> str:
+    return f"{numerator}\n/\n{denominator}"
+
+
+def quantiles(metric: str, selector: str) -> list[tuple[str, str]]:
+    return [
+        (
+            f"histogram_quantile({q}, {rate(metric + '_bucket', selector, 'target, le')})",
+            f"{{{{target}}}} p{round(q * 100)}",
+        )
+        for q in QUANTILES
+    ]
+
+
+def graph(
+    title: str,
+    description: str,
+    targets: Iterable[prometheus.Dataquery],
+    unit: str,
+    *,
+    width: int = 12,
+    stacked: bool = False,
+    dashed: str | None = None,
+) -> timeseries.Panel:
+    """A time series panel; `dashed` is a legend regex drawn dashed (the noise floor)."""
+    panel = (
+        timeseries.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .targets(list(targets))
+        .unit(unit)
+        .span(width)
+        .height(8)
+        .fill_opacity(10 if not stacked else 40)
+        .legend(
+            common_builder.VizLegendOptions()
+            .display_mode(common.LegendDisplayMode.TABLE)
+            .placement(common.LegendPlacement.BOTTOM)
+            .show_legend(True)
+            .calcs(["mean", "max", "lastNotNull"])
+        )
+        .tooltip(common_builder.VizTooltipOptions().mode(common.TooltipDisplayMode.MULTI))
+    )
+    if stacked:
+        panel = panel.stacking(common_builder.StackingConfig().mode(common.StackingMode.NORMAL))
+    if dashed is not None:
+        panel = panel.override_by_regexp(
+            dashed,
+            [
+                DynamicConfigValue(
+                    id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}
+                ),
+                DynamicConfigValue(id_val="custom.lineWidth", value=2),
+            ],
+        )
+    return panel
+
+
+def single(title: str, description: str, expr: str, legend: str, unit: str) -> stat.Panel:
+    return (
+        stat.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .targets([query(expr, legend)])
+        .unit(unit)
+        .span(6)
+        .height(4)
+        .graph_mode(common.BigValueGraphMode.AREA)
+        .color_mode(common.BigValueColorMode.VALUE)
+        .reduce_options(common_builder.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+    )
+
+
+def traffic_row() -> list[stat.Panel | timeseries.Panel]:
+    primary = 'role="primary"'
+    return [
+        single(
+            "Primary requests/s",
+            "Every request proxied to the primary, sampled or not.",
+            f"sum(rate(shadowtap_requests_total{{{primary}}}{RATE}))",
+            "primary",
+            "reqps",
+        ),
+        single(
+            "Primary error rate",
+            "Share of primary answers that were 5xx or never arrived.",
+            ratio(
+                f"sum(rate(shadowtap_requests_total{{{primary}, {FAILED}}}{RATE}))",
+                f"sum(rate(shadowtap_requests_total{{{primary}}}{RATE}))",
+            ),
+            "primary",
+            "percentunit",
+        ),
+        single(
+            "Sampled share",
+            "Share of eligible requests mirrored to shadows (sampling.rate, budget and shedding).",
+            ratio(
+                f'sum(rate(shadowtap_sampling_decisions_total{{outcome="sampled"}}{RATE}))',
+                f"sum(rate(shadowtap_sampling_decisions_total{RATE}))",
+            ),
+            "sampled",
+            "percentunit",
+        ),
+        single(
+            "Instances",
+            "shadowtap processes reporting, by version.",
+            "count by (version) (shadowtap_build_info)",
+            "{{version}}",
+            "short",
+        ),
+        graph(
+            "Requests/s by target",
+            "Answers per second: the primary, the secondary and each selected candidate.",
+            [query(rate("shadowtap_requests_total", EVERY_TARGET, "target"), "{{target}}")],
+            "reqps",
+        ),
+        graph(
+            "Error rate by target",
+            "Share of answers that were 5xx or never arrived (connection error, timeout).",
+            [
+                query(
+                    ratio(
+                        rate("shadowtap_requests_total", f"{EVERY_TARGET}, {FAILED}", "target"),
+                        rate("shadowtap_requests_total", EVERY_TARGET, "target"),
+                    ),
+                    "{{target}}",
+                )
+            ],
+            "percentunit",
+        ),
+    ]
+
+
+def latency_row() -> list[timeseries.Panel]:
+    return [
+        graph(
+            "Latency p50 / p95 / p99 by target",
+            "From sending the request upstream to the end of the answer.",
+            queries(*quantiles("shadowtap_request_duration_seconds", EVERY_TARGET)),
+            "s",
+        ),
+        graph(
+            "Time to first token p50 / p95 / p99 by target",
+            "Streamed requests only: from sending upstream to the first content token.",
+            queries(*quantiles("shadowtap_time_to_first_token_seconds", EVERY_TARGET)),
+            "s",
+        ),
+    ]
+
+
+def disagreement_ratio(selector: str) -> str:
+    """Disagreements per scored pair; targets that never disagreed show 0 rather than a gap."""
+    scored = rate("shadowtap_agreement_score_count", selector, "target, scorer")
+    disagreed = rate("shadowtap_disagreements_total", selector, "target, scorer")
+    return ratio(f"({disagreed}\nor\n{scored} * 0)", scored)
+
+
+def mean_agreement(selector: str) -> str:
+    return ratio(
+        rate("shadowtap_agreement_score_sum", selector, "target, scorer"),
+        rate("shadowtap_agreement_score_count", selector, "target, scorer"),
+    )
+
+
+def agreement_row() -> list[timeseries.Panel]:
+    noise = 'target="secondary"'
+    return [
+        graph(
+            "Mean agreement with the primary, beside the noise floor",
+            "Mean scorer agreement (1 = same answer) of each candidate with the primary. The "
+            "dashed lines are the secondary (the primary's model asked again): a candidate is "
+            "only worse when it sits below them.",
+            queries(
+                (mean_agreement(CANDIDATES), "{{target}} · {{scorer}}"),
+                (mean_agreement(noise), "noise floor · {{scorer}}"),
+            ),
+            "percentunit",
+            dashed="noise floor.*",
+        ),
+        graph(
+            "Disagreement rate, beside the noise floor",
+            "Share of scored pairs under the scorer's threshold. Dashed: the secondary's rate, "
+            "the disagreement that is only nondeterminism.",
+            queries(
+                (disagreement_ratio(CANDIDATES), "{{target}} · {{scorer}}"),
+                (disagreement_ratio(noise), "noise floor · {{scorer}}"),
+            ),
+            "percentunit",
+            dashed="noise floor.*",
+        ),
+        graph(
+            "Agreement p10 by candidate and scorer",
+            "The worst tenth of pairs: 10% of pairs agree less than this.",
+            [
+                query(
+                    "histogram_quantile(0.1, "
+                    + rate("shadowtap_agreement_score_bucket", SHADOWS, "target, scorer, le")
+                    + ")",
+                    "{{target}} · {{scorer}}",
+                )
+            ],
+            "percentunit",
+        ),
+        graph(
+            "Scorer errors/s",
+            "Scorer calls that raised; the pair is still recorded without that score.",
+            [query(rate("shadowtap_scorer_errors_total", "", "scorer"), "{{scorer}}")],
+            "ops",
+        ),
+    ]
+
+
+def shadow_row() -> list[timeseries.Panel]:
+    return [
+        graph(
+            "Shadow outcomes/s",
+            "Shadow requests by outcome: ok, error, timeout, and shed (over budget, never sent).",
+            [
+                query(
+                    rate("shadowtap_shadow_requests_total", SHADOWS, "target, outcome"),
+                    "{{target}} · {{outcome}}",
+                )
+            ],
+            "ops",
+            stacked=True,
+        ),
+        graph(
+            "Shed share by target",
+            "Share of shadow requests shed to protect the primary path.",
+            [
+                query(
+                    ratio(
+                        rate("shadowtap_shadow_requests_total", SHED, "target"),
+                        rate("shadowtap_shadow_requests_total", SHADOWS, "target"),
+                    ),
+                    "{{target}}",
+                )
+            ],
+            "percentunit",
+        ),
+        graph(
+            "Shadows in flight",
+            "Shadow requests currently waiting on their target (bounded by sampling.max_inflight).",
+            [query(f"sum by (target) (shadowtap_shadow_inflight{{{SHADOWS}}})", "{{target}}")],
+            "short",
+        ),
+        graph(
+            "Sampling decisions/s",
+            "Eligible requests by decision: sampled, not_sampled, shed.",
+            [query(rate("shadowtap_sampling_decisions_total", "", "outcome"), "{{outcome}}")],
+            "ops",
+            stacked=True,
+        ),
+    ]
+
+
+def recorder_row() -> list[timeseries.Panel]:
+    return [
+        graph(
+            "Recorder throughput",
+            "Exchanges written to DuckDB, dropped because the queue was full, and failed batches.",
+            queries(
+                ("sum(rate(shadowtap_records_written_total" + RATE + "))", "written"),
+                ("sum(rate(shadowtap_records_dropped_total" + RATE + "))", "dropped"),
+                ("sum(rate(shadowtap_record_write_errors_total" + RATE + "))", "write errors"),
+            ),
+            "ops",
+        ),
+        graph(
+            "Record queue depth",
+            "Exchanges waiting for the storage writer; near storage.queue_max means drops soon.",
+            [query("sum(shadowtap_record_queue_depth)", "queued")],
+            "short",
+        ),
+    ]
+
+
+def cost_row() -> list[stat.Panel | timeseries.Panel]:
+    return [
+        graph(
+            "Tokens/s by target",
+            "Tokens reported in usage by sampled answers.",
+            [
+                query(
+                    rate("shadowtap_tokens_total", EVERY_TARGET, "target, kind"),
+                    "{{target}} · {{kind}}",
+                )
+            ],
+            "short",
+            width=9,
+        ),
+        graph(
+            "Spend by target (USD/hour)",
+            "Estimated from price_per_1k_prompt / price_per_1k_completion of each target.",
+            [
+                query(
+                    rate("shadowtap_cost_usd_total", EVERY_TARGET, "target") + " * 3600",
+                    "{{target}}",
+                )
+            ],
+            "currencyUSD",
+            width=9,
+        ),
+        single(
+            "Spend in range (USD)",
+            "Estimated spend of sampled answers over the dashboard's time range.",
+            f"sum by (target) (increase(shadowtap_cost_usd_total{{{EVERY_TARGET}}}[$__range]))",
+            "{{target}}",
+            "currencyUSD",
+        ),
+    ]
+
+
+def overview() -> dashboard.Dashboard:
+    board = (
+        dashboard.Dashboard("shadowtap — overview")
+        .uid("shadowtap-overview")
+        .description("Traffic, latency, agreement beside the noise floor, shadows, storage, cost.")
+        .tags(["shadowtap"])
+        .time("now-1h", "now")
+        .refresh("30s")
+        .tooltip(DashboardCursorSync.CROSSHAIR)
+        .with_variable(
+            dashboard.DatasourceVariable("datasource")
+            .label("Data source")
+            .type("prometheus")
+            .current(VariableOption(text="Prometheus", value=DATASOURCE_UID, selected=True))
+        )
+        .with_variable(
+            dashboard.QueryVariable("candidate")
+            .label("Candidate")
+            .datasource(DATASOURCE)
+            .query('label_values(shadowtap_requests_total{role="candidate"}, target)')
+            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(VariableSort.ALPHABETICAL_ASC)
+            .multi(True)
+            .include_all(True)
+            .current(VariableOption(text="All", value="$__all", selected=True))
+        )
+    )
+    rows = {
+        "Traffic": traffic_row(),
+        "Latency": latency_row(),
+        "Agreement": agreement_row(),
+        "Shadows and shedding": shadow_row(),
+        "Recorder": recorder_row(),
+        "Tokens and cost": cost_row(),
+    }
+    ids = itertools.count(1)  # explicit, stable panel ids keep links to a panel working
+    for title, panels in rows.items():
+        board = board.with_row(dashboard.Row(title).id(next(ids)))
+        for panel in panels:
+            board = board.with_panel(panel.id(next(ids)))
+    return board
+
+
+def dashboards() -> dict[str, dict[str, object]]:
+    """File name -> dashboard JSON, as written under grafana/dashboards/."""
+    built = {"overview.json": overview()}
+    return {name: json.loads(render(board)) for name, board in built.items()}
+
+
+def render(board: dashboard.Dashboard | dict[str, object]) -> str:
+    value = board.build() if isinstance(board, dashboard.Dashboard) else board
+    return json.dumps(value, cls=JSONEncoder, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def panel_queries(board: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
+    """(panel title, refId, expr) of every query of a dashboard's JSON, rows included."""
+    for panel in board.get("panels", []):
+        for inner in [panel, *panel.get("panels", [])]:
+            for target in inner.get("targets", []):
+                yield inner["title"], target["refId"], target["expr"]
+
+
+def interpolate(expr: str, candidates: list[str], rate_interval: str = "1m") -> str:
+    """`expr` as Grafana sends it to Prometheus with `candidates` selected (for tests).
+
+    Like Grafana's Prometheus datasource, several values of the multi-value `$candidate`
+    become a regex alternation `(a|b)`, regex metacharacters escaped.
+    """
+    escaped = [re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\\\1", name) for name in candidates]
+    values = {
+        "$candidate": escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")",
+        "$__rate_interval": rate_interval,
+        "$__interval": "15s",
+        "$__range": "1h",
+    }
+    for name in sorted(values, key=len, reverse=True):  # $__range before a shorter prefix
+        expr = expr.replace(name, values[name])
+    return expr
+
+
+def main() -> int:
+    DASHBOARDS_DIR.mkdir(exist_ok=True)
+    for name, board in dashboards().items():
+        (DASHBOARDS_DIR / name).write_text(render(board), encoding="utf-8")
+        print(f"wrote {DASHBOARDS_DIR / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
