@@ -1,0 +1,200 @@
+"""proxy/metrics.py: what each observe_* call exports, on a fresh registry per test."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from proxy.metrics import Metrics, status_class
+from proxy.pricing import Prices
+
+ROUTE = "/v1/chat/completions"
+TARGETS = {"primary": "primary", "secondary": "secondary", "small": "candidate"}
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+def exercise(metrics: Metrics) -> None:
+    """Every observe_* call once, as one sampled streamed exchange would make them."""
+    metrics.prime(TARGETS, [ROUTE])
+    metrics.observe_sampling(ROUTE, "sampled")
+    metrics.shadow_started("small")
+    metrics.observe_response(ROUTE, "primary", "primary", 200, 0.8, 0.12)
+    metrics.observe_response(ROUTE, "small", "candidate", 200, 0.3, 0.05)
+    metrics.shadow_finished("small", "ok")
+    metrics.shadow_shed("secondary")
+    metrics.observe_usage("small", 100, 50)
+    metrics.observe_score("small", "similarity", 0.4, 0.8)
+    metrics.scorer_error("similarity")
+    metrics.records_written_inc(3)
+    metrics.record_dropped()
+    metrics.record_write_error()
+    metrics.track_queue_depth(lambda: 7)
+
+
+def promtool_check_metrics(exposition: bytes) -> subprocess.CompletedProcess[str]:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is not installed (apt-get install prometheus; .ci/run does it)")
+    return subprocess.run(
+        [promtool, "check", "metrics"],
+        input=exposition.decode(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_exposition_passes_promtool_lint(registry: CollectorRegistry) -> None:
+    exercise(Metrics(registry))
+    result = promtool_check_metrics(generate_latest(registry))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_promtool_lint_catches_a_non_base_unit(registry: CollectorRegistry) -> None:
+    # The lint above must be able to fail: a unit that is not a base unit is reported.
+    from prometheus_client import Histogram
+
+    Histogram("shadowtap_latency_milliseconds", "wrong unit", registry=registry).observe(3)
+    result = promtool_check_metrics(generate_latest(registry))
+    assert "milliseconds" in result.stdout + result.stderr
+
+
+def test_each_observation_lands_on_its_labels(registry: CollectorRegistry) -> None:
+    metrics = Metrics(registry, prices={"small": Prices(per_1k_prompt=2.0, per_1k_completion=4.0)})
+    exercise(metrics)
+    labels = {"route": ROUTE, "target": "small", "role": "candidate"}
+    assert value(registry, "shadowtap_requests_total", **labels, status_class="2xx") == 1
+    assert value(registry, "shadowtap_request_duration_seconds_count", **labels) == 1
+    assert value(registry, "shadowtap_request_duration_seconds_sum", **labels) == 0.3
+    assert value(registry, "shadowtap_time_to_first_token_seconds_bucket", **labels, le="0.05") == 1
+    assert (
+        value(registry, "shadowtap_time_to_first_token_seconds_bucket", **labels, le="0.025") == 0
+    )
+    assert value(registry, "shadowtap_tokens_total", target="small", kind="prompt") == 100
+    assert value(registry, "shadowtap_tokens_total", target="small", kind="completion") == 50
+    assert value(registry, "shadowtap_cost_usd_total", target="small") == pytest.approx(0.4)
+    assert value(registry, "shadowtap_shadow_requests_total", target="small", outcome="ok") == 1
+    assert (
+        value(registry, "shadowtap_shadow_requests_total", target="secondary", outcome="shed") == 1
+    )
+    assert value(registry, "shadowtap_shadow_inflight", target="small") == 0
+    assert (
+        value(registry, "shadowtap_sampling_decisions_total", route=ROUTE, outcome="sampled") == 1
+    )
+    assert (
+        value(registry, "shadowtap_agreement_score_count", target="small", scorer="similarity") == 1
+    )
+    assert (
+        value(registry, "shadowtap_disagreements_total", target="small", scorer="similarity") == 1
+    )
+    assert value(registry, "shadowtap_scorer_errors_total", scorer="similarity") == 1
+    assert value(registry, "shadowtap_records_written_total") == 3
+    assert value(registry, "shadowtap_records_dropped_total") == 1
+    assert value(registry, "shadowtap_record_write_errors_total") == 1
+    assert value(registry, "shadowtap_record_queue_depth") == 7
+
+
+def test_fresh_registries_do_not_share_counts() -> None:
+    first, second = CollectorRegistry(), CollectorRegistry()
+    Metrics(first).records_written_inc(5)
+    Metrics(second)
+    assert value(first, "shadowtap_records_written_total") == 5
+    assert value(second, "shadowtap_records_written_total") == 0
+
+
+def test_inflight_rises_while_a_shadow_runs(registry: CollectorRegistry) -> None:
+    metrics = Metrics(registry)
+    metrics.shadow_started("small")
+    metrics.shadow_started("small")
+    assert value(registry, "shadowtap_shadow_inflight", target="small") == 2
+    metrics.shadow_finished("small", "timeout")
+    assert value(registry, "shadowtap_shadow_inflight", target="small") == 1
+    assert (
+        value(registry, "shadowtap_shadow_requests_total", target="small", outcome="timeout") == 1
+    )
+
+
+def test_score_at_the_threshold_is_agreement(registry: CollectorRegistry) -> None:
+    metrics = Metrics(registry)
+    metrics.observe_score("small", "exact", 0.8, 0.8)
+    metrics.observe_score("small", "exact", 0.79, 0.8)
+    assert value(registry, "shadowtap_agreement_score_count", target="small", scorer="exact") == 2
+    assert value(registry, "shadowtap_disagreements_total", target="small", scorer="exact") == 1
+
+
+def test_no_price_means_no_cost_series(registry: CollectorRegistry) -> None:
+    metrics = Metrics(registry, prices={"small": Prices()})
+    metrics.observe_usage("small", 100, 50)
+    metrics.observe_usage("other", 100, 50)
+    assert value(registry, "shadowtap_tokens_total", target="small", kind="prompt") == 100
+    assert value(registry, "shadowtap_cost_usd_total", target="small") is None
+    assert value(registry, "shadowtap_cost_usd_total", target="other") is None
+
+
+def test_prime_exposes_zeros_for_every_target_and_route(registry: CollectorRegistry) -> None:
+    Metrics(registry).prime(TARGETS, [ROUTE])
+    for target, role in TARGETS.items():
+        for klass in ("2xx", "5xx"):
+            labels = {"route": ROUTE, "target": target, "role": role, "status_class": klass}
+            assert value(registry, "shadowtap_requests_total", **labels) == 0
+    for outcome in ("ok", "error", "timeout", "shed"):
+        assert (
+            value(registry, "shadowtap_shadow_requests_total", target="small", outcome=outcome) == 0
+        )
+    # The primary is never a shadow.
+    assert (
+        value(registry, "shadowtap_shadow_requests_total", target="primary", outcome="ok") is None
+    )
+
+
+def test_disabled_metrics_record_nothing_but_drops(registry: CollectorRegistry) -> None:
+    metrics = Metrics(registry, enabled=False)
+    exercise(metrics)
+    exposition = generate_latest(registry).decode()
+    samples = [line for line in exposition.splitlines() if line and not line.startswith("#")]
+    assert value(registry, "shadowtap_records_dropped_total") == 1  # never silent
+    assert (
+        value(
+            registry,
+            "shadowtap_requests_total",
+            route=ROUTE,
+            target="small",
+            role="candidate",
+            status_class="2xx",
+        )
+        is None
+    )
+    assert not any("shadowtap_tokens_total{" in line for line in samples)
+    assert not any("shadowtap_agreement_score_count{" in line for line in samples)
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(200, "2xx"), (204, "2xx"), (302, "3xx"), (429, "4xx"), (503, "5xx"), (None, "error")],
+)
+def test_status_class(status: int | None, expected: str) -> None:
+    assert status_class(status) == expected
+
+
+def test_labels_never_carry_request_content(registry: CollectorRegistry) -> None:
+    exercise(Metrics(registry))
+    names = {
+        label
+        for family in registry.collect()
+        for sample in family.samples
+        for label in sample.labels
+    }
+    allowed = {"route", "target", "role", "status_class", "kind", "outcome", "scorer", "le"}
+    assert names <= allowed | {"version", "python"}
