@@ -1,0 +1,1 @@
+"""`shadowtap demo`: simulated models, a traffic generator and the one-command tour."""

@@ -1,0 +1,101 @@
+"""The simulated models' personalities: latency, wording and failure behaviour.
+
+Why each candidate gets the verdict the demo expects (the gates are in `proxy.demo.run`):
+
+* `primary` rewords one sentence (or one JSON string) in ~12% of answers. Asked twice — the
+  primary and the *secondary* — it therefore disagrees with itself a little: that is the noise
+  floor every candidate is judged against.
+* `fast-agree` shares the primary's answer generator *and* its noise rate, so its disagreement
+  with the primary has the same distribution as the secondary's: the agreement drop is ~0. It is
+  faster (lower TTFT and per-token delay) and never fails, so every gate passes.
+* `paraphrase` rewords every sentence, reorders them and adds hedges, picks other tool-argument
+  values a third of the time and emits broken JSON in a fifth of JSON-mode answers. Its text
+  similarity and exact/JSON/tool agreement sit far below the noise floor: it fails the agreement
+  gate by a wide margin. It is ~20% slower, which stays inside the latency gate, so agreement
+  is the failing gate rather than latency.
+* `flaky` answers exactly like the primary but fails ~12% of requests (500/503s, hangs past
+  the shadow timeout, connection resets): its error rate's Wilson interval lies well above the
+  2% gate even at a few hundred requests, so it fails on errors.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Literal
+
+from proxy.demo.answers import Style
+
+Fault = Literal["error", "hang", "reset"]
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    name: str
+    style: Style
+    ttft_median_s: float  # log-normal time to first token
+    ttft_sigma: float
+    token_median_s: float  # log-normal delay per generated token
+    token_sigma: float = 0.3
+    error_rate: float = 0.0  # answer 500/503
+    hang_rate: float = 0.0  # never answer (until the server shuts down or hang_s passes)
+    reset_rate: float = 0.0  # drop the connection (mid-stream when streaming)
+    hang_s: float = 120.0
+
+    def ttft_s(self, rng: random.Random, speed: float) -> float:
+        return rng.lognormvariate(math.log(self.ttft_median_s), self.ttft_sigma) / speed
+
+    def token_delay_s(self, rng: random.Random, speed: float) -> float:
+        """The per-token delay for one response (drawn once per response, as real decode speed
+        varies per request with batch size, not per token)."""
+        return rng.lognormvariate(math.log(self.token_median_s), self.token_sigma) / speed
+
+    def fault(self, rng: random.Random) -> Fault | None:
+        roll = rng.random()
+        for fault, rate in (
+            ("error", self.error_rate),
+            ("hang", self.hang_rate),
+            ("reset", self.reset_rate),
+        ):
+            if roll < rate:
+                return fault  # type: ignore[return-value]
+            roll -= rate
+        return None
+
+
+NOISE = 0.12  # the primary's (and its look-alikes') share of slightly reworded answers
+
+PROFILES: dict[str, Profile] = {
+    "primary": Profile(
+        name="primary",
+        style=Style(noise_rate=NOISE),
+        ttft_median_s=0.40,
+        ttft_sigma=0.35,
+        token_median_s=0.016,
+    ),
+    "fast-agree": Profile(
+        name="fast-agree",
+        style=Style(noise_rate=NOISE),
+        ttft_median_s=0.22,
+        ttft_sigma=0.30,
+        token_median_s=0.010,
+    ),
+    "paraphrase": Profile(
+        name="paraphrase",
+        style=Style(paraphrase=True, json_break_rate=0.2, tool_drift_rate=0.35),
+        ttft_median_s=0.48,
+        ttft_sigma=0.35,
+        token_median_s=0.019,
+    ),
+    "flaky": Profile(
+        name="flaky",
+        style=Style(noise_rate=NOISE),
+        ttft_median_s=0.40,
+        ttft_sigma=0.35,
+        token_median_s=0.016,
+        error_rate=0.06,
+        hang_rate=0.03,
+        reset_rate=0.03,
+    ),
+}
