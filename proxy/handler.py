@@ -86,7 +86,7 @@ class ProxyHandler:
     inflight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while inflight == 0
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         try:
             body = await receive(request, self.max_body_bytes)

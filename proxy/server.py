@@ -114,7 +114,7 @@ class ShadowtapServer:
             primary_prices=prices["primary"],
         )
         proxy_app = web.Application(client_max_size=config.server.max_body_bytes)
-        proxy_app.router.add_route("*", "/{tail:.*}", self.handler)
+        proxy_app.router.add_route("*", "/{tail:.*}", self.handler.handle)
 
         api_routes: list[web.AbstractRouteDef] = []
         if self.recorder is not None:

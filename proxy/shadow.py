@@ -107,8 +107,10 @@ async def call_shadow(
             streamed = response.headers.get("Content-Type", "").startswith("text/event-stream")
             assembler = StreamAssembler() if streamed else None
             buffer = bytearray()
+            received = 0
             async for chunk in response.content.iter_any():
-                if len(buffer) + len(chunk) > SHADOW_MAX_BYTES:
+                received += len(chunk)
+                if received > SHADOW_MAX_BYTES:  # a runaway target must not grow our memory
                     raise ValueError(f"answer larger than {SHADOW_MAX_BYTES} bytes")
                 if assembler is not None:
                     if assembler.feed(chunk) and ttft is None:

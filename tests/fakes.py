@@ -102,14 +102,22 @@ class FakeModel:
         body = await request.read()
         self.received.append(Received(request.method, request.path_qs, dict(request.headers), body))
         if request.path == "/v1/models":
-            return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+            return web.json_response(
+                {"object": "list", "data": [{"id": "fake", "object": "model"}]}
+            )
         if request.path != "/v1/chat/completions":
             return web.json_response({"error": {"message": "no such route"}}, status=404)
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:
-            error = {"error": {"message": "We could not parse the JSON body of your request.",
-                               "type": "invalid_request_error", "param": None, "code": None}}
+            error = {
+                "error": {
+                    "message": "We could not parse the JSON body of your request.",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": None,
+                }
+            }
             return web.json_response(error, status=400)
         return await self._answer(request, payload, body)
 
@@ -122,8 +130,9 @@ class FakeModel:
         if behaviour == "slow":
             await asyncio.sleep(self.delay_s)
         if behaviour == "error500":
-            return web.json_response({"error": {"message": "boom", "type": "server_error"}},
-                                     status=500)
+            return web.json_response(
+                {"error": {"message": "boom", "type": "server_error"}}, status=500
+            )
         if behaviour == "reset":
             assert request.transport is not None
             request.transport.abort()
@@ -133,8 +142,9 @@ class FakeModel:
             return web.Response(body=b"\x00not json at all{{", content_type="application/json")
         text = answer_text(payload, behaviour)
         if not payload.get("stream"):
-            return web.Response(body=orjson.dumps(chat_json(payload, text, body)),
-                                content_type="application/json")
+            return web.Response(
+                body=orjson.dumps(chat_json(payload, text, body)), content_type="application/json"
+            )
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         try:

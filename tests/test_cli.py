@@ -1,0 +1,91 @@
+"""The `shadowtap` console script, run as a user runs it: a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+from tests.conftest import StartFake
+
+SHADOWTAP = str(Path(sys.executable).parent / "shadowtap")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        SHADOWTAP, *args, stdout=-1, stderr=-1, env={**os.environ, **(env or {})}
+    )
+    out, err = await process.communicate()
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+async def test_check_config_prints_the_resolved_config_with_secrets_masked(tmp_path: Path) -> None:
+    path = tmp_path / "shadowtap.toml"
+    path.write_text(
+        '[primary]\nurl = "https://api.openai.com"\n'
+        '[candidates.small]\nurl = "http://127.0.0.1:8001"\napi_key = "${SMALL_KEY}"\n'
+    )
+    code, out, _ = await run("check-config", "--config", str(path), env={"SMALL_KEY": "sk-abc123"})
+    assert code == 0
+    shown = orjson.loads(out)
+    assert shown["candidates"]["small"]["api_key"] == "**********"
+    assert "sk-abc123" not in out
+    assert shown["sampling"]["rate"] == 0.05  # defaults are resolved and shown
+
+
+async def test_bad_config_stops_with_one_line_naming_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "shadowtap.toml"
+    path.write_text('[primary]\nurl = "https://api.openai.com"\n[sampling]\nrate = 3\n')
+    for command in ("check-config", "serve"):
+        code, out, err = await run(command, "--config", str(path))
+        assert code == 2 and out == ""
+        assert err.strip().startswith("shadowtap: config error: sampling.rate:")
+        assert len(err.strip().splitlines()) == 1
+
+
+async def test_serve_finishes_in_flight_requests_on_sigterm_and_exits_0(
+    tmp_path: Path, start_fake: StartFake
+) -> None:
+    primary = await start_fake("slow", delay_s=1.0)
+    port, admin = free_port(), free_port()
+    path = tmp_path / "shadowtap.toml"
+    path.write_text(
+        f'[server]\nlisten = "127.0.0.1:{port}"\nadmin_listen = "127.0.0.1:{admin}"\n'
+        f'[primary]\nurl = "{primary.url}"\n[storage]\nenabled = false\n'
+    )
+    process = await asyncio.create_subprocess_exec(
+        SHADOWTAP, "serve", "--config", str(path), stdout=-1, stderr=-1
+    )
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):
+            try:
+                async with session.get(f"http://127.0.0.1:{admin}/readyz") as ready:
+                    if ready.status == 200:
+                        break
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.1)
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        pending = asyncio.ensure_future(
+            session.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body)
+        )
+        await asyncio.sleep(0.4)  # the request is now waiting on the slow primary
+        process.send_signal(signal.SIGTERM)
+        response = await pending
+        assert response.status == 200
+        assert "forty-two" in (await response.json())["choices"][0]["message"]["content"]
+    _, err = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 0
+    events = [orjson.loads(line)["event"] for line in err.decode().splitlines()]
+    assert events[0] == "started" and events[-1] == "stopped"

@@ -1,0 +1,203 @@
+"""The primary path: what the client sees through shadowtap equals what the primary sent."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import aiohttp
+import openai
+import orjson
+from prometheus_client import CollectorRegistry
+
+from tests.conftest import StartFake, StartShadowtap, make_config
+
+CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "What is six times seven?"}]}
+# Headers whose value legitimately differs between two responses of the same server.
+VOLATILE = {"date", "server"}
+
+
+async def raw(url: str, body: bytes | None, method: str = "POST", **headers: str):
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        async with session.request(method, url, data=body, headers=headers) as response:
+            chunks = [chunk async for chunk in response.content.iter_any()]
+            stable = {k.lower(): v for k, v in response.headers.items()}
+            return response.status, stable, b"".join(chunks), chunks
+
+
+def proxy_url(server, path: str = "/v1/chat/completions") -> str:
+    return f"http://127.0.0.1:{server.proxy_port}{path}"
+
+
+async def test_json_and_sse_bodies_are_byte_identical(
+    start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    primary = await start_fake("drip", delay_s=0.01)
+    candidate = await start_fake("paraphrase")
+    server = await start_shadowtap(make_config(primary, {"cand": candidate}))
+    for stream in (False, True):
+        body = orjson.dumps({**CHAT, "stream": stream})
+        direct = await raw(primary.url + "/v1/chat/completions", body)
+        proxied = await raw(proxy_url(server), body, **{"Content-Type": "application/json"})
+        assert proxied[0] == direct[0] == 200
+        assert proxied[2] == direct[2]
+        for name in set(direct[1]) - VOLATILE - {"content-length", "transfer-encoding"}:
+            assert proxied[1][name] == direct[1][name], name
+        if stream:
+            # chunk by chunk, not buffered: the dripping primary's events arrive separately
+            assert proxied[1]["content-type"].startswith("text/event-stream")
+            assert len(proxied[3]) > 3
+    await asyncio.sleep(0.1)
+    assert len(candidate.chat_requests()) == 2
+
+
+async def test_openai_client_sees_the_primary_answer(
+    start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    primary = await start_fake()
+    candidate = await start_fake("paraphrase")
+    server = await start_shadowtap(make_config(primary, {"cand": candidate}))
+    via = openai.AsyncOpenAI(base_url=proxy_url(server, "/v1"), api_key="sk-client")
+    direct = openai.AsyncOpenAI(base_url=primary.url + "/v1", api_key="sk-client")
+    got = await via.chat.completions.create(**CHAT)
+    want = await direct.chat.completions.create(**CHAT)
+    assert got.model_dump() == want.model_dump()
+    got_stream = [
+        c.model_dump() async for c in await via.chat.completions.create(**CHAT, stream=True)
+    ]
+    want_stream = [
+        c.model_dump() async for c in await direct.chat.completions.create(**CHAT, stream=True)
+    ]
+    assert got_stream == want_stream and len(got_stream) > 3
+    assert "paraphrase" not in str(got_stream)  # the candidate's answer never leaks back
+    await via.close()
+    await direct.close()
+
+
+async def test_non_chat_routes_pass_through_unmirrored(
+    start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    primary = await start_fake()
+    candidate = await start_fake()
+    server = await start_shadowtap(make_config(primary, {"cand": candidate}))
+    client = openai.AsyncOpenAI(base_url=proxy_url(server, "/v1"), api_key="sk-client")
+    models = await client.models.list()
+    assert [m.id for m in models.data] == ["fake"]
+    status, _, body, _ = await raw(proxy_url(server, "/v1/unknown?x=1&y=%20z"), None, "GET")
+    assert status == 404 and b"no such route" in body
+    assert primary.received[-1].path_qs == "/v1/unknown?x=1&y=%20z"
+    await asyncio.sleep(0.05)
+    assert candidate.received == []
+    await client.close()
+
+
+async def test_malformed_json_reaches_primary_and_is_not_mirrored(
+    start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    primary = await start_fake()
+    candidate = await start_fake()
+    registry = CollectorRegistry()
+    server = await start_shadowtap(make_config(primary, {"cand": candidate}), registry)
+    status, _, body, _ = await raw(proxy_url(server), b'{"model": "x", "messages": [')
+    assert status == 400
+    assert orjson.loads(body)["error"]["message"].startswith("We could not parse")
+    assert primary.received[-1].body == b'{"model": "x", "messages": ['
+    await asyncio.sleep(0.05)
+    assert candidate.received == []
+    labels = {"route": "/v1/chat/completions", "outcome": "invalid_json"}
+    assert registry.get_sample_value("shadowtap_sampling_decisions_total", labels) == 1
+
+
+async def test_headers_hop_by_hop_removed_forwarded_for_appended(
+    start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    primary = await start_fake()
+    server = await start_shadowtap(make_config(primary))
+    await raw(
+        proxy_url(server),
+        orjson.dumps(CHAT),
+        **{
+            "Connection": "keep-alive, X-Private-Hop",
+            "X-Private-Hop": "secret-hop",
+            "Proxy-Authorization": "Basic abc",
+            "X-Forwarded-For": "203.0.113.9",
+            "Authorization": "Bearer sk-client",
+            "X-Custom": "kept",
+        },
+    )
+    seen = {k.lower(): v for k, v in primary.received[-1].headers.items()}
+    assert "x-private-hop" not in seen and "proxy-authorization" not in seen
+    assert seen["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
+    assert seen["authorization"] == "Bearer sk-client"  # the primary is the client's provider
+    assert seen["x-custom"] == "kept"
+    assert seen["host"] == primary.url.removeprefix("http://")
+
+
+async def test_upstream_errors_pass_through_unchanged(
+    start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    primary = await start_fake("error500")
+    server = await start_shadowtap(make_config(primary))
+    direct = await raw(primary.url + "/v1/chat/completions", orjson.dumps(CHAT))
+    proxied = await raw(proxy_url(server), orjson.dumps(CHAT))
+    assert proxied[0] == direct[0] == 500 and proxied[2] == direct[2]
+
+
+async def test_unreachable_primary_is_a_502_in_openai_error_shape(
+    start_shadowtap: StartShadowtap,
+) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = await start_shadowtap(make_config(f"http://127.0.0.1:{port}"))
+    status, headers, body, _ = await raw(proxy_url(server), orjson.dumps(CHAT))
+    assert status == 502 and headers["content-type"].startswith("application/json")
+    error = orjson.loads(body)["error"]
+    assert error["code"] == "upstream_unreachable" and error["type"] == "proxy_error"
+    client = openai.AsyncOpenAI(
+        base_url=proxy_url(server, "/v1"), api_key="sk-client", max_retries=0
+    )
+    try:
+        await client.chat.completions.create(**CHAT)
+        raise AssertionError("expected an error")
+    except openai.InternalServerError as error:
+        assert error.status_code == 502
+    await client.close()
+
+
+async def test_oversize_bodies_get_413(
+    start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    primary = await start_fake()
+    server = await start_shadowtap(make_config(primary, server={"max_body_bytes": 1000}))
+    big = orjson.dumps({**CHAT, "messages": [{"role": "user", "content": "x" * 2000}]})
+    status, _, body, _ = await raw(proxy_url(server), big)
+    assert status == 413 and orjson.loads(body)["error"]["code"] == "request_too_large"
+
+    async def chunked():  # no Content-Length: the cap must hold while reading
+        for _ in range(20):
+            yield b"x" * 100
+
+    async with aiohttp.ClientSession() as session:
+        async with session.post(proxy_url(server), data=chunked()) as response:
+            assert response.status == 413
+    assert primary.received == []
+    ok = await raw(proxy_url(server), orjson.dumps(CHAT))
+    assert ok[0] == 200
+
+
+async def test_client_disconnect_cancels_the_upstream_request(
+    start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    primary = await start_fake("drip", delay_s=0.3)
+    server = await start_shadowtap(make_config(primary, sampling={"rate": 0.0}))
+    body = orjson.dumps({**CHAT, "stream": True})
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(proxy_url(server), data=body)
+        await response.content.readany()  # the first event arrived; now hang up
+        response.close()
+    for _ in range(50):
+        if primary.disconnects:
+            break
+        await asyncio.sleep(0.1)
+    assert primary.disconnects == 1

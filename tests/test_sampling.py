@@ -1,0 +1,71 @@
+"""decide_sampling is pure: these tests need no server."""
+
+from __future__ import annotations
+
+import random
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from proxy.sampling import Draws, SamplingPolicy, ShadowBudget, decide_sampling
+
+POLICY = SamplingPolicy(
+    rate=0.5, routes=frozenset({"/v1/chat/completions"}), target_rates={"a": 1.0, "b": 0.2}
+)
+
+
+def draws(request: float, a: float = 0.0, b: float = 0.0) -> dict[str, float]:
+    return {"": request, "a": a, "b": b}
+
+
+def test_route_json_and_rate_decide_in_that_order() -> None:
+    assert decide_sampling(None, True, draws(0.0), POLICY, 10).reason == "not_eligible"
+    assert decide_sampling("/v1/chat/completions", False, draws(0.0), POLICY, 10).reason == (
+        "invalid_json"
+    )
+    assert not decide_sampling("/v1/chat/completions", True, draws(0.5), POLICY, 10).sampled
+    decision = decide_sampling("/v1/chat/completions", True, draws(0.49, b=0.1), POLICY, 10)
+    assert decision.sampled and decision.targets == ("a", "b")
+
+
+def test_per_target_rate_picks_targets() -> None:
+    decision = decide_sampling("/v1/chat/completions", True, draws(0.1, b=0.3), POLICY, 10)
+    assert decision.targets == ("a",)
+
+
+def test_budget_sheds_what_does_not_fit() -> None:
+    decision = decide_sampling("/v1/chat/completions", True, draws(0.1, b=0.1), POLICY, 1)
+    assert decision.sampled and decision.targets == ("a",) and decision.shed == ("b",)
+    none_free = decide_sampling("/v1/chat/completions", True, draws(0.1, b=0.1), POLICY, 0)
+    assert not none_free.sampled and none_free.reason == "shed" and none_free.shed == ("a", "b")
+
+
+def test_sticky_draws_repeat_and_differ_by_target() -> None:
+    sticky = Draws("body:user", ["a", "b"])
+    headers = CIMultiDictProxy(CIMultiDict())
+    assert sticky.sticky_value(headers, {"user": "u1"}) == "u1"
+    assert sticky.draw("u1") == sticky.draw("u1")
+    first = sticky.draw("u1")
+    assert first[""] != first["a"] != first["b"]
+    assert sticky.sticky_value(headers, {}) is None  # absent: falls back to random draws
+    by_header = Draws("header:X-User", ["a"])
+    header = CIMultiDictProxy(CIMultiDict({"x-user": "h1"}))
+    assert by_header.sticky_value(header, None) == "h1"
+    values = [Draws(None, [], random.Random(1)).draw(None)[""] for _ in range(3)]
+    assert all(0 <= v < 1 for v in values)
+
+
+def test_budget_limits_inflight_and_rate() -> None:
+    now = [0.0]
+    budget = ShadowBudget(max_inflight=3, max_per_second=2, clock=lambda: now[0])
+    assert budget.free() == 2  # one second of burst at 2/s
+    budget.acquire(2)
+    assert budget.free() == 0
+    now[0] += 0.5
+    assert budget.free() == 1  # refilled one token; inflight room is 1
+    budget.release()
+    budget.release()
+    now[0] += 10
+    assert budget.free() == 2  # tokens cap at the burst size
+    unlimited = ShadowBudget(max_inflight=0, max_per_second=0)
+    unlimited.acquire(1000)
+    assert unlimited.free() > 1000
