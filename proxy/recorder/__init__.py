@@ -1,9 +1,11 @@
 """Storage of sampled exchanges in DuckDB (see README "Data in DuckDB").
 
 `Recorder` is the proxy's sink: `record()` queues without blocking and a single writer thread
-batches into the file. `schema` holds the public tables and the `pairs` view.
+batches into the file. `schema` holds the public tables and the `pairs` view; `api_routes`
+serves them live on the admin listener.
 """
 
+from proxy.recorder.api import api_routes
 from proxy.recorder.schema import (
     SCHEMA_VERSION,
     DatabaseLocked,
@@ -14,11 +16,15 @@ from proxy.recorder.schema import (
     open_readonly,
     parquet_relations,
 )
+from proxy.recorder.writer import Recorder, RecorderClosed
 
 __all__ = [
     "SCHEMA_VERSION",
     "DatabaseLocked",
+    "Recorder",
+    "RecorderClosed",
     "SchemaError",
+    "api_routes",
     "connect",
     "create_pairs_view",
     "migrate",

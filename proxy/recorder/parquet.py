@@ -1,0 +1,132 @@
+"""Parquet roll-up (`storage.parquet_dir`) and retention (`storage.retention_days`).
+
+Layout, one file per table, UTC date and roll:
+
+    <parquet_dir>/exchanges/date=2025-01-31/<roll-uuid7>.parquet
+    <parquet_dir>/responses/date=2025-01-31/<roll-uuid7>.parquet
+    <parquet_dir>/scores/date=2025-01-31/<roll-uuid7>.parquet
+
+Roll ids are UUIDv7, so any number of sidecars can roll into one shared volume without name
+clashes, and the whole fleet reads as one data set through `schema.parquet_relations`.
+
+Exactly-once without a clock watermark (exchanges finish out of order): the writer inserts
+each written request id into `_rollup_pending` in the same transaction as its rows. A roll
+stamps the unstamped ids with a new roll id, writes each file to a hidden temporary name and
+renames it into place, then deletes the stamped ids. If the process dies mid-roll, the stamp
+survives and the next roll rewrites the same file names, replacing any partial output.
+Responses and scores are partitioned by their exchange's `started_at`, so one request's rows
+always share a date.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+from proxy.ids import uuid7
+from proxy.recorder.schema import COLUMNS, TABLES
+
+PENDING_TABLE = "_rollup_pending"
+PENDING_DDL = f"CREATE TABLE IF NOT EXISTS {PENDING_TABLE} (request_id VARCHAR, roll VARCHAR)"
+
+
+def _quote(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _day(started_at: str = "e.started_at") -> str:
+    return f"strftime({started_at} AT TIME ZONE 'UTC', '%Y-%m-%d')"
+
+
+def roll(con: duckdb.DuckDBPyConnection, parquet_dir: str | Path) -> int:
+    """Write every exchange not yet rolled (and its responses and scores) to Parquet.
+
+    Returns the number of exchanges rolled. Runs on the writer's connection and thread.
+    """
+    base = Path(parquet_dir)
+    con.execute(f"UPDATE {PENDING_TABLE} SET roll = ? WHERE roll IS NULL", [uuid7()])
+    rolls = [r[0] for r in con.execute(f"SELECT DISTINCT roll FROM {PENDING_TABLE}").fetchall()]
+    rolled = 0
+    for roll_id in sorted(rolls):
+        ids = (
+            f"SELECT e.request_id, {_day()} AS day FROM exchanges e "
+            f"SEMI JOIN {PENDING_TABLE} p ON p.request_id = e.request_id AND p.roll = $roll"
+        )
+        days = [
+            r[0]
+            for r in con.execute(f"SELECT DISTINCT day FROM ({ids})", {"roll": roll_id}).fetchall()
+        ]
+        for day in days:
+            for table in TABLES:
+                cols = ", ".join(f"t.{c}" for c in COLUMNS[table])
+                folder = base / table / f"date={day}"
+                folder.mkdir(parents=True, exist_ok=True)
+                final = folder / f"{roll_id}.parquet"
+                # A dot name is invisible to `*.parquet` globs until the atomic rename.
+                temporary = folder / f".{roll_id}.parquet.tmp"
+                query = (
+                    f"SELECT {cols} FROM {table} t SEMI JOIN ({ids}) i "
+                    f"ON i.request_id = t.request_id AND i.day = $day"
+                )
+                # COPY cannot take parameters, so they are inlined as escaped literals.
+                query = query.replace("$roll", "'" + roll_id.replace("'", "''") + "'")
+                query = query.replace("$day", "'" + day + "'")
+                row = con.execute(
+                    f"COPY ({query}) TO {_quote(temporary)} (FORMAT parquet, COMPRESSION zstd)"
+                ).fetchone()
+                if row and row[0]:
+                    os.replace(temporary, final)
+                    if table == "exchanges":
+                        rolled += int(row[0])
+                else:
+                    temporary.unlink(missing_ok=True)
+        con.execute(f"DELETE FROM {PENDING_TABLE} WHERE roll = ?", [roll_id])
+    return rolled
+
+
+def apply_retention(
+    con: duckdb.DuckDBPyConnection,
+    retention_days: int,
+    parquet_dir: str | Path | None,
+    now: datetime | None = None,
+) -> int:
+    """Delete exchanges that started more than `retention_days` ago, with their responses,
+    scores and Parquet partitions (whole UTC days older than the cutoff's day).
+
+    Returns the number of exchanges deleted.
+    """
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=retention_days)
+    old = "SELECT request_id FROM exchanges WHERE started_at < $cutoff"
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for table in ("scores", "responses", PENDING_TABLE):
+            con.execute(f"DELETE FROM {table} WHERE request_id IN ({old})", {"cutoff": cutoff})
+        row = con.execute(
+            "DELETE FROM exchanges WHERE started_at < $cutoff", {"cutoff": cutoff}
+        ).fetchone()
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    if parquet_dir is not None:
+        _drop_partitions(Path(parquet_dir), cutoff.date())
+    return int(row[0]) if row else 0
+
+
+def _drop_partitions(base: Path, cutoff_day: date) -> None:
+    for table in TABLES:
+        folder = base / table
+        if not folder.is_dir():
+            continue
+        for partition in folder.glob("date=*"):
+            try:
+                day = date.fromisoformat(partition.name.removeprefix("date="))
+            except ValueError:
+                continue  # not ours; never delete what we did not write
+            if day < cutoff_day:
+                # Other sidecars on the same volume may be deleting it too.
+                shutil.rmtree(partition, ignore_errors=True)

@@ -1,0 +1,122 @@
+"""Scrubbing secrets and personal data out of what the recorder stores.
+
+Two levels, chosen by `storage.bodies`:
+
+* credentials (API-key shapes, bearer tokens, AWS keys, JWTs, private keys) are replaced in
+  every mode, "full" included: credentials never reach storage (DESIGN principle 4), and an
+  upstream's error message often echoes the key it rejected.
+* personal data (e-mail addresses, phone numbers) is replaced in "redacted" (the default) and
+  "none" (where only error messages and paths carry free text).
+
+Example: `redact("key sk-abcdefghijklmnop1234 for a@b.io", pii=True)`
+-> `"key [REDACTED:api_key] for [REDACTED:email]"`.
+
+The writer thread calls this on every stored string, so it is on the benchmark's path: cheap
+substring checks decide whether the (slow) patterns need to run at all.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# Ordered: the first alternative that matches at a position wins, so the specific shapes
+# (a JWT, a bearer header) come before the generic ones they contain.
+_CREDENTIALS: tuple[tuple[str, str], ...] = (
+    ("private_key", r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
+    ("bearer_token", r"(?i:\bbearer)\s+[A-Za-z0-9._~+/=-]{8,}"),
+    ("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+    # OpenAI / Anthropic (sk-, sk-proj-, sk-ant-), Stripe, Google, GitHub, Slack, Hugging Face.
+    ("api_key", r"\bsk-[A-Za-z0-9_-]{16,}"),
+    ("api_key", r"\b[rsp]k_(?:live|test)_[A-Za-z0-9]{16,}"),
+    ("api_key", r"\bAIza[0-9A-Za-z_-]{35}"),
+    ("api_key", r"\bgh[pousr]_[A-Za-z0-9]{30,}"),
+    ("api_key", r"\bxox[abprs]-[A-Za-z0-9-]{10,}"),
+    ("api_key", r"\bhf_[A-Za-z0-9]{30,}"),
+    ("aws_access_key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    (
+        "aws_secret_key",
+        r"(?i:aws_secret_access_key|aws_secret_key|secret_access_key)[\"']?\s*[:=]\s*[\"']?"
+        r"[A-Za-z0-9/+=]{40}",
+    ),
+)
+_PII: tuple[tuple[str, str], ...] = (
+    ("email", r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"),
+    # International or North-American style numbers with separators: +1 415 555 0100,
+    # (415) 555-0100, 415-555-0100, +44 20 7946 0958. Bare digit runs (ids, amounts) are left.
+    (
+        "phone",
+        r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]?\d{3,4}"
+        r"(?![\w])",
+    ),
+)
+
+
+# Lower-case substrings at least one of which every credential shape contains. Most stored
+# strings contain none, and looking for these is far cheaper than running the alternation
+# (which has no literal prefix for `re` to search by); a false trigger only costs time.
+_CREDENTIAL_TRIGGERS = (
+    "sk-",
+    "k_live_",
+    "k_test_",
+    "aiza",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "xox",
+    "hf_",
+    "akia",
+    "asia",
+    "eyj",
+    "private key",
+    "bearer",
+    "secret",
+)
+# One alternation of plain literals: `re` scans it by first character, which beats a Python
+# loop of `in` checks.
+_TRIGGER_RE = re.compile("|".join(re.escape(t) for t in _CREDENTIAL_TRIGGERS))
+_DIGIT_RUN = re.compile(r"\d{3}")  # every phone shape has three digits in a row
+
+
+def _compile(patterns: tuple[tuple[str, str], ...]) -> tuple[re.Pattern[str], list[str]]:
+    groups = "|".join(f"(?P<g{i}>{pattern})" for i, (_, pattern) in enumerate(patterns))
+    return re.compile(groups), [kind for kind, _ in patterns]
+
+
+_CREDENTIAL_RE, _CREDENTIAL_KINDS = _compile(_CREDENTIALS)
+_EMAIL_RE, _EMAIL_KINDS = _compile(_PII[:1])
+_PHONE_RE, _PHONE_KINDS = _compile(_PII[1:])
+
+
+def _substitute(pattern: re.Pattern[str], kinds: list[str], text: str) -> str:
+    def placeholder(match: re.Match[str]) -> str:
+        index = int(match.lastgroup[1:]) if match.lastgroup else 0
+        return f"[REDACTED:{kinds[index]}]"
+
+    return pattern.sub(placeholder, text)
+
+
+def redact(text: str, *, pii: bool) -> str:
+    """Replace credentials (and personal data when `pii`) with `[REDACTED:<kind>]`."""
+    if _TRIGGER_RE.search(text.lower()):
+        text = _substitute(_CREDENTIAL_RE, _CREDENTIAL_KINDS, text)
+    if pii:
+        # E-mails first: an address may hold digits that would otherwise look like a phone.
+        if "@" in text:
+            text = _substitute(_EMAIL_RE, _EMAIL_KINDS, text)
+        if _DIGIT_RUN.search(text):
+            text = _substitute(_PHONE_RE, _PHONE_KINDS, text)
+    return text
+
+
+def redact_json(value: Any, *, pii: bool) -> Any:
+    """`redact` applied to every string in a JSON value, keys included."""
+    if isinstance(value, str):
+        return redact(value, pii=pii)
+    if isinstance(value, dict):
+        return {redact(k, pii=pii): redact_json(v, pii=pii) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_json(v, pii=pii) for v in value]
+    return value
