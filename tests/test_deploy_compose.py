@@ -1,0 +1,197 @@
+"""deploy/compose.yaml: valid against the Compose specification, and its services wired together.
+
+Docker cannot run here, so the checks are what `docker compose up` would trip over: the schema,
+bind-mount sources, the commands of the demo services (parsed by the demo modules' own argument
+parsers), the shadowtap config (checked by `shadowtap check-config`), and the addresses that
+Prometheus and Grafana use to find shadowtap and each other.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from proxy.config import load_config, split_host_port
+from proxy.demo import models as demo_models
+from proxy.demo import traffic as demo_traffic
+from tests.test_deploy_kustomize import REPO
+
+DEPLOY = REPO / "deploy"
+COMPOSE_FILE = DEPLOY / "compose.yaml"
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+
+
+def bind_mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """Container path -> host path of each bind mount (short syntax, relative to deploy/)."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target, *_ = volume.split(":")
+        if source.startswith((".", "/")):
+            mounts[target] = (DEPLOY / source).resolve()
+    return mounts
+
+
+def host_path(service: dict[str, Any], container_path: str) -> Path:
+    """Where a file the container reads comes from, through the deepest bind mount above it."""
+    path = PurePosixPath(container_path)
+    mounts = bind_mounts(service)
+    above = [t for t in mounts if path == PurePosixPath(t) or PurePosixPath(t) in path.parents]
+    assert above, f"{container_path} is not bind-mounted"
+    target = max(above, key=len)
+    return mounts[target] / path.relative_to(target)
+
+
+def test_compose_file_matches_the_compose_specification():
+    result = subprocess.run(
+        [BIN / "check-jsonschema", "--builtin-schema", "vendor.compose-spec", COMPOSE_FILE],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_schema_check_can_fail(tmp_path: Path, compose):
+    broken = dict(compose)
+    broken["services"] = {"shadowtap": {"image": "shadowtap:local", "ports": "8080:8080"}}
+    path = tmp_path / "compose.yaml"
+    path.write_text(yaml.safe_dump(broken))
+    result = subprocess.run(
+        [BIN / "check-jsonschema", "--builtin-schema", "vendor.compose-spec", path],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1, result.stdout
+
+
+def test_bind_mount_sources_exist(compose):
+    for name, service in compose["services"].items():
+        for target, source in bind_mounts(service).items():
+            assert source.exists(), f"{name}: {source} (mounted at {target}) is missing"
+
+
+def test_the_shadowtap_config_passes_check_config(compose):
+    config_path = host_path(compose["services"]["shadowtap"], "/etc/shadowtap/shadowtap.toml")
+    result = subprocess.run(
+        [BIN / "shadowtap", "check-config", "--config", config_path],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_shadowtap_reaches_the_simulated_models(compose):
+    services = compose["services"]
+    config = load_config(host_path(services["shadowtap"], "/etc/shadowtap/shadowtap.toml"), {})
+    assert services["models"]["entrypoint"] == ["python", "-m", "proxy.demo.models"]
+    args = demo_models._parse_args(services["models"]["command"])
+    served = demo_models.models_from_args(args)  # profile -> (host, port)
+    assert {host for host, _ in served.values()} == {"0.0.0.0"}
+    ports = {port: profile for profile, (_, port) in served.items()}
+    upstreams = {"primary": config.primary.url} | {
+        name: candidate.url for name, candidate in config.candidates.items()
+    }
+    for target, url in upstreams.items():
+        parts = urlsplit(url)
+        assert parts.hostname == "models", f"{target}: {url}"
+        assert ports.get(parts.port) == target, f"{target}: {url} serves {ports.get(parts.port)}"
+    assert set(ports.values()) == set(upstreams), "every simulated model is used"
+
+
+def test_traffic_goes_through_shadowtap(compose):
+    services = compose["services"]
+    config = load_config(host_path(services["shadowtap"], "/etc/shadowtap/shadowtap.toml"), {})
+    assert services["traffic"]["entrypoint"] == ["python", "-m", "proxy.demo.traffic"]
+    args = demo_traffic._parse_args(services["traffic"]["command"])
+    assert args.forever
+    base_url = urlsplit(args.base_url)
+    listen_host, listen_port = split_host_port(config.server.listen)
+    assert listen_host == "0.0.0.0"
+    assert (base_url.hostname, base_url.port, base_url.path) == ("shadowtap", listen_port, "/v1")
+    published = [p.rsplit(":", 2)[-2:] for p in services["shadowtap"]["ports"]]
+    assert [str(listen_port)] * 2 in published
+
+
+def test_prometheus_scrapes_shadowtap_and_loads_the_rules(compose):
+    services = compose["services"]
+    config = load_config(host_path(services["shadowtap"], "/etc/shadowtap/shadowtap.toml"), {})
+    prometheus = services["prometheus"]
+    config_flag = next(f for f in prometheus["command"] if f.startswith("--config.file="))
+    config_file = config_flag.partition("=")[2]
+    scrape = yaml.safe_load(host_path(prometheus, config_file).read_text())
+    admin_host, admin_port = split_host_port(config.server.admin_listen)
+    assert admin_host == "0.0.0.0"
+    targets = [
+        target
+        for job in scrape["scrape_configs"]
+        for static in job.get("static_configs", [])
+        for target in static["targets"]
+    ]
+    assert f"shadowtap:{admin_port}" in targets
+    for pattern in scrape.get("rule_files", []):
+        in_container = PurePosixPath(config_file).parent / pattern
+        directory = host_path(prometheus, str(in_container.parent))
+        assert list(directory.glob(in_container.name)), f"rule_files {pattern} matches nothing"
+
+
+def test_grafana_gets_the_datasource_and_the_dashboards(compose):
+    grafana = compose["services"]["grafana"]
+    provisioning = host_path(grafana, "/etc/grafana/provisioning")
+    datasources = [
+        source
+        for path in sorted((provisioning / "datasources").glob("*.y*ml"))
+        for source in yaml.safe_load(path.read_text())["datasources"]
+    ]
+    urls = {urlsplit(source["url"])[1] for source in datasources}
+    assert urls == {"prometheus:9090"}, "the compose service name and Prometheus' port"
+    providers = [
+        provider
+        for path in sorted((provisioning / "dashboards").glob("*.y*ml"))
+        for provider in yaml.safe_load(path.read_text())["providers"]
+    ]
+    assert providers
+    for provider in providers:
+        dashboards = host_path(grafana, provider["options"]["path"])
+        assert list(dashboards.glob("*.json")), f"{provider['name']}: no dashboards mounted"
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert host_path(grafana, home).is_file()
+    assert "127.0.0.1:3000:3000" in grafana["ports"]
+
+
+def test_services_wait_for_healthy_dependencies(compose):
+    services = compose["services"]
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    for name, service in services.items():
+        for dependency, condition in service.get("depends_on", {}).items():
+            if condition["condition"] != "service_healthy":
+                continue
+            has_check = "healthcheck" in services[dependency] or (
+                services[dependency].get("build", {}).get("dockerfile") == "deploy/Dockerfile"
+                and "\nHEALTHCHECK " in dockerfile
+            )
+            assert has_check, f"{name} waits for {dependency}, which has no healthcheck"
+    # The image's health check asks the admin port this config listens on.
+    config = load_config(host_path(services["shadowtap"], "/etc/shadowtap/shadowtap.toml"), {})
+    _, admin_port = split_host_port(config.server.admin_listen)
+    assert f"SHADOWTAP_HEALTHCHECK_URL=http://127.0.0.1:{admin_port}/healthz" in dockerfile
+
+
+def test_stop_grace_period_covers_the_drain(compose):
+    services = compose["services"]
+    config = load_config(host_path(services["shadowtap"], "/etc/shadowtap/shadowtap.toml"), {})
+    grace = services["shadowtap"]["stop_grace_period"]
+    assert grace.endswith("s")
+    longest_shadow = max(
+        [c.timeout_s for c in config.candidates.values()] + [config.secondary.timeout_s]
+    )
+    assert float(grace[:-1]) >= config.server.shutdown_grace_s + longest_shadow + 1
