@@ -54,7 +54,8 @@ def queries(*pairs: tuple[str, str]) -> list[prometheus.Dataquery]:
 
 
 def rate(metric: str, selector: str, by: str) -> str:
-    return f"sum by ({by}) (rate({metric}{{{selector}}}{RATE}))"
+    matchers = f"{{{selector}}}" if selector else ""
+    return f"sum by ({by}) (rate({metric}{matchers}{RATE}))"
 
 
 def ratio(numerator: str, denominator: str) -> str:
@@ -265,7 +266,16 @@ def agreement_row() -> list[timeseries.Panel]:
         graph(
             "Scorer errors/s",
             "Scorer calls that raised; the pair is still recorded without that score.",
-            [query(rate("shadowtap_scorer_errors_total", "", "scorer"), "{{scorer}}")],
+            [
+                query(
+                    # A scorer that never raised has no series yet: show it at 0, not a gap.
+                    rate("shadowtap_scorer_errors_total", "", "scorer")
+                    + "\nor\n"
+                    + rate("shadowtap_agreement_score_count", "", "scorer")
+                    + " * 0",
+                    "{{scorer}}",
+                )
+            ],
             "ops",
         ),
     ]
