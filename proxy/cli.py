@@ -67,7 +67,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shadowtap",
         description="Mirror LLM traffic to candidate models and decide model swaps from it.",
@@ -83,28 +83,27 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", required=True, help="path to shadowtap.toml")
     check.set_defaults(func=cmd_check_config)
 
+    # Only the chosen subcommand's arguments are loaded: `serve` never imports report or demo.
     report = commands.add_parser("report", help="a model-swap decision from recorded pairs")
-    try:
+    report.set_defaults(func=cmd_report)
+    if command == "report":
         from proxy.report.command import add_arguments as report_arguments
 
         report_arguments(report)
-    except ImportError:
-        pass
-    report.set_defaults(func=cmd_report)
 
     demo = commands.add_parser("demo", help="the whole loop on simulated models, no keys needed")
-    try:
+    demo.set_defaults(func=cmd_demo)
+    if command == "demo":
         from proxy.demo.run import add_arguments as demo_arguments
 
         demo_arguments(demo)
-    except ImportError:
-        pass
-    demo.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    command = next((word for word in words if not word.startswith("-")), None)
+    args = build_parser(command).parse_args(words)
     try:
         return int(args.func(args))
     except ConfigError as error:

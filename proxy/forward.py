@@ -21,6 +21,11 @@ from proxy.headers import downstream_response_headers, error_response, upstream_
 from proxy.normalize import StreamAssembler, completion_from_json
 
 CAPTURE_MAX_BYTES = 16 * 1024 * 1024
+WHOLE_BODY_BYTES = 256 * 1024  # non-streamed answers up to this size are relayed in one write
+
+
+def streamed(upstream: aiohttp.ClientResponse) -> bool:
+    return upstream.headers.get("Content-Type", "").startswith("text/event-stream")
 
 
 class Capture:
@@ -118,6 +123,19 @@ async def forward_primary(
                     upstream.headers.get("Content-Type", ""),
                     upstream.headers.get("Content-Encoding", "").lower(),
                 )
+            length = upstream.content_length
+            if length is not None and length <= WHOLE_BODY_BYTES and not streamed(upstream):
+                # A small, finite answer: send headers and body in one write, not three.
+                data = await upstream.read()
+                if capture is not None:
+                    capture.feed(data)
+                whole = web.Response(
+                    status=upstream.status,
+                    reason=upstream.reason,
+                    headers=response.headers,
+                    body=data,
+                )
+                return whole, upstream.status
             await response.prepare(request)
             prepared = True
             async for chunk in upstream.content.iter_any():

@@ -47,8 +47,13 @@ class BodyTooLarge(Exception):
 
 async def receive(request: web.Request, max_bytes: int) -> bytes:
     """Read the body once, refusing more than `max_bytes` before buffering it."""
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise BodyTooLarge
+    if request.content_length is not None:
+        if request.content_length > max_bytes:
+            raise BodyTooLarge
+        try:
+            return await request.content.readexactly(request.content_length)
+        except asyncio.IncompleteReadError:
+            raise ConnectionResetError("client sent less than its Content-Length") from None
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_any():

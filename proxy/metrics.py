@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -41,6 +42,8 @@ class Metrics:
         self.enabled = enabled
         self.registry = registry if registry is not None else CollectorRegistry()
         self.prices = prices or {}  # target -> its configured prices
+        self._response_children: dict[tuple[str, str, str], tuple[Any, Any, dict[str, Any]]] = {}
+        self._sampling_children: dict[tuple[str, str], Any] = {}
         r = self.registry
         self.requests = Counter(
             "shadowtap_requests",
@@ -147,11 +150,21 @@ class Metrics:
     ) -> None:
         if not self.enabled:
             return
-        self.requests.labels(route, target, role, status_class(status)).inc()
+        key = (route, target, role)
+        children = self._response_children.get(key)
+        if children is None:  # labels() costs microseconds; the hot path reuses children
+            children = (self.request_duration.labels(*key), self.ttft.labels(*key), {})
+            self._response_children[key] = children
+        duration, ttft, counters = children
+        klass = status_class(status)
+        counter = counters.get(klass)
+        if counter is None:
+            counter = counters[klass] = self.requests.labels(route, target, role, klass)
+        counter.inc()
         if latency_s is not None:
-            self.request_duration.labels(route, target, role).observe(latency_s)
+            duration.observe(latency_s)
         if ttft_s is not None:
-            self.ttft.labels(route, target, role).observe(ttft_s)
+            ttft.observe(ttft_s)
 
     def observe_usage(
         self, target: str, prompt_tokens: int | None, completion_tokens: int | None
@@ -168,8 +181,12 @@ class Metrics:
             self.cost.labels(target).inc(cost)
 
     def observe_sampling(self, route: str, outcome: str) -> None:
-        if self.enabled:
-            self.sampling.labels(route, outcome).inc()
+        if not self.enabled:
+            return
+        child = self._sampling_children.get((route, outcome))
+        if child is None:
+            child = self._sampling_children[route, outcome] = self.sampling.labels(route, outcome)
+        child.inc()
 
     def shadow_started(self, target: str) -> None:
         if self.enabled:
