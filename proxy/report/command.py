@@ -1,0 +1,158 @@
+"""`shadowtap report`: the command line around `build_report`.
+
+Exit codes (usable as a CI gate): 0 when no candidate fails, 1 when any candidate fails a gate
+beyond its confidence interval, 2 on bad input (one line on stderr).
+
+Examples:
+
+    shadowtap report --db shadowtap.duckdb --config shadowtap.toml
+    shadowtap report --parquet /shared/shadowtap --since 7d --candidate small --json
+    shadowtap report --url http://127.0.0.1:9464 --html report.html
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tomllib
+from pathlib import Path
+
+from pydantic import ValidationError
+from rich.console import Console
+
+from proxy.config import ConfigError, GatesConfig, substitute_env
+from proxy.report.build import build_report
+from proxy.report.html import write_html
+from proxy.report.model import Report, report_json
+from proxy.report.sources import (
+    Source,
+    SourceError,
+    open_db,
+    open_parquet,
+    open_url,
+    parse_since,
+)
+from proxy.report.text import print_report, render_text
+
+DEFAULT_DB = "shadowtap.duckdb"
+
+__all__ = [
+    "add_arguments",
+    "build_report",
+    "load_config_tables",
+    "print_report",
+    "render_text",
+    "report_json",
+    "run",
+    "write_html",
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--db", metavar="PATH", help=f"DuckDB file written by serve (default: {DEFAULT_DB})"
+    )
+    source.add_argument(
+        "--parquet", metavar="DIR", help="Parquet roll-up directory (storage.parquet_dir)"
+    )
+    source.add_argument(
+        "--url", metavar="ADMIN_URL", help="admin server of a running proxy (reads /api/pairs)"
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="shadowtap.toml: its [gates] table sets the gates"
+    )
+    parser.add_argument("--since", help="only pairs since: 24h, 7d, 30m or an ISO date/time")
+    parser.add_argument(
+        "--candidate",
+        action="append",
+        metavar="NAME",
+        help="report only this candidate (repeatable; default: all)",
+    )
+    parser.add_argument("--route", help="only pairs of this route, e.g. /v1/chat/completions")
+    parser.add_argument(
+        "--json", action="store_true", help="print the report as JSON instead of tables"
+    )
+    parser.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
+    parser.add_argument(
+        "--examples",
+        type=int,
+        default=5,
+        metavar="N",
+        help="most disagreeing pairs shown per candidate (default: 5)",
+    )
+
+
+def load_config_tables(path: str | Path | None) -> tuple[GatesConfig, dict[str, str]]:
+    """The [gates] table of a config file, validated on its own, and each scorer's type.
+
+    Only [gates] and the scorers' `type` are read: a report often runs where the proxy's
+    secrets (`${...}` in other tables) are not set, and it needs none of them.
+    """
+    if path is None:
+        return GatesConfig(), {}
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"config error: cannot read {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config error: {path} is not valid TOML: {error}") from None
+    table = substitute_env(raw.get("gates", {}), dict(os.environ), "gates")
+    try:
+        gates = GatesConfig.model_validate(table)
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(["gates", *(str(p) for p in first["loc"])])
+        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        raise ConfigError(f"config error: {key}: {message}") from None
+    scorers = raw.get("scorers", {})
+    types = {
+        name: table["type"]
+        for name, table in (scorers.items() if isinstance(scorers, dict) else [])
+        if isinstance(table, dict) and isinstance(table.get("type"), str)
+    }
+    return gates, types
+
+
+def open_source(args: argparse.Namespace) -> Source:
+    if args.url:
+        since = parse_since(args.since) if args.since else None
+        return open_url(args.url, since)
+    if args.parquet:
+        return open_parquet(args.parquet)
+    return open_db(args.db or DEFAULT_DB)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.examples < 0:
+            raise SourceError(f"--examples must be 0 or more (got {args.examples})")
+        gates, scorer_types = load_config_tables(args.config)
+        since = parse_since(args.since) if args.since else None
+        report: Report = build_report(
+            open_source(args),
+            gates,
+            since=since,
+            candidates=args.candidate,
+            route=args.route,
+            examples=args.examples,
+            scorer_types=scorer_types,
+        )
+        if args.html:
+            write_html(report, args.html)
+    except (SourceError, ConfigError) as error:
+        print(f"shadowtap report: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"shadowtap report: cannot write {error.filename}: {error.strerror}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report_json(report), indent=2))
+    else:
+        console = Console()
+        print_report(report, console)
+        if args.html:
+            console.print(f"HTML report: {args.html}", highlight=False)
+    return 1 if report.any_failed else 0

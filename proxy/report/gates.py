@@ -1,0 +1,116 @@
+"""Turning intervals into verdicts: a gate passes or fails only when its interval clears it.
+
+Every gate has the form "value <= limit". With a two-sided interval at `confidence` (0.95):
+
+- `pass` when the whole interval is at or under the limit (high <= limit),
+- `fail` when the whole interval is over it (low > limit),
+- `insufficient` otherwise — the data cannot yet tell — with an estimate of how many more pairs
+  would decide it.
+
+Each verdict is therefore wrong at most (1 - confidence) / 2 of the time (2.5%). A candidate
+passes only when every gate passes (an intersection-union test, which needs no multiplicity
+correction); it fails when any gate fails, so with k gates a false `fail` can reach k x 2.5%.
+"""
+
+from __future__ import annotations
+
+import math
+
+from proxy.report.model import GateResult, Verdict
+from proxy.report.stats import Interval
+
+# Bootstrap percentile intervals are too narrow on tiny samples (and degenerate ones like
+# all-1.0 scores have zero width), so gates based on them wait for this many pairs. Wilson
+# intervals stay honest at any n, so the error-rate gate does not wait.
+MIN_PAIRS = 30
+
+
+def more_pairs_needed(value: Interval, limit: float, pairs: int) -> int | None:
+    """How many more pairs would shrink the interval enough to clear `limit`.
+
+    Interval widths shrink as 1/sqrt(n), so keeping today's estimate, the side of the interval
+    facing the limit (half-width h, distance to the limit d) clears it at n * (h / d)^2 pairs.
+    None when the estimate sits on the limit: no amount of data decides a true tie.
+    """
+    if not value.defined or pairs <= 0:
+        return None
+    assert value.estimate is not None and value.low is not None and value.high is not None
+    distance = limit - value.estimate
+    if distance == 0:
+        return None
+    half = value.high - value.estimate if distance > 0 else value.estimate - value.low
+    needed = pairs * (half / abs(distance)) ** 2
+    return max(1, math.ceil(needed - pairs))
+
+
+def decide(
+    gate: str,
+    value: Interval,
+    limit: float,
+    pairs: int,
+    *,
+    min_pairs: int = MIN_PAIRS,
+    scorer: str | None = None,
+    note: str | None = None,
+) -> GateResult:
+    """The verdict of one gate on one candidate (`pairs` = that candidate's pair count; the
+    interval's own `n` is how many of them the statistic rests on)."""
+    result = GateResult(gate, limit, value, "insufficient", scorer=scorer, note=note)
+    # The statistic may rest on fewer pairs than the candidate has (latency needs both sides
+    # to have answered); scale "more of those" back to "more pairs" by their share.
+    share = value.n / pairs if pairs and value.n else 1.0
+    if value.method != "wilson" and value.n < min_pairs:
+        short = math.ceil((min_pairs - value.n) / share)
+        result.more_pairs = max(short, more_pairs_needed(value, limit, pairs) or 0)
+        return result
+    if not value.defined:
+        return result
+    assert value.low is not None and value.high is not None
+    if value.high <= limit:
+        result.verdict = "pass"
+    elif value.low > limit:
+        result.verdict = "fail"
+    else:
+        result.more_pairs = more_pairs_needed(value, limit, pairs)
+    return result
+
+
+def skipped(gate: str, limit: float, note: str, scorer: str | None = None) -> GateResult:
+    """A configured gate the data cannot speak to (e.g. no prices configured for cost)."""
+    empty = Interval(None, None, None, 0, "none")
+    return GateResult(gate, limit, empty, "skipped", scorer=scorer, note=note)
+
+
+def overall(gates: list[GateResult]) -> tuple[Verdict, int | None]:
+    """Fail if any gate fails; pass if every evaluated gate passes; else insufficient.
+
+    The pair estimate for `insufficient` is the largest any undecided gate needs (all must be
+    decided for a pass), or None when some gate cannot estimate it.
+    """
+    evaluated = [g for g in gates if g.verdict != "skipped"]
+    if any(g.verdict == "fail" for g in evaluated):
+        return "fail", None
+    undecided = [g for g in evaluated if g.verdict == "insufficient"]
+    if evaluated and not undecided:
+        return "pass", None
+    estimates = [g.more_pairs for g in undecided]
+    if not estimates or any(e is None for e in estimates):
+        return "insufficient", None
+    return "insufficient", max(e for e in estimates if e is not None)
+
+
+def verdict_line(gate: GateResult) -> str:
+    """e.g. `p95_latency_ratio 1.92 [1.71, 2.13] > 1.5` — names the measured value and interval."""
+    name = f"{gate.gate}[{gate.scorer}]" if gate.scorer else gate.gate
+    if gate.verdict == "skipped":
+        return f"{name}: skipped ({gate.note})"
+    value = gate.value
+    if value.estimate is None:
+        return f"{name}: no data"
+    interval = (
+        f" [{value.low:.3g}, {value.high:.3g}]"
+        if value.low is not None and value.high is not None
+        else ""
+    )
+    relation = {"pass": "<=", "fail": ">", "insufficient": "~"}[gate.verdict]
+    return f"{name} {value.estimate:.3g}{interval} {relation} {gate.limit:g}"

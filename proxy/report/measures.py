@@ -1,0 +1,185 @@
+"""Per-target measures the report is built from: pairs as Python columns, histograms, groups.
+
+Kept apart from `build` so that module reads as the report's recipe, and these as its parts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from proxy.report import stats
+from proxy.report.model import BreakdownRow, Usage
+
+HISTOGRAM_BINS = 20
+LATENCY_BINS = 30
+
+NUMERIC_COLUMNS = (
+    "request_id",
+    "route",
+    "model",
+    "primary_status",
+    "primary_error",
+    "candidate_status",
+    "candidate_error",
+    "primary_latency_ms",
+    "candidate_latency_ms",
+    "primary_ttft_ms",
+    "candidate_ttft_ms",
+    "primary_prompt_tokens",
+    "candidate_prompt_tokens",
+    "primary_completion_tokens",
+    "candidate_completion_tokens",
+    "primary_cost_usd",
+    "candidate_cost_usd",
+    "scores",
+)
+
+
+def is_ok(status: int | None, error: str | None) -> bool:
+    return error is None and status is not None and 200 <= status < 300
+
+
+class Rows:
+    """A target's pairs as columns of Python values, with the filters the report needs."""
+
+    def __init__(self, records: list[tuple[Any, ...]]) -> None:
+        self.records = [dict(zip(NUMERIC_COLUMNS, r, strict=True)) for r in records]
+        for r in self.records:
+            r["scores"] = dict(r["scores"] or {})
+            r["primary_ok"] = is_ok(r["primary_status"], r["primary_error"])
+            r["candidate_ok"] = is_ok(r["candidate_status"], r["candidate_error"])
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def scores(self, scorer: str) -> list[float]:
+        return [r["scores"][scorer] for r in self.records if r["scores"].get(scorer) is not None]
+
+    def scorers(self) -> set[str]:
+        return {name for r in self.records for name in r["scores"]}
+
+    def paired(self, column: str, *, both_ok: bool = True) -> tuple[list[float], list[float]]:
+        """(candidate, primary) values of `column` on the same requests."""
+        candidate, primary = [], []
+        for r in self.records:
+            c, p = r[f"candidate_{column}"], r[f"primary_{column}"]
+            if c is None or p is None or (both_ok and not (r["primary_ok"] and r["candidate_ok"])):
+                continue
+            candidate.append(float(c))
+            primary.append(float(p))
+        return candidate, primary
+
+
+def per_1k(values: Iterable[float | int | None]) -> float | None:
+    present = [float(v) for v in values if v is not None]
+    return 1000 * stats.mean(present) if present else None
+
+
+def usage(rows: Rows, side: str) -> Usage:
+    return Usage(
+        prompt_tokens=per_1k(r[f"{side}_prompt_tokens"] for r in rows.records),
+        completion_tokens=per_1k(r[f"{side}_completion_tokens"] for r in rows.records),
+        cost_usd=per_1k(r[f"{side}_cost_usd"] for r in rows.records),
+    )
+
+
+def score_histogram(values: Sequence[float]) -> list[int]:
+    counts = [0] * HISTOGRAM_BINS
+    for v in values:
+        counts[min(HISTOGRAM_BINS - 1, max(0, int(v * HISTOGRAM_BINS)))] += 1
+    return counts
+
+
+def latency_edges(values: Iterable[float]) -> list[float]:
+    """Log-spaced bin edges spanning every latency seen (latencies are right-skewed)."""
+    positive = [v for v in values if v > 0]
+    if not positive:
+        return []
+    low, high = math.log10(min(positive)), math.log10(max(positive))
+    if high - low < 1e-9:
+        low, high = low - 0.05, high + 0.05
+    step = (high - low) / LATENCY_BINS
+    return [10 ** (low + i * step) for i in range(LATENCY_BINS + 1)]
+
+
+def latency_histogram(values: Iterable[float], edges: list[float]) -> list[int]:
+    counts = [0] * max(0, len(edges) - 1)
+    if not counts:
+        return counts
+    low, high = math.log10(edges[0]), math.log10(edges[-1])
+    for v in values:
+        if v > 0:
+            position = (math.log10(v) - low) / (high - low) * len(counts)
+            counts[min(len(counts) - 1, max(0, int(position)))] += 1
+    return counts
+
+
+def share_under(
+    values: Sequence[float], threshold: float | None, confidence: float
+) -> stats.Interval | None:
+    if threshold is None or not values:
+        return None
+    return stats.wilson(sum(1 for v in values if v < threshold), len(values), confidence)
+
+
+def request_text(body: Any) -> str | None:
+    """The last user message of a chat request, or the body as stored when it has none."""
+    if body is None:
+        return None
+    try:
+        data = json.loads(body) if isinstance(body, str) else body
+    except json.JSONDecodeError:
+        return str(body)
+    messages = data.get("messages") if isinstance(data, dict) else None
+    if isinstance(messages, list):
+        for message in reversed(messages):
+            if isinstance(message, dict) and message.get("role") == "user":
+                content = message.get("content")
+                if isinstance(content, list):  # content parts: keep the text ones
+                    texts = [p.get("text", "") for p in content if isinstance(p, dict)]
+                    return "\n".join(t for t in texts if t)
+                return None if content is None else str(content)
+    return body if isinstance(body, str) else json.dumps(body)
+
+
+def rank_disagreeing(rows: Rows, scorers: list[str], limit: int) -> list[str]:
+    ranked = []
+    for r in rows.records:
+        values = [r["scores"][s] for s in scorers if r["scores"].get(s) is not None]
+        if values:
+            ranked.append((stats.mean(values), r["request_id"]))
+    ranked.sort()
+    return [request_id for _, request_id in ranked[:limit]]
+
+
+def breakdown(rows: Rows, scorers: list[str]) -> list[BreakdownRow]:
+    groups: dict[tuple[str | None, str | None], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows.records:
+        groups[(r["route"], r["model"])].append(r)
+    result = []
+    for (route, model), members in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        sub = Rows([])
+        sub.records = members
+        answered = [r for r in members if r["primary_ok"]]
+        candidate, primary = sub.paired("latency_ms")
+        result.append(
+            BreakdownRow(
+                route=route,
+                model=model,
+                pairs=len(members),
+                agreement={s: (stats.mean(v) if (v := sub.scores(s)) else None) for s in scorers},
+                error_rate=(
+                    sum(1 for r in answered if not r["candidate_ok"]) / len(answered)
+                    if answered
+                    else None
+                ),
+                latency_ratio_p50=(
+                    stats.quantile_ratio(0.5)(candidate, primary) if candidate else None
+                ),
+            )
+        )
+    return result

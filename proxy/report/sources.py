@@ -1,0 +1,192 @@
+"""Where a report's data comes from: a DuckDB file, a Parquet roll-up, or a running proxy.
+
+Each source becomes a DuckDB connection with the same two relations, so one code path
+(`proxy.report.build`) computes the report whatever the origin:
+
+- `pairs`: the recorder's view (one row per request x non-primary target, `primary_*` and
+  `candidate_*` columns side by side, `scores` MAP scorer -> score);
+- `thresholds(scorer, threshold)`: each scorer's threshold as stored with its scores (empty
+  when the source has no per-score rows, as the live API returns only pairs);
+- `score_rows`: the `scores` table itself, when the source has it (`Source.has_score_rows`):
+  per-response scores of the primary and each score's `detail` live only there.
+
+Example: `build_report(open_db("shadowtap.duckdb"), GatesConfig())`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import duckdb
+
+from proxy.recorder import SchemaError, create_pairs_view, migrate, open_readonly
+from proxy.recorder import parquet_relations as recorder_parquet_relations
+
+# The live API pages are asked for this many rows at most; a report on more data than this
+# should read the file or the Parquet roll-up (the admin server is not an analytics engine).
+URL_ROW_LIMIT = 200_000
+
+
+class SourceError(Exception):
+    """The source cannot be read; the message is one line meant for the user."""
+
+
+@dataclass(slots=True)
+class Source:
+    con: duckdb.DuckDBPyConnection
+    description: str
+    notes: tuple[str, ...] = ()
+    has_score_rows: bool = False
+
+
+THRESHOLDS_SQL = """
+CREATE OR REPLACE TEMPORARY VIEW thresholds AS
+SELECT scorer, arg_max(threshold, request_id) AS threshold
+FROM {scores} WHERE threshold IS NOT NULL GROUP BY scorer
+"""
+SCORE_ROWS_SQL = "CREATE OR REPLACE TEMPORARY VIEW score_rows AS SELECT * FROM {scores}"
+
+
+def open_db(path: str | Path) -> Source:
+    """A DuckDB file written by the recorder, opened read-only (serve must be stopped)."""
+    try:
+        con = open_readonly(path)
+    except SchemaError as error:
+        raise SourceError(str(error)) from None
+    except duckdb.Error as error:
+        raise SourceError(f"cannot open {path}: {error}") from None
+    con.execute(THRESHOLDS_SQL.format(scores="scores"))
+    con.execute(SCORE_ROWS_SQL.format(scores="scores"))
+    return Source(con, f"DuckDB file {path}", has_score_rows=True)
+
+
+def open_parquet(directory: str | Path) -> Source:
+    """The Parquet roll-up (`<dir>/<table>/date=YYYY-MM-DD/*.parquet`) of one or many proxies."""
+    base = Path(directory)
+    missing = [t for t in ("exchanges", "responses", "scores") if not any(base.glob(f"{t}/*/*"))]
+    if missing:
+        raise SourceError(f"{directory}: no Parquet files under {', '.join(missing)}/date=*/")
+    con = duckdb.connect()
+    exchanges, responses, scores = recorder_parquet_relations(base)
+    # The hive `date` column is a partition key, not part of the tables' contract.
+    exchanges, responses, scores = (
+        f"(SELECT * EXCLUDE (date) FROM {rel})" for rel in (exchanges, responses, scores)
+    )
+    try:
+        create_pairs_view(con, exchanges, responses, scores, temporary=True)
+        con.execute(THRESHOLDS_SQL.format(scores=scores))
+        con.execute(SCORE_ROWS_SQL.format(scores=scores))
+    except duckdb.Error as error:
+        raise SourceError(f"cannot read Parquet under {directory}: {error}") from None
+    return Source(con, f"Parquet under {directory}", has_score_rows=True)
+
+
+def _pairs_columns() -> dict[str, str]:
+    """The pairs view's columns and types, taken from the recorder's own schema."""
+    con = duckdb.connect()
+    migrate(con)
+    columns = {name: kind for name, kind, *_ in con.execute("DESCRIBE pairs").fetchall()}
+    con.close()
+    return columns
+
+
+def from_pair_rows(rows: list[dict[str, Any]], description: str) -> Source:
+    """Load pairs-view rows (as the admin API returns them) into an in-memory `pairs` table."""
+    columns = _pairs_columns()
+    con = duckdb.connect()
+    with tempfile.NamedTemporaryFile("w", suffix=".ndjson", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps({k: row.get(k) for k in columns}, default=str) + "\n")
+        handle.flush()
+        spec = "{" + ", ".join(f"'{name}': '{kind}'" for name, kind in columns.items()) + "}"
+        try:
+            con.execute(
+                f"CREATE TEMPORARY TABLE pairs AS SELECT * FROM read_json(?, columns = {spec},"
+                " format = 'newline_delimited')",
+                [handle.name],
+            )
+        except duckdb.Error as error:
+            raise SourceError(f"{description}: pairs do not match the schema: {error}") from None
+    # Live rows carry no per-score thresholds; take them when the server adds them per pair.
+    thresholds: dict[str, float] = {}
+    for row in rows:
+        for scorer, value in (row.get("thresholds") or {}).items():
+            if value is not None:
+                thresholds[scorer] = float(value)
+    con.execute("CREATE TEMPORARY TABLE thresholds (scorer VARCHAR, threshold DOUBLE)")
+    if thresholds:
+        con.executemany("INSERT INTO thresholds VALUES (?, ?)", list(thresholds.items()))
+    return Source(con, description)
+
+
+async def fetch_pairs(
+    session: aiohttp.ClientSession, admin_url: str, since: datetime | None = None
+) -> list[dict[str, Any]]:
+    """GET /api/pairs from a running proxy's admin server."""
+    query: dict[str, str] = {"limit": str(URL_ROW_LIMIT)}
+    if since is not None:
+        query["since"] = since.isoformat()
+    url = f"{admin_url.rstrip('/')}/api/pairs?{urlencode(query)}"
+    try:
+        async with session.get(url) as response:
+            if response.status != 200:
+                raise SourceError(f"{url} answered HTTP {response.status}")
+            body = await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as error:
+        raise SourceError(f"cannot read {url}: {error or type(error).__name__}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("pairs"), list):
+        raise SourceError(f'{url} did not answer {{"pairs": [...]}}')
+    return body["pairs"]
+
+
+def open_url(admin_url: str, since: datetime | None = None) -> Source:
+    """Read pairs live from a running proxy. Blocking: from async code use `fetch_pairs`."""
+    if not re.match(r"^https?://", admin_url):
+        raise SourceError(f"--url must be an http(s) URL (got {admin_url!r})")
+
+    async def fetch() -> list[dict[str, Any]]:
+        timeout = aiohttp.ClientTimeout(total=120)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            return await fetch_pairs(session, admin_url, since)
+
+    rows = asyncio.run(fetch())
+    source = from_pair_rows(rows, f"live pairs from {admin_url}")
+    if len(rows) >= URL_ROW_LIMIT:
+        source.notes = (
+            f"the admin API returned its limit of {URL_ROW_LIMIT} pairs; older pairs are "
+            "missing — read the DuckDB file or the Parquet roll-up for a complete report",
+        )
+    return source
+
+
+def open_path(path: str | Path) -> Source:
+    """A directory is a Parquet roll-up, a file is a DuckDB database."""
+    return open_parquet(path) if Path(path).is_dir() else open_db(path)
+
+
+RELATIVE = re.compile(r"^(\d+)\s*([mhdw])$")
+UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """`24h`, `7d`, `30m`, `2w` (before now) or an ISO date/time (UTC unless it says)."""
+    match = RELATIVE.match(text.strip())
+    if match:
+        amount, unit = int(match.group(1)), match.group(2)
+        return (now or datetime.now(UTC)) - timedelta(**{UNITS[unit]: amount})
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise SourceError(
+            f"--since: expected e.g. 24h, 7d or an ISO date/time (got {text!r})"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -1,0 +1,281 @@
+"""The report in the terminal: rich tables, verdicts first, then the evidence per candidate.
+
+`format_*` helpers are shared with the HTML rendering so both show the same numbers.
+"""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from proxy.report.gates import verdict_line
+from proxy.report.model import CandidateReport, Report
+from proxy.report.stats import Interval
+
+VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "insufficient": "bold yellow"}
+GATE_STYLE = {**VERDICT_STYLE, "skipped": "dim"}
+EXCERPT = 160  # characters of each example text shown in the terminal
+
+
+def format_number(value: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}"
+
+
+def format_percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+def format_interval(value: Interval | None, percent: bool = False) -> str:
+    """`0.912 [0.901, 0.922]`, or just the estimate when no interval exists."""
+    if value is None or value.estimate is None:
+        return "—"
+    show = format_percent if percent else format_number
+    if value.low is None or value.high is None:
+        return f"{show(value.estimate)} (n={value.n})"
+    return f"{show(value.estimate)} [{show(value.low)}, {show(value.high)}]"
+
+
+def excerpt(text: str | None, limit: int = EXCERPT) -> str:
+    if text is None:
+        return "—"
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def verdict_summary(candidate: CandidateReport) -> str:
+    if candidate.verdict == "fail":
+        return "; ".join(verdict_line(g) for g in candidate.gates if g.verdict == "fail")
+    if candidate.verdict == "insufficient":
+        more = candidate.more_pairs
+        undecided = ", ".join(
+            f"{g.gate}[{g.scorer}]" if g.scorer else g.gate
+            for g in candidate.gates
+            if g.verdict == "insufficient"
+        )
+        estimate = f"~{more:,} more pairs" if more is not None else "more pairs"
+        return f"{estimate} to decide {undecided or 'anything (no gates)'}"
+    return "every gate's interval clears its limit"
+
+
+def _add_row(table: Table, *cells: str | Text) -> None:
+    """Add cells as literal text: stored prompts and `name[scorer]` must not be read as rich
+    markup (which would swallow `[...]` or fail on a stray `[/`)."""
+    table.add_row(*(Text(c) if isinstance(c, str) else c for c in cells))
+
+
+def _overview(report: Report) -> Table:
+    table = Table(title="Verdicts", title_justify="left", expand=True)
+    table.add_column("candidate", style="bold")
+    table.add_column("verdict")
+    table.add_column("pairs", justify="right")
+    table.add_column("why")
+    for candidate in report.candidates.values():
+        _add_row(
+            table,
+            candidate.name,
+            Text(candidate.verdict.upper(), style=VERDICT_STYLE[candidate.verdict]),
+            f"{candidate.pairs:,}",
+            verdict_summary(candidate),
+        )
+    return table
+
+
+def _gates(candidate: CandidateReport) -> Table:
+    table = Table(title="Gates", title_justify="left")
+    for column in ("gate", "measured [interval]", "limit", "verdict", "note"):
+        table.add_column(column)
+    for gate in candidate.gates:
+        name = f"{gate.gate} [{gate.scorer}]" if gate.scorer else gate.gate
+        percent = gate.gate == "error_rate"
+        note = gate.note or ""
+        if gate.verdict == "insufficient" and gate.more_pairs is not None:
+            note = f"~{gate.more_pairs:,} more pairs " + note
+        _add_row(
+            table,
+            name,
+            format_interval(gate.value, percent),
+            format_percent(gate.limit) if percent else format_number(gate.limit),
+            Text(gate.verdict, style=GATE_STYLE[gate.verdict]),
+            note.strip(),
+        )
+    return table
+
+
+def _agreement(candidate: CandidateReport) -> Table:
+    table = Table(title="Agreement with the primary (1 = same)", title_justify="left")
+    for column in ("scorer", "candidate", "noise floor", "threshold", "under (cand / noise)"):
+        table.add_column(column)
+    for s in candidate.scorers:
+        _add_row(
+            table,
+            s.scorer,
+            format_interval(s.candidate),
+            format_interval(s.noise),
+            format_number(s.threshold),
+            f"{format_interval(s.under_threshold, True)} / "
+            f"{format_interval(s.noise_under_threshold, True)}",
+        )
+    return table
+
+
+def _latency(candidate: CandidateReport) -> Table:
+    table = Table(title="Latency (ms, requests both answered)", title_justify="left")
+    for column in ("measure", "primary", "candidate", "ratio (same requests)"):
+        table.add_column(column)
+    for summary in (candidate.latency, candidate.ttft):
+        label = "total" if summary.metric == "latency_ms" else "first token"
+        ratios = {"p50": summary.ratio_p50, "p95": summary.ratio_p95}
+        for point in ("p50", "p95", "p99"):
+            _add_row(
+                table,
+                f"{label} {point} ({summary.pairs:,} pairs)"
+                if point == "p50"
+                else f"{label} {point}",
+                format_number(summary.primary[point], 4),
+                format_number(summary.candidate[point], 4),
+                format_interval(ratios[point]) if point in ratios else "",
+            )
+    return table
+
+
+def _reliability(candidate: CandidateReport) -> Table:
+    table = Table(title="Reliability and cost", title_justify="left")
+    table.add_column("measure")
+    table.add_column("primary")
+    table.add_column("candidate")
+    _add_row(
+        table,
+        "errors (requests the primary answered)",
+        "",
+        format_interval(candidate.error_rate, True),
+    )
+    _add_row(
+        table,
+        "errors (all pairs)",
+        format_interval(candidate.primary_error_rate, True),
+        format_interval(candidate.error_rate_all, True),
+    )
+    _add_row(
+        table,
+        "JSON schema valid",
+        format_interval(candidate.json_valid_primary, True),
+        format_interval(candidate.json_valid, True),
+    )
+    _add_row(
+        table,
+        "refused",
+        format_interval(candidate.refusal_rate_primary, True),
+        format_interval(candidate.refusal_rate, True),
+    )
+    _add_row(
+        table,
+        "one side refused (refusal scorer)",
+        "",
+        format_interval(candidate.refusal_mismatch, True),
+    )
+    p, c = candidate.usage_primary, candidate.usage_candidate
+    _add_row(
+        table,
+        "prompt tokens / 1k req",
+        format_number(p.prompt_tokens),
+        format_number(c.prompt_tokens),
+    )
+    _add_row(
+        table,
+        "completion tokens / 1k req",
+        format_number(p.completion_tokens),
+        format_number(c.completion_tokens),
+    )
+    _add_row(table, "cost USD / 1k req", format_number(p.cost_usd), format_number(c.cost_usd))
+    return table
+
+
+def _breakdown(candidate: CandidateReport) -> Table:
+    table = Table(title="By route and requested model", title_justify="left")
+    for column in ("route", "model", "pairs", "agreement", "errors", "latency ratio p50"):
+        table.add_column(column)
+    for row in candidate.breakdown:
+        _add_row(
+            table,
+            row.route or "—",
+            row.model or "—",
+            f"{row.pairs:,}",
+            ", ".join(f"{k} {format_number(v)}" for k, v in row.agreement.items()),
+            format_percent(row.error_rate),
+            format_number(row.latency_ratio_p50),
+        )
+    return table
+
+
+def _examples(candidate: CandidateReport) -> Table:
+    table = Table(title="Most disagreeing pairs (as stored)", title_justify="left")
+    for column in ("request", "primary", "candidate", "scores"):
+        table.add_column(column, overflow="fold")
+    for example in candidate.examples:
+        _add_row(
+            table,
+            excerpt(example.request),
+            excerpt(example.primary_text),
+            excerpt(example.candidate_text or example.candidate_error),
+            ", ".join(f"{k} {format_number(v)}" for k, v in example.scores.items()),
+        )
+    return table
+
+
+def candidate_panel(candidate: CandidateReport) -> Panel:
+    parts = [
+        _gates(candidate),
+        _agreement(candidate),
+        _latency(candidate),
+        _reliability(candidate),
+        _breakdown(candidate),
+    ]
+    if candidate.examples:
+        parts.append(_examples(candidate))
+    title = Text.assemble(
+        (candidate.name, "bold"),
+        " — ",
+        (candidate.verdict.upper(), VERDICT_STYLE[candidate.verdict]),
+        f" — {candidate.pairs:,} pairs",
+    )
+    return Panel(Group(*parts), title=title, title_align="left")
+
+
+def print_report(report: Report, console: Console) -> None:
+    scope = [report.source]
+    if report.since is not None:
+        scope.append(f"since {report.since.isoformat(timespec='minutes')}")
+    if report.route is not None:
+        scope.append(f"route {report.route}")
+    scope.append(f"{report.confidence:.0%} intervals")
+    console.print(Text("shadowtap report", style="bold"), Text("· " + " · ".join(scope)))
+    if report.noise is not None:
+        floor = ", ".join(f"{k} {format_interval(v)}" for k, v in report.noise.scorers.items())
+        console.print(
+            Text(f"Noise floor (secondary, {report.noise.pairs:,} pairs): {floor or '—'}")
+        )
+    if not report.candidates:
+        console.print("No candidate pairs in the selection.")
+    else:
+        console.print(_overview(report))
+        for candidate in report.candidates.values():
+            console.print(candidate_panel(candidate))
+    for note in report.notes:
+        console.print(Text(f"note: {note}", style="dim"))
+
+
+def render_text(report: Report, width: int = 120) -> str:
+    """The terminal report as plain text (no colour codes), e.g. for a file or a log."""
+    console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
+    print_report(report, console)
+    output = console.file
+    assert isinstance(output, io.StringIO)
+    return output.getvalue()

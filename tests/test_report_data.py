@@ -1,0 +1,157 @@
+"""Generated traffic where the truth is known, written through the real `Recorder`.
+
+Each candidate follows a `Behaviour` (how it agrees, how slow it is, how often it fails, what
+it costs); the secondary (noise floor) agrees like a same-model replay. The report tests check
+that verdicts follow from these behaviours and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+from prometheus_client import CollectorRegistry
+
+from proxy.completion import Completion
+from proxy.config import StorageConfig
+from proxy.exchange import Exchange, Score, TargetResult
+from proxy.ids import uuid7
+from proxy.metrics import Metrics
+from proxy.recorder import Recorder
+
+START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+ROUTES = ("/v1/chat/completions", "/v1/chat/completions", "/v1/responses")
+MODELS = ("gpt-4o", "gpt-4o-mini")
+SIMILARITY_THRESHOLD = 0.8
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    agreement: tuple[float, float] | None = (18.0, 2.0)  # Beta(a, b) similarity; None: identical
+    latency_factor: float = 1.0  # times the primary's latency on the same request
+    error_rate: float = 0.0
+    cost_factor: float = 1.0
+
+
+NOISE = Behaviour()  # the primary's model again: similarity ~ Beta(18, 2), mean 0.9
+IDENTICAL = Behaviour(agreement=None)
+PARAPHRASE = Behaviour(agreement=(6.0, 4.0))  # mean 0.6: a drop of 0.3 against the noise floor
+SLOW = Behaviour(latency_factor=2.0)
+FLAKY = Behaviour(error_rate=0.2)
+PRICEY = Behaviour(cost_factor=3.0)
+
+
+def _completion(text: str | None, latency_ms: float, stream: bool, error: bool) -> Completion:
+    if error:
+        return Completion(status=500, error="HTTP 500 from upstream", latency_s=latency_ms / 1e3)
+    return Completion(
+        status=200,
+        text=text,
+        finish_reason="stop",
+        prompt_tokens=120,
+        completion_tokens=80,
+        latency_s=latency_ms / 1000,
+        ttft_s=latency_ms * 0.3 / 1000 if stream else None,
+    )
+
+
+def make_exchanges(
+    n: int,
+    candidates: dict[str, Behaviour],
+    *,
+    seed: int = 0,
+    secondary: Behaviour | None = NOISE,
+    start: datetime = START,
+) -> list[Exchange]:
+    rng = random.Random(seed)
+    exchanges = []
+    for i in range(n):
+        stream = i % 2 == 0
+        question = f"Question {i}: summarise <b>ticket</b> #{i} & reply"
+        primary_text = f"Primary answer {i}: the ticket is about billing."
+        primary_ms = rng.lognormvariate(math.log(800), 0.5)
+        results = {
+            "primary": TargetResult(
+                "primary",
+                "primary",
+                _completion(primary_text, primary_ms, stream, False),
+                cost_usd=0.002,
+            )
+        }
+        scores: list[Score] = []
+        shadows = dict(candidates)
+        if secondary is not None:
+            shadows["secondary"] = secondary
+        for name, behaviour in shadows.items():
+            failed = rng.random() < behaviour.error_rate
+            ms = primary_ms * behaviour.latency_factor * rng.lognormvariate(0, 0.1)
+            if behaviour.agreement is None:
+                similarity, text = 1.0, primary_text
+            else:
+                similarity = rng.betavariate(*behaviour.agreement)
+                text = f"{name} says {i}: something about money ({similarity:.2f})"
+            role = "secondary" if name == "secondary" else "candidate"
+            results[name] = TargetResult(
+                name,
+                role,
+                _completion(text, ms, stream, failed),
+                cost_usd=None if failed else 0.002 * behaviour.cost_factor,
+            )
+            if not failed:
+                scores.append(Score(name, "similarity", similarity, threshold=SIMILARITY_THRESHOLD))
+        body = {
+            "model": MODELS[i % 2],
+            "stream": stream,
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": question},
+            ],
+        }
+        exchanges.append(
+            Exchange(
+                request_id=uuid7(),
+                started_at=start + timedelta(minutes=i),
+                method="POST",
+                path=ROUTES[i % 3],
+                route=ROUTES[i % 3],
+                model=MODELS[i % 2],
+                stream=stream,
+                request_body=json.dumps(body).encode(),
+                request_json=body,
+                results=results,
+                scores=scores,
+            )
+        )
+    return exchanges
+
+
+def write(exchanges: list[Exchange], path: Path, parquet_dir: Path | None = None) -> Path:
+    """Record through the proxy's own writer (full bodies, so examples can be checked)."""
+    storage = StorageConfig(
+        path=str(path),
+        bodies="full",
+        flush_interval_ms=20,
+        parquet_dir=None if parquet_dir is None else str(parquet_dir),
+    )
+    recorder = Recorder(storage, Metrics(CollectorRegistry()))
+    recorder.start()
+    for exchange in exchanges:
+        assert recorder.record(exchange)
+    recorder.close()
+    return path
+
+
+def test_generated_data_reaches_the_pairs_view(tmp_path: Path) -> None:
+    path = write(make_exchanges(40, {"small": FLAKY}, seed=3), tmp_path / "t.duckdb")
+    con = duckdb.connect(str(path), read_only=True)
+    counts = dict(con.execute("SELECT target, count(*) FROM pairs GROUP BY target").fetchall())
+    assert counts == {"small": 40, "secondary": 40}
+    errors = con.execute(
+        "SELECT count(*) FROM pairs WHERE target = 'small' AND candidate_error IS NOT NULL"
+    ).fetchone()
+    assert errors is not None and 0 < errors[0] < 40
