@@ -193,10 +193,9 @@ class Recorder:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            try:
-                batch.append(q.get(timeout=remaining))
-            except queue.Empty:
-                break
+            # Short waits, so that close() is noticed even with a long flush interval.
+            with contextlib.suppress(queue.Empty):
+                batch.append(q.get(timeout=min(remaining, IDLE_POLL_S)))
         return batch
 
     def _write(self, batch: list[Exchange]) -> None:

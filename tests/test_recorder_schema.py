@@ -1,0 +1,129 @@
+"""The DuckDB schema contract: migrations, the pairs view, opening files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from proxy.recorder import SCHEMA_VERSION, SchemaError, connect, migrate, open_readonly
+from proxy.recorder.rows import ARROW_SCHEMAS
+from proxy.recorder.schema import COLUMNS, schema_version
+
+# The pairs view as migration 1 shipped it (no cost column): an older file carries this view.
+V1_PAIRS = """
+CREATE VIEW pairs AS
+SELECT e.request_id, e.started_at, c.target, c.role, p.status AS primary_status,
+       c.status AS candidate_status
+FROM exchanges e
+JOIN responses c ON c.request_id = e.request_id AND c.role <> 'primary'
+LEFT JOIN responses p ON p.request_id = e.request_id AND p.role = 'primary'
+"""
+
+
+def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return [
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+            "ORDER BY ordinal_position",
+            [table],
+        ).fetchall()
+    ]
+
+
+def test_fresh_file_gets_every_migration_and_the_documented_columns(tmp_path: Path) -> None:
+    con = connect(tmp_path / "new.duckdb")
+    assert schema_version(con) == SCHEMA_VERSION == 2
+    versions = con.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+    assert versions == [(1,), (2,)]
+    for table, columns in COLUMNS.items():
+        assert table_columns(con, table) == list(columns)
+        # The writer's Arrow batches must line up with the tables column for column.
+        assert ARROW_SCHEMAS[table].names == list(columns)
+    types = dict(
+        con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = 'exchanges'"
+        ).fetchall()
+    )
+    assert types["started_at"] == "TIMESTAMP WITH TIME ZONE"
+    assert types["request_body"] == "JSON"
+    assert types["header_names"] == "VARCHAR[]"
+    # Reopening applies nothing twice.
+    con.close()
+    con = connect(tmp_path / "new.duckdb")
+    assert con.execute("SELECT count(*) FROM schema_version").fetchall() == [(2,)]
+
+
+def test_a_version_1_file_migrates_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    old = duckdb.connect(str(path))
+    assert migrate(old, target=1) == 1
+    old.execute(V1_PAIRS)
+    old.execute(
+        "INSERT INTO exchanges VALUES ('r1', '2024-05-01 10:00:00+00', 'POST', "
+        "'/v1/chat/completions', '/v1/chat/completions', 'gpt-4o', false, '{}', ['content-type'])"
+    )
+    old.execute(
+        "INSERT INTO responses (request_id, target, role, status, latency_ms, text) VALUES "
+        "('r1', 'primary', 'primary', 200, 100, 'a'), ('r1', 'small', 'candidate', 200, 50, 'b')"
+    )
+    old.execute("INSERT INTO scores VALUES ('r1', 'small', 'similarity', 0.75, NULL, NULL)")
+    assert "cost_usd" not in table_columns(old, "responses")
+    old.close()
+
+    with pytest.raises(SchemaError, match="schema version 1"):
+        open_readonly(path)
+
+    con = connect(path)
+    assert schema_version(con) == 2
+    assert table_columns(con, "responses")[-1] == "cost_usd"
+    assert table_columns(con, "scores")[-1] == "threshold"
+    rows = con.execute(
+        "SELECT target, primary_latency_ms, candidate_latency_ms, candidate_cost_usd, "
+        "scores['similarity'] FROM pairs"
+    ).fetchall()
+    assert rows == [("small", 100.0, 50.0, None, 0.75)]
+    con.close()
+    assert schema_version(open_readonly(path)) == 2
+
+
+def test_a_file_from_a_newer_shadowtap_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.duckdb"
+    con = connect(path)
+    con.execute("INSERT INTO schema_version VALUES (99, now())")
+    con.close()
+    with pytest.raises(SchemaError, match="newer"):
+        connect(path)
+
+
+def test_pairs_view_has_one_row_per_non_primary_target_with_a_score_map(tmp_path: Path) -> None:
+    con = connect(tmp_path / "p.duckdb")
+    con.execute(
+        "INSERT INTO exchanges (request_id, started_at, path) VALUES "
+        "('r1', now(), '/v1/chat/completions'), ('r2', now(), '/v1/chat/completions')"
+    )
+    con.execute(
+        "INSERT INTO responses (request_id, target, role, status, error, text) VALUES "
+        "('r1', 'primary', 'primary', 200, NULL, 'p'), "
+        "('r1', 'secondary', 'secondary', 200, NULL, 's'), "
+        "('r1', 'small', 'candidate', NULL, 'timeout after 60 s', NULL), "
+        "('r2', 'primary', 'primary', 200, NULL, 'p2'), "
+        "('r2', 'small', 'candidate', 200, NULL, 'c2')"
+    )
+    con.execute(
+        "INSERT INTO scores (request_id, target, scorer, score) VALUES "
+        "('r1', 'secondary', 'similarity', 0.9), ('r1', 'secondary', 'exact', NULL), "
+        "('r2', 'small', 'similarity', 0.4)"
+    )
+    rows = con.execute(
+        "SELECT request_id, target, role, primary_text, candidate_text, candidate_error, scores "
+        "FROM pairs ORDER BY request_id, target"
+    ).fetchall()
+    assert rows == [
+        ("r1", "secondary", "secondary", "p", "s", None, {"similarity": 0.9, "exact": None}),
+        ("r1", "small", "candidate", "p", None, "timeout after 60 s", {}),
+        ("r2", "small", "candidate", "p2", "c2", None, {"similarity": 0.4}),
+    ]
