@@ -149,10 +149,10 @@ def _json_text(
         value = instance(fmt.get("json_schema", {}).get("schema") or {}, prompt, pick)
     else:
         value = _generic_object(prompt, seed, pick)
+    # No run-to-run noise here: structured output is far steadier than prose, and a noisy
+    # JSON floor would need many more pairs before the json_match gate could pass anything.
     if style.paraphrase:
-        value = _reword_strings(value, rng, swaps=None)
-    elif rng.random() < style.noise_rate:
-        value = _reword_strings(value, rng, swaps=1, only_one=True)
+        value = _reword_strings(value, rng)
     out = orjson.dumps(value).decode()
     if rng.random() < style.json_break_rate:
         out = rng.choice(
@@ -230,26 +230,16 @@ def _string_for(name: str, schema: dict[str, Any], prompt: str, pick: random.Ran
     return pick.choice(lang.keywords(prompt, 4))
 
 
-def _reword_strings(value: Any, rng: random.Random, swaps: int | None, only_one: bool = False):
-    """Reword sentence-like strings (ones with spaces): all of them, or just one."""
-    paths: list[tuple[Any, Any]] = []
-
-    def walk(node: Any) -> None:
-        items = node.items() if isinstance(node, dict) else enumerate(node)
-        for key, child in items:
-            if isinstance(child, str) and " " in child:
-                paths.append((node, key))
-            elif isinstance(child, dict | list):
-                walk(child)
-
-    value = orjson.loads(orjson.dumps(value))  # a deep copy the caller does not share
-    if isinstance(value, dict | list):
-        walk(value)
-    if only_one and paths:
-        paths = [rng.choice(paths)]
-    for node, key in paths:
-        sentences = SENTENCE_END.split(node[key])
-        node[key] = " ".join(lang.reword(s, rng, swaps) for s in sentences)
+def _reword_strings(value: Any, rng: random.Random) -> Any:
+    """Reword every sentence-like string (one with spaces), leaving names and enums alone."""
+    if isinstance(value, str):
+        if " " not in value:
+            return value
+        return " ".join(lang.reword(s, rng, swaps=None) for s in SENTENCE_END.split(value))
+    if isinstance(value, dict):
+        return {k: _reword_strings(v, rng) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_reword_strings(v, rng) for v in value]
     return value
 
 

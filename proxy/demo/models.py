@@ -241,20 +241,23 @@ async def _stream(
             chunk["usage"] = _usage(reply) if usage else None
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
-    await asyncio.sleep(ttft)
-    await response.write(frame({"role": "assistant", "content": "", "refusal": None}))
-    sent = 0
-    async for delta, tokens in _deltas(reply, rng):
-        await asyncio.sleep(per_token * tokens)
-        await response.write(frame(delta))
-        sent += 1
-        if fault == "reset" and sent >= 3:
-            _reset(request)  # mid-stream: the client has a partial answer and a dead socket
-            return response
-    await response.write(frame({}, reply.finish_reason))
-    if include_usage:
-        await response.write(frame(None, usage=True))
-    await response.write(b"data: [DONE]\n\n")
+    try:
+        await asyncio.sleep(ttft)
+        await response.write(frame({"role": "assistant", "content": "", "refusal": None}))
+        sent = 0
+        async for delta, tokens in _deltas(reply, rng):
+            await asyncio.sleep(per_token * tokens)
+            await response.write(frame(delta))
+            sent += 1
+            if fault == "reset" and sent >= 3:
+                _reset(request)  # mid-stream: the client has a partial answer and a dead socket
+                return response
+        await response.write(frame({}, reply.finish_reason))
+        if include_usage:
+            await response.write(frame(None, usage=True))
+        await response.write(b"data: [DONE]\n\n")
+    except ConnectionResetError:
+        return response  # the client gave up (its timeout): nothing left to send it
     await response.write_eof()
     return response
 

@@ -1,21 +1,21 @@
 """The simulated models' personalities: latency, wording and failure behaviour.
 
-Why each candidate gets the verdict the demo expects (the gates are in `proxy.demo.run`):
+Why each candidate gets the verdict the demo expects (the gates are in `proxy.demo.setup`):
 
-* `primary` rewords one sentence (or one JSON string) in ~12% of answers. Asked twice — the
-  primary and the *secondary* — it therefore disagrees with itself a little: that is the noise
-  floor every candidate is judged against.
+* `primary` rewords one sentence in ~12% of its prose answers. Asked twice (the primary and
+  the *secondary*) it therefore disagrees with itself a little: that is the noise floor every
+  candidate is judged against. Its JSON and tool-call answers are deterministic.
 * `fast-agree` shares the primary's answer generator *and* its noise rate, so its disagreement
   with the primary has the same distribution as the secondary's: the agreement drop is ~0. It is
   faster (lower TTFT and per-token delay) and never fails, so every gate passes.
 * `paraphrase` rewords every sentence, reorders them and adds hedges, picks other tool-argument
   values a third of the time and emits broken JSON in a fifth of JSON-mode answers. Its text
   similarity and exact/JSON/tool agreement sit far below the noise floor: it fails the agreement
-  gate by a wide margin. It is ~20% slower, which stays inside the latency gate, so agreement
-  is the failing gate rather than latency.
-* `flaky` answers exactly like the primary but fails ~12% of requests (500/503s, hangs past
+  gate by a wide margin. Its answers are longer and start later, so it is ~15% slower: inside
+  the latency gate, so agreement is the failing gate rather than latency.
+* `flaky` answers exactly like the primary but fails ~15% of requests (500/503s, hangs past
   the shadow timeout, connection resets): its error rate's Wilson interval lies well above the
-  2% gate even at a few hundred requests, so it fails on errors.
+  5% gate even at a few hundred requests, so it fails on errors.
 """
 
 from __future__ import annotations
@@ -84,9 +84,9 @@ PROFILES: dict[str, Profile] = {
     "paraphrase": Profile(
         name="paraphrase",
         style=Style(paraphrase=True, json_break_rate=0.2, tool_drift_rate=0.35),
-        ttft_median_s=0.48,
+        ttft_median_s=0.46,
         ttft_sigma=0.35,
-        token_median_s=0.019,
+        token_median_s=0.016,
     ),
     "flaky": Profile(
         name="flaky",
@@ -94,8 +94,8 @@ PROFILES: dict[str, Profile] = {
         ttft_median_s=0.40,
         ttft_sigma=0.35,
         token_median_s=0.016,
-        error_rate=0.06,
+        error_rate=0.08,
         hang_rate=0.03,
-        reset_rate=0.03,
+        reset_rate=0.04,
     ),
 }

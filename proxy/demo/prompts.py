@@ -138,15 +138,15 @@ MODEL = "gpt-4o-mini"  # what the application asks for; shadowtap rewrites it pe
 def request(i: int, rng: random.Random) -> dict[str, Any]:
     """The i-th request's `create()` keyword arguments (the mix is chosen by `rng`)."""
     roll = rng.random()
-    if roll < 0.45:
+    if roll < 0.36:
         kwargs = _chat(rng)
-    elif roll < 0.57:
+    elif roll < 0.50:
         kwargs = _ticket_json(rng)
-    elif roll < 0.67:
+    elif roll < 0.62:
         kwargs = _review_schema(rng)
-    elif roll < 0.87:
+    elif roll < 0.86:
         kwargs = _tool_ask(rng)
-    elif roll < 0.95:
+    elif roll < 0.94:
         kwargs = _tool_followup(rng)
     else:
         kwargs = {"messages": [{"role": "user", "content": rng.choice(RISKY)}]}
