@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -198,3 +199,12 @@ def test_labels_never_carry_request_content(registry: CollectorRegistry) -> None
     }
     allowed = {"route", "target", "role", "status_class", "kind", "outcome", "scorer", "le"}
     assert names <= allowed | {"version", "python"}
+
+
+def test_readme_lists_every_metric(registry: CollectorRegistry) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Metrics") : readme.index("## Dashboards")]
+    exercise(Metrics(registry))
+    for family in registry.collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        assert f"`{name}`" in section, f"README's Metrics section does not list {name}"
