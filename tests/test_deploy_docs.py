@@ -1,0 +1,69 @@
+"""The README's "Deploying" section and deploy/README.md say what the deploy files do."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+
+import pytest
+
+from proxy.cli import build_parser
+from tests.test_deploy_kubernetes import config_text, pod_specs
+from tests.test_deploy_kustomize import BASE, REPO, by_kind, render
+
+
+def deploying_section() -> str:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Deploying\n", 1)[1]
+    return section.split("\n## ", 1)[0]
+
+
+@pytest.mark.parametrize("document", ["README.md", "deploy/README.md"])
+def test_every_deploy_path_mentioned_exists(document: str):
+    text = (
+        deploying_section()
+        if document == "README.md"
+        else (REPO / document).read_text(encoding="utf-8")
+    )
+    prefix = "" if document == "README.md" else "deploy/"
+    # Paths in the repo: deploy/... anywhere, and in deploy/README.md its table's first column.
+    mentioned = set(re.findall(r"\b(deploy/[a-z][\w./-]*[a-z/])", text))
+    mentioned |= set(re.findall(r"^\| `([^`]+)` \|", text, re.MULTILINE))
+    assert mentioned
+    for path in mentioned:
+        relative = path if path.startswith("deploy/") else prefix + path
+        assert (REPO / relative).resolve().exists(), f"{document} mentions missing {path}"
+
+
+def test_the_secret_command_creates_the_secret_the_pod_reads():
+    (command,) = re.findall(r"kubectl create secret generic [^`]+", deploying_section())
+    words = shlex.split(command)
+    name = words[4]
+    key = next(w for w in words if w.startswith("--from-literal=")).split("=")[1]
+    (secret,) = by_kind(render(BASE), "Secret")
+    assert name == secret["metadata"]["name"]
+    assert key in secret["stringData"]
+
+
+def test_the_grace_period_example_matches_the_manifests():
+    base = render(BASE)
+    config = tomllib.loads(config_text(base))
+    shown = re.search(
+        r"the example: (\d+) \+ (\d+) \+ (\d+), rounded up to (\d+)", deploying_section()
+    )
+    assert shown
+    grace, shadow, flush, total = map(int, shown.groups())
+    assert grace == config["server"]["shutdown_grace_s"]
+    assert shadow == max(
+        c["timeout_s"] for c in [*config["candidates"].values(), config["secondary"]]
+    )
+    (spec,) = pod_specs(base)
+    assert total == spec["terminationGracePeriodSeconds"] >= grace + shadow + flush
+
+
+def test_the_fleet_report_command_is_accepted_by_the_cli():
+    (command,) = re.findall(r"^\s*(shadowtap report --parquet .+)$", deploying_section(), re.M)
+    words = shlex.split(command)[1:]
+    args = build_parser(words[0]).parse_args(words)
+    assert args.parquet == tomllib.loads(config_text(render(BASE)))["storage"]["parquet_dir"]
