@@ -28,7 +28,7 @@ def test_every_deploy_path_mentioned_exists(document: str):
     )
     prefix = "" if document == "README.md" else "deploy/"
     # Paths in the repo: deploy/... anywhere, and in deploy/README.md its table's first column.
-    mentioned = set(re.findall(r"\b(deploy/[a-z][\w./-]*[a-z/])", text))
+    mentioned = set(re.findall(r"\b(deploy/[A-Za-z][\w./-]*[a-z/])", text))
     mentioned |= set(re.findall(r"^\| `([^`]+)` \|", text, re.MULTILINE))
     assert mentioned
     for path in mentioned:
