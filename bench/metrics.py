@@ -1,0 +1,196 @@
+"""What Prometheus metrics cost the proxy: throughput with `[server] metrics = true` vs `false`.
+
+Two `shadowtap serve` processes, identical but for `server.metrics`, in front of one fast fake
+upstream (which also serves as the candidate; 20% of requests are mirrored to it and scored
+with exact_match, so the shadow and scoring metrics are exercised too). Each round measures
+both proxies back to back — order alternating between rounds so drift cancels — under a closed
+loop of concurrent clients, for JSON and for streamed answers. Medians over rounds and the
+on/off ratio are printed; the target is on >= 0.95 x off. Public tools only: aiohttp load,
+time.perf_counter, statistics, and the proxy process's CPU time from /proc.
+
+Two figures per mode: wall-clock requests/s, and requests per CPU-second of the proxy process
+(its capacity on a core of its own). On a shared machine the first swings with whatever else
+runs; the second does not, so it is the one the verdict uses.
+
+    .venv/bin/python bench/metrics.py [--rounds 5] [--duration 3] [--concurrency 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import CHAT, STREAM_CHAT, Processes, run_role, wait_ready
+
+PATH = "/v1/chat/completions"
+TARGET_RATIO = 0.95
+SAMPLED_SHARE = 0.2
+BODIES = {"json": CHAT, "stream": STREAM_CHAT}
+MODES = ("on", "off")
+
+
+def shadowtap_config(upstream: str, metrics: bool) -> dict[str, object]:
+    return {
+        "server": {"metrics": metrics, "log_level": "warning"},
+        "primary": {"url": upstream},
+        "sampling": {"rate": SAMPLED_SHARE, "max_per_second": 0},
+        "candidates": {"candidate": {"url": upstream, "model": "bench-small"}},
+        "scorers": {"exact": {"type": "exact_match"}},
+        "storage": {"enabled": False},
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def closed_loop(url: str, body: bytes, concurrency: int, duration_s: float) -> int:
+    """Requests completed by `concurrency` clients sending back to back for `duration_s`."""
+    done = 0
+    deadline = time.perf_counter() + duration_s
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def client() -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                async with session.post(url, data=body) as response:
+                    await response.read()
+                    assert response.status == 200, response.status
+                done += 1
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+    return done
+
+
+Results = dict[str, dict[str, dict[str, list[float]]]]  # mode -> body -> figure -> rounds
+
+
+async def measure(urls: dict[str, str], pids: dict[str, int], args: argparse.Namespace) -> Results:
+    results: Results = {
+        mode: {kind: {"rps": [], "per_cpu_s": []} for kind in BODIES} for mode in MODES
+    }
+    for url in urls.values():
+        await wait_ready(url)
+        await closed_loop(url, CHAT, args.concurrency, 1.0)  # warm connections and caches
+    for round_number in range(args.rounds):
+        order = MODES if round_number % 2 == 0 else MODES[::-1]
+        for kind, body in BODIES.items():
+            for mode in order:
+                cpu_before, started = cpu_seconds(pids[mode]), time.perf_counter()
+                done = await closed_loop(urls[mode], body, args.concurrency, args.duration)
+                elapsed = time.perf_counter() - started
+                cpu = cpu_seconds(pids[mode]) - cpu_before
+                results[mode][kind]["rps"].append(done / elapsed)
+                results[mode][kind]["per_cpu_s"].append(done / cpu)
+        print(
+            f"round {round_number + 1}/{args.rounds}: "
+            + "  ".join(
+                f"{kind} on/off {results['on'][kind]['per_cpu_s'][-1]:6.0f}"
+                f"/{results['off'][kind]['per_cpu_s'][-1]:6.0f} req/CPU-s"
+                for kind in BODIES
+            ),
+            flush=True,
+        )
+    return results
+
+
+def metrics_calls_us(sampled_share: float = SAMPLED_SHARE, repeat: int = 20_000) -> float:
+    """Microseconds of Metrics calls one request makes on average, timed in-process."""
+    from prometheus_client import CollectorRegistry
+
+    from proxy.metrics import Metrics
+    from proxy.pricing import Prices
+
+    metrics = Metrics(CollectorRegistry(), prices={"candidate": Prices(0.5, 1.5)})
+    metrics.prime({"primary": "primary", "candidate": "candidate"}, [PATH])
+
+    def every_request() -> None:
+        metrics.observe_sampling(PATH, "sampled")
+        metrics.observe_response(PATH, "primary", "primary", 200, 0.2, 0.05)
+
+    def sampled_extra() -> None:
+        metrics.shadow_started("candidate")
+        metrics.shadow_finished("candidate", "ok")
+        metrics.observe_response(PATH, "candidate", "candidate", 200, 0.3, 0.04)
+        metrics.observe_usage("candidate", 12, 30)
+        metrics.observe_usage("primary", 12, 30)
+        metrics.observe_score("candidate", "exact", 1.0, 1.0)
+
+    def per_call_us(function: Callable[[], None]) -> float:
+        rounds = []
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(repeat):
+                function()
+            rounds.append((time.perf_counter() - started) / repeat * 1e6)
+        return min(rounds)  # the least-disturbed run: other processes only ever add time
+
+    return per_call_us(every_request) + sampled_share * per_call_us(sampled_extra)
+
+
+def report(results: Results) -> bool:
+    ok = True
+    print(f"\n{'answers':<8} {'figure (median)':<24} {'metrics on':>10} {'off':>10} {'on/off':>7}")
+    for kind in BODIES:
+        for figure, label in (("rps", "requests/s (wall)"), ("per_cpu_s", "requests/CPU-second")):
+            on = statistics.median(results["on"][kind][figure])
+            off = statistics.median(results["off"][kind][figure])
+            print(f"{kind:<8} {label:<24} {on:>10.0f} {off:>10.0f} {on / off:>7.3f}")
+            if figure == "per_cpu_s":
+                ok &= on / off >= TARGET_RATIO
+    calls_us = metrics_calls_us()
+    per_request_us = 1e6 / statistics.median(results["off"]["json"]["per_cpu_s"])
+    print(
+        f"\nMetrics calls per request (in-process, {SAMPLED_SHARE:.0%} sampled): {calls_us:.1f} µs"
+        f" = {calls_us / per_request_us:.2%} of the proxy's {per_request_us:.0f} µs CPU per request"
+    )
+    verdict = "within" if ok else "NOT within"
+    print(f"proxy capacity with metrics on is {verdict} 5% of metrics off")
+    return ok
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--role":
+        run_role(sys.argv[2:])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+
+    processes = Processes()
+    try:
+        with tempfile.TemporaryDirectory() as workdir:
+            upstream = f"http://127.0.0.1:{processes.role(__file__, 'upstream')}"
+            urls, pids = {}, {}
+            for mode in MODES:
+                port, _ = processes.shadowtap(
+                    shadowtap_config(upstream, mode == "on"), Path(workdir)
+                )
+                urls[mode] = f"http://127.0.0.1:{port}{PATH}"
+                pids[mode] = processes.children[-1].pid
+            import uvloop
+
+            results = uvloop.run(measure(urls, pids, args))
+    finally:
+        processes.stop()
+    return 0 if report(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
