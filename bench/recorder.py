@@ -1,21 +1,33 @@
-"""Recorder write throughput: rows per second sustained into a DuckDB file.
+"""Recorder cost: rows/s sustained into DuckDB, and proxy throughput with recording on vs off.
 
     .venv/bin/python bench/recorder.py [--exchanges 10000] [--runs 5] [--bodies redacted]
+                                       [--rounds 5] [--duration 3] [--skip-writer|--skip-proxy]
 
-One exchange = 1 exchanges row + 3 responses + 4 scores = 8 rows (`proxy.recorder.synthetic`).
-A run records every exchange as fast as `record()` accepts them (the queue holds them all, so
-nothing is dropped) and stops the clock when the writer has committed the last one; the
-closing checkpoint is timed separately. The median of the runs is printed.
+Writer: one exchange = 1 exchanges row + 3 responses + 4 scores = 8 rows
+(`proxy.recorder.synthetic`). A run records every exchange as fast as `record()` accepts them
+(the queue holds them all, so nothing is dropped) and stops the clock when the writer has
+committed the last one; the closing checkpoint is timed separately. Median of the runs.
+
+Proxy: two `shadowtap serve` processes in front of the same fast fake upstream, each mirroring
+100% of requests to a fake candidate, one with storage on (bodies redacted) and one with
+`storage.enabled = false`; closed-loop throughput in interleaved rounds, median of the
+per-round ratios (target: recording on >= 0.90x of off).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import CHAT, Processes, closed_loop, run_role, wait_ready
 from proxy.config import StorageConfig
 from proxy.metrics import Metrics
 from proxy.recorder import Recorder, open_readonly
@@ -23,6 +35,8 @@ from proxy.recorder.synthetic import synthetic_exchange
 
 ROWS_PER_EXCHANGE = 8
 TARGET_ROWS_PER_S = 50_000
+TARGET_PROXY_RATIO = 0.90
+PATH = "/v1/chat/completions"
 
 
 def one_run(exchanges: list, bodies: str, workdir: Path) -> tuple[float, float]:
@@ -54,15 +68,10 @@ def one_run(exchanges: list, bodies: str, workdir: Path) -> tuple[float, float]:
     return rows / elapsed, close_s
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--exchanges", type=int, default=10_000)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--bodies", nargs="+", default=["redacted", "full", "none"])
-    args = parser.parse_args()
+def bench_writer(args: argparse.Namespace) -> None:
     exchanges = [synthetic_exchange(i, stream=i % 2 == 0) for i in range(args.exchanges)]
     rows = args.exchanges * ROWS_PER_EXCHANGE
-    print(f"recorder: {args.exchanges} exchanges = {rows} rows per run, {args.runs} runs")
+    print(f"writer: {args.exchanges} exchanges = {rows} rows per run, {args.runs} runs")
     with tempfile.TemporaryDirectory() as tmp:
         for bodies in args.bodies:
             results = [one_run(exchanges, bodies, Path(tmp)) for _ in range(args.runs)]
@@ -75,6 +84,96 @@ def main() -> None:
                 f"close+checkpoint median {statistics.median(c for _, c in results):.2f} s) "
                 f"target {TARGET_ROWS_PER_S:,} rows/s: {verdict}"
             )
+
+
+async def metric(admin_port: int, name: str) -> float:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{admin_port}/metrics") as response,
+    ):
+        text = await response.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+def bench_proxy(args: argparse.Namespace) -> None:
+    processes = Processes()
+    try:
+        with tempfile.TemporaryDirectory() as workdir:
+            script = str(Path(__file__).resolve())
+            upstream = f"http://127.0.0.1:{processes.role(script, 'upstream', '0.001')}"
+            candidate = f"http://127.0.0.1:{processes.role(script, 'upstream', '0.001')}"
+            base = {
+                "server": {"log_level": "warning"},
+                "primary": {"url": upstream},
+                "sampling": {"rate": 1.0, "max_per_second": 0, "max_inflight": 1000},
+                "candidates": {"candidate": {"url": candidate}},
+            }
+            ports = {}
+            for name, storage in (
+                ("recording on", {"path": str(Path(workdir) / "bench.duckdb")}),
+                ("recording off", {"enabled": False}),
+            ):
+                ports[name] = processes.shadowtap({**base, "storage": storage}, Path(workdir))
+
+            async def run() -> tuple[dict[str, list[float]], float, float]:
+                urls = {name: f"http://127.0.0.1:{port}{PATH}" for name, (port, _) in ports.items()}
+                for url in urls.values():
+                    await wait_ready(url)
+                for url in urls.values():  # warm-up, not counted: pools, caches, first batch
+                    await closed_loop(url, CHAT, args.concurrency, 1.0)
+                rps: dict[str, list[float]] = {name: [] for name in urls}
+                names = list(urls)
+                for round_index in range(args.rounds):
+                    # Alternate who goes first so drift in machine speed favours neither.
+                    for name in names[round_index % 2 :] + names[: round_index % 2]:
+                        rps[name].append(
+                            await closed_loop(urls[name], CHAT, args.concurrency, args.duration)
+                        )
+                admin = ports["recording on"][1]
+                written = await metric(admin, "shadowtap_records_written_total")
+                dropped = await metric(admin, "shadowtap_records_dropped_total")
+                return rps, written, dropped
+
+            import uvloop
+
+            rps, written, dropped = uvloop.run(run())
+    finally:
+        processes.stop()
+    ratios = [on / off for on, off in zip(rps["recording on"], rps["recording off"], strict=True)]
+    median = statistics.median(ratios)
+    print(f"proxy: 100% shadowed to one candidate, {args.rounds} rounds of {args.duration:g} s")
+    for name, values in rps.items():
+        print(f"  {name:<14} median {statistics.median(values):>7,.0f} req/s")
+    print(
+        f"  on/off: median of per-round ratios {median:.3f}x "
+        f"(rounds: {', '.join(f'{r:.3f}' for r in ratios)}); "
+        f"target >= {TARGET_PROXY_RATIO:.2f}x: {'ok' if median >= TARGET_PROXY_RATIO else 'BELOW'}"
+    )
+    print(f"  exchanges recorded {written:,.0f}, dropped {dropped:,.0f}")
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--role":
+        run_role(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--exchanges", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--bodies", nargs="+", default=["redacted", "full", "none"])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per proxy run")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--skip-writer", action="store_true")
+    parser.add_argument("--skip-proxy", action="store_true")
+    args = parser.parse_args()
+    if not args.skip_writer:
+        bench_writer(args)
+    if not args.skip_proxy:
+        bench_proxy(args)
 
 
 if __name__ == "__main__":

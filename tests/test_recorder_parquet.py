@@ -121,3 +121,18 @@ def test_retention_deletes_old_rows_and_partitions(tmp_path: Path) -> None:
         kept = partitions(base, table)
         assert old_day not in kept
         assert f"date={ages['recent']:%Y-%m-%d}" in kept
+
+
+def test_retention_without_parquet_is_not_a_write_error(tmp_path: Path) -> None:
+    metrics = Metrics(CollectorRegistry())
+    config = StorageConfig(path=str(tmp_path / "r.duckdb"), retention_days=1, flush_interval_ms=50)
+    recorder = Recorder(config, metrics)
+    recorder.record(synthetic_exchange(0, started_at=NOW - timedelta(days=2)))
+    recorder.record(synthetic_exchange(1))
+    recorder.start()
+    recorder.close()
+    con = connect(tmp_path / "r.duckdb")
+    # Written in the first batch, then the start-up retention pass removed the old one.
+    assert con.execute("SELECT count(*) FROM exchanges").fetchall() == [(1,)]
+    assert metrics.registry.get_sample_value("shadowtap_record_write_errors_total") == 0
+    assert metrics.registry.get_sample_value("shadowtap_records_written_total") == 2

@@ -90,8 +90,8 @@ class Recorder:
         con = connect(self.config.path)
         # Partition dates and API timestamps are UTC whatever the host's zone is.
         con.execute("SET TimeZone = 'UTC'")
-        if self.config.parquet_dir is not None:
-            con.execute(parquet.PENDING_DDL)
+        # Always there (empty without parquet_dir), so retention can clean it either way.
+        con.execute(parquet.PENDING_DDL)
         self._con = con
         # A second cursor reads through MVCC, so admin API reads never wait for a batch.
         self._reader = con.cursor()
