@@ -78,20 +78,23 @@ def _error_score(scorer: Scorer[Any], pair: Pair, error: BaseException) -> Score
     return Score(pair.target_name, scorer.name, None, None, message, scorer.threshold)
 
 
-def _settle(scorer: Scorer[Any], pair: Pair, call: Any) -> Score:
-    """Run one scoring call (a zero-argument function) and turn any outcome into a Score."""
+def _unscored(scorer: Scorer[Any], pair: Pair, detail: dict[str, Any]) -> Score:
+    """Not applicable or skipped: no score, no error, and `detail` says why."""
+    return Score(pair.target_name, scorer.name, None, detail, None, scorer.threshold)
+
+
+def _score_cpu(scorer: CpuScorer[Any], pair: Pair) -> Score:
     try:
-        return to_score(scorer, pair, call())
+        return to_score(scorer, pair, scorer.score(pair))
     except ScorerSkipped as skipped:
-        return Score(pair.target_name, scorer.name, None, {"skipped": str(skipped)}, None,
-                     scorer.threshold)  # fmt: skip
+        return _unscored(scorer, pair, {"skipped": str(skipped)})
     except Exception as error:
         return _error_score(scorer, pair, error)
 
 
 def run_cpu_jobs(jobs: list[tuple[CpuScorer[Any], Pair]]) -> list[Score]:
     """Executed in the pool: one hop off the loop per exchange, not one per scorer."""
-    return [_settle(scorer, pair, lambda s=scorer, p=pair: s.score(p)) for scorer, pair in jobs]
+    return [_score_cpu(scorer, pair) for scorer, pair in jobs]
 
 
 class ScoringRunner:
@@ -158,9 +161,7 @@ class ScoringRunner:
         for index, (scorer, pair) in enumerate(jobs):
             failed = _failed_side(pair, scorer.per_response)
             if failed is not None:
-                results[index] = Score(
-                    pair.target_name, scorer.name, None, {"reason": failed}, None, scorer.threshold
-                )
+                results[index] = _unscored(scorer, pair, {"reason": failed})
             elif isinstance(scorer, IoScorer):
                 io.append((index, scorer, pair))
             elif isinstance(scorer, CpuScorer):
@@ -196,13 +197,14 @@ class ScoringRunner:
         try:
             async with asyncio.timeout(timeout_s):
                 result = await scorer.score(pair, self.session)
+            score = to_score(scorer, pair, result)
         except TimeoutError:
-            return [(index, _error_score(scorer, pair, TimeoutError(f"after {timeout_s} s")))]
+            score = _error_score(scorer, pair, TimeoutError(f"after {timeout_s} s"))
         except ScorerSkipped as skipped:
-            result = Verdict(None, {"skipped": str(skipped)})
+            score = _unscored(scorer, pair, {"skipped": str(skipped)})
         except Exception as error:
-            return [(index, _error_score(scorer, pair, error))]
-        return [(index, _settle(scorer, pair, lambda: result))]
+            score = _error_score(scorer, pair, error)
+        return [(index, score)]
 
     async def close(self) -> None:
         for scorer in self.scorers:
