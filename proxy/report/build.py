@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from proxy.config import GatesConfig
 from proxy.report import stats
@@ -182,7 +183,15 @@ def _candidate(
         sum(1 for r in answered if not r["candidate_ok"]), len(answered), confidence
     )
     if gates.max_error_rate is not None:
-        gate_results.append(decide("error_rate", error_rate, gates.max_error_rate, len(rows)))
+        gate_results.append(
+            decide(
+                "error_rate",
+                error_rate,
+                gates.max_error_rate,
+                len(rows),
+                confidence=confidence,
+            )
+        )
 
     if gates.max_cost_ratio is not None:
         cost_candidate, cost_primary = rows.paired("cost_usd")
@@ -272,12 +281,13 @@ def build_report(
     candidates: Sequence[str] | None = None,
     route: str | None = None,
     examples: int = 5,
-    scorer_types: Mapping[str, str] | None = None,
+    scorers: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Report:
     """Measure every candidate (or the named ones) and decide each against `gates`.
 
-    `scorer_types` (stored scorer name -> type, as in the config's [scorers] tables) says which
-    scorer is the JSON-validity or refusal check; without it the stored details tell.
+    `scorers` is the config's [scorers] tables (name -> {"type": ..., "threshold": ...}), used
+    where the source does not say: which stored scorer is the JSON-validity or refusal check
+    (the stored details tell too), and thresholds the live API does not carry.
 
     Raises `SourceError` (one line) when a named candidate has no pairs in the selection.
     """
@@ -297,8 +307,16 @@ def build_report(
                 f" (candidates with pairs: {', '.join(present) or 'none'})"
             )
         present = [c for c in present if c in candidates]
-    thresholds = dict(con.execute("SELECT scorer, threshold FROM thresholds").fetchall())
-    kinds = scorer_kinds(source, scorer_types)
+    tables = scorers or {}
+    thresholds = {
+        name: float(table["threshold"])
+        for name, table in tables.items()
+        if isinstance(table.get("threshold"), int | float)
+    }
+    thresholds.update(con.execute("SELECT scorer, threshold FROM thresholds").fetchall())
+    kinds = scorer_kinds(
+        source, {n: t["type"] for n, t in tables.items() if isinstance(t.get("type"), str)}
+    )
 
     def fetch(target: str) -> Rows:
         columns = ", ".join(NUMERIC_COLUMNS)
@@ -313,6 +331,12 @@ def build_report(
             " set [secondary] rate to measure how much the primary disagrees with itself"
         )
     all_rows = {name: fetch(name) for name in present}
+    unknown = sorted({s for rows in all_rows.values() for s in rows.scorers()} - set(thresholds))
+    if unknown:
+        notes.append(
+            f"no threshold known for {', '.join(unknown)}: the source does not store them"
+            " (the live API does not); pass --config to take them from [scorers]"
+        )
     reports = {
         name: _candidate(source, name, rows, noise, gates, thresholds, kinds, examples)
         for name, rows in all_rows.items()

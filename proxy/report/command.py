@@ -18,6 +18,7 @@ import os
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 from rich.console import Console
@@ -85,11 +86,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_config_tables(path: str | Path | None) -> tuple[GatesConfig, dict[str, str]]:
-    """The [gates] table of a config file, validated on its own, and each scorer's type.
+def load_config_tables(
+    path: str | Path | None,
+) -> tuple[GatesConfig, dict[str, dict[str, Any]]]:
+    """The [gates] table of a config file, validated on its own, and the [scorers] tables.
 
-    Only [gates] and the scorers' `type` are read: a report often runs where the proxy's
-    secrets (`${...}` in other tables) are not set, and it needs none of them.
+    Only these are read: a report often runs where the proxy's secrets (`${...}` in other
+    tables) are not set, and it needs none of them.
     """
     if path is None:
         return GatesConfig(), {}
@@ -108,12 +111,9 @@ def load_config_tables(path: str | Path | None) -> tuple[GatesConfig, dict[str, 
         message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
         raise ConfigError(f"config error: {key}: {message}") from None
     scorers = raw.get("scorers", {})
-    types = {
-        name: table["type"]
-        for name, table in (scorers.items() if isinstance(scorers, dict) else [])
-        if isinstance(table, dict) and isinstance(table.get("type"), str)
-    }
-    return gates, types
+    if not isinstance(scorers, dict):
+        raise ConfigError("config error: scorers: must be a table of tables")
+    return gates, {name: t for name, t in scorers.items() if isinstance(t, dict)}
 
 
 def open_source(args: argparse.Namespace) -> Source:
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.examples < 0:
             raise SourceError(f"--examples must be 0 or more (got {args.examples})")
-        gates, scorer_types = load_config_tables(args.config)
+        gates, scorers = load_config_tables(args.config)
         since = parse_since(args.since) if args.since else None
         report: Report = build_report(
             open_source(args),
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
             candidates=args.candidate,
             route=args.route,
             examples=args.examples,
-            scorer_types=scorer_types,
+            scorers=scorers,
         )
         if args.html:
             write_html(report, args.html)
@@ -154,5 +154,6 @@ def run(args: argparse.Namespace) -> int:
         console = Console()
         print_report(report, console)
         if args.html:
-            console.print(f"HTML report: {args.html}", highlight=False)
+            # soft_wrap: a path must stay on one line to be copied (or matched) whole
+            console.print(f"HTML report: {args.html}", highlight=False, soft_wrap=True)
     return 1 if report.any_failed else 0

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 
 from proxy.report.model import GateResult, Verdict
-from proxy.report.stats import Interval
+from proxy.report.stats import Interval, wilson
 
 # Bootstrap percentile intervals are too narrow on tiny samples (and degenerate ones like
 # all-1.0 scores have zero width), so gates based on them wait for this many pairs. Wilson
@@ -25,11 +25,14 @@ from proxy.report.stats import Interval
 MIN_PAIRS = 30
 
 
-def more_pairs_needed(value: Interval, limit: float, pairs: int) -> int | None:
+def more_pairs_needed(
+    value: Interval, limit: float, pairs: int, confidence: float = 0.95
+) -> int | None:
     """How many more pairs would shrink the interval enough to clear `limit`.
 
-    Interval widths shrink as 1/sqrt(n), so keeping today's estimate, the side of the interval
-    facing the limit (half-width h, distance to the limit d) clears it at n * (h / d)^2 pairs.
+    Keeping today's estimate: a Wilson interval is recomputed at larger n directly (its width
+    shrinks like 1/n near 0, not 1/sqrt(n)); any other interval's side facing the limit (half
+    width h, distance to the limit d) shrinks as 1/sqrt(n), clearing it at n * (h / d)^2.
     None when the estimate sits on the limit: no amount of data decides a true tie.
     """
     if not value.defined or pairs <= 0:
@@ -38,9 +41,26 @@ def more_pairs_needed(value: Interval, limit: float, pairs: int) -> int | None:
     distance = limit - value.estimate
     if distance == 0:
         return None
+    if value.method == "wilson" and value.n > 0:
+        return _wilson_more(value.estimate, value.n, limit, confidence, pairs / value.n)
     half = value.high - value.estimate if distance > 0 else value.estimate - value.low
     needed = pairs * (half / abs(distance)) ** 2
-    return max(1, math.ceil(needed - pairs))
+    return max(1, math.ceil(needed - pairs - 1e-9))  # 1e-9: 225.00000000000006 is 225
+
+
+def _wilson_more(rate: float, n: int, limit: float, confidence: float, scale: float) -> int:
+    def clears(size: int) -> bool:
+        interval = wilson(rate * size, size, confidence)
+        assert interval.low is not None and interval.high is not None
+        return interval.high <= limit if rate < limit else interval.low > limit
+
+    low, high = n, n * 2
+    while not clears(high):
+        low, high = high, high * 2
+    while high - low > 1:  # smallest size that clears, by bisection
+        middle = (low + high) // 2
+        low, high = (low, middle) if clears(middle) else (middle, high)
+    return max(1, math.ceil((high - n) * scale))
 
 
 def decide(
@@ -50,6 +70,7 @@ def decide(
     pairs: int,
     *,
     min_pairs: int = MIN_PAIRS,
+    confidence: float = 0.95,
     scorer: str | None = None,
     note: str | None = None,
 ) -> GateResult:
@@ -71,7 +92,7 @@ def decide(
     elif value.low > limit:
         result.verdict = "fail"
     else:
-        result.more_pairs = more_pairs_needed(value, limit, pairs)
+        result.more_pairs = more_pairs_needed(value, limit, pairs, confidence)
     return result
 
 

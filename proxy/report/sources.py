@@ -31,9 +31,10 @@ import duckdb
 from proxy.recorder import SchemaError, create_pairs_view, migrate, open_readonly
 from proxy.recorder import parquet_relations as recorder_parquet_relations
 
-# The live API pages are asked for this many rows at most; a report on more data than this
-# should read the file or the Parquet roll-up (the admin server is not an analytics engine).
-URL_ROW_LIMIT = 200_000
+# The admin API answers at most this many pairs per request (proxy.recorder.api.MAX_LIMIT),
+# newest first, and has no paging: a live report reads the newest this-many pairs of each
+# target and says so when a target has more. Complete reports read the file or Parquet.
+URL_PAIRS_PER_TARGET = 1000
 
 
 class SourceError(Exception):
@@ -128,24 +129,46 @@ def from_pair_rows(rows: list[dict[str, Any]], description: str) -> Source:
     return Source(con, description)
 
 
-async def fetch_pairs(
-    session: aiohttp.ClientSession, admin_url: str, since: datetime | None = None
-) -> list[dict[str, Any]]:
-    """GET /api/pairs from a running proxy's admin server."""
-    query: dict[str, str] = {"limit": str(URL_ROW_LIMIT)}
-    if since is not None:
-        query["since"] = since.isoformat()
-    url = f"{admin_url.rstrip('/')}/api/pairs?{urlencode(query)}"
+async def _get_json(session: aiohttp.ClientSession, url: str) -> Any:
     try:
         async with session.get(url) as response:
             if response.status != 200:
                 raise SourceError(f"{url} answered HTTP {response.status}")
-            body = await response.json(content_type=None)
+            return await response.json(content_type=None)
     except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as error:
         raise SourceError(f"cannot read {url}: {error or type(error).__name__}") from None
-    if not isinstance(body, dict) or not isinstance(body.get("pairs"), list):
-        raise SourceError(f'{url} did not answer {{"pairs": [...]}}')
-    return body["pairs"]
+
+
+async def fetch_pairs(
+    session: aiohttp.ClientSession, admin_url: str, since: datetime | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The pairs of every target from a running proxy's admin API, and notes on what is cut.
+
+    /api/summary names the targets and their pair counts; /api/pairs then gives each target's
+    newest pairs (at most `URL_PAIRS_PER_TARGET`).
+    """
+    base = admin_url.rstrip("/")
+    window = {"since": since.isoformat()} if since is not None else {}
+    summary = await _get_json(session, f"{base}/api/summary?{urlencode(window)}")
+    if not isinstance(summary, dict) or not isinstance(summary.get("targets"), dict):
+        raise SourceError(f'{base}/api/summary did not answer {{"targets": {{...}}}}')
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for target, info in sorted(summary["targets"].items()):
+        if target == "primary":
+            continue
+        query = urlencode({**window, "target": target, "limit": URL_PAIRS_PER_TARGET})
+        body = await _get_json(session, f"{base}/api/pairs?{query}")
+        if not isinstance(body, dict) or not isinstance(body.get("pairs"), list):
+            raise SourceError(f'{base}/api/pairs did not answer {{"pairs": [...]}}')
+        rows.extend(body["pairs"])
+        total = info.get("pairs") if isinstance(info, dict) else None
+        if isinstance(total, int) and total > len(body["pairs"]):
+            notes.append(
+                f"live API: only the newest {len(body['pairs']):,} of {total:,} pairs of "
+                f"{target} were read; use --db or --parquet for all of them"
+            )
+    return rows, notes
 
 
 def open_url(admin_url: str, since: datetime | None = None) -> Source:
@@ -153,18 +176,14 @@ def open_url(admin_url: str, since: datetime | None = None) -> Source:
     if not re.match(r"^https?://", admin_url):
         raise SourceError(f"--url must be an http(s) URL (got {admin_url!r})")
 
-    async def fetch() -> list[dict[str, Any]]:
+    async def fetch() -> tuple[list[dict[str, Any]], list[str]]:
         timeout = aiohttp.ClientTimeout(total=120)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             return await fetch_pairs(session, admin_url, since)
 
-    rows = asyncio.run(fetch())
+    rows, notes = asyncio.run(fetch())
     source = from_pair_rows(rows, f"live pairs from {admin_url}")
-    if len(rows) >= URL_ROW_LIMIT:
-        source.notes = (
-            f"the admin API returned its limit of {URL_ROW_LIMIT} pairs; older pairs are "
-            "missing — read the DuckDB file or the Parquet roll-up for a complete report",
-        )
+    source.notes = tuple(notes)
     return source
 
 

@@ -256,7 +256,9 @@ def print_report(report: Report, console: Console) -> None:
     if report.route is not None:
         scope.append(f"route {report.route}")
     scope.append(f"{report.confidence:.0%} intervals")
-    console.print(Text("shadowtap report", style="bold"), Text("· " + " · ".join(scope)))
+    console.print(
+        Text("shadowtap report", style="bold"), Text("· " + " · ".join(scope)), soft_wrap=True
+    )
     if report.noise is not None:
         floor = ", ".join(f"{k} {format_interval(v)}" for k, v in report.noise.scorers.items())
         console.print(

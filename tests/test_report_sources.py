@@ -1,0 +1,169 @@
+"""The three sources give the same report: the DuckDB file, its Parquet roll-up, and the live
+admin API of a running recorder (the real `api_routes`, served by aiohttp on loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from proxy.config import GatesConfig, StorageConfig
+from proxy.metrics import Metrics
+from proxy.recorder import Recorder, api_routes
+from proxy.report import (
+    SourceError,
+    build_report,
+    open_db,
+    open_parquet,
+    open_url,
+    report_json,
+)
+from proxy.report.sources import parse_since
+from tests.test_report_data import FLAKY, NOISE, PARAPHRASE, make_exchanges, write
+
+GATES = GatesConfig(max_cost_ratio=2.0)
+SHADOWTAP = Path(sys.executable).with_name("shadowtap")  # the installed console script
+CANDIDATES = {"same": NOISE, "paraphrase": PARAPHRASE, "flaky": FLAKY}
+SCORERS = {"similarity": {"type": "text_similarity", "threshold": 0.8}}  # as in the config
+
+
+def comparable(report: Any) -> dict[str, Any]:
+    """The report minus where it came from and when it was made."""
+    data = report_json(report)
+    for key in ("source", "generated_at", "notes"):
+        data.pop(key)
+    return data
+
+
+def test_parquet_and_db_agree(tmp_path: Path) -> None:
+    exchanges = make_exchanges(150, CANDIDATES, seed=4)
+    db = write(exchanges, tmp_path / "s.duckdb", parquet_dir=tmp_path / "parquet")
+    assert sorted(p.name for p in (tmp_path / "parquet").iterdir()) == [
+        "exchanges",
+        "responses",
+        "scores",
+    ]
+    from_db = build_report(open_db(db), GATES)
+    from_parquet = build_report(open_parquet(tmp_path / "parquet"), GATES)
+    assert from_parquet.candidates["paraphrase"].verdict == "fail"
+    assert comparable(from_parquet) == comparable(from_db)
+
+
+def test_parquet_of_a_fleet_reads_as_one_data_set(tmp_path: Path) -> None:
+    # Two sidecars roll into one directory: the report sees the pairs of both.
+    for i, seed in enumerate((5, 6)):
+        write(
+            make_exchanges(40, {"same": NOISE}, seed=seed),
+            tmp_path / f"pod{i}.duckdb",
+            parquet_dir=tmp_path / "fleet",
+        )
+    report = build_report(open_parquet(tmp_path / "fleet"), GATES)
+    assert report.candidates["same"].pairs == 80
+
+
+def test_bad_sources_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="does not exist"):
+        open_db(tmp_path / "missing.duckdb")
+    with pytest.raises(SourceError, match="no Parquet files"):
+        open_parquet(tmp_path)
+    with pytest.raises(SourceError, match="--since"):
+        parse_since("yesterday")
+    with pytest.raises(SourceError, match="http"):
+        open_url("localhost:9464")
+
+
+def test_since_parsing() -> None:
+    now = parse_since("2026-01-05T10:00:00+00:00")
+    assert parse_since("24h", now=now) == parse_since("2026-01-04T10:00:00Z")
+    assert parse_since("7d", now=now).isoformat() == "2025-12-29T10:00:00+00:00"
+    assert parse_since("2026-01-05").isoformat() == "2026-01-05T00:00:00+00:00"
+
+
+async def _running_recorder(path: Path, exchanges: list[Any]) -> Recorder:
+    storage = StorageConfig(path=str(path), bodies="full", flush_interval_ms=20)
+    recorder = Recorder(storage, Metrics(CollectorRegistry()))
+    recorder.start()
+    for exchange in exchanges:
+        assert recorder.record(exchange)
+    deadline = time.monotonic() + 10
+    while recorder.query("SELECT count(*) AS n FROM exchanges")[0]["n"] < len(exchanges):
+        assert time.monotonic() < deadline, "recorder did not write the exchanges"
+        await asyncio.sleep(0.02)
+    return recorder
+
+
+async def test_url_reads_a_running_proxy_like_the_file(tmp_path: Path, aiohttp_server: Any) -> None:
+    path = tmp_path / "live.duckdb"
+    recorder = await _running_recorder(path, make_exchanges(120, CANDIDATES, seed=8))
+    try:
+        app = web.Application()
+        app.add_routes(api_routes(recorder))
+        server = await aiohttp_server(app)
+        url = str(server.make_url("")).rstrip("/")
+        # open_url is the blocking CLI path: run it off this (the server's) event loop.
+        source = await asyncio.to_thread(open_url, url)
+        live = await asyncio.to_thread(build_report, source, GATES, scorers=SCORERS)
+        # Per-score thresholds are not in the API's pairs: without the config they are unknown.
+        bare = await asyncio.to_thread(
+            build_report, await asyncio.to_thread(open_url, url), GATES, candidates=["same"]
+        )
+        assert bare.candidates["same"].scorers[0].threshold is None
+        assert any("no threshold known for similarity" in note for note in bare.notes)
+
+        process = await asyncio.create_subprocess_exec(
+            str(SHADOWTAP),
+            "report",
+            "--url",
+            url,
+            "--json",
+            "--candidate",
+            "same",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, err.decode()
+        assert b'"verdict": "pass"' in out
+    finally:
+        recorder.close()
+    from_file = build_report(open_db(path), GATES)
+    assert live.candidates["paraphrase"].verdict == "fail"
+    assert comparable(live) == comparable(from_file)
+
+
+async def test_url_says_when_the_api_cut_the_pairs(aiohttp_server: Any) -> None:
+    # A stand-in admin server that reports more pairs than it returns, as the real one does
+    # beyond its per-request limit.
+    rows = [
+        {"request_id": f"r{i}", "target": "small", "role": "candidate", "scores": {}}
+        for i in range(3)
+    ]
+
+    async def summary(request: web.Request) -> web.Response:
+        return web.json_response({"targets": {"small": {"role": "candidate", "pairs": 5000}}})
+
+    async def pairs(request: web.Request) -> web.Response:
+        assert request.query["target"] == "small"
+        return web.json_response({"pairs": rows})
+
+    app = web.Application()
+    app.add_routes([web.get("/api/summary", summary), web.get("/api/pairs", pairs)])
+    server = await aiohttp_server(app)
+    source = await asyncio.to_thread(open_url, str(server.make_url("")))
+    assert any("only the newest 3 of 5,000 pairs of small" in n for n in source.notes)
+    report = await asyncio.to_thread(build_report, source, GATES)
+    assert report.candidates["small"].pairs == 3
+    assert report.candidates["small"].verdict == "insufficient"
+
+
+async def test_url_errors_are_source_errors(aiohttp_server: Any) -> None:
+    app = web.Application()
+    server = await aiohttp_server(app)  # no routes: every path is a 404
+    with pytest.raises(SourceError, match="HTTP 404"):
+        await asyncio.to_thread(open_url, str(server.make_url("")))

@@ -1,0 +1,183 @@
+"""Interval code against reference computations: textbook Wilson values, the normal
+approximation where it is exact enough, coverage by simulation, and gate arithmetic."""
+
+from __future__ import annotations
+
+import math
+import random
+from statistics import NormalDist, fmean, stdev
+
+import pytest
+
+from proxy.report import stats
+from proxy.report.gates import decide, more_pairs_needed, overall
+from proxy.report.stats import Interval
+
+Z95 = NormalDist().inv_cdf(0.975)
+
+
+@pytest.mark.parametrize(
+    ("successes", "n", "low", "high"),
+    [
+        # Newcombe (1998), "Two-sided confidence intervals for the single proportion",
+        # Statistics in Medicine 17:857-872, Table I, method 3 (Wilson score, no correction).
+        (81, 263, 0.2553, 0.3662),
+        (15, 148, 0.0624, 0.1605),
+        (0, 20, 0.0, 0.1611),
+        (1, 29, 0.0061, 0.1718),
+    ],
+)
+def test_wilson_matches_the_textbook(successes: int, n: int, low: float, high: float) -> None:
+    interval = stats.wilson(successes, n, 0.95)
+    assert interval.estimate == pytest.approx(successes / n)
+    assert interval.low == pytest.approx(low, abs=5e-5)
+    assert interval.high == pytest.approx(high, abs=5e-5)
+
+
+def test_wilson_covers_the_true_rate_about_95_percent_of_the_time() -> None:
+    rng, p, n, trials = random.Random(7), 0.03, 200, 2000
+    covered = 0
+    for _ in range(trials):
+        interval = stats.wilson(sum(rng.random() < p for _ in range(n)), n, 0.95)
+        assert interval.low is not None and interval.high is not None
+        covered += interval.low <= p <= interval.high
+    assert 0.93 <= covered / trials <= 0.975
+
+
+def test_percentile_interpolates_like_numpy_default() -> None:
+    values = [1.0, 2.0, 3.0, 4.0, 10.0]
+    # numpy.percentile(values, [50, 95, 99]) == [3.0, 8.8, 9.76]
+    assert stats.percentile(values, 0.5) == 3.0
+    assert stats.percentile(values, 0.95) == pytest.approx(8.8)
+    assert stats.percentile(values, 0.99) == pytest.approx(9.76)
+    assert stats.summary_percentiles([]) == {"p50": None, "p95": None, "p99": None}
+
+
+def test_bootstrap_mean_agrees_with_the_normal_interval_on_a_large_sample() -> None:
+    rng = random.Random(11)
+    values = [rng.betavariate(2, 5) for _ in range(2000)]
+    boot = stats.bootstrap_mean(values, 0.95, "large")
+    half = Z95 * stdev(values) / math.sqrt(len(values))
+    assert boot.method == "bootstrap"
+    assert boot.estimate == pytest.approx(fmean(values))
+    assert boot.low is not None and boot.high is not None
+    assert boot.low == pytest.approx(fmean(values) - half, abs=0.15 * half)
+    assert boot.high == pytest.approx(fmean(values) + half, abs=0.15 * half)
+
+
+def test_bootstrap_mean_difference_agrees_with_the_normal_interval() -> None:
+    rng = random.Random(12)
+    a = [rng.betavariate(18, 2) for _ in range(1500)]
+    b = [rng.betavariate(6, 4) for _ in range(900)]
+    boot = stats.bootstrap_mean_difference(a, b, 0.95, "diff")
+    centre = fmean(a) - fmean(b)
+    half = Z95 * math.sqrt(stdev(a) ** 2 / len(a) + stdev(b) ** 2 / len(b))
+    assert boot.estimate == pytest.approx(centre)
+    assert boot.low == pytest.approx(centre - half, abs=0.15 * half)
+    assert boot.high == pytest.approx(centre + half, abs=0.15 * half)
+
+
+def test_bootstrap_mean_covers_the_true_mean() -> None:
+    rng, trials, covered = random.Random(3), 120, 0
+    true_mean = 2 / 7  # Beta(2, 5)
+    for trial in range(trials):
+        sample = [rng.betavariate(2, 5) for _ in range(60)]
+        interval = stats.bootstrap_mean(sample, 0.95, f"coverage-{trial}")
+        assert interval.low is not None and interval.high is not None
+        covered += interval.low <= true_mean <= interval.high
+    # 95% nominal; percentile intervals run a little short at n=60. 120 trials: sd ~2%.
+    assert 0.86 <= covered / trials <= 1.0
+
+
+def test_bootstrap_is_reproducible_per_label() -> None:
+    rng = random.Random(5)
+    values = [rng.random() for _ in range(300)]
+    first = stats.bootstrap_mean(values, 0.95, "same label")
+    assert stats.bootstrap_mean(values, 0.95, "same label") == first
+    assert stats.bootstrap_mean(values, 0.95, "other label") != first
+
+
+def test_paired_bootstrap_keeps_pairs_together() -> None:
+    rng = random.Random(9)
+    primary = [rng.lognormvariate(math.log(800), 0.6) for _ in range(300)]
+    doubled = [2 * p for p in primary]
+    ratios = stats.bootstrap_quantile_ratios(doubled, primary, (0.5, 0.95), 0.95, "paired")
+    # Every resample keeps each request's two latencies together, so every ratio is exactly 2;
+    # an unpaired bootstrap would spread it (p95 of 300 lognormals varies by ~10%).
+    for q in (0.5, 0.95):
+        assert ratios[q].estimate == pytest.approx(2.0)
+        assert ratios[q].low == pytest.approx(2.0)
+        assert ratios[q].high == pytest.approx(2.0)
+    cost = stats.bootstrap_paired(doubled, primary, stats.sum_ratio, 0.95, "cost")
+    assert (cost.estimate, cost.low, cost.high) == pytest.approx((2.0, 2.0, 2.0))
+
+
+def test_paired_quantile_ratio_interval_brackets_the_truth() -> None:
+    rng = random.Random(21)
+    primary = [rng.lognormvariate(math.log(800), 0.5) for _ in range(500)]
+    candidate = [p * 1.3 * rng.lognormvariate(0, 0.2) for p in primary]
+    ratio = stats.bootstrap_quantile_ratios(candidate, primary, (0.95,), 0.95, "truth")[0.95]
+    assert ratio.low is not None and ratio.high is not None
+    # p95 of (p * 1.3 * noise) over p95 of p: about 1.3 * exp(small), well inside [1.1, 1.7]
+    assert 1.1 < ratio.low < ratio.estimate < ratio.high < 1.7  # type: ignore[operator]
+
+
+def test_degenerate_samples() -> None:
+    assert stats.bootstrap_mean([], 0.95, "x") == stats.EMPTY
+    single = stats.bootstrap_mean([0.5], 0.95, "x")
+    assert single.estimate == 0.5 and not single.defined
+    constant = stats.bootstrap_mean([1.0] * 50, 0.95, "x")
+    assert (constant.low, constant.high, constant.method) == (1.0, 1.0, "exact")
+    zero = stats.bootstrap_quantile_ratios([1.0, 2.0], [0.0, 0.0], (0.5,), 0.95, "z")[0.5]
+    assert zero.estimate is None
+
+
+def test_gate_verdicts_follow_the_interval() -> None:
+    passing = Interval(0.01, -0.01, 0.03, 200, "bootstrap")
+    failing = Interval(0.2, 0.15, 0.25, 200, "bootstrap")
+    straddling = Interval(0.04, 0.02, 0.07, 200, "bootstrap")
+    assert decide("agreement_drop", passing, 0.05, 200).verdict == "pass"
+    assert decide("agreement_drop", failing, 0.05, 200).verdict == "fail"
+    undecided = decide("agreement_drop", straddling, 0.05, 200)
+    assert undecided.verdict == "insufficient"
+    # distance 0.01, the interval's high side 0.03: n * (0.03 / 0.01)^2 = 1800, 1600 more
+    assert undecided.more_pairs == 1600
+    # A bootstrap interval on too few pairs decides nothing, however narrow it looks...
+    tiny = decide("agreement_drop", Interval(0.0, 0.0, 0.0, 8, "exact"), 0.05, 8, min_pairs=30)
+    assert tiny.verdict == "insufficient" and tiny.more_pairs == 22
+    # ...while a Wilson interval is honest at any n: 10 errors in 10 requests is a fail.
+    errors = stats.wilson(10, 10, 0.95)
+    assert decide("error_rate", errors, 0.02, 10, min_pairs=30).verdict == "fail"
+
+
+def test_more_pairs_needed_shrinks_the_interval_enough() -> None:
+    interval = Interval(1.3, 1.1, 1.6, 100, "bootstrap")
+    more = more_pairs_needed(interval, 1.5, 100)
+    assert more is not None
+    # Half-widths shrink as 1/sqrt(n): at 100 + more pairs the high side (0.3) is <= 0.2.
+    assert 0.3 * math.sqrt(100 / (100 + more)) <= 0.2 + 1e-9
+    assert 0.3 * math.sqrt(100 / (100 + more - 1)) > 0.2
+    assert more_pairs_needed(Interval(1.5, 1.4, 1.6, 100, "bootstrap"), 1.5, 100) is None
+
+
+def test_more_pairs_for_a_rate_recomputes_the_wilson_interval() -> None:
+    no_errors = stats.wilson(0, 120, 0.95)  # high 3.1%: cannot pass a 2% gate yet
+    gate = decide("error_rate", no_errors, 0.02, 120)
+    assert gate.verdict == "insufficient" and gate.more_pairs is not None
+    # 0 of n clears 2% once z^2 / (n + z^2) <= 0.02, i.e. n >= 189: 69 more (not the ~170 a
+    # 1/sqrt(n) rule would claim; near 0 the Wilson width shrinks like 1/n).
+    assert gate.more_pairs == 69
+    after = stats.wilson(0, 120 + gate.more_pairs, 0.95)
+    before = stats.wilson(0, 120 + gate.more_pairs - 1, 0.95)
+    assert after.high is not None and before.high is not None
+    assert after.high <= 0.02 < before.high
+
+
+def test_overall_verdict() -> None:
+    ok = decide("error_rate", stats.wilson(0, 500, 0.95), 0.02, 500)
+    bad = decide("error_rate", stats.wilson(100, 500, 0.95), 0.02, 500)
+    unsure = decide("error_rate", stats.wilson(4, 250, 0.95), 0.02, 250)
+    assert overall([ok, ok]) == ("pass", None)
+    assert overall([ok, bad, unsure]) == ("fail", None)
+    verdict, more = overall([ok, unsure])
+    assert verdict == "insufficient" and more == unsure.more_pairs and more
