@@ -217,7 +217,8 @@ async def test_cpu_scorers_run_off_the_event_loop(session: aiohttp.ClientSession
     assert [s.score for s in scores] == [1.0, 1.0]
     assert threading.get_ident() not in Slow.threads
     gaps = [b - a for a, b in itertools.pairwise(ticks)]
-    assert len(ticks) > 20 and max(gaps) < 0.1  # the loop kept ticking through 0.6 s of work
+    # 0.6 s of scoring on the loop would leave one 0.6 s gap; a loaded machine stays far below.
+    assert len(ticks) > 20 and max(gaps) < 0.3
 
 
 async def test_an_injected_executor_is_used_and_left_open(session: aiohttp.ClientSession) -> None:
