@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +94,7 @@ async def run_demo(
                 console=console,
                 show_progress=show_progress,
             )
-            console.print(f"traffic: {stats.summary()}")
+            console.print(f"traffic: {stats.summary()}", soft_wrap=True)
             console.print("stopping shadowtap (waiting for shadows, flushing storage) ...")
         finally:
             await server.stop()
@@ -116,13 +117,14 @@ async def run_demo(
 def _show_start(
     console: Console, urls: dict[str, str], config_path: Path, proxy_port: int, admin_port: int
 ) -> None:
-    console.print("[bold]shadowtap demo[/bold]: simulated models, no API keys, no network")
+    say = functools.partial(console.print, soft_wrap=True)  # paths stay whole for copying
+    say("[bold]shadowtap demo[/bold]: simulated models, no API keys, no network")
     for name, url in urls.items():
         role = "primary  " if name == "primary" else "candidate"
-        console.print(f"  {role} {name:<11} {url}")
-    console.print(f"  config    {config_path}")
-    console.print(f"  proxy     http://127.0.0.1:{proxy_port}/v1  (any OpenAI client works)")
-    console.print(f"  metrics   http://127.0.0.1:{admin_port}/metrics  (live while it runs)")
+        say(f"  {role} {name:<11} {url}")
+    say(f"  config    {config_path}")
+    say(f"  proxy     http://127.0.0.1:{proxy_port}/v1  (any OpenAI client works)")
+    say(f"  metrics   http://127.0.0.1:{admin_port}/metrics  (live while it runs)")
 
 
 def _report(
@@ -140,9 +142,10 @@ def _report(
 
 
 def _show_end(console: Console, result: DemoResult) -> bool:
-    console.print(f"DuckDB file   {result.db_path}   (query it: duckdb {result.db_path})")
-    console.print(f"HTML report   {result.html_path}")
-    console.print(f"JSON report   {result.json_path}")
+    say = functools.partial(console.print, soft_wrap=True)  # paths stay whole for copying
+    say(f"DuckDB file   {result.db_path}  (tables exchanges, responses, scores; view pairs)")
+    say(f"HTML report   {result.html_path}")
+    say(f"JSON report   {result.json_path}")
     matched = all(result.verdicts.get(name) == EXPECTED[name] for name in CANDIDATES)
     expected = ", ".join(f"{name} {EXPECTED[name]}" for name in CANDIDATES)
     if matched:

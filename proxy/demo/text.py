@@ -19,7 +19,8 @@ _STOP = """a an and are as at be but by can could do does for from give has have
     using was we what when where which while who why will with would you your about explain
     describe tell short briefly write summarize list between vs versus make one two three some
     return json keys key object answer reply classify extract details following given text
-    based ticket support customer message"""
+    based ticket support customer message practical tips checklist reviewing biggest risks
+    production main trade-offs debug slow performance related engineer team new working"""
 STOPWORDS = frozenset(_STOP.split())
 
 # Each template names two or three of the prompt's keywords ({a}, {b}, {c}) so answers stay on

@@ -1,0 +1,74 @@
+"""`shadowtap demo` end to end: verdicts match how the simulated candidates were built."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+from pathlib import Path
+
+import aiohttp
+import duckdb
+import pytest
+
+from proxy.demo.run import EXPECTED
+from proxy.demo.setup import GATED_SCORERS
+
+REQUESTS = 160  # enough for every gated scorer to reach the report's 30-pair minimum
+
+
+def failed_gates(candidate: dict) -> set[str]:
+    return {gate["gate"] for gate in candidate["gates"] if gate["verdict"] == "fail"}
+
+
+@pytest.mark.slow
+async def test_demo_verdicts_match_the_construction(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "proxy.cli", "demo", "--requests", str(REQUESTS)),
+        *("--speed", "20", "--out", str(out), "--no-progress"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    metrics_text = ""
+    async with asyncio.timeout(90):
+        while line := (await process.stdout.readline()).decode():
+            lines.append(line)
+            found = re.search(r"(http://127\.0\.0\.1:\d+/metrics)", line)
+            if found and not metrics_text:
+                # /metrics is live while the demo runs: scrape it mid-run.
+                async with aiohttp.ClientSession() as session:
+                    async with session.get(found.group(1)) as response:
+                        assert response.status == 200
+                        metrics_text = await response.text()
+        code = await process.wait()
+    output = "".join(lines)
+    assert code == 0, output
+    assert "shadowtap_" in metrics_text
+    assert "verdicts as the candidates were built" in output
+    for path in ("shadowtap.toml", "shadowtap.duckdb", "report.html", "report.json"):
+        assert (out / path).exists(), path
+        assert str(out / path) in output, path  # printed whole, ready to copy
+
+    report = json.loads((out / "report.json").read_text())["candidates"]
+    assert {name: c["verdict"] for name, c in report.items()} == EXPECTED
+    # Each fails for the reason it was built to fail, and only that one.
+    assert failed_gates(report["paraphrase"]) == {"agreement_drop"}
+    paraphrase_failed = {
+        g["scorer"] for g in report["paraphrase"]["gates"] if g["verdict"] == "fail"
+    }
+    assert "text_similarity" in paraphrase_failed
+    assert failed_gates(report["flaky"]) == {"error_rate"}
+    gated = {g["scorer"] for g in report["fast-agree"]["gates"] if g["gate"] == "agreement_drop"}
+    assert gated == set(GATED_SCORERS)
+
+    with duckdb.connect(str(out / "shadowtap.duckdb"), read_only=True) as con:
+        (exchanges,) = con.execute("SELECT count(*) FROM exchanges").fetchone() or (0,)
+        targets = dict(con.execute("SELECT target, count(*) FROM responses GROUP BY 1").fetchall())
+    assert exchanges == REQUESTS
+    assert targets == {
+        name: REQUESTS for name in ("primary", "secondary", "fast-agree", "paraphrase", "flaky")
+    }
