@@ -75,9 +75,15 @@ _CREDENTIAL_TRIGGERS = (
     "secret",
 )
 # One alternation of plain literals: `re` scans it by first character, which beats a Python
-# loop of `in` checks.
-_TRIGGER_RE = re.compile("|".join(re.escape(t) for t in _CREDENTIAL_TRIGGERS))
-_DIGIT_RUN = re.compile(r"\d{3}")  # every phone shape has three digits in a row
+# loop of `in` checks. With personal data, "@" (e-mail) and the digit run every phone shape
+# ends with (two groups of 3-4 digits, at most one separator) are added, so a clean string
+# costs one scan either way, and ordinary numbers ("Question 1234", "2024-01-15") pass.
+_TRIGGERS = "|".join(re.escape(t) for t in _CREDENTIAL_TRIGGERS)
+_TRIGGER_RE = re.compile(_TRIGGERS)
+_DIGIT_RUN_PATTERN = r"\d{3}[ .-]?\d{3}"
+_ANY_TRIGGER_RE = re.compile(f"{_TRIGGERS}|@|{_DIGIT_RUN_PATTERN}")
+_DIGIT_RUN = re.compile(_DIGIT_RUN_PATTERN)
+_SHORTEST = 6  # no shape is shorter than an e-mail like "a@b.io"
 
 
 def _compile(patterns: tuple[tuple[str, str], ...]) -> tuple[re.Pattern[str], list[str]]:
@@ -100,7 +106,12 @@ def _substitute(pattern: re.Pattern[str], kinds: list[str], text: str) -> str:
 
 def redact(text: str, *, pii: bool) -> str:
     """Replace credentials (and personal data when `pii`) with `[REDACTED:<kind>]`."""
-    if _TRIGGER_RE.search(text.lower()):
+    if len(text) < _SHORTEST:
+        return text
+    lowered = text.lower()
+    if not (_ANY_TRIGGER_RE if pii else _TRIGGER_RE).search(lowered):
+        return text
+    if _TRIGGER_RE.search(lowered):
         text = _substitute(_CREDENTIAL_RE, _CREDENTIAL_KINDS, text)
     if pii:
         # E-mails first: an address may hold digits that would otherwise look like a phone.
