@@ -19,7 +19,7 @@ import itertools
 import random
 import signal
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +30,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from proxy.demo import prompts
 
+STATUS_EVERY_S = 60.0
+
 
 @dataclass(slots=True)
 class TrafficStats:
@@ -37,7 +39,8 @@ class TrafficStats:
     ok: int = 0
     streamed: int = 0
     errors: Counter[str] = field(default_factory=Counter)  # exception class name -> count
-    latencies_s: list[float] = field(default_factory=list)
+    # Bounded: with --forever this runs for days; the recent window is what the summary shows.
+    latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
 
     def summary(self) -> str:
         errors = ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items())) or "none"
@@ -95,6 +98,7 @@ async def drive(
     rng = random.Random(seed)
     indices: Iterator[int] = itertools.count() if requests is None else iter(range(requests))
     started = time.monotonic()
+    next_status = [started + STATUS_EVERY_S]
     progress = Progress(
         TextColumn("[bold]traffic"),
         BarColumn(),
@@ -112,6 +116,8 @@ async def drive(
                 return
             if rps:  # pace starts evenly: request i starts no earlier than i / rps seconds in
                 await asyncio.sleep(max(0.0, started + i / rps - time.monotonic()))
+                if stop.is_set():
+                    return
             kwargs = prompts.request(i, rng)
             stats.sent += 1
             begun = time.monotonic()
@@ -126,6 +132,10 @@ async def drive(
                 stats.streamed += bool(kwargs.get("stream"))
                 stats.latencies_s.append(time.monotonic() - begun)
             progress.update(task_id, advance=1, errors=sum(stats.errors.values()))
+            if not show_progress and time.monotonic() >= next_status[0]:
+                # Without a progress bar (containers, CI logs) say something now and then.
+                (console or Console(stderr=True)).print(f"traffic: {stats.summary()}")
+                next_status[0] = time.monotonic() + STATUS_EVERY_S
 
     try:
         if wait_s > 0:
