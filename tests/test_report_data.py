@@ -67,12 +67,13 @@ def make_exchanges(
     seed: int = 0,
     secondary: Behaviour | None = NOISE,
     start: datetime = START,
+    question: str = "Question {i}: summarise <b>ticket</b> #{i} & reply",
 ) -> list[Exchange]:
     rng = random.Random(seed)
     exchanges = []
     for i in range(n):
         stream = i % 2 == 0
-        question = f"Question {i}: summarise <b>ticket</b> #{i} & reply"
+        prompt = question.format(i=i)
         primary_text = f"Primary answer {i}: the ticket is about billing."
         primary_ms = rng.lognormvariate(math.log(800), 0.5)
         results = {
@@ -109,7 +110,7 @@ def make_exchanges(
             "stream": stream,
             "messages": [
                 {"role": "system", "content": "Be brief."},
-                {"role": "user", "content": question},
+                {"role": "user", "content": prompt},
             ],
         }
         exchanges.append(

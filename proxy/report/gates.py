@@ -121,7 +121,8 @@ def overall(gates: list[GateResult]) -> tuple[Verdict, int | None]:
 
 
 def verdict_line(gate: GateResult) -> str:
-    """e.g. `p95_latency_ratio 1.92 [1.71, 2.13] > 1.5` — names the measured value and interval."""
+    """e.g. `p95_latency_ratio 1.92 [1.71, 2.13] > 1.5` — names the measured value and interval
+    (`... contains the limit 1.5` when undecided)."""
     name = f"{gate.gate}[{gate.scorer}]" if gate.scorer else gate.gate
     if gate.verdict == "skipped":
         return f"{name}: skipped ({gate.note})"
@@ -133,5 +134,5 @@ def verdict_line(gate: GateResult) -> str:
         if value.low is not None and value.high is not None
         else ""
     )
-    relation = {"pass": "<=", "fail": ">", "insufficient": "~"}[gate.verdict]
+    relation = {"pass": "<=", "fail": ">", "insufficient": "contains the limit"}[gate.verdict]
     return f"{name} {value.estimate:.3g}{interval} {relation} {gate.limit:g}"
