@@ -78,6 +78,13 @@ class Prometheus:
                 pytest.fail(f"Prometheus never satisfied {expr!r}; last result {result}")
             await asyncio.sleep(0.25)
 
+    async def scraped_after(self, moment: float) -> None:
+        """Wait for a scrape of shadowtap that started after `moment` (Unix seconds)."""
+        await self.wait_for(
+            'timestamp(up{job="shadowtap"})',
+            lambda result: bool(result) and float(result[0]["value"][1]) > moment,
+        )
+
 
 StartPrometheus = Callable[[int], Awaitable[Prometheus]]
 
@@ -143,9 +150,12 @@ async def start_prometheus(tmp_path: Path) -> AsyncIterator[StartPrometheus]:
             await prometheus.process.wait()
 
 
-async def drive_traffic(server: ShadowtapServer, rounds: int = 4, per_round: int = 6) -> None:
-    """JSON and streamed chat completions through the proxy with the official client, spread
-    over a few seconds so that rates have several scrapes to work with."""
+async def drive_traffic(
+    server: ShadowtapServer, prometheus: Prometheus, rounds: int = 3, per_round: int = 8
+) -> None:
+    """JSON and streamed chat completions through the proxy with the official client, in
+    rounds; after each, wait for a scrape that saw it complete, so every series — also those
+    born mid-traffic — has samples with different values and rate() is positive."""
     client = openai.AsyncOpenAI(
         base_url=f"http://127.0.0.1:{server.proxy_port}/v1", api_key="sk-test", max_retries=0
     )
@@ -161,9 +171,9 @@ async def drive_traffic(server: ShadowtapServer, rounds: int = 4, per_round: int
                         client.chat.completions.create(model="gpt-test", messages=messages)
                     )
             await asyncio.gather(*calls)
-            await asyncio.sleep(0.6)
-    await server.shadow_tasks.wait(10)
-    await server.exchange_tasks.wait(10)
+            await server.shadow_tasks.wait(10)
+            await server.exchange_tasks.wait(10)
+            await prometheus.scraped_after(time.time())
 
 
 async def _streamed(client: openai.AsyncOpenAI, messages: list[Any]) -> str:
@@ -210,7 +220,7 @@ async def test_every_dashboard_query_returns_series_from_a_real_prometheus(
     prometheus = await start_prometheus(server.admin_port)
     await prometheus.wait_for('up{job="shadowtap"} == 1', bool)
 
-    await drive_traffic(server)
+    await drive_traffic(server, prometheus)
     written = server.registry.get_sample_value("shadowtap_records_written_total")
     deadline = time.monotonic() + 10
     while not written or written < 24:  # the recorder flushes on its own clock
