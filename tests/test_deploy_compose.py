@@ -8,14 +8,21 @@ Prometheus and Grafana use to find shadowtap and each other.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
+import orjson
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.config import load_config, split_host_port
 from proxy.demo import models as demo_models
@@ -25,6 +32,12 @@ from tests.test_deploy_kustomize import REPO
 DEPLOY = REPO / "deploy"
 COMPOSE_FILE = DEPLOY / "compose.yaml"
 BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +208,90 @@ def test_stop_grace_period_covers_the_drain(compose):
         [c.timeout_s for c in config.candidates.values()] + [config.secondary.timeout_s]
     )
     assert float(grace[:-1]) >= config.server.shutdown_grace_s + longest_shadow + 1
+
+
+def _rewrite(words: list[str], flag: str, value: str) -> list[str]:
+    assert flag in words, f"the compose command has no {flag}"
+    index = words.index(flag)
+    return [*words[: index + 1], value, *words[index + 2 :]]
+
+
+@pytest.mark.slow
+async def test_the_stack_runs_its_services_commands_on_loopback(compose, tmp_path: Path):
+    """models, shadowtap and traffic as compose runs them, with the compose network's names
+    replaced by loopback addresses (and the models sped up): shadows reach every candidate."""
+    services = compose["services"]
+    models_command = _rewrite(services["models"]["command"], "--host", "127.0.0.1")
+    served = demo_models.models_from_args(demo_models._parse_args(models_command))
+    ports = {port: name for name, (_, port) in served.items()}
+    free = ",".join(f"{name}=0" for name in served)
+    models_command = [*_rewrite(models_command, "--profiles", free), "--speed", "50"]
+    # The image's `python` is the venv's; here it is this venv's.
+    assert services["models"]["entrypoint"][0] == "python"
+    models = await asyncio.create_subprocess_exec(
+        sys.executable, *services["models"]["entrypoint"][1:], *models_command, stdout=-1
+    )
+    shadowtap = None
+    try:
+        assert models.stdout is not None
+        urls = {}
+        while len(urls) < len(served):
+            line = await asyncio.wait_for(models.stdout.readline(), 30)
+            assert line, "the models process exited"
+            urls[orjson.loads(line)["profile"]] = orjson.loads(line)["url"]
+        text = host_path(services["shadowtap"], "/etc/shadowtap/shadowtap.toml").read_text()
+        for port, name in ports.items():
+            text = text.replace(f'"http://models:{port}"', f'"{urls[name]}"')
+        listen, admin = free_port(), free_port()
+        text = text.replace('"0.0.0.0:8080"', f'"127.0.0.1:{listen}"')
+        text = text.replace('"0.0.0.0:9464"', f'"127.0.0.1:{admin}"')
+        text = text.replace('"/var/lib/shadowtap/', f'"{tmp_path}/')
+        assert "models:" not in text and "0.0.0.0" not in text and "/var/lib" not in text
+        config_path = tmp_path / "shadowtap.toml"
+        config_path.write_text(text)
+        shadowtap = await asyncio.create_subprocess_exec(
+            BIN / "shadowtap", "serve", "--config", config_path, stdout=-1, stderr=-1
+        )
+        async with aiohttp.ClientSession() as session:
+            for _ in range(300):
+                with contextlib.suppress(aiohttp.ClientConnectionError):
+                    async with session.get(f"http://127.0.0.1:{admin}/readyz") as ready:
+                        if ready.status == 200:
+                            break
+                assert shadowtap.returncode is None, "shadowtap exited"
+                await asyncio.sleep(0.1)
+            traffic_command = list(services["traffic"]["command"])
+            traffic_command = _rewrite(
+                traffic_command, "--base-url", f"http://127.0.0.1:{listen}/v1"
+            )
+            traffic_command = _rewrite(traffic_command, "--rps", "40")
+            traffic_command = [w for w in traffic_command if w != "--forever"]
+            traffic = await asyncio.create_subprocess_exec(
+                sys.executable,
+                *services["traffic"]["entrypoint"][1:],
+                *traffic_command,
+                "--requests",
+                "40",
+                stdout=-1,
+                stderr=-1,
+            )
+            _, err = await asyncio.wait_for(traffic.communicate(), 60)
+            assert traffic.returncode == 0, err.decode()[-2000:]
+            await asyncio.sleep(1)  # let the last shadows finish
+            async with session.get(f"http://127.0.0.1:{admin}/metrics") as response:
+                exposition = await response.text()
+        shadows: dict[str, float] = {}
+        for family in text_string_to_metric_families(exposition):
+            if family.name == "shadowtap_shadow_requests":
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        target = sample.labels["target"]
+                        shadows[target] = shadows.get(target, 0) + sample.value
+        expected = set(load_config(config_path, {}).candidates) | {"secondary"}
+        assert {t for t, count in shadows.items() if count > 0} == expected
+    finally:
+        for process in (shadowtap, models):
+            if process is not None and process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(process.communicate(), 60)
+    assert shadowtap.returncode == 0
