@@ -121,3 +121,15 @@ def test_a_locked_database_points_to_the_live_api(tmp_path: Path) -> None:
         holder.wait()
     assert result.returncode == 2
     assert "open in another process" in result.stderr and "/api/pairs" in result.stderr
+
+
+def test_parsing_report_arguments_loads_only_the_command_module() -> None:
+    # `report --help` and argument errors should not pay for DuckDB, rich and the renderers.
+    code = (
+        "import sys, proxy.cli; proxy.cli.build_parser('report');"
+        "print(sorted(m for m in sys.modules if m.startswith('proxy.report')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "['proxy.report', 'proxy.report.command']"

@@ -1,41 +1,39 @@
 """`shadowtap report`: turn recorded pairs into a swap decision with honest intervals.
 
-Never imported by the proxy's hot path; `proxy.cli` imports `proxy.report.command` lazily.
+Never imported by the proxy's hot path. Names load on first use (PEP 562), so that building the
+CLI parser (which imports `proxy.report.command` for its arguments) costs `serve` nothing.
 
     from proxy.report import build_report, open_db, render_text
     report = build_report(open_db("shadowtap.duckdb"), GatesConfig())
     print(render_text(report))
 """
 
-from proxy.report.build import build_report
-from proxy.report.html import render_html, write_html
-from proxy.report.model import Report, report_json
-from proxy.report.sources import (
-    Source,
-    SourceError,
-    fetch_pairs,
-    from_pair_rows,
-    open_db,
-    open_parquet,
-    open_path,
-    open_url,
-)
-from proxy.report.text import print_report, render_text
+from __future__ import annotations
 
-__all__ = [
-    "Report",
-    "Source",
-    "SourceError",
-    "build_report",
-    "fetch_pairs",
-    "from_pair_rows",
-    "open_db",
-    "open_parquet",
-    "open_path",
-    "open_url",
-    "print_report",
-    "render_html",
-    "render_text",
-    "report_json",
-    "write_html",
-]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "Report": "proxy.report.model",
+    "report_json": "proxy.report.model",
+    "build_report": "proxy.report.build",
+    "render_html": "proxy.report.html",
+    "write_html": "proxy.report.html",
+    "print_report": "proxy.report.text",
+    "render_text": "proxy.report.text",
+    "Source": "proxy.report.sources",
+    "SourceError": "proxy.report.sources",
+    "fetch_pairs": "proxy.report.sources",
+    "from_pair_rows": "proxy.report.sources",
+    "open_db": "proxy.report.sources",
+    "open_parquet": "proxy.report.sources",
+    "open_path": "proxy.report.sources",
+    "open_url": "proxy.report.sources",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'proxy.report' has no attribute {name!r}")

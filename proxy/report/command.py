@@ -17,38 +17,35 @@ import json
 import os
 import sys
 import tomllib
+from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from rich.console import Console
 
 from proxy.config import ConfigError, GatesConfig, substitute_env
-from proxy.report.build import build_report
-from proxy.report.html import write_html
-from proxy.report.model import Report, report_json
-from proxy.report.sources import (
-    Source,
-    SourceError,
-    open_db,
-    open_parquet,
-    open_url,
-    parse_since,
-)
-from proxy.report.text import print_report, render_text
+
+if TYPE_CHECKING:
+    from proxy.report.sources import Source
 
 DEFAULT_DB = "shadowtap.duckdb"
 
-__all__ = [
-    "add_arguments",
-    "build_report",
-    "load_config_tables",
-    "print_report",
-    "render_text",
-    "report_json",
-    "run",
-    "write_html",
-]
+# The programmatic API, re-exported for callers such as the demo; loaded on first use so
+# that `add_arguments` (imported whenever the CLI parser is built, `serve` included) is cheap.
+_LAZY = {
+    "build_report": "proxy.report.build",
+    "write_html": "proxy.report.html",
+    "report_json": "proxy.report.model",
+    "print_report": "proxy.report.text",
+    "render_text": "proxy.report.text",
+}
+__all__ = ["add_arguments", "load_config_tables", "run", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'proxy.report.command' has no attribute {name!r}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,6 +114,8 @@ def load_config_tables(
 
 
 def open_source(args: argparse.Namespace) -> Source:
+    from proxy.report.sources import open_db, open_parquet, open_url, parse_since
+
     if args.url:
         since = parse_since(args.since) if args.since else None
         return open_url(args.url, since)
@@ -126,12 +125,20 @@ def open_source(args: argparse.Namespace) -> Source:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from proxy.report.build import build_report
+    from proxy.report.html import write_html
+    from proxy.report.model import report_json
+    from proxy.report.sources import SourceError, parse_since
+    from proxy.report.text import print_report
+
     try:
         if args.examples < 0:
             raise SourceError(f"--examples must be 0 or more (got {args.examples})")
         gates, scorers = load_config_tables(args.config)
         since = parse_since(args.since) if args.since else None
-        report: Report = build_report(
+        report = build_report(
             open_source(args),
             gates,
             since=since,
