@@ -40,6 +40,8 @@ RATE = "[$__rate_interval]"
 CANDIDATES = 'target=~"$candidate"'
 SHADOWS = 'target=~"secondary|$candidate"'
 EVERY_TARGET = 'target=~"primary|secondary|$candidate"'
+NOISE = 'target="secondary"'  # the primary's model asked again
+PRIMARY_SAMPLED = 'target="primary", route!="other"'  # the routes shadows see too
 SHED = f'{SHADOWS}, outcome="shed"'
 FAILED = 'status_class=~"5xx|error"'  # "error": no HTTP answer at all (refused, reset, timeout)
 QUANTILES = (0.5, 0.95, 0.99)
@@ -225,7 +227,6 @@ def mean_agreement(selector: str) -> str:
 
 
 def agreement_row() -> list[timeseries.Panel]:
-    noise = 'target="secondary"'
     return [
         graph(
             "Mean agreement with the primary, beside the noise floor",
@@ -234,7 +235,7 @@ def agreement_row() -> list[timeseries.Panel]:
             "only worse when it sits below them.",
             queries(
                 (mean_agreement(CANDIDATES), "{{target}} · {{scorer}}"),
-                (mean_agreement(noise), "noise floor · {{scorer}}"),
+                (mean_agreement(NOISE), "noise floor · {{scorer}}"),
             ),
             "percentunit",
             dashed="noise floor.*",
@@ -245,7 +246,7 @@ def agreement_row() -> list[timeseries.Panel]:
             "the disagreement that is only nondeterminism.",
             queries(
                 (disagreement_ratio(CANDIDATES), "{{target}} · {{scorer}}"),
-                (disagreement_ratio(noise), "noise floor · {{scorer}}"),
+                (disagreement_ratio(NOISE), "noise floor · {{scorer}}"),
             ),
             "percentunit",
             dashed="noise floor.*",
@@ -346,6 +347,46 @@ def recorder_row() -> list[timeseries.Panel]:
     ]
 
 
+def gates_row() -> list[timeseries.Panel]:
+    """The live counterparts of `shadowtap report`'s gates (max_p95_latency_ratio,
+    max_agreement_drop); the report's verdict, with confidence intervals, is the one to act on."""
+    primary_p95 = (
+        "histogram_quantile(0.95, "
+        + rate(
+            "shadowtap_request_duration_seconds_bucket", 'target="primary", route!="other"', "le"
+        )
+        + ")"
+    )
+    candidate_p95 = (
+        "histogram_quantile(0.95, "
+        + rate("shadowtap_request_duration_seconds_bucket", CANDIDATES, "target, le")
+        + ")"
+    )
+    return [
+        graph(
+            "p95 latency relative to the primary",
+            "Each candidate's p95 latency divided by the primary's on the sampled routes "
+            "(gates.max_p95_latency_ratio; 1 = as fast).",
+            [query(f"{candidate_p95}\n/ on () group_left ()\n{primary_p95}", "{{target}}")],
+            "x",
+        ),
+        graph(
+            "Agreement below the noise floor",
+            "The secondary's mean agreement minus each candidate's, per scorer "
+            "(gates.max_agreement_drop; 0 or less = as consistent as the primary itself).",
+            [
+                query(
+                    mean_agreement(NOISE)
+                    + "\n- on (scorer) group_right ()\n"
+                    + mean_agreement(CANDIDATES),
+                    "{{target}} · {{scorer}}",
+                )
+            ],
+            "percentunit",
+        ),
+    ]
+
+
 def cost_row() -> list[stat.Panel | timeseries.Panel]:
     return [
         graph(
@@ -416,6 +457,7 @@ def overview() -> dashboard.Dashboard:
         "Shadows and shedding": shadow_row(),
         "Recorder": recorder_row(),
         "Tokens and cost": cost_row(),
+        "Swap gates (live)": gates_row(),
     }
     ids = itertools.count(1)  # explicit, stable panel ids keep links to a panel working
     for title, panels in rows.items():

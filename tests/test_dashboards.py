@@ -63,8 +63,16 @@ def test_overview_covers_what_teams_watch() -> None:
         "shadowtap_cost_usd_total",
     ):
         assert metric in exprs, f"no panel shows {metric}"
-    for quantile in ("0.5", "0.95", "0.99"):
-        assert exprs.count(f"histogram_quantile({quantile},") == 2  # latency and TTFT
+    by_panel: dict[str, str] = {}
+    for title, _, expr in generate.panel_queries(board):
+        by_panel[title] = by_panel.get(title, "") + expr
+    for title, metric in (
+        ("Latency p50 / p95 / p99 by target", "shadowtap_request_duration_seconds_bucket"),
+        ("Time to first token p50 / p95 / p99 by target", "shadowtap_time_to_first_token_seconds"),
+    ):
+        for quantile in ("0.5", "0.95", "0.99"):
+            assert f"histogram_quantile({quantile}, " in by_panel[title]
+        assert metric in by_panel[title]
     assert 'target="secondary"' in exprs  # the noise floor beside the candidates
 
 
