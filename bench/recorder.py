@@ -1,7 +1,7 @@
 """Recorder cost: rows/s sustained into DuckDB, and proxy throughput with recording on vs off.
 
     .venv/bin/python bench/recorder.py [--exchanges 10000] [--runs 5] [--bodies redacted]
-                                       [--rounds 5] [--duration 3] [--skip-writer|--skip-proxy]
+                                       [--rounds 15] [--duration 1] [--skip-writer|--skip-proxy]
 
 Writer: one exchange = 1 exchanges row + 3 responses + 4 scores = 8 rows
 (`proxy.recorder.synthetic`). A run records every exchange as fast as `record()` accepts them
@@ -164,8 +164,8 @@ def main() -> None:
     parser.add_argument("--exchanges", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--bodies", nargs="+", default=["redacted", "full", "none"])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds per proxy run")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--duration", type=float, default=1.0, help="seconds per proxy run")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--skip-writer", action="store_true")
     parser.add_argument("--skip-proxy", action="store_true")

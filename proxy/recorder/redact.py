@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import orjson
+
 # Ordered: the first alternative that matches at a position wins, so the specific shapes
 # (a JWT, a bearer header) come before the generic ones they contain.
 _CREDENTIALS: tuple[tuple[str, str], ...] = (
@@ -104,6 +106,15 @@ def _substitute(pattern: re.Pattern[str], kinds: list[str], text: str) -> str:
     return pattern.sub(placeholder, text)
 
 
+def may_hold_secrets(text: str, *, pii: bool) -> bool:
+    """False when `redact` would certainly leave `text` unchanged (a cheap necessary test).
+
+    Also sound on serialized JSON: escaping only touches quotes, backslashes and control
+    characters, none of which any trigger contains.
+    """
+    return bool((_ANY_TRIGGER_RE if pii else _TRIGGER_RE).search(text.lower()))
+
+
 def redact(text: str, *, pii: bool) -> str:
     """Replace credentials (and personal data when `pii`) with `[REDACTED:<kind>]`."""
     if len(text) < _SHORTEST:
@@ -120,6 +131,17 @@ def redact(text: str, *, pii: bool) -> str:
         if _DIGIT_RUN.search(text):
             text = _substitute(_PHONE_RE, _PHONE_KINDS, text)
     return text
+
+
+def redact_json_text(value: Any, *, pii: bool) -> str:
+    """`value` serialized as JSON with `redact` applied to every string in it.
+
+    Serialized first, and walked only when the text may hold a secret: most bodies do not.
+    """
+    text = orjson.dumps(value, default=str).decode()
+    if not may_hold_secrets(text, pii=pii):
+        return text
+    return orjson.dumps(redact_json(value, pii=pii), default=str).decode()
 
 
 def redact_json(value: Any, *, pii: bool) -> Any:

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from proxy.completion import ToolCall
 from proxy.exchange import Exchange
-from proxy.recorder.redact import redact, redact_json
+from proxy.recorder.redact import redact, redact_json_text
 from proxy.recorder.schema import COLUMNS
 
 Bodies = Literal["full", "redacted", "none"]
@@ -91,7 +91,7 @@ class Privacy:
         if not self.keep_bodies:
             return None
         if exchange.request_json is not None:
-            return orjson.dumps(redact_json(exchange.request_json, pii=self.pii)).decode()
+            return redact_json_text(exchange.request_json, pii=self.pii)
         if not exchange.request_body:
             return None
         # Not JSON: stored as a JSON string so the column stays valid JSON.
@@ -115,7 +115,7 @@ class Privacy:
         # Scorer details may quote either answer, so they follow the body setting.
         if detail is None or not self.keep_bodies:
             return None
-        return orjson.dumps(redact_json(detail, pii=self.pii), default=str).decode()
+        return redact_json_text(detail, pii=self.pii)
 
 
 def _utc(moment: datetime) -> datetime:
