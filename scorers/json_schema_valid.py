@@ -46,25 +46,21 @@ def _validator(schema_text: str) -> Any:
 class JsonSchemaValid(CpuScorer[ScorerOptions]):
     per_response = True
 
-    def __init__(self, name: str, options: ScorerOptions) -> None:
-        super().__init__(name, options)
-        from jsonschema import exceptions
-
-        self._exceptions = exceptions
-
     def score(self, pair: Pair) -> Result:
+        from jsonschema import exceptions  # heavy; only once this scorer is configured
+
         schema = requested_schema(pair.request)
         if schema is None:
             return None
         try:
             validator = _validator(canonical_json(schema))
-        except self._exceptions.SchemaError as error:
+        except exceptions.SchemaError as error:
             return Verdict(None, {"reason": f"invalid schema: {error.message}"[:MAX_MESSAGE_CHARS]})
         try:
             answer = parse_json_answer(pair.target.text)
         except ValueError:
             return Verdict(0.0, {"valid": False, "error": "not JSON"})
-        error = self._exceptions.best_match(validator.iter_errors(answer))
+        error = exceptions.best_match(validator.iter_errors(answer))
         if error is None:
             return Verdict(1.0, {"valid": True})
         return Verdict(

@@ -5,6 +5,11 @@ sees the same `Pair`; per-response scorers also see the primary on its own. CPU-
 of one exchange run together as one job in a thread pool, so the event loop only awaits;
 I/O scorers run concurrently on the loop, each bounded by its `timeout_s`.
 
+The executor defaults to two threads. Threads still share the GIL with the event loop, so
+on a machine short of CPU (a sidecar under a CPU limit) a scorer thread descheduled while it
+holds the GIL stalls the loop too; a `ProcessPoolExecutor` (spawn context) avoids that, and
+built-in scorers and pairs pickle for it (third-party CPU scorers must pickle too).
+
 `score` never raises (short of cancellation): a scorer's exception becomes a `Score` with
 `error` set, is counted in `shadowtap_scorer_errors_total` and logged without its message
 (messages can quote model output). Scores are observed in `shadowtap_agreement_score`, and

@@ -47,14 +47,11 @@ class TextSimilarityOptions(ScorerOptions):
 class TextSimilarity(CpuScorer[TextSimilarityOptions]):
     Options = TextSimilarityOptions
 
-    def __init__(self, name: str, options: TextSimilarityOptions) -> None:
-        super().__init__(name, options)
-        # Imported here, not at module import: the proxy must not pay for it unless configured.
+    def score(self, pair: Pair) -> Result:
+        # Imported here, not at module import: the proxy pays for it only when configured.
+        # (Not kept on the instance either: scorers stay picklable for a process pool.)
         from rapidfuzz.distance import Indel
 
-        self._similarity = Indel.normalized_similarity
-
-    def score(self, pair: Pair) -> Result:
         texts = answer_texts(pair)
         if texts is None:
             return None
@@ -67,5 +64,5 @@ class TextSimilarity(CpuScorer[TextSimilarityOptions]):
         a, b = a[:limit], b[:limit]
         if self.options.method == "bag":
             a, b = sorted(a), sorted(b)
-        similarity = float(self._similarity(a, b))
+        similarity = float(Indel.normalized_similarity(a, b))
         return Verdict(similarity, {"truncated": True}) if truncated else similarity

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
+import multiprocessing
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -242,3 +243,25 @@ async def test_an_injected_executor_is_used_and_left_open(session: aiohttp.Clien
     scores = await runner.score(exchange(cand=ok("a")))
     assert scores[0].error is not None and scores[0].error.startswith("RuntimeError")
     assert registry.get_sample_value("shadowtap_scorer_errors_total", {"scorer": "named"}) == 1
+
+
+async def test_a_process_pool_moves_scoring_out_of_the_proxy_process(
+    session: aiohttp.ClientSession,
+) -> None:
+    # Threads still share the GIL with the event loop; a process pool does not. Built-in
+    # scorers and pairs pickle, so the proxy may pass one in.
+    context = multiprocessing.get_context("spawn")  # fork is unsafe with a running loop
+    scorers = build_scorers(
+        {"sim": {"type": "text_similarity"}, "schema": {"type": "json_schema_valid"}}
+    )
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as executor:
+        runner = ScoringRunner(scorers, Metrics(), session, executor)
+        scores = await runner.score(exchange(cand=ok('{"a": 1}'), secondary=ok('{"b": 2}')))
+        await runner.close()
+    assert {(s.target, s.scorer): s.score for s in scores} == {
+        ("cand", "sim"): 1.0,
+        ("secondary", "sim"): 0.0,
+        ("primary", "schema"): 1.0,
+        ("cand", "schema"): 1.0,
+        ("secondary", "schema"): 1.0,
+    }
