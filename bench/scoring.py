@@ -193,6 +193,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--rate", type=float, default=100.0, help="requests per second")
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per measurement")
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="A/A run: 'on' scores nothing either, to see the noise of this machine's ratios",
+    )
     args = parser.parse_args()
 
     processes = Processes()
@@ -210,7 +215,10 @@ def main() -> None:
             }
             off, _ = processes.shadowtap(base, Path(workdir))
             on, on_admin = processes.shadowtap(
-                {**base, "scorers": {"similarity": {"type": "text_similarity"}}}, Path(workdir)
+                base
+                if args.control
+                else {**base, "scorers": {"similarity": {"type": "text_similarity"}}},
+                Path(workdir),
             )
             urls = {"off": f"http://127.0.0.1:{off}{PATH}", "on": f"http://127.0.0.1:{on}{PATH}"}
 
