@@ -8,7 +8,10 @@ every request's latency; the script prints medians over rounds and the scoring-o
 measured in the same run, plus how many pairs were scored (from /metrics) to show that scoring
 really ran at 100%.
 
-    .venv/bin/python bench/scoring.py [--rounds 5] [--rate 100] [--duration 4]
+    .venv/bin/python bench/scoring.py [--rounds 5] [--rate 100] [--duration 4] [--control]
+
+`--control` makes both proxies score nothing (an A/A run): the spread of its ratios is the
+machine's noise, to read the real run against.
 """
 
 from __future__ import annotations
