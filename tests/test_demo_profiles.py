@@ -85,7 +85,8 @@ async def test_paraphrase_sometimes_breaks_json(aiohttp_server: Any) -> None:
 
 
 async def test_flaky_fails_at_its_rate_in_every_way(aiohttp_server: Any) -> None:
-    # speed 100: hangs last 1.2 s, far past the client's 0.4 s timeout; answers take ~10 ms.
+    # speed 100: answers take ~10 ms; hangs last until the server shuts down, far past the
+    # client's 0.4 s timeout.
     server, _ = await start(aiohttp_server, "flaky", speed=100, seed=3)
     api = openai.AsyncOpenAI(
         base_url=str(server.make_url("/v1")), api_key="demo-key", max_retries=0, timeout=0.4

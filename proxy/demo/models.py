@@ -49,7 +49,9 @@ class ModelState:
 STATE = web.AppKey("state", ModelState)
 
 
-def build_app(profile: Profile | str, *, speed: float = 1.0, seed: int | None = None):
+def build_app(
+    profile: Profile | str, *, speed: float = 1.0, seed: int | None = None
+) -> web.Application:
     """One simulated model. `speed` divides every delay (tests use 50-1000)."""
     if isinstance(profile, str):
         profile = PROFILES[profile]
@@ -101,7 +103,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if fault == "hang":
         state.outcomes["hang"] += 1
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(state.closing.wait(), profile.hang_s / speed)
+            # Not divided by `speed`: a hang must outlast any client timeout at every speed.
+            await asyncio.wait_for(state.closing.wait(), profile.hang_s)
         return _error(503, "The server is shutting down.", "server_error")
     if fault == "error":
         state.outcomes["error"] += 1
@@ -226,7 +229,9 @@ async def _stream(
     )
     await response.prepare(request)
 
-    def frame(delta: dict[str, Any] | None, finish: str | None = None, usage: bool = False):
+    def frame(
+        delta: dict[str, Any] | None, finish: str | None = None, usage: bool = False
+    ) -> bytes:
         chunk: dict[str, Any] = {
             "id": meta.id,
             "object": "chat.completion.chunk",
@@ -250,8 +255,10 @@ async def _stream(
             await response.write(frame(delta))
             sent += 1
             if fault == "reset" and sent >= 3:
-                _reset(request)  # mid-stream: the client has a partial answer and a dead socket
-                return response
+                break
+        if fault == "reset":  # mid-stream: the client has a partial answer and a dead socket
+            _reset(request)
+            return response
         await response.write(frame({}, reply.finish_reason))
         if include_usage:
             await response.write(frame(None, usage=True))

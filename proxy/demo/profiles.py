@@ -94,8 +94,10 @@ PROFILES: dict[str, Profile] = {
         ttft_median_s=0.40,
         ttft_sigma=0.35,
         token_median_s=0.016,
-        error_rate=0.08,
-        hang_rate=0.03,
+        # Hangs are few: each one still in flight at the end holds the demo's shutdown for up
+        # to the shadow timeout.
+        error_rate=0.09,
+        hang_rate=0.02,
         reset_rate=0.04,
     ),
 }

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--speed", type=float, default=1.0, help="divide the models' delays by this (1 = real)"
     )
-    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (8)")
+    parser.add_argument("--concurrency", type=int, default=10, help="requests in flight (10)")
     parser.add_argument("--seed", type=int, default=0, help="traffic mix and model noise")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

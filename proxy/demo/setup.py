@@ -85,8 +85,8 @@ class ModelProcess:
 def demo_config(urls: dict[str, str], out: Path, speed: float) -> dict[str, Any]:
     """The shadowtap config the demo runs with (also written to --out for reading)."""
     # Generous against normal answers even when the shared event loop is busy, yet well under
-    # `flaky`'s hangs (120 s / speed), which therefore end as shadow timeouts.
-    timeout_s = round(max(1.5, 4.0 / speed), 3)
+    # `flaky`'s hangs (120 s at any speed), which therefore end as shadow timeouts.
+    timeout_s = round(max(2.0, 8.0 / speed), 3)
     candidates = {
         name: {"url": urls[name], "model": name, "timeout_s": timeout_s} for name in CANDIDATES
     }
