@@ -53,6 +53,8 @@ async def test_demo_verdicts_match_the_construction(tmp_path: Path) -> None:
         assert (out / path).exists(), path
         assert str(out / path) in output, path  # printed whole, ready to copy
 
+    html = (out / "report.html").read_text()
+    assert all(name in html for name in EXPECTED)
     report = json.loads((out / "report.json").read_text())["candidates"]
     assert {name: c["verdict"] for name, c in report.items()} == EXPECTED
     # Each fails for the reason it was built to fail, and only that one.

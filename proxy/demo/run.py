@@ -30,7 +30,9 @@ EXPECTED = {"fast-agree": "pass", "paraphrase": "fail", "flaky": "fail"}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--requests", type=int, default=300, help="requests to send (300)")
     parser.add_argument(
-        "--out", default="./shadowtap-demo", help="directory for config, DuckDB and report"
+        "--out",
+        default="./shadowtap-demo",
+        help="directory for config, DuckDB and report (./shadowtap-demo)",
     )
     parser.add_argument(
         "--speed", type=float, default=1.0, help="divide the models' delays by this (1 = real)"
