@@ -138,6 +138,7 @@ def write(exchanges: list[Exchange], path: Path, parquet_dir: Path | None = None
         bodies="full",
         flush_interval_ms=20,
         parquet_dir=None if parquet_dir is None else str(parquet_dir),
+        queue_max=len(exchanges) + 1,  # tests record in a burst; nothing may be dropped
     )
     recorder = Recorder(storage, Metrics(CollectorRegistry()))
     recorder.start()

@@ -122,6 +122,38 @@ def test_paired_quantile_ratio_interval_brackets_the_truth() -> None:
     assert 1.1 < ratio.low < ratio.estimate < ratio.high < 1.7  # type: ignore[operator]
 
 
+def test_large_samples_resample_m_of_n_with_the_right_width() -> None:
+    # Past RESAMPLE_AT_MOST pairs each resample draws fewer and rescales by sqrt(m / n):
+    # quadrupling n must halve the interval, as it does for the full bootstrap.
+    rng = random.Random(31)
+
+    def sample(n: int) -> tuple[list[float], list[float]]:
+        primary = [rng.lognormvariate(math.log(800), 0.5) for _ in range(n)]
+        return [p * 1.3 * rng.lognormvariate(0, 0.2) for p in primary], primary
+
+    small_n = stats.RESAMPLE_AT_MOST
+    small = stats.bootstrap_quantile_ratios(*sample(small_n), (0.95,), 0.95, "s")[0.95]
+    large = stats.bootstrap_quantile_ratios(*sample(4 * small_n), (0.95,), 0.95, "l")[0.95]
+    assert (small.method, large.method) == ("bootstrap", "bootstrap-m-of-n")
+    assert large.low is not None and large.high is not None
+    assert small.low is not None and small.high is not None
+    # log(candidate) ~ N(log 800 + log 1.3, 0.5^2 + 0.2^2): the true p95 ratio is
+    truth = 1.3 * math.exp(NormalDist().inv_cdf(0.95) * (math.sqrt(0.29) - 0.5))
+    assert large.low < truth < large.high
+    assert 0.35 < (large.high - large.low) / (small.high - small.low) < 0.7
+
+
+def test_mean_difference_with_one_huge_side() -> None:
+    rng = random.Random(41)
+    huge = [rng.betavariate(18, 2) for _ in range(50_000)]
+    small = [rng.betavariate(6, 4) for _ in range(200)]
+    drop = stats.bootstrap_mean_difference(huge, small, 0.95, "huge")
+    half = Z95 * math.hypot(stdev(huge) / math.sqrt(50_000), stdev(small) / math.sqrt(200))
+    assert drop.method == "bootstrap"
+    assert drop.low == pytest.approx(fmean(huge) - fmean(small) - half, abs=0.15 * half)
+    assert drop.high == pytest.approx(fmean(huge) - fmean(small) + half, abs=0.15 * half)
+
+
 def test_degenerate_samples() -> None:
     assert stats.bootstrap_mean([], 0.95, "x") == stats.EMPTY
     single = stats.bootstrap_mean([0.5], 0.95, "x")

@@ -72,7 +72,7 @@ def _agreement_gates(
             note = None
         else:
             # No noise floor: measure against perfect agreement, which over-states the drop.
-            mean = stats.bootstrap_mean(values, gates.confidence, f"{name}:{scorer}:mean")
+            mean = rows.mean(scorer, gates.confidence, name)
             drop = stats.Interval(
                 None if mean.estimate is None else 1 - mean.estimate,
                 None if mean.high is None else 1 - mean.high,
@@ -150,12 +150,8 @@ def _candidate(
         summaries.append(
             ScorerSummary(
                 scorer=scorer,
-                candidate=stats.bootstrap_mean(values, confidence, f"{name}:{scorer}:mean"),
-                noise=(
-                    stats.bootstrap_mean(floor, confidence, f"secondary:{scorer}:mean")
-                    if floor
-                    else None
-                ),
+                candidate=rows.mean(scorer, confidence, name),
+                noise=noise.mean(scorer, confidence, "secondary") if noise and floor else None,
                 threshold=threshold,
                 under_threshold=share_under(values, threshold, confidence),
                 noise_under_threshold=share_under(floor, threshold, confidence),
@@ -375,10 +371,7 @@ def build_report(
             NoiseFloor(
                 pairs=len(noise),
                 scorers={
-                    s: stats.bootstrap_mean(
-                        noise.scores(s), gates.confidence, f"secondary:{s}:mean"
-                    )
-                    for s in sorted(noise.scorers())
+                    s: noise.mean(s, gates.confidence, "secondary") for s in sorted(noise.scorers())
                 },
             )
             if noise is not None

@@ -16,6 +16,7 @@ from proxy.report.text import (
     format_interval,
     format_number,
     format_percent,
+    format_scores,
     verdict_summary,
 )
 
@@ -222,7 +223,7 @@ def _examples(c: CandidateReport) -> str:
         primary = x.primary_text
         if x.primary_tool_calls:
             primary = f"{primary or ''}\n[tool calls] {x.primary_tool_calls}"
-        scores = ", ".join(f"{k} {format_number(v)}" for k, v in x.scores.items())
+        scores = format_scores(x.scores)
         meta = f"{x.route or ''} · {x.model or ''} · {x.request_id}\n{scores}"
         rows.append([_pre(x.request), _pre(primary), _pre(candidate), _pre(meta)])
     return _table(["request", "primary", c.name, "where · scores"], rows, "examples")

@@ -52,9 +52,19 @@ class Rows:
             r["scores"] = dict(r["scores"] or {})
             r["primary_ok"] = is_ok(r["primary_status"], r["primary_error"])
             r["candidate_ok"] = is_ok(r["candidate_status"], r["candidate_error"])
+        self._means: dict[tuple[str, float], stats.Interval] = {}
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def mean(self, scorer: str, confidence: float, target: str) -> stats.Interval:
+        """Bootstrap interval of a scorer's mean, computed once: the secondary's is shown
+        beside every candidate."""
+        key = (scorer, confidence)
+        if key not in self._means:
+            label = f"{target}:{scorer}:mean"
+            self._means[key] = stats.bootstrap_mean(self.scores(scorer), confidence, label)
+        return self._means[key]
 
     def scores(self, scorer: str) -> list[float]:
         return [r["scores"][scorer] for r in self.records if r["scores"].get(scorer) is not None]

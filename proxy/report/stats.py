@@ -19,14 +19,19 @@ from operator import itemgetter
 from statistics import NormalDist
 
 # 1,000 resamples is the usual size for percentile intervals (Efron & Tibshirani): the end
-# points' Monte-Carlo error is small beside the interval's width. Large samples get fewer.
+# points' Monte-Carlo error is small beside the interval's width.
 MAX_RESAMPLES = 1000
-MIN_RESAMPLES = 250
-# Draws per statistic before the number of resamples is cut: keeps one statistic under ~0.2 s.
-DRAW_BUDGET = 2_000_000
+MIN_RESAMPLES = 400
+# Draws per statistic before the number of resamples is cut: keeps one statistic well under
+# a second in pure Python.
+DRAW_BUDGET = 1_000_000
 # Above this many values a mean's bootstrap interval equals the normal one to Monte-Carlo
-# error, so the cheaper normal interval is used (and named in `Interval.method`).
-NORMAL_MEAN_ABOVE = 20_000
+# error, so the normal interval is used (and named in `Interval.method`).
+NORMAL_MEAN_ABOVE = 5_000
+# Above this many pairs a ratio's bootstrap draws this many per resample ("m out of n") and
+# scales the spread by sqrt(m / n): quantiles and ratios of means converge at the 1/sqrt(n)
+# rate, so the spread at m says what it is at n (Politis, Romano & Wolf, "Subsampling").
+RESAMPLE_AT_MOST = 2_500
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,25 +78,36 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 def _percentile_interval(
-    replicates: list[float], estimate: float, n: int, confidence: float
+    replicates: list[float], estimate: float, n: int, confidence: float, drawn: int | None = None
 ) -> Interval:
+    """Percentile interval; `drawn` < n marks an m-out-of-n bootstrap, whose spread around
+    the estimate is scaled by sqrt(drawn / n)."""
     replicates.sort()
     alpha = (1 - confidence) / 2
     low, high = percentile(replicates, alpha), percentile(replicates, 1 - alpha)
-    method = "exact" if low == high == estimate else "bootstrap"
-    return Interval(estimate, low, high, n, method)
+    if low == high == estimate:
+        return Interval(estimate, low, high, n, "exact")
+    if drawn is not None and drawn < n:
+        scale = math.sqrt(drawn / n)
+        low, high = estimate + (low - estimate) * scale, estimate + (high - estimate) * scale
+        return Interval(estimate, low, high, n, "bootstrap-m-of-n")
+    return Interval(estimate, low, high, n, "bootstrap")
 
 
 def mean(values: Sequence[float]) -> float:
     return math.fsum(values) / len(values)
 
 
-def normal_mean_interval(values: Sequence[float], confidence: float) -> Interval:
-    n = len(values)
+def standard_error(values: Sequence[float]) -> float:
+    """Standard error of the mean (sample standard deviation / sqrt(n)); n >= 2."""
     centre = mean(values)
-    variance = math.fsum((v - centre) ** 2 for v in values) / (n - 1)
-    half = z_for(confidence) * math.sqrt(variance / n)
-    return Interval(centre, centre - half, centre + half, n, "normal")
+    variance = math.fsum((v - centre) ** 2 for v in values) / (len(values) - 1)
+    return math.sqrt(variance / len(values))
+
+
+def normal_mean_interval(values: Sequence[float], confidence: float) -> Interval:
+    centre, half = mean(values), z_for(confidence) * standard_error(values)
+    return Interval(centre, centre - half, centre + half, len(values), "normal")
 
 
 def bootstrap_mean(values: Sequence[float], confidence: float, label: str) -> Interval:
@@ -126,12 +142,25 @@ def bootstrap_mean_difference(
     estimate = mean(minuend) - mean(subtrahend)
     if n == 1 or m == 1:
         return Interval(estimate, None, None, min(n, m), "none")
-    rng, a, b = rng_for(label), list(minuend), list(subtrahend)
-    replicates = [
-        sum(rng.choices(a, k=n)) / n - sum(rng.choices(b, k=m)) / m
-        for _ in range(resamples_for(n + m))
-    ]
+    if min(n, m) > NORMAL_MEAN_ABOVE:  # Welch's normal interval, as for a single mean
+        half = z_for(confidence) * math.hypot(standard_error(minuend), standard_error(subtrahend))
+        return Interval(estimate, estimate - half, estimate + half, min(n, m), "normal")
+    rng = rng_for(label)
+    first, second = _replicate_mean(minuend, rng), _replicate_mean(subtrahend, rng)
+    small = min(n, NORMAL_MEAN_ABOVE) + min(m, NORMAL_MEAN_ABOVE)
+    replicates = [first() - second() for _ in range(resamples_for(small))]
     return _percentile_interval(replicates, estimate, min(n, m), confidence)
+
+
+def _replicate_mean(values: Sequence[float], rng: random.Random) -> Callable[[], float]:
+    """One bootstrap replicate of the mean per call. A large side draws from the normal
+    distribution its bootstrap converges to, so a huge sample beside a small one costs
+    nothing while the small one is still resampled properly."""
+    n, population = len(values), list(values)
+    if n > NORMAL_MEAN_ABOVE:
+        centre, error = mean(values), standard_error(values)
+        return lambda: rng.gauss(centre, error)
+    return lambda: sum(rng.choices(population, k=n)) / n
 
 
 PairStatistic = Callable[[Sequence[float], Sequence[float]], float]
@@ -175,17 +204,17 @@ def bootstrap_paired(
         return Interval(None, None, None, n, "none")
     if n == 1:
         return Interval(estimate, None, None, 1, "none")
-    rng, indices = rng_for(label), range(n)
+    rng, indices, drawn = rng_for(label), range(n), min(n, RESAMPLE_AT_MOST)
     replicates: list[float] = []
-    for _ in range(resamples_for(n)):
-        gather = itemgetter(*rng.choices(indices, k=n))  # C-level gather of both sides
+    for _ in range(resamples_for(drawn)):
+        gather = itemgetter(*rng.choices(indices, k=drawn))  # C-level gather of both sides
         try:
             replicates.append(statistic(gather(candidate), gather(primary)))
         except ZeroDivisionError:
             continue  # a resample of all-zero primaries: no ratio exists for it
     if len(replicates) < MIN_RESAMPLES // 2:
         return Interval(estimate, None, None, n, "none")
-    return _percentile_interval(replicates, estimate, n, confidence)
+    return _percentile_interval(replicates, estimate, n, confidence, drawn)
 
 
 def bootstrap_quantile_ratios(
@@ -219,26 +248,24 @@ def bootstrap_quantile_ratios(
     estimates = ratios(list(candidate), list(primary))
     if n == 1:
         return {q: Interval(estimates[q], None, None, 1, "none") for q in quantiles}
-    rng, indices = rng_for(label), range(n)
+    rng, indices, drawn = rng_for(label), range(n), min(n, RESAMPLE_AT_MOST)
     replicates: dict[float, list[float]] = {q: [] for q in quantiles}
-    for _ in range(resamples_for(n)):
-        picked = rng.choices(indices, k=n)
-        for q, value in ratios(
-            [candidate[i] for i in picked], [primary[i] for i in picked]
-        ).items():
+    for _ in range(resamples_for(drawn)):
+        gather = itemgetter(*rng.choices(indices, k=drawn))
+        for q, value in ratios(list(gather(candidate)), list(gather(primary))).items():
             if value is not None:
                 replicates[q].append(value)
     result = dict(none)
     for q in quantiles:
         estimate = estimates[q]
         if estimate is not None and len(replicates[q]) >= MIN_RESAMPLES // 2:
-            result[q] = _percentile_interval(replicates[q], estimate, n, confidence)
+            result[q] = _percentile_interval(replicates[q], estimate, n, confidence, drawn)
         else:
             result[q] = Interval(estimate, None, None, n, "none")
     return result
 
 
-def wilson(successes: int, n: int, confidence: float) -> Interval:
+def wilson(successes: float, n: int, confidence: float) -> Interval:
     """Wilson score interval for a proportion — sound at 0 and n, unlike the Wald interval."""
     if n == 0:
         return EMPTY

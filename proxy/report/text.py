@@ -50,6 +50,11 @@ def excerpt(text: str | None, limit: int = EXCERPT) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+def format_scores(scores: dict[str, float | None]) -> str:
+    """`similarity 0.41, tool_calls 1` — applicable scores only, in a stable order."""
+    return ", ".join(f"{k} {format_number(v)}" for k, v in sorted(scores.items()) if v is not None)
+
+
 def verdict_summary(candidate: CandidateReport) -> str:
     if candidate.verdict == "fail":
         return "; ".join(verdict_line(g) for g in candidate.gates if g.verdict == "fail")
@@ -225,7 +230,7 @@ def _examples(candidate: CandidateReport) -> Table:
             excerpt(example.request),
             excerpt(example.primary_text),
             excerpt(example.candidate_text or example.candidate_error),
-            ", ".join(f"{k} {format_number(v)}" for k, v in example.scores.items()),
+            format_scores(example.scores),
         )
     return table
 
