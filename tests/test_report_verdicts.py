@@ -160,3 +160,12 @@ def test_json_document_shape(known: Report) -> None:
     assert gate["verdict"] == "fail" and gate["limit"] == 1.5
     assert set(gate["value"]) == {"estimate", "low", "high", "n", "method"}
     assert data["noise"]["pairs"] == 300
+
+
+def test_a_gate_scorer_with_no_scores_is_skipped_and_named(known_db: Path) -> None:
+    gates = GatesConfig(scorers=["similarity", "simliarity"])
+    report = build_report(open_db(known_db), gates, candidates=["same"])
+    typo = next(g for g in report.candidates["same"].gates if g.scorer == "simliarity")
+    assert typo.verdict == "skipped"
+    assert any("simliarity, which scored no pair" in note for note in report.notes)
+    assert report.candidates["same"].verdict == "pass"  # the real scorer still decides

@@ -20,17 +20,16 @@ from proxy.report.measures import (
     NUMERIC_COLUMNS,
     Rows,
     breakdown,
+    fetch_examples,
     latency_edges,
     latency_histogram,
     rank_disagreeing,
-    request_text,
     score_histogram,
     share_under,
     usage,
 )
 from proxy.report.model import (
     CandidateReport,
-    Example,
     GateResult,
     LatencySummary,
     NoiseFloor,
@@ -95,39 +94,6 @@ def _agreement_gates(
             )
         )
     return results
-
-
-def _examples(source: Source, target: str, ranked: list[str], scores: dict[str, dict]):
-    if not ranked:
-        return []
-    rows = source.con.execute(
-        "SELECT request_id, started_at, route, model, request_body, primary_text,"
-        " candidate_text, primary_tool_calls, candidate_tool_calls, candidate_error"
-        " FROM report_pairs WHERE target = ? AND list_contains(?, request_id)",
-        [target, ranked],
-    ).fetchall()
-    by_id = {row[0]: row for row in rows}
-    examples = []
-    for request_id in ranked:
-        rid, started, route, model, body, p_text, c_text, p_tools, c_tools, c_error = by_id[
-            request_id
-        ]
-        examples.append(
-            Example(
-                request_id=rid,
-                started_at=started.isoformat() if started else None,
-                route=route,
-                model=model,
-                request=request_text(body),
-                primary_text=p_text,
-                candidate_text=c_text,
-                primary_tool_calls=None if p_tools is None else str(p_tools),
-                candidate_tool_calls=None if c_tools is None else str(c_tools),
-                candidate_error=c_error,
-                scores=scores[request_id],
-            )
-        )
-    return examples
 
 
 def _candidate(
@@ -250,7 +216,7 @@ def _candidate(
             else None
         ),
         breakdown=breakdown(rows, agreement_scorers),
-        examples=_examples(source, name, ranked, scores_by_id),
+        examples=fetch_examples(source, name, ranked, scores_by_id),
         notes=notes,
     )
 
@@ -327,7 +293,16 @@ def build_report(
             " set [secondary] rate to measure how much the primary disagrees with itself"
         )
     all_rows = {name: fetch(name) for name in present}
-    unknown = sorted({s for rows in all_rows.values() for s in rows.scorers()} - set(thresholds))
+    seen = {s for rows in all_rows.values() for s in rows.scorers()}
+    if noise is not None:
+        seen |= noise.scorers()
+    missing = [s for s in gates.scorers or [] if s not in seen]
+    if missing:
+        notes.append(
+            f"gates.scorers names {', '.join(missing)}, which scored no pair in the selection"
+            " (a typo, or a scorer that never applied): its agreement gate is skipped"
+        )
+    unknown = sorted(seen - set(thresholds))
     if unknown:
         notes.append(
             f"no threshold known for {', '.join(unknown)}: the source does not store them"

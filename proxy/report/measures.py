@@ -12,7 +12,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from proxy.report import stats
-from proxy.report.model import BreakdownRow, Usage
+from proxy.report.model import BreakdownRow, Example, Usage
+from proxy.report.sources import Source
 
 HISTOGRAM_BINS = 20
 LATENCY_BINS = 30
@@ -193,3 +194,39 @@ def breakdown(rows: Rows, scorers: list[str]) -> list[BreakdownRow]:
             )
         )
     return result
+
+
+def fetch_examples(
+    source: Source, target: str, ranked: list[str], scores: dict[str, dict[str, float | None]]
+) -> list[Example]:
+    """The ranked pairs' texts, fetched only now: texts are the bulk of the data."""
+    if not ranked:
+        return []
+    rows = source.con.execute(
+        "SELECT request_id, started_at, route, model, request_body, primary_text,"
+        " candidate_text, primary_tool_calls, candidate_tool_calls, candidate_error"
+        " FROM report_pairs WHERE target = ? AND list_contains(?, request_id)",
+        [target, ranked],
+    ).fetchall()
+    by_id = {row[0]: row for row in rows}
+    examples = []
+    for request_id in ranked:
+        rid, started, route, model, body, p_text, c_text, p_tools, c_tools, c_error = by_id[
+            request_id
+        ]
+        examples.append(
+            Example(
+                request_id=rid,
+                started_at=started.isoformat() if started else None,
+                route=route,
+                model=model,
+                request=request_text(body),
+                primary_text=p_text,
+                candidate_text=c_text,
+                primary_tool_calls=None if p_tools is None else str(p_tools),
+                candidate_tool_calls=None if c_tools is None else str(c_tools),
+                candidate_error=c_error,
+                scores=scores[request_id],
+            )
+        )
+    return examples
