@@ -151,14 +151,10 @@ def _show_end(console: Console, result: DemoResult) -> bool:
     matched = all(result.verdicts.get(name) == EXPECTED[name] for name in CANDIDATES)
     expected = ", ".join(f"{name} {EXPECTED[name]}" for name in CANDIDATES)
     if matched:
-        console.print(
-            f"verdicts as the candidates were built ({expected}) in {result.seconds:.0f} s"
-        )
+        say(f"verdicts as the candidates were built ({expected}) in {result.seconds:.0f} s")
     else:
         got = ", ".join(f"{k} {v}" for k, v in sorted(result.verdicts.items()))
-        console.print(
-            f"[red]verdicts differ from the construction[/red]: expected {expected}; got {got}"
-        )
+        say(f"[red]verdicts differ from the construction[/red]: expected {expected}; got {got}")
     return matched
 
 
