@@ -55,6 +55,13 @@ class Rows:
             r["candidate_ok"] = is_ok(r["candidate_status"], r["candidate_error"])
         self._means: dict[tuple[str, float], stats.Interval] = {}
 
+    @classmethod
+    def of(cls, records: list[dict[str, Any]]) -> Rows:
+        """A subset of another `Rows`' records (already converted)."""
+        subset = cls([])
+        subset.records = records
+        return subset
+
     def __len__(self) -> int:
         return len(self.records)
 
@@ -172,9 +179,13 @@ def breakdown(rows: Rows, scorers: list[str]) -> list[BreakdownRow]:
     for r in rows.records:
         groups[(r["route"], r["model"])].append(r)
     result = []
-    for (route, model), members in sorted(groups.items(), key=lambda kv: -len(kv[1])):
-        sub = Rows([])
-        sub.records = members
+
+    def order(item: tuple[tuple[str | None, str | None], list[dict[str, Any]]]) -> tuple:
+        (route, model), members = item
+        return (-len(members), route or "", model or "")
+
+    for (route, model), members in sorted(groups.items(), key=order):
+        sub = Rows.of(members)
         answered = [r for r in members if r["primary_ok"]]
         candidate, primary = sub.paired("latency_ms")
         result.append(
@@ -188,12 +199,19 @@ def breakdown(rows: Rows, scorers: list[str]) -> list[BreakdownRow]:
                     if answered
                     else None
                 ),
-                latency_ratio_p50=(
-                    stats.quantile_ratio(0.5)(candidate, primary) if candidate else None
-                ),
+                latency_ratio_p50=_ratio_of_medians(candidate, primary),
             )
         )
     return result
+
+
+def _ratio_of_medians(candidate: list[float], primary: list[float]) -> float | None:
+    if not candidate:
+        return None
+    try:
+        return stats.quantile_ratio(0.5)(candidate, primary)
+    except ZeroDivisionError:
+        return None
 
 
 def fetch_examples(

@@ -30,11 +30,12 @@ import duckdb
 
 from proxy.recorder import SchemaError, create_pairs_view, migrate, open_readonly
 from proxy.recorder import parquet_relations as recorder_parquet_relations
+from proxy.recorder.api import MAX_LIMIT
 
-# The admin API answers at most this many pairs per request (proxy.recorder.api.MAX_LIMIT),
-# newest first, and has no paging: a live report reads the newest this-many pairs of each
-# target and says so when a target has more. Complete reports read the file or Parquet.
-URL_PAIRS_PER_TARGET = 1000
+# The admin API answers at most MAX_LIMIT pairs per request, newest first, with no paging: a
+# live report reads the newest that-many pairs of each target and says so when a target has
+# more. Complete reports read the file or the Parquet roll-up.
+URL_PAIRS_PER_TARGET = MAX_LIMIT
 
 
 class SourceError(Exception):
