@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from grafana_foundation_sdk.builders import common as common_builder
 from grafana_foundation_sdk.builders import dashboard, prometheus, stat, timeseries
@@ -47,12 +45,7 @@ FAILED = 'status_class=~"5xx|error"'  # "error": no HTTP answer at all (refused,
 QUANTILES = (0.5, 0.95, 0.99)
 
 
-def query(expr: str, legend: str, ref: str = "A") -> prometheus.Dataquery:
-    return prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref).range()
-
-
-def queries(*pairs: tuple[str, str]) -> list[prometheus.Dataquery]:
-    return [query(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(pairs)]
+Target = tuple[str, str]  # (PromQL expression, legend format)
 
 
 def rate(metric: str, selector: str, by: str) -> str:
@@ -64,22 +57,27 @@ def ratio(numerator: str, denominator: str) -> str:
     return f"{numerator}\n/\n{denominator}"
 
 
-def quantiles(metric: str, selector: str) -> list[tuple[str, str]]:
+def quantile(q: float, metric: str, selector: str, by: str) -> str:
+    return f"histogram_quantile({q}, {rate(metric, selector, by)})"
+
+
+def or_zero(expr: str, zeros: str) -> str:
+    """`expr`, and 0 for the label sets only `zeros` has: counters that never moved show 0."""
+    return f"{expr}\nor\n{zeros} * 0"
+
+
+def dataqueries(targets: Iterable[Target]) -> list[prometheus.Dataquery]:
     return [
-        (
-            f"histogram_quantile({q}, {rate(metric + '_bucket', selector, 'target, le')})",
-            f"{{{{target}}}} p{round(q * 100)}",
-        )
-        for q in QUANTILES
+        prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(chr(ord("A") + i)).range()
+        for i, (expr, legend) in enumerate(targets)
     ]
 
 
 def graph(
     title: str,
     description: str,
-    targets: Iterable[prometheus.Dataquery],
     unit: str,
-    *,
+    *targets: Target,
     width: int = 12,
     stacked: bool = False,
     dashed: str | None = None,
@@ -90,7 +88,7 @@ def graph(
         .title(title)
         .description(description)
         .datasource(DATASOURCE)
-        .targets(list(targets))
+        .targets(dataqueries(targets))
         .unit(unit)
         .span(width)
         .height(8)
@@ -107,25 +105,24 @@ def graph(
     if stacked:
         panel = panel.stacking(common_builder.StackingConfig().mode(common.StackingMode.NORMAL))
     if dashed is not None:
+        dash = {"fill": "dash", "dash": [10, 10]}
         panel = panel.override_by_regexp(
             dashed,
             [
-                DynamicConfigValue(
-                    id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}
-                ),
+                DynamicConfigValue(id_val="custom.lineStyle", value=dash),
                 DynamicConfigValue(id_val="custom.lineWidth", value=2),
             ],
         )
     return panel
 
 
-def single(title: str, description: str, expr: str, legend: str, unit: str) -> stat.Panel:
+def single(title: str, description: str, unit: str, target: Target) -> stat.Panel:
     return (
         stat.Panel()
         .title(title)
         .description(description)
         .datasource(DATASOURCE)
-        .targets([query(expr, legend)])
+        .targets(dataqueries([target]))
         .unit(unit)
         .span(6)
         .height(4)
@@ -137,77 +134,72 @@ def single(title: str, description: str, expr: str, legend: str, unit: str) -> s
 
 def traffic_row() -> list[stat.Panel | timeseries.Panel]:
     primary = 'role="primary"'
+    answers = f"sum(rate(shadowtap_requests_total{{{primary}}}{RATE}))"
+    failed = f"sum(rate(shadowtap_requests_total{{{primary}, {FAILED}}}{RATE}))"
+    sampled = f'sum(rate(shadowtap_sampling_decisions_total{{outcome="sampled"}}{RATE}))'
+    decided = f"sum(rate(shadowtap_sampling_decisions_total{RATE}))"
+    by_target = rate("shadowtap_requests_total", EVERY_TARGET, "target")
+    failed_by_target = rate("shadowtap_requests_total", f"{EVERY_TARGET}, {FAILED}", "target")
     return [
         single(
             "Primary requests/s",
             "Every request proxied to the primary, sampled or not.",
-            f"sum(rate(shadowtap_requests_total{{{primary}}}{RATE}))",
-            "primary",
             "reqps",
+            (answers, "primary"),
         ),
         single(
             "Primary error rate",
             "Share of primary answers that were 5xx or never arrived.",
-            ratio(
-                f"sum(rate(shadowtap_requests_total{{{primary}, {FAILED}}}{RATE}))",
-                f"sum(rate(shadowtap_requests_total{{{primary}}}{RATE}))",
-            ),
-            "primary",
             "percentunit",
+            (ratio(failed, answers), "primary"),
         ),
         single(
             "Sampled share",
             "Share of eligible requests mirrored to shadows (sampling.rate, budget and shedding).",
-            ratio(
-                f'sum(rate(shadowtap_sampling_decisions_total{{outcome="sampled"}}{RATE}))',
-                f"sum(rate(shadowtap_sampling_decisions_total{RATE}))",
-            ),
-            "sampled",
             "percentunit",
+            (ratio(sampled, decided), "sampled"),
         ),
         single(
             "Instances",
             "shadowtap processes reporting, by version.",
-            "count by (version) (shadowtap_build_info)",
-            "{{version}}",
             "short",
+            ("count by (version) (shadowtap_build_info)", "{{version}}"),
         ),
         graph(
             "Requests/s by target",
             "Answers per second: the primary, the secondary and each selected candidate.",
-            [query(rate("shadowtap_requests_total", EVERY_TARGET, "target"), "{{target}}")],
             "reqps",
+            (by_target, "{{target}}"),
         ),
         graph(
             "Error rate by target",
             "Share of answers that were 5xx or never arrived (connection error, timeout).",
-            [
-                query(
-                    ratio(
-                        rate("shadowtap_requests_total", f"{EVERY_TARGET}, {FAILED}", "target"),
-                        rate("shadowtap_requests_total", EVERY_TARGET, "target"),
-                    ),
-                    "{{target}}",
-                )
-            ],
             "percentunit",
+            (ratio(failed_by_target, by_target), "{{target}}"),
         ),
     ]
 
 
 def latency_row() -> list[timeseries.Panel]:
+    def quantiles(metric: str) -> list[Target]:
+        bucket = f"{metric}_bucket"
+        return [
+            (quantile(q, bucket, EVERY_TARGET, "target, le"), f"{{{{target}}}} p{round(q * 100)}")
+            for q in QUANTILES
+        ]
+
     return [
         graph(
             "Latency p50 / p95 / p99 by target",
             "From sending the request upstream to the end of the answer.",
-            queries(*quantiles("shadowtap_request_duration_seconds", EVERY_TARGET)),
             "s",
+            *quantiles("shadowtap_request_duration_seconds"),
         ),
         graph(
             "Time to first token p50 / p95 / p99 by target",
             "Streamed requests only: from sending upstream to the first content token.",
-            queries(*quantiles("shadowtap_time_to_first_token_seconds", EVERY_TARGET)),
             "s",
+            *quantiles("shadowtap_time_to_first_token_seconds"),
         ),
     ]
 
@@ -216,7 +208,7 @@ def disagreement_ratio(selector: str) -> str:
     """Disagreements per scored pair; targets that never disagreed show 0 rather than a gap."""
     scored = rate("shadowtap_agreement_score_count", selector, "target, scorer")
     disagreed = rate("shadowtap_disagreements_total", selector, "target, scorer")
-    return ratio(f"({disagreed}\nor\n{scored} * 0)", scored)
+    return ratio(f"({or_zero(disagreed, scored)})", scored)
 
 
 def mean_agreement(selector: str) -> str:
@@ -227,100 +219,82 @@ def mean_agreement(selector: str) -> str:
 
 
 def agreement_row() -> list[timeseries.Panel]:
+    by_scorer = "{{target}} · {{scorer}}"
     return [
         graph(
             "Mean agreement with the primary, beside the noise floor",
             "Mean scorer agreement (1 = same answer) of each candidate with the primary. The "
             "dashed lines are the secondary (the primary's model asked again): a candidate is "
             "only worse when it sits below them.",
-            queries(
-                (mean_agreement(CANDIDATES), "{{target}} · {{scorer}}"),
-                (mean_agreement(NOISE), "noise floor · {{scorer}}"),
-            ),
             "percentunit",
+            (mean_agreement(CANDIDATES), by_scorer),
+            (mean_agreement(NOISE), "noise floor · {{scorer}}"),
             dashed="noise floor.*",
         ),
         graph(
             "Disagreement rate, beside the noise floor",
             "Share of scored pairs under the scorer's threshold. Dashed: the secondary's rate, "
             "the disagreement that is only nondeterminism.",
-            queries(
-                (disagreement_ratio(CANDIDATES), "{{target}} · {{scorer}}"),
-                (disagreement_ratio(NOISE), "noise floor · {{scorer}}"),
-            ),
             "percentunit",
+            (disagreement_ratio(CANDIDATES), by_scorer),
+            (disagreement_ratio(NOISE), "noise floor · {{scorer}}"),
             dashed="noise floor.*",
         ),
         graph(
             "Agreement p10 by candidate and scorer",
             "The worst tenth of pairs: 10% of pairs agree less than this.",
-            [
-                query(
-                    "histogram_quantile(0.1, "
-                    + rate("shadowtap_agreement_score_bucket", SHADOWS, "target, scorer, le")
-                    + ")",
-                    "{{target}} · {{scorer}}",
-                )
-            ],
             "percentunit",
+            (
+                quantile(0.1, "shadowtap_agreement_score_bucket", SHADOWS, "target, scorer, le"),
+                by_scorer,
+            ),
         ),
         graph(
             "Scorer errors/s",
             "Scorer calls that raised; the pair is still recorded without that score.",
-            [
-                query(
-                    # A scorer that never raised has no series yet: show it at 0, not a gap.
-                    rate("shadowtap_scorer_errors_total", "", "scorer")
-                    + "\nor\n"
-                    + rate("shadowtap_agreement_score_count", "", "scorer")
-                    + " * 0",
-                    "{{scorer}}",
-                )
-            ],
             "ops",
+            (
+                or_zero(
+                    rate("shadowtap_scorer_errors_total", "", "scorer"),
+                    rate("shadowtap_agreement_score_count", "", "scorer"),
+                ),
+                "{{scorer}}",
+            ),
         ),
     ]
 
 
 def shadow_row() -> list[timeseries.Panel]:
+    shadows = rate("shadowtap_shadow_requests_total", SHADOWS, "target")
+    shed = rate("shadowtap_shadow_requests_total", SHED, "target")
     return [
         graph(
             "Shadow outcomes/s",
             "Shadow requests by outcome: ok, error, timeout, and shed (over budget, never sent).",
-            [
-                query(
-                    rate("shadowtap_shadow_requests_total", SHADOWS, "target, outcome"),
-                    "{{target}} · {{outcome}}",
-                )
-            ],
             "ops",
+            (
+                rate("shadowtap_shadow_requests_total", SHADOWS, "target, outcome"),
+                "{{target}} · {{outcome}}",
+            ),
             stacked=True,
         ),
         graph(
             "Shed share by target",
             "Share of shadow requests shed to protect the primary path.",
-            [
-                query(
-                    ratio(
-                        rate("shadowtap_shadow_requests_total", SHED, "target"),
-                        rate("shadowtap_shadow_requests_total", SHADOWS, "target"),
-                    ),
-                    "{{target}}",
-                )
-            ],
             "percentunit",
+            (ratio(shed, shadows), "{{target}}"),
         ),
         graph(
             "Shadows in flight",
             "Shadow requests currently waiting on their target (bounded by sampling.max_inflight).",
-            [query(f"sum by (target) (shadowtap_shadow_inflight{{{SHADOWS}}})", "{{target}}")],
             "short",
+            (f"sum by (target) (shadowtap_shadow_inflight{{{SHADOWS}}})", "{{target}}"),
         ),
         graph(
             "Sampling decisions/s",
             "Eligible requests by decision: sampled, not_sampled, shed.",
-            [query(rate("shadowtap_sampling_decisions_total", "", "outcome"), "{{outcome}}")],
             "ops",
+            (rate("shadowtap_sampling_decisions_total", "", "outcome"), "{{outcome}}"),
             stacked=True,
         ),
     ]
@@ -331,58 +305,16 @@ def recorder_row() -> list[timeseries.Panel]:
         graph(
             "Recorder throughput",
             "Exchanges written to DuckDB, dropped because the queue was full, and failed batches.",
-            queries(
-                ("sum(rate(shadowtap_records_written_total" + RATE + "))", "written"),
-                ("sum(rate(shadowtap_records_dropped_total" + RATE + "))", "dropped"),
-                ("sum(rate(shadowtap_record_write_errors_total" + RATE + "))", "write errors"),
-            ),
             "ops",
+            (f"sum(rate(shadowtap_records_written_total{RATE}))", "written"),
+            (f"sum(rate(shadowtap_records_dropped_total{RATE}))", "dropped"),
+            (f"sum(rate(shadowtap_record_write_errors_total{RATE}))", "write errors"),
         ),
         graph(
             "Record queue depth",
             "Exchanges waiting for the storage writer; near storage.queue_max means drops soon.",
-            [query("sum(shadowtap_record_queue_depth)", "queued")],
             "short",
-        ),
-    ]
-
-
-def gates_row() -> list[timeseries.Panel]:
-    """The live counterparts of `shadowtap report`'s gates (max_p95_latency_ratio,
-    max_agreement_drop); the report's verdict, with confidence intervals, is the one to act on."""
-    primary_p95 = (
-        "histogram_quantile(0.95, "
-        + rate(
-            "shadowtap_request_duration_seconds_bucket", 'target="primary", route!="other"', "le"
-        )
-        + ")"
-    )
-    candidate_p95 = (
-        "histogram_quantile(0.95, "
-        + rate("shadowtap_request_duration_seconds_bucket", CANDIDATES, "target, le")
-        + ")"
-    )
-    return [
-        graph(
-            "p95 latency relative to the primary",
-            "Each candidate's p95 latency divided by the primary's on the sampled routes "
-            "(gates.max_p95_latency_ratio; 1 = as fast).",
-            [query(f"{candidate_p95}\n/ on () group_left ()\n{primary_p95}", "{{target}}")],
-            "x",
-        ),
-        graph(
-            "Agreement below the noise floor",
-            "The secondary's mean agreement minus each candidate's, per scorer "
-            "(gates.max_agreement_drop; 0 or less = as consistent as the primary itself).",
-            [
-                query(
-                    mean_agreement(NOISE)
-                    + "\n- on (scorer) group_right ()\n"
-                    + mean_agreement(CANDIDATES),
-                    "{{target}} · {{scorer}}",
-                )
-            ],
-            "percentunit",
+            ("sum(shadowtap_record_queue_depth)", "queued"),
         ),
     ]
 
@@ -392,33 +324,53 @@ def cost_row() -> list[stat.Panel | timeseries.Panel]:
         graph(
             "Tokens/s by target",
             "Tokens reported in usage by sampled answers.",
-            [
-                query(
-                    rate("shadowtap_tokens_total", EVERY_TARGET, "target, kind"),
-                    "{{target}} · {{kind}}",
-                )
-            ],
             "short",
+            (rate("shadowtap_tokens_total", EVERY_TARGET, "target, kind"), "{{target}} · {{kind}}"),
             width=9,
         ),
         graph(
             "Spend by target (USD/hour)",
             "Estimated from price_per_1k_prompt / price_per_1k_completion of each target.",
-            [
-                query(
-                    rate("shadowtap_cost_usd_total", EVERY_TARGET, "target") + " * 3600",
-                    "{{target}}",
-                )
-            ],
             "currencyUSD",
+            (rate("shadowtap_cost_usd_total", EVERY_TARGET, "target") + " * 3600", "{{target}}"),
             width=9,
         ),
         single(
             "Spend in range (USD)",
             "Estimated spend of sampled answers over the dashboard's time range.",
-            f"sum by (target) (increase(shadowtap_cost_usd_total{{{EVERY_TARGET}}}[$__range]))",
-            "{{target}}",
             "currencyUSD",
+            (
+                f"sum by (target) (increase(shadowtap_cost_usd_total{{{EVERY_TARGET}}}[$__range]))",
+                "{{target}}",
+            ),
+        ),
+    ]
+
+
+def gates_row() -> list[timeseries.Panel]:
+    """The live counterparts of `shadowtap report`'s gates (max_p95_latency_ratio,
+    max_agreement_drop); the report's verdict, with confidence intervals, is the one to act on."""
+    bucket = "shadowtap_request_duration_seconds_bucket"
+    primary_p95 = quantile(0.95, bucket, PRIMARY_SAMPLED, "le")
+    candidate_p95 = quantile(0.95, bucket, CANDIDATES, "target, le")
+    return [
+        graph(
+            "p95 latency relative to the primary",
+            "Each candidate's p95 latency divided by the primary's on the sampled routes "
+            "(gates.max_p95_latency_ratio; 1 = as fast).",
+            "x",
+            (f"{candidate_p95}\n/ on () group_left ()\n{primary_p95}", "{{target}}"),
+        ),
+        graph(
+            "Agreement below the noise floor",
+            "The secondary's mean agreement minus each candidate's, per scorer "
+            "(gates.max_agreement_drop; 0 or less = as consistent as the primary itself).",
+            "percentunit",
+            (
+                f"{mean_agreement(NOISE)}\n- on (scorer) group_right ()\n"
+                f"{mean_agreement(CANDIDATES)}",
+                "{{target}} · {{scorer}}",
+            ),
         ),
     ]
 
@@ -476,32 +428,6 @@ def dashboards() -> dict[str, dict[str, object]]:
 def render(board: dashboard.Dashboard | dict[str, object]) -> str:
     value = board.build() if isinstance(board, dashboard.Dashboard) else board
     return json.dumps(value, cls=JSONEncoder, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def panel_queries(board: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
-    """(panel title, refId, expr) of every query of a dashboard's JSON, rows included."""
-    for panel in board.get("panels", []):
-        for inner in [panel, *panel.get("panels", [])]:
-            for target in inner.get("targets", []):
-                yield inner["title"], target["refId"], target["expr"]
-
-
-def interpolate(expr: str, candidates: list[str], rate_interval: str = "1m") -> str:
-    """`expr` as Grafana sends it to Prometheus with `candidates` selected (for tests).
-
-    Like Grafana's Prometheus datasource, several values of the multi-value `$candidate`
-    become a regex alternation `(a|b)`, regex metacharacters escaped.
-    """
-    escaped = [re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\\\1", name) for name in candidates]
-    values = {
-        "$candidate": escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")",
-        "$__rate_interval": rate_interval,
-        "$__interval": "15s",
-        "$__range": "1h",
-    }
-    for name in sorted(values, key=len, reverse=True):  # $__range before a shorter prefix
-        expr = expr.replace(name, values[name])
-    return expr
 
 
 def main() -> int:

@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -36,6 +37,32 @@ generate = load_generator()
 BOARDS: dict[str, dict[str, Any]] = generate.dashboards()
 
 
+def panel_queries(board: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
+    """(panel title, refId, expr) of every query of a dashboard's JSON, rows included."""
+    for panel in board.get("panels", []):
+        for inner in [panel, *panel.get("panels", [])]:
+            for target in inner.get("targets", []):
+                yield inner["title"], target["refId"], target["expr"]
+
+
+def interpolate(expr: str, candidates: list[str], rate_interval: str = "1m") -> str:
+    """`expr` as Grafana sends it to Prometheus with `candidates` selected.
+
+    Like Grafana's Prometheus datasource, several values of the multi-value `$candidate`
+    become a regex alternation `(a|b)`, regex metacharacters escaped.
+    """
+    escaped = [re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\\\1", name) for name in candidates]
+    values = {
+        "$candidate": escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")",
+        "$__rate_interval": rate_interval,
+        "$__interval": "15s",
+        "$__range": "1h",
+    }
+    for name in sorted(values, key=len, reverse=True):  # $__range before a shorter prefix
+        expr = expr.replace(name, values[name])
+    return expr
+
+
 def test_committed_json_is_what_the_generator_builds() -> None:
     committed = sorted(path.name for path in generate.DASHBOARDS_DIR.glob("*.json"))
     assert committed == sorted(BOARDS), "run `make dashboards` and commit grafana/dashboards/"
@@ -46,7 +73,7 @@ def test_committed_json_is_what_the_generator_builds() -> None:
 
 def test_overview_covers_what_teams_watch() -> None:
     board = BOARDS["overview.json"]
-    exprs = "\n".join(expr for _, _, expr in generate.panel_queries(board))
+    exprs = "\n".join(expr for _, _, expr in panel_queries(board))
     for metric in (
         "shadowtap_requests_total",
         "shadowtap_request_duration_seconds_bucket",
@@ -64,7 +91,7 @@ def test_overview_covers_what_teams_watch() -> None:
     ):
         assert metric in exprs, f"no panel shows {metric}"
     by_panel: dict[str, str] = {}
-    for title, _, expr in generate.panel_queries(board):
+    for title, _, expr in panel_queries(board):
         by_panel[title] = by_panel.get(title, "") + expr
     for title, metric in (
         ("Latency p50 / p95 / p99 by target", "shadowtap_request_duration_seconds_bucket"),
@@ -114,7 +141,7 @@ def exported_sample_names() -> set[str]:
 def test_every_queried_metric_is_exported() -> None:
     exported = exported_sample_names()
     for name, board in BOARDS.items():
-        for title, _, expr in generate.panel_queries(board):
+        for title, _, expr in panel_queries(board):
             for metric in re.findall(r"\bshadowtap_[a-z0-9_]+", expr):
                 assert metric in exported, f"{name} · {title}: {metric} is not exported"
 
@@ -124,11 +151,11 @@ def test_every_query_is_valid_promql(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.fail("promtool is not installed (apt-get install prometheus; .ci/run does it)")
-    exprs = [expr for board in BOARDS.values() for _, _, expr in generate.panel_queries(board)]
+    exprs = [expr for board in BOARDS.values() for _, _, expr in panel_queries(board)]
     # One candidate selected, and several (a regex alternation, metacharacters escaped).
     selections = (["small"], ["a", "b.c"])
     rules = [
-        {"record": f"dashboard:query_{i}", "expr": generate.interpolate(expr, selection)}
+        {"record": f"dashboard:query_{i}", "expr": interpolate(expr, selection)}
         for i, (expr, selection) in enumerate(
             (expr, selection) for expr in exprs for selection in selections
         )
@@ -144,8 +171,8 @@ def test_every_query_is_valid_promql(tmp_path: Path) -> None:
 
 def test_interpolate_matches_grafana_multi_value_format() -> None:
     expr = 'x{target=~"primary|$candidate"}[$__rate_interval] + y[$__range]'
-    assert generate.interpolate(expr, ["fast"], "5s") == 'x{target=~"primary|fast"}[5s] + y[1h]'
-    assert generate.interpolate(expr, ["fast", "v1.2"]).startswith(
+    assert interpolate(expr, ["fast"], "5s") == 'x{target=~"primary|fast"}[5s] + y[1h]'
+    assert interpolate(expr, ["fast", "v1.2"]).startswith(
         'x{target=~"primary|(fast|v1\\\\.2)"}[1m]'
     )
 

@@ -22,7 +22,7 @@ import yaml
 
 from proxy.server import ShadowtapServer
 from tests.conftest import StartFake, StartShadowtap, make_config
-from tests.test_dashboards import BOARDS, generate
+from tests.test_dashboards import BOARDS, interpolate, panel_queries
 
 RULES = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "rules"
 RATE_INTERVAL = "1m"  # what $__rate_interval becomes: wider than the whole test, >= 2 scrapes
@@ -244,8 +244,8 @@ async def test_every_dashboard_query_returns_series_from_a_real_prometheus(
 
     empty, all_zero, checked = [], [], 0
     for name, board in BOARDS.items():
-        for title, ref, expr in generate.panel_queries(board):
-            result = await prometheus.query(generate.interpolate(expr, candidates, RATE_INTERVAL))
+        for title, ref, expr in panel_queries(board):
+            result = await prometheus.query(interpolate(expr, candidates, RATE_INTERVAL))
             checked += 1
             values = [float(series["value"][1]) for series in result]
             if not result:
@@ -259,7 +259,6 @@ async def test_every_dashboard_query_returns_series_from_a_real_prometheus(
     assert not all_zero, "queries without a positive value:\n" + "\n".join(all_zero)
 
     # What the panels show is right, not only present.
-    interpolate = generate.interpolate
     error_rate = await prometheus.query(
         interpolate(
             'sum by (target) (rate(shadowtap_requests_total{target=~"$candidate",'
