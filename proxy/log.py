@@ -8,6 +8,8 @@ from typing import Any
 
 import structlog
 
+from proxy.redact import redact
+
 # Keys whose values must never reach a log line, whatever a call site passes.
 SECRET_KEYS = frozenset({"authorization", "api_key", "headers", "body", "request_body", "text"})
 
@@ -18,6 +20,14 @@ def drop_secrets(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict
     return event_dict
 
 
+def scrub_credentials(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Upstream error messages often echo the key they rejected: never let one reach a log."""
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            event_dict[key] = redact(value, pii=False)
+    return event_dict
+
+
 def configure_logging(level: str = "info") -> None:
     structlog.configure(
         processors=[
@@ -25,6 +35,7 @@ def configure_logging(level: str = "info") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             drop_secrets,
+            scrub_credentials,
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
         ],

@@ -124,7 +124,8 @@ class Metrics:
         )
         self.record_write_errors = Counter(
             "shadowtap_record_write_errors",
-            "Storage batches that failed to write; the writer goes on.",
+            "Storage writes that failed (an exchange lost, or a roll-up or retention pass); "
+            "the writer goes on.",
             registry=r,
         )
         self.record_queue_depth = Gauge(

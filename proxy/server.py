@@ -71,8 +71,10 @@ class ShadowtapServer:
             timeout=aiohttp.ClientTimeout(total=None),
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
         )
+        # No pool limit: the shadow budget (and each judge's own) already bounds what is open,
+        # and a second limit here would only turn budgeted shadows into spurious timeouts.
         shadow_session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=max(config.sampling.max_inflight, 1) * 2),
+            connector=aiohttp.TCPConnector(limit=0),
             timeout=aiohttp.ClientTimeout(total=None),
         )
         self._sessions = [primary_session, shadow_session]

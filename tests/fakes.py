@@ -15,7 +15,17 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-BEHAVIOURS = ("ok", "paraphrase", "hang", "error500", "reset", "garbage", "slow", "drip")
+BEHAVIOURS = (
+    "ok",
+    "paraphrase",
+    "hang",
+    "error500",
+    "reset",
+    "garbage",
+    "slow",
+    "drip",
+    "reject_key",
+)
 
 
 @dataclass
@@ -138,6 +148,16 @@ class FakeModel:
             request.transport.abort()
             await asyncio.sleep(0.1)
             return web.Response()
+        if behaviour == "reject_key":  # as providers do: the error echoes the rejected key
+            key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            error = {
+                "error": {
+                    "message": f"Incorrect API key provided: {key}.",
+                    "type": "invalid_request_error",
+                    "code": "invalid_api_key",
+                }
+            }
+            return web.json_response(error, status=401)
         if behaviour == "garbage":
             return web.Response(body=b"\x00not json at all{{", content_type="application/json")
         text = answer_text(payload, behaviour)

@@ -89,3 +89,54 @@ async def test_serve_finishes_in_flight_requests_on_sigterm_and_exits_0(
     assert process.returncode == 0
     events = [orjson.loads(line)["event"] for line in err.decode().splitlines()]
     assert events[0] == "started" and events[-1] == "stopped"
+
+
+async def test_keys_never_reach_the_logs(tmp_path: Path, start_fake: StartFake) -> None:
+    primary, candidate = await start_fake(), await start_fake("reject_key")
+    port, admin = free_port(), free_port()
+    path = tmp_path / "shadowtap.toml"
+    path.write_text(
+        f'[server]\nlisten = "127.0.0.1:{port}"\nadmin_listen = "127.0.0.1:{admin}"\n'
+        'log_level = "debug"\n'
+        f'[primary]\nurl = "{primary.url}"\n[sampling]\nrate = 1.0\n'
+        f'[candidates.c]\nurl = "{candidate.url}"\napi_key = "${{CANARY_KEY}}"\n'
+        f'[storage]\npath = "{tmp_path / "db.duckdb"}"\n'
+    )
+    candidate_key = "sk-candidatecanary0123456789abcdef"
+    client_key = "sk-clientcanary0123456789abcdefgh"
+    process = await asyncio.create_subprocess_exec(
+        SHADOWTAP,
+        "serve",
+        "--config",
+        str(path),
+        stdout=-1,
+        stderr=-1,
+        env={**os.environ, "CANARY_KEY": candidate_key},
+    )
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):
+            try:
+                async with session.get(f"http://127.0.0.1:{admin}/readyz") as ready:
+                    if ready.status == 200:
+                        break
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.1)
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        async with session.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {client_key}"},
+        ) as response:
+            assert response.status == 200
+    for _ in range(50):
+        if candidate.chat_requests():
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    out, err = await asyncio.wait_for(process.communicate(), 20)
+    logs = (out + err).decode()
+    shadows = [orjson.loads(line) for line in err.decode().splitlines() if '"shadow"' in line]
+    assert shadows and shadows[0]["outcome"] == "error" and shadows[0]["status"] == 401
+    assert "[REDACTED:api_key]" in shadows[0]["error"]
+    assert candidate_key not in logs and client_key not in logs

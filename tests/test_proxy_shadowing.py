@@ -234,3 +234,20 @@ class RecordingSink:
     def record(self, exchange) -> bool:
         self.seen.append(exchange)
         return True
+
+
+async def test_no_inflight_limit_means_no_connection_limit_either(
+    start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    primary, slow = await start_fake(), await start_fake("slow", delay_s=0.5)
+    registry = CollectorRegistry()
+    config = make_config(
+        primary, {"slow": {"url": slow.url, "timeout_s": 2}}, sampling={"max_inflight": 0}
+    )
+    server = await start_shadowtap(config, registry)
+    await asyncio.gather(*(post(server.proxy_port, CHAT) for _ in range(20)))
+    await drain(server)
+    ok = registry.get_sample_value(
+        "shadowtap_shadow_requests_total", {"target": "slow", "outcome": "ok"}
+    )
+    assert ok == 20  # all concurrent, none queued behind a pool into a timeout

@@ -11,9 +11,9 @@ from prometheus_client import CollectorRegistry
 from proxy.config import StorageConfig
 from proxy.metrics import Metrics
 from proxy.recorder import Recorder, open_readonly
-from proxy.recorder.redact import redact, redact_json
 from proxy.recorder.synthetic import synthetic_exchange
 from proxy.recorder.writer import safe_error
+from proxy.redact import redact, redact_json
 
 CREDENTIALS = {
     "api_key": "sk-proj-CANARYc4n4ry0123456789abcdef",

@@ -16,8 +16,8 @@ import pyarrow as pa
 
 from proxy.completion import ToolCall
 from proxy.exchange import Exchange
-from proxy.recorder.redact import redact, redact_json_text
 from proxy.recorder.schema import COLUMNS
+from proxy.redact import redact, redact_json_text
 
 Bodies = Literal["full", "redacted", "none"]
 
@@ -68,7 +68,7 @@ ARROW_SCHEMAS: dict[str, pa.Schema] = {
 
 
 class Privacy:
-    """What `storage.bodies` keeps of each free-text field (see `proxy.recorder.redact`)."""
+    """What `storage.bodies` keeps of each free-text field (see `proxy.redact`)."""
 
     def __init__(self, bodies: Bodies) -> None:
         self.keep_bodies = bodies != "none"

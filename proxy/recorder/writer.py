@@ -35,9 +35,9 @@ from proxy.exchange import Exchange
 from proxy.log import get_logger
 from proxy.metrics import Metrics
 from proxy.recorder import parquet
-from proxy.recorder.redact import redact
 from proxy.recorder.rows import Privacy, to_arrow
 from proxy.recorder.schema import COLUMNS, connect
+from proxy.redact import redact
 
 log = get_logger("shadowtap.recorder")
 

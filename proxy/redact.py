@@ -1,4 +1,4 @@
-"""Scrubbing secrets and personal data out of what the recorder stores.
+"""Scrubbing secrets and personal data out of what shadowtap stores and logs.
 
 Two levels, chosen by `storage.bodies`:
 
