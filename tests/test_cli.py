@@ -23,6 +23,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+async def wait_until_ready(session: aiohttp.ClientSession, admin_port: int) -> None:
+    for _ in range(100):
+        try:
+            async with session.get(f"http://127.0.0.1:{admin_port}/readyz") as ready:
+                if ready.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError("shadowtap did not become ready")
+
+
 async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         SHADOWTAP, *args, stdout=-1, stderr=-1, env={**os.environ, **(env or {})}
@@ -69,13 +81,7 @@ async def test_serve_finishes_in_flight_requests_on_sigterm_and_exits_0(
         SHADOWTAP, "serve", "--config", str(path), stdout=-1, stderr=-1
     )
     async with aiohttp.ClientSession() as session:
-        for _ in range(100):
-            try:
-                async with session.get(f"http://127.0.0.1:{admin}/readyz") as ready:
-                    if ready.status == 200:
-                        break
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.1)
+        await wait_until_ready(session, admin)
         body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
         pending = asyncio.ensure_future(
             session.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body)
@@ -114,13 +120,7 @@ async def test_keys_never_reach_the_logs(tmp_path: Path, start_fake: StartFake) 
         env={**os.environ, "CANARY_KEY": candidate_key},
     )
     async with aiohttp.ClientSession() as session:
-        for _ in range(100):
-            try:
-                async with session.get(f"http://127.0.0.1:{admin}/readyz") as ready:
-                    if ready.status == 200:
-                        break
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.1)
+        await wait_until_ready(session, admin)
         body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
         async with session.post(
             f"http://127.0.0.1:{port}/v1/chat/completions",
