@@ -89,6 +89,23 @@ def test_bootstrap_mean_covers_the_true_mean() -> None:
     assert 0.86 <= covered / trials <= 1.0
 
 
+def test_rare_disagreement_is_not_hidden_by_all_agreeing_samples() -> None:
+    # Scores that disagree 4% of the time: 40 pairs are all 1.0 in ~20% of samples, where a
+    # plain bootstrap returns [1, 1] and misses the true mean 0.96 every time.
+    rng, trials, covered, all_agree = random.Random(8), 200, 0, 0
+    for trial in range(trials):
+        sample = [0.0 if rng.random() < 0.04 else 1.0 for _ in range(40)]
+        all_agree += min(sample) == 1.0
+        interval = stats.bootstrap_mean(sample, 0.95, f"rare-{trial}")
+        assert interval.low is not None and interval.high is not None
+        covered += interval.low <= 0.96 <= interval.high
+    assert all_agree > 20  # the situation under test happened
+    assert covered / trials >= 0.9
+    drop = stats.bootstrap_mean_difference([1.0] * 43, [1.0] * 43, 0.95, "both agree")
+    assert drop.estimate == 0 and drop.method == "wilson-bound"
+    assert drop.high is not None and drop.high > 0.05  # 43 pairs cannot show a drop <= 5%
+
+
 def test_bootstrap_is_reproducible_per_label() -> None:
     rng = random.Random(5)
     values = [rng.random() for _ in range(300)]
@@ -158,8 +175,12 @@ def test_degenerate_samples() -> None:
     assert stats.bootstrap_mean([], 0.95, "x") == stats.EMPTY
     single = stats.bootstrap_mean([0.5], 0.95, "x")
     assert single.estimate == 0.5 and not single.defined
-    constant = stats.bootstrap_mean([1.0] * 50, 0.95, "x")
-    assert (constant.low, constant.high, constant.method) == (1.0, 1.0, "exact")
+    constant = stats.bootstrap_mean([0.5] * 50, 0.95, "x")
+    assert (constant.low, constant.high, constant.method) == (0.5, 0.5, "exact")
+    # All at the boundary: not certainty, but the Wilson bound of "0 of 50 under 1".
+    agreeing = stats.bootstrap_mean([1.0] * 50, 0.95, "x")
+    assert agreeing.method == "wilson-bound" and agreeing.high == 1.0
+    assert agreeing.low == pytest.approx(1 - Z95**2 / (50 + Z95**2))
     zero = stats.bootstrap_quantile_ratios([1.0, 2.0], [0.0, 0.0], (0.5,), 0.95, "z")[0.5]
     assert zero.estimate is None
 

@@ -44,7 +44,9 @@ def more_pairs_needed(
     if value.method == "wilson" and value.n > 0:
         return _wilson_more(value.estimate, value.n, limit, confidence, pairs / value.n)
     half = value.high - value.estimate if distance > 0 else value.estimate - value.low
-    needed = pairs * (half / abs(distance)) ** 2
+    # A bound from "0 of n" shrinks like 1/n; other widths like 1/sqrt(n).
+    power = 1 if value.method == "wilson-bound" else 2
+    needed = pairs * (half / abs(distance)) ** power
     return max(1, math.ceil(needed - pairs - 1e-9))  # 1e-9: 225.00000000000006 is 225
 
 

@@ -110,14 +110,34 @@ def normal_mean_interval(values: Sequence[float], confidence: float) -> Interval
     return Interval(centre, centre - half, centre + half, len(values), "normal")
 
 
+def boundary_interval(values: Sequence[float], confidence: float) -> Interval | None:
+    """The interval of a mean of [0, 1] scores that are all 1 (or all 0), else None.
+
+    Resampling such a sample only ever gives 1, a zero-width interval that claims certainty:
+    43 agreeing pairs cannot rule out that 8% of pairs would disagree. A score under 1 is at
+    most 1 short, so the mean's shortfall is at most the share of pairs under 1, and that
+    share is bounded by the Wilson interval of 0 such pairs in n.
+    """
+    if not values or (values[0] not in (0.0, 1.0)) or any(v != values[0] for v in values):
+        return None
+    bound = wilson(0, len(values), confidence).high
+    assert bound is not None
+    if values[0] == 1.0:
+        return Interval(1.0, 1.0 - bound, 1.0, len(values), "wilson-bound")
+    return Interval(0.0, 0.0, bound, len(values), "wilson-bound")
+
+
 def bootstrap_mean(values: Sequence[float], confidence: float, label: str) -> Interval:
-    """Percentile-bootstrap interval of the mean."""
+    """Percentile-bootstrap interval of the mean of scores in [0, 1]."""
     n = len(values)
     if n == 0:
         return EMPTY
     estimate = mean(values)
     if n == 1:
         return Interval(estimate, None, None, 1, "none")
+    boundary = boundary_interval(values, confidence)
+    if boundary is not None:
+        return boundary
     if n > NORMAL_MEAN_ABOVE:
         return normal_mean_interval(values, confidence)
     rng, population = rng_for(label), list(values)
@@ -142,6 +162,15 @@ def bootstrap_mean_difference(
     estimate = mean(minuend) - mean(subtrahend)
     if n == 1 or m == 1:
         return Interval(estimate, None, None, min(n, m), "none")
+    if boundary_interval(minuend, confidence) or boundary_interval(subtrahend, confidence):
+        # A side without spread: combine the two means' intervals, each at 1 - alpha/2
+        # (Bonferroni), so that both hold together with the requested confidence.
+        each = 1 - (1 - confidence) / 2
+        a = bootstrap_mean(minuend, each, f"{label}:minuend")
+        b = bootstrap_mean(subtrahend, each, f"{label}:subtrahend")
+        if a.low is None or a.high is None or b.low is None or b.high is None:
+            return Interval(estimate, None, None, min(n, m), "none")
+        return Interval(estimate, a.low - b.high, a.high - b.low, min(n, m), "wilson-bound")
     if min(n, m) > NORMAL_MEAN_ABOVE:  # Welch's normal interval, as for a single mean
         half = z_for(confidence) * math.hypot(standard_error(minuend), standard_error(subtrahend))
         return Interval(estimate, estimate - half, estimate + half, min(n, m), "normal")
