@@ -50,6 +50,7 @@ class Page:
 
     ws: aiohttp.ClientWebSocketResponse
     errors: list[str] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)  # event names since the last open()
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     async def call(self, method: str, **params: Any) -> dict[str, Any]:
@@ -63,14 +64,14 @@ class Page:
             self._observe(message)
 
     async def wait_for(self, event: str) -> None:
-        while True:
-            message = await self.ws.receive_json(timeout=30)
-            self._observe(message)
-            if message.get("method") == event:
-                return
+        # The event may already have arrived while a call's answer was awaited.
+        while event not in self.seen:
+            self._observe(await self.ws.receive_json(timeout=30))
 
     def _observe(self, message: dict[str, Any]) -> None:
         method, params = message.get("method"), message.get("params", {})
+        if method:
+            self.seen.add(method)
         if method == "Runtime.exceptionThrown":
             details = params["exceptionDetails"]
             described = details.get("exception", {}).get("description", "")
@@ -83,6 +84,7 @@ class Page:
     async def open(self, url: str) -> dict[str, Any]:
         """Navigate, wait for load, let late errors arrive, and return the page's facts."""
         self.errors.clear()
+        self.seen.clear()
         await self.call("Page.navigate", url=url)
         await self.wait_for("Page.loadEventFired")
         await asyncio.sleep(0.3)
