@@ -161,6 +161,20 @@ class GatesConfig(Strict):
     # many pairs before they can pass or fail (the Wilson error-rate interval does not wait).
     min_pairs: Annotated[int, Field(ge=2)] = 30
 
+    @field_validator(
+        "max_agreement_drop",
+        "max_p95_latency_ratio",
+        "max_error_rate",
+        "max_cost_ratio",
+        mode="before",
+    )
+    @classmethod
+    def _false_turns_a_gate_off(cls, value: Any) -> Any:
+        # TOML has no null: `max_error_rate = false` is how a table switches a default gate off.
+        if value is True:  # pydantic would read true as 1.0, silently
+            raise ValueError("must be a number, or false to switch the gate off")
+        return None if value is False else value
+
 
 class Config(Strict):
     server: ServerConfig = ServerConfig()

@@ -82,3 +82,11 @@ def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
     broken.write_text("[primary\nurl=1")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(broken)
+
+
+def test_a_gate_is_switched_off_with_false() -> None:
+    config = parse_config({**BASE, "gates": {"max_error_rate": False}}, {})
+    assert config.gates.max_error_rate is None
+    assert config.gates.max_agreement_drop == 0.05
+    with pytest.raises(ConfigError, match=r"gates\.max_error_rate"):
+        parse_config({**BASE, "gates": {"max_error_rate": True}}, {})

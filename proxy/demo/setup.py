@@ -25,10 +25,12 @@ SCORERS = (
     "refusal",
     "length_ratio",
 )
-# The gates read the continuous, per-pair agreement scorers. Binary ones (exact_match) carry
-# too much sampling noise for a few hundred pairs to clear a 5-point drop either way; they are
-# still reported, just not gated on.
-GATED_SCORERS = ["text_similarity", "json_match", "tool_calls"]
+# The gate reads text_similarity, which every pair has. Binary scorers (exact_match) carry
+# too much sampling noise for a few hundred pairs to clear a 5-point drop either way, and the
+# JSON and tool-call scorers see only the few dozen pairs of their request kinds: an all-agree
+# sample that small cannot rule out a 5-point drop at 95%, so it would read "insufficient".
+# All of them are still reported, just not gated on.
+GATED_SCORERS = ["text_similarity"]
 
 
 class ModelProcess:
