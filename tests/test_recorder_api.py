@@ -71,7 +71,16 @@ async def test_pairs_are_json_newest_first_and_filterable(served: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "query", ["limit=0", "limit=1001", "limit=ten", "since=yesterday", "since=2025-13-01"]
+    "query",
+    [
+        "limit=0",
+        "limit=1001",
+        "limit=ten",
+        "since=yesterday",
+        "since=2025-13-01",
+        "cursor=not-a-cursor",
+        "cursor=WyJ4Il0=",  # valid base64 of JSON, but not a cursor's shape
+    ],
 )
 async def test_bad_parameters_are_a_400_naming_the_parameter(served: Any, query: str) -> None:
     client, _, _ = served

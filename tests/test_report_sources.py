@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -24,7 +25,7 @@ from proxy.report import (
     open_url,
     report_json,
 )
-from proxy.report.sources import parse_since
+from proxy.report.sources import fetch_pairs, parse_since
 from tests.test_report_data import FLAKY, NOISE, PARAPHRASE, make_exchanges, write
 
 GATES = GatesConfig(max_cost_ratio=2.0)
@@ -109,12 +110,12 @@ async def test_url_reads_a_running_proxy_like_the_file(tmp_path: Path, aiohttp_s
         # open_url is the blocking CLI path: run it off this (the server's) event loop.
         source = await asyncio.to_thread(open_url, url)
         live = await asyncio.to_thread(build_report, source, GATES, scorers=SCORERS)
-        # Per-score thresholds are not in the API's pairs: without the config they are unknown.
+        # The API hands out the stored thresholds: no config is needed to know them.
         bare = await asyncio.to_thread(
             build_report, await asyncio.to_thread(open_url, url), GATES, candidates=["same"]
         )
-        assert bare.candidates["same"].scorers[0].threshold is None
-        assert any("no threshold known for similarity" in note for note in bare.notes)
+        assert bare.candidates["same"].scorers[0].threshold is not None
+        assert not any("no threshold known" in note for note in bare.notes)
 
         process = await asyncio.create_subprocess_exec(
             str(SHADOWTAP),
@@ -137,29 +138,28 @@ async def test_url_reads_a_running_proxy_like_the_file(tmp_path: Path, aiohttp_s
     assert comparable(live) == comparable(from_file)
 
 
-async def test_url_says_when_the_api_cut_the_pairs(aiohttp_server: Any) -> None:
-    # A stand-in admin server that reports more pairs than it returns, as the real one does
-    # beyond its per-request limit.
-    rows = [
-        {"request_id": f"r{i}", "target": "small", "role": "candidate", "scores": {}}
-        for i in range(3)
-    ]
-
-    async def summary(request: web.Request) -> web.Response:
-        return web.json_response({"targets": {"small": {"role": "candidate", "pairs": 5000}}})
-
-    async def pairs(request: web.Request) -> web.Response:
-        assert request.query["target"] == "small"
-        return web.json_response({"pairs": rows})
-
-    app = web.Application()
-    app.add_routes([web.get("/api/summary", summary), web.get("/api/pairs", pairs)])
-    server = await aiohttp_server(app)
-    source = await asyncio.to_thread(open_url, str(server.make_url("")))
-    assert any("only the newest 3 of 5,000 pairs of small" in n for n in source.notes)
-    report = await asyncio.to_thread(build_report, source, GATES)
-    assert report.candidates["small"].pairs == 3
-    assert report.candidates["small"].verdict == "insufficient"
+async def test_url_pages_through_every_pair_and_says_when_it_stops(
+    tmp_path: Path, aiohttp_server: Any
+) -> None:
+    exchanges = make_exchanges(40, CANDIDATES, seed=3)
+    recorder = await _running_recorder(tmp_path / "paged.duckdb", exchanges)
+    try:
+        app = web.Application()
+        app.add_routes(api_routes(recorder))
+        server = await aiohttp_server(app)
+        url = str(server.make_url("")).rstrip("/")
+        async with aiohttp.ClientSession() as session:
+            whole = await fetch_pairs(session, url, page_size=7)
+            cut = await fetch_pairs(session, url, page_size=7, max_pairs=14)
+        stored = recorder.query("SELECT request_id, target FROM pairs")
+    finally:
+        recorder.close()
+    keys = [(row["request_id"], row["target"]) for row in whole.rows]
+    assert len(keys) == len(set(keys)) == len(stored)  # every pair once, across 7-row pages
+    assert set(keys) == {(row["request_id"], row["target"]) for row in stored}
+    assert whole.notes == [] and whole.thresholds
+    assert len(cut.rows) == 14 * len({target for _, target in keys})
+    assert any("only the newest 14 pairs of" in note for note in cut.notes)
 
 
 async def test_url_errors_are_source_errors(aiohttp_server: Any) -> None:

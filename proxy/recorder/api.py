@@ -1,8 +1,10 @@
 """The admin API's live view of the data: `serve` holds DuckDB's single write lock, so users
 and dashboards read the pairs through the writer's own connection instead of the file.
 
-    GET /api/pairs?limit=100&target=small&since=2025-01-31T00:00:00Z
-        -> {"pairs": [<rows of the pairs view, newest first>]}
+    GET /api/pairs?limit=100&target=small&since=2025-01-31T00:00:00Z[&cursor=...]
+        -> {"pairs": [<rows of the pairs view, newest first>],
+            "next": <cursor for the following page, or null>,
+            "thresholds": {"similarity": 0.8}}
     GET /api/summary[?since=...]
         -> {"targets": {"small": {"role": "candidate", "pairs": 120, "errors": 3,
                                   "mean_latency_ms": 812.4, "p95_latency_ms": 1630.0,
@@ -14,6 +16,8 @@ Mounted on `server.admin_listen` only, never on the proxy's listener.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +47,14 @@ WHERE score IS NOT NULL
   AND request_id IN (SELECT request_id FROM exchanges WHERE started_at >= $since)
 GROUP BY target, scorer ORDER BY target, scorer
 """
+THRESHOLDS_SQL = """
+SELECT scorer, arg_max(threshold, request_id) AS threshold
+FROM scores WHERE threshold IS NOT NULL GROUP BY scorer
+"""
+# Keyset paging: a page resumes strictly after the last row of the previous one, so rows
+# arriving meanwhile never shift or repeat a page (as OFFSET would).
+AFTER_CURSOR = """ AND (started_at < $c_at OR (started_at = $c_at AND (request_id < $c_id
+    OR (request_id = $c_id AND target > $c_target))))"""
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -76,6 +88,22 @@ def _limit(request: web.Request) -> int:
     return int(raw)
 
 
+def _encode_cursor(row: dict[str, Any]) -> str:
+    key = [row["started_at"].isoformat(), row["request_id"], row["target"]]
+    return base64.urlsafe_b64encode(orjson.dumps(key)).decode()
+
+
+def _cursor(request: web.Request) -> dict[str, Any] | None:
+    raw = request.query.get("cursor")
+    if raw is None:
+        return None
+    try:
+        at, request_id, target = orjson.loads(base64.urlsafe_b64decode(raw.encode()))
+        return {"c_at": datetime.fromisoformat(at), "c_id": request_id, "c_target": target}
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        raise BadQuery("cursor: not a cursor this server handed out") from None
+
+
 async def _read(recorder: Recorder, sql: str, params: dict[str, Any]) -> list[dict]:
     # DuckDB releases the GIL while it works; a thread keeps the event loop (and so the
     # primary path) free during a large read.
@@ -95,16 +123,25 @@ def api_routes(recorder: Recorder) -> list[web.RouteDef]:
         if target is not None:
             where += " AND target = $target"
             params["target"] = target
+        cursor = _cursor(request)
+        if cursor is not None:
+            where += AFTER_CURSOR
+            params |= cursor
         rows = await _read(
             recorder,
-            f"SELECT * FROM pairs WHERE {where} ORDER BY started_at DESC, target LIMIT $limit",
+            f"SELECT * FROM pairs WHERE {where}"
+            " ORDER BY started_at DESC, request_id DESC, target LIMIT $limit",
             params,
         )
+        next_cursor = _encode_cursor(rows[-1]) if len(rows) == params["limit"] else None
         for row in rows:
             for column in JSON_COLUMNS:
                 if isinstance(row.get(column), str):
                     row[column] = orjson.loads(row[column])
-        return _json({"pairs": rows})
+        thresholds = {
+            row["scorer"]: row["threshold"] for row in await _read(recorder, THRESHOLDS_SQL, {})
+        }
+        return _json({"pairs": rows, "next": next_cursor, "thresholds": thresholds})
 
     async def summary(request: web.Request) -> web.Response:
         params = {"since": _since(request)}

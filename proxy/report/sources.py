@@ -32,10 +32,10 @@ from proxy.recorder import SchemaError, create_pairs_view, migrate, open_readonl
 from proxy.recorder import parquet_relations as recorder_parquet_relations
 from proxy.recorder.api import MAX_LIMIT
 
-# The admin API answers at most MAX_LIMIT pairs per request, newest first, with no paging: a
-# live report reads the newest that-many pairs of each target and says so when a target has
-# more. Complete reports read the file or the Parquet roll-up.
-URL_PAIRS_PER_TARGET = MAX_LIMIT
+# The admin API pages through the pairs newest first, MAX_LIMIT at a time. A live report holds
+# every row in memory, so it stops at URL_PAIRS_PER_TARGET per target and says so; complete
+# reports over more data read the file or the Parquet roll-up.
+URL_PAIRS_PER_TARGET = 200 * MAX_LIMIT
 
 
 class SourceError(Exception):
@@ -101,7 +101,9 @@ def _pairs_columns() -> dict[str, str]:
     return columns
 
 
-def from_pair_rows(rows: list[dict[str, Any]], description: str) -> Source:
+def from_pair_rows(
+    rows: list[dict[str, Any]], description: str, thresholds: dict[str, float] | None = None
+) -> Source:
     """Load pairs-view rows (as the admin API returns them) into an in-memory `pairs` table."""
     columns = _pairs_columns()
     con = duckdb.connect()
@@ -118,12 +120,7 @@ def from_pair_rows(rows: list[dict[str, Any]], description: str) -> Source:
             )
         except duckdb.Error as error:
             raise SourceError(f"{description}: pairs do not match the schema: {error}") from None
-    # Live rows carry no per-score thresholds; take them when the server adds them per pair.
-    thresholds: dict[str, float] = {}
-    for row in rows:
-        for scorer, value in (row.get("thresholds") or {}).items():
-            if value is not None:
-                thresholds[scorer] = float(value)
+    thresholds = {k: float(v) for k, v in (thresholds or {}).items() if v is not None}
     con.execute("CREATE TEMPORARY TABLE thresholds (scorer VARCHAR, threshold DOUBLE)")
     if thresholds:
         con.executemany("INSERT INTO thresholds VALUES (?, ?)", list(thresholds.items()))
@@ -140,36 +137,53 @@ async def _get_json(session: aiohttp.ClientSession, url: str) -> Any:
         raise SourceError(f"cannot read {url}: {error or type(error).__name__}") from None
 
 
+@dataclass(slots=True)
+class LivePairs:
+    rows: list[dict[str, Any]]
+    notes: list[str]
+    thresholds: dict[str, float]
+
+
 async def fetch_pairs(
-    session: aiohttp.ClientSession, admin_url: str, since: datetime | None = None
-) -> tuple[list[dict[str, Any]], list[str]]:
+    session: aiohttp.ClientSession,
+    admin_url: str,
+    since: datetime | None = None,
+    page_size: int = MAX_LIMIT,
+    max_pairs: int = URL_PAIRS_PER_TARGET,
+) -> LivePairs:
     """The pairs of every target from a running proxy's admin API, and notes on what is cut.
 
-    /api/summary names the targets and their pair counts; /api/pairs then gives each target's
-    newest pairs (at most `URL_PAIRS_PER_TARGET`).
+    /api/summary names the targets; /api/pairs then pages through each target's pairs,
+    newest first, up to `URL_PAIRS_PER_TARGET`.
     """
     base = admin_url.rstrip("/")
     window = {"since": since.isoformat()} if since is not None else {}
     summary = await _get_json(session, f"{base}/api/summary?{urlencode(window)}")
     if not isinstance(summary, dict) or not isinstance(summary.get("targets"), dict):
         raise SourceError(f'{base}/api/summary did not answer {{"targets": {{...}}}}')
-    rows: list[dict[str, Any]] = []
-    notes: list[str] = []
-    for target, info in sorted(summary["targets"].items()):
+    live = LivePairs([], [], {})
+    for target in sorted(summary["targets"]):
         if target == "primary":
             continue
-        query = urlencode({**window, "target": target, "limit": URL_PAIRS_PER_TARGET})
-        body = await _get_json(session, f"{base}/api/pairs?{query}")
-        if not isinstance(body, dict) or not isinstance(body.get("pairs"), list):
-            raise SourceError(f'{base}/api/pairs did not answer {{"pairs": [...]}}')
-        rows.extend(body["pairs"])
-        total = info.get("pairs") if isinstance(info, dict) else None
-        if isinstance(total, int) and total > len(body["pairs"]):
-            notes.append(
-                f"live API: only the newest {len(body['pairs']):,} of {total:,} pairs of "
-                f"{target} were read; use --db or --parquet for all of them"
-            )
-    return rows, notes
+        query: dict[str, Any] = {**window, "target": target, "limit": page_size}
+        read = 0
+        while True:
+            body = await _get_json(session, f"{base}/api/pairs?{urlencode(query)}")
+            if not isinstance(body, dict) or not isinstance(body.get("pairs"), list):
+                raise SourceError(f'{base}/api/pairs did not answer {{"pairs": [...]}}')
+            live.rows.extend(body["pairs"])
+            live.thresholds |= body.get("thresholds") or {}
+            read += len(body["pairs"])
+            if not body.get("next"):
+                break
+            if read >= max_pairs:
+                live.notes.append(
+                    f"live API: only the newest {read:,} pairs of {target} were read; "
+                    "use --db or --parquet for all of them"
+                )
+                break
+            query["cursor"] = body["next"]
+    return live
 
 
 def open_url(admin_url: str, since: datetime | None = None) -> Source:
@@ -177,14 +191,14 @@ def open_url(admin_url: str, since: datetime | None = None) -> Source:
     if not re.match(r"^https?://", admin_url):
         raise SourceError(f"--url must be an http(s) URL (got {admin_url!r})")
 
-    async def fetch() -> tuple[list[dict[str, Any]], list[str]]:
+    async def fetch() -> LivePairs:
         timeout = aiohttp.ClientTimeout(total=120)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             return await fetch_pairs(session, admin_url, since)
 
-    rows, notes = asyncio.run(fetch())
-    source = from_pair_rows(rows, f"live pairs from {admin_url}")
-    source.notes = tuple(notes)
+    live = asyncio.run(fetch())
+    source = from_pair_rows(live.rows, f"live pairs from {admin_url}", live.thresholds)
+    source.notes = tuple(live.notes)
     return source
 
 
