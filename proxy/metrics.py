@@ -114,6 +114,12 @@ class Metrics:
             ["scorer"],
             registry=r,
         )
+        self.scorer_skips = Counter(
+            "shadowtap_scorer_skipped",
+            "Pairs a scorer skipped on purpose (over its own budget, e.g. a judge); no score.",
+            ["scorer"],
+            registry=r,
+        )
         self.records_written = Counter(
             "shadowtap_records_written", "Exchanges written to storage.", registry=r
         )
@@ -209,6 +215,10 @@ class Metrics:
         self.agreement.labels(target, scorer).observe(score)
         if score < threshold:
             self.disagreements.labels(target, scorer).inc()
+
+    def scorer_skipped(self, scorer: str) -> None:
+        if self.enabled:
+            self.scorer_skips.labels(scorer).inc()
 
     def scorer_error(self, scorer: str) -> None:
         if self.enabled:

@@ -156,6 +156,8 @@ class ScoringRunner:
                 )
             elif score.score is not None and score.threshold is not None:
                 self.metrics.observe_score(score.target, score.scorer, score.score, score.threshold)
+            elif score.detail is not None and "skipped" in score.detail:
+                self.metrics.scorer_skipped(score.scorer)
         return scores
 
     async def _score(self, exchange: Exchange) -> list[Score]:

@@ -214,7 +214,8 @@ async def test_llm_judge_budget_skips_instead_of_queueing(
 ) -> None:
     url, seen = await serve(aiohttp_server, "/v1/chat/completions", judge(prefers_42))
     scorer = io_scorer("llm_judge", url, max_per_second=0.01)  # burst of 2 calls = one pair
-    runner = ScoringRunner([scorer], Metrics(CollectorRegistry()), session)
+    registry = CollectorRegistry()
+    runner = ScoringRunner([scorer], Metrics(registry), session)
     first, second = await asyncio.gather(
         runner.score(exchange("42", "41")), runner.score(exchange("42", "41"))
     )
@@ -223,6 +224,7 @@ async def test_llm_judge_budget_skips_instead_of_queueing(
     assert results[0].score == 0.0
     assert results[1] == Score("cand", "s", None, {"skipped": "judge budget"}, None, 0.8)
     assert len(seen) == 2
+    assert registry.get_sample_value("shadowtap_scorer_skipped_total", {"scorer": "s"}) == 1
 
 
 @pytest.mark.parametrize(
