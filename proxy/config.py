@@ -75,6 +75,10 @@ class ServerConfig(Strict):
     shutdown_grace_s: PositiveSeconds = 30.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics: bool = True
+    # CPU scorers run in this many worker processes (0: two threads in this process). Threads
+    # share the GIL with the event loop, so under a tight CPU limit processes keep the primary
+    # path's latency steadier, at the price of memory and copying each pair across.
+    scoring_processes: Annotated[int, Field(ge=0, le=64)] = 0
 
 
 class Pricing(Strict):

@@ -11,7 +11,9 @@ Usable in-process (tests, the demo, benchmarks) with ports 0:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import multiprocessing
 import random
 import time
 from typing import Any
@@ -50,6 +52,7 @@ class ShadowtapServer:
         self.ready = False
         self.recorder: Any = None
         self._scoring: Any = None
+        self._scoring_pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._runners: list[web.AppRunner] = []
         self._sessions: list[aiohttp.ClientSession] = []
         self.shadow_tasks = TaskSet()
@@ -91,8 +94,12 @@ class ShadowtapServer:
             from scorers.registry import build_scorers  # scorer deps load only when configured
             from scorers.runner import ScoringRunner
 
+            if config.server.scoring_processes:
+                self._scoring_pool = concurrent.futures.ProcessPoolExecutor(
+                    config.server.scoring_processes, mp_context=multiprocessing.get_context("spawn")
+                )
             self._scoring = scoring = ScoringRunner(
-                build_scorers(config.scorers), self.metrics, shadow_session
+                build_scorers(config.scorers), self.metrics, shadow_session, self._scoring_pool
             )
 
         self.handler = ProxyHandler(
@@ -172,6 +179,8 @@ class ShadowtapServer:
             await self.exchange_tasks.cancel_all()
         if self._scoring is not None:
             await self._scoring.close()
+        if self._scoring_pool is not None:
+            await asyncio.to_thread(self._scoring_pool.shutdown, wait=True, cancel_futures=True)
         if self.recorder is not None:
             await asyncio.to_thread(self.recorder.close)
         for session in self._sessions:

@@ -251,3 +251,23 @@ async def test_no_inflight_limit_means_no_connection_limit_either(
         "shadowtap_shadow_requests_total", {"target": "slow", "outcome": "ok"}
     )
     assert ok == 20  # all concurrent, none queued behind a pool into a timeout
+
+
+async def test_scoring_in_worker_processes(
+    start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    primary, same, other = await start_fake(), await start_fake(), await start_fake("paraphrase")
+    config = make_config(
+        primary,
+        {"same": same, "other": other},
+        server={"scoring_processes": 1},
+        scorers={"sim": {"type": "text_similarity"}},
+    )
+    server = await start_shadowtap(config)
+    seen: list = []
+    server.handler.pipeline.sinks.append(RecordingSink(seen))
+    await post(server.proxy_port, CHAT)
+    await drain(server)
+    (exchange,) = seen
+    scores = {score.target: score.score for score in exchange.scores}
+    assert scores["same"] == 1.0 and scores["other"] < 0.6
