@@ -234,17 +234,23 @@ def substitute_env(value: Any, environ: dict[str, str], path: str = "") -> Any:
     return value
 
 
-def _describe(error: ValidationError) -> str:
+SECRET_KEYS = ("api_key", "headers")
+
+
+def describe(error: ValidationError, prefix: tuple[str, ...] = ()) -> str:
+    """pydantic's first error as one line naming the key; secret values are never echoed."""
     first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    loc = (*prefix, *(str(part) for part in first["loc"]))
+    key = ".".join(loc) or "(top level)"
     if first["type"] == "extra_forbidden":
         return f"config error: {key}: unknown key"
     if first["type"] == "missing":
         return f"config error: {key}: required key is missing"
     message = first["msg"].removeprefix("Value error, ")
     got = first.get("input")
-    suffix = "" if isinstance(got, dict | list) or "got" in message else f" (got {got!r})"
-    return f"config error: {key}: {message}{suffix}"
+    secret = any(part in SECRET_KEYS for part in loc)
+    quiet = secret or isinstance(got, dict | list) or "got" in message
+    return f"config error: {key}: {message}{'' if quiet else f' (got {got!r})'}"
 
 
 def parse_config(raw: dict[str, Any], environ: dict[str, str] | None = None) -> Config:
@@ -252,7 +258,7 @@ def parse_config(raw: dict[str, Any], environ: dict[str, str] | None = None) -> 
     try:
         return Config.model_validate(resolved)
     except ValidationError as error:
-        raise ConfigError(_describe(error)) from None
+        raise ConfigError(describe(error)) from None
 
 
 def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from proxy.config import ConfigError
+from proxy.config import ConfigError, describe
 from scorers.base import CpuScorer, IoScorer, Scorer
 
 GROUP = "shadowtap.scorers"
@@ -38,20 +38,6 @@ def available() -> dict[str, EntryPoint]:
             )
         found[entry.name] = entry
     return found
-
-
-def _describe(error: ValidationError, prefix: str) -> str:
-    first = error.errors()[0]
-    key = ".".join(str(part) for part in (prefix, *first["loc"]))
-    if first["type"] == "extra_forbidden":
-        return f"config error: {key}: unknown key"
-    if first["type"] == "missing":
-        return f"config error: {key}: required key is missing"
-    message = first["msg"].removeprefix("Value error, ")
-    got = first.get("input")
-    secret = any("api_key" in str(part) for part in first["loc"])
-    suffix = "" if secret or isinstance(got, dict | list) or "got" in message else f" (got {got!r})"
-    return f"config error: {key}: {message}{suffix}"
 
 
 def load_type(type_name: str, registered: dict[str, EntryPoint], key: str) -> type[Scorer[Any]]:
@@ -90,7 +76,7 @@ def build_scorers(tables: dict[str, dict[str, Any]]) -> list[Scorer[Any]]:
         try:
             options = cls.Options.model_validate(table)
         except ValidationError as error:
-            raise ConfigError(_describe(error, f"scorers.{name}")) from None
+            raise ConfigError(describe(error, ("scorers", name))) from None
         try:
             scorers.append(cls(name, options))
         except Exception as error:

@@ -90,3 +90,14 @@ def test_a_gate_is_switched_off_with_false() -> None:
     assert config.gates.max_agreement_drop == 0.05
     with pytest.raises(ConfigError, match=r"gates\.max_error_rate"):
         parse_config({**BASE, "gates": {"max_error_rate": True}}, {})
+
+
+def test_a_malformed_secret_is_never_echoed() -> None:
+    raw = {**BASE, "candidates": {"c": {"url": "http://x", "api_key": ["sk-echo-me-not-123"]}}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, {})
+    assert "candidates.c.api_key" in str(caught.value)
+    assert "sk-echo-me-not" not in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        parse_config({**BASE, "candidates": {"c": {"url": "http://x", "api_key": 12345}}}, {})
+    assert "12345" not in str(caught.value)
