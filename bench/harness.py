@@ -1,14 +1,17 @@
-"""Shared benchmark plumbing: processes on loopback and an aiohttp load generator.
+"""Shared benchmark plumbing: processes on loopback, fake upstreams and load generators.
 
-Each server runs in its own process (the script re-executes itself with a role), so the
-proxy under test, the upstream and the load generator do not share an event loop. Public
-tools only: asyncio, aiohttp, time.perf_counter, statistics.
+Each server runs in its own process, so the proxy under test, the upstreams and the load
+generator do not share an event loop: `Processes` starts `shadowtap serve` from a written
+config, and the fake upstreams and the bare pass-through by running this file with a role
+(`python bench/harness.py ROLE PORT [ARG]`). Public tools only: asyncio, aiohttp,
+time.perf_counter, statistics.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -21,7 +24,10 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from proxy.tasks import TaskSet
+
 ROOT = Path(__file__).resolve().parent.parent
+PATH = "/v1/chat/completions"
 CHAT = orjson.dumps(
     {"model": "bench", "messages": [{"role": "user", "content": "Say something short."}]}
 )
@@ -29,6 +35,9 @@ STREAM_CHAT = orjson.dumps(
     {"model": "bench", "stream": True, "messages": [{"role": "user", "content": "Stream it."}]}
 )
 ANSWER_TEXT = "A short answer from the fast fake upstream, about thirty tokens long in total."
+LONG_ANSWER_BYTES = 10_000
+LONG_ANSWERS = 8  # distinct long answers an upstream rotates through
+LONG_THINK_S = 0.005  # a little think time, so the fake is not faster than any real model
 
 
 def free_port() -> int:
@@ -72,38 +81,105 @@ def toml_dump(config: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# -- the fake upstream -------------------------------------------------------------------------
-def fake_upstream_app(event_gap_s: float) -> web.Application:
-    answer = orjson.dumps(
-        {
-            "id": "chatcmpl-bench",
-            "object": "chat.completion",
-            "created": 1,
-            "model": "bench",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": ANSWER_TEXT},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {"prompt_tokens": 12, "completion_tokens": 30, "total_tokens": 42},
-        }
-    )
-    events = [
-        b"data: "
-        + orjson.dumps({"id": "c", "choices": [{"index": 0, "delta": {"content": word + " "}}]})
-        + b"\n\n"
-        for word in ANSWER_TEXT.split()
-    ] + [b"data: [DONE]\n\n"]
+def shadowtap_config(
+    primary: str,
+    candidate: dict[str, str],
+    *,
+    rate: float,
+    max_inflight: int | None = None,
+    server: dict[str, Any] | None = None,
+    **sections: Any,
+) -> dict[str, Any]:
+    """A `shadowtap serve` config mirroring `rate` of requests to one candidate, uncapped.
+
+    Example: `shadowtap_config(up, {"url": cand}, rate=1.0, storage={"enabled": False})`.
+    """
+    sampling: dict[str, Any] = {"rate": rate, "max_per_second": 0}
+    if max_inflight is not None:
+        sampling["max_inflight"] = max_inflight
+    return {
+        "server": {"log_level": "warning", **(server or {})},
+        "primary": {"url": primary},
+        "sampling": sampling,
+        "candidates": {"candidate": candidate},
+        **sections,
+    }
+
+
+# -- the fake upstreams ------------------------------------------------------------------------
+def long_answer_text(variant: str, seed: int) -> str:
+    """~10 kB of words; the candidate's answer changes every tenth word of the primary's."""
+    rng = random.Random(seed)
+    words: list[str] = []
+    size = 0
+    while size < LONG_ANSWER_BYTES:
+        word = f"{rng.choice(['model', 'answer', 'token', 'proxy', 'shadow'])}{rng.randint(0, 999)}"
+        words.append(word)
+        size += len(word) + 1
+    if variant == "candidate":
+        words = [w if i % 10 else f"changed{i}" for i, w in enumerate(words)]
+    return " ".join(words)
+
+
+def fake_upstream_app(
+    texts: Sequence[str] = (ANSWER_TEXT,),
+    *,
+    completion_tokens: int = 30,
+    think_s: float = 0.0,
+    event_gap_s: float = 0.0,
+) -> web.Application:
+    """Answers `texts` in turn, as JSON or as one SSE event per word (`"stream":true`).
+
+    Every answer is built up front: the fake must cost next to nothing per request.
+    """
+    usage = {
+        "prompt_tokens": 12,
+        "completion_tokens": completion_tokens,
+        "total_tokens": 12 + completion_tokens,
+    }
+    answers = [
+        orjson.dumps(
+            {
+                "id": f"chatcmpl-{index}",
+                "object": "chat.completion",
+                "created": 1,
+                "model": "bench",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": usage,
+            }
+        )
+        for index, text in enumerate(texts)
+    ]
+    streams = [
+        [
+            b"data: "
+            + orjson.dumps({"id": "c", "choices": [{"index": 0, "delta": {"content": word + " "}}]})
+            + b"\n\n"
+            for word in text.split()
+        ]
+        + [b"data: [DONE]\n\n"]
+        for text in texts
+    ]
+    count = 0
 
     async def chat(request: web.Request) -> web.StreamResponse:
+        nonlocal count
         body = await request.read()
+        if think_s:
+            await asyncio.sleep(think_s)
+        count += 1
+        turn = count % len(texts)
         if b'"stream":true' not in body:
-            return web.Response(body=answer, content_type="application/json")
+            return web.Response(body=answers[turn], content_type="application/json")
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        for event in events:
+        for event in streams[turn]:
             await response.write(event)
             if event_gap_s:
                 await asyncio.sleep(event_gap_s)
@@ -111,7 +187,7 @@ def fake_upstream_app(event_gap_s: float) -> web.Application:
         return response
 
     app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post(PATH, chat)
     return app
 
 
@@ -147,15 +223,24 @@ def bare_passthrough_app(upstream: str) -> web.Application:
     return app
 
 
+def role_app(role: str, arg: str | None) -> web.Application:
+    """upstream [EVENT_GAP_S] | long-upstream primary|candidate | bare UPSTREAM_URL"""
+    if role == "upstream":
+        return fake_upstream_app(event_gap_s=float(arg or 0.0))
+    if role == "long-upstream" and arg in ("primary", "candidate"):
+        texts = [long_answer_text(arg, seed) for seed in range(LONG_ANSWERS)]
+        return fake_upstream_app(texts, completion_tokens=1700, think_s=LONG_THINK_S)
+    if role == "bare" and arg:
+        return bare_passthrough_app(arg)
+    raise SystemExit(f"unknown role {role} {arg}; expected: {role_app.__doc__}")
+
+
 def run_role(argv: list[str]) -> None:
-    """Entry point for child processes: `--role upstream|bare PORT [ARG]`."""
+    """Entry point for child processes: `ROLE PORT [ARG]`, serving until terminated."""
     import uvloop
 
-    role, port = argv[0], int(argv[1])
-    if role == "upstream":
-        app = fake_upstream_app(float(argv[2]) if len(argv) > 2 else 0.0)
-    else:
-        app = bare_passthrough_app(argv[2])
+    role, port, arg = argv[0], int(argv[1]), argv[2] if len(argv) > 2 else None
+    app = role_app(role, arg)
     uvloop.install()
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
@@ -166,12 +251,14 @@ class Processes:
     def __init__(self) -> None:
         self.children: list[subprocess.Popen[bytes]] = []
 
-    def role(self, script: str, *args: str) -> int:
+    def role(self, role: str, arg: str = "") -> str:
+        """Start a fake upstream or the bare pass-through (see `role_app`); its base URL."""
         port = free_port()
-        self.spawn([sys.executable, script, "--role", args[0], str(port), *args[1:]])
-        return port
+        self.spawn([sys.executable, __file__, role, str(port), *([arg] if arg else [])])
+        return f"http://127.0.0.1:{port}"
 
     def shadowtap(self, config: dict[str, Any], workdir: Path) -> tuple[int, int]:
+        """Start `shadowtap serve` with `config` on fresh ports: (proxy port, admin port)."""
         port, admin = free_port(), free_port()
         config = {
             **config,
@@ -203,6 +290,7 @@ class Processes:
                 child.kill()
 
 
+# -- the client side ---------------------------------------------------------------------------
 async def wait_ready(url: str, timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession() as session:
@@ -218,8 +306,23 @@ async def wait_ready(url: str, timeout_s: float = 20.0) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-async def closed_loop(url: str, body: bytes, concurrency: int, duration_s: float) -> float:
-    """Requests per second with `concurrency` clients each sending back to back."""
+async def metric_total(admin_port: int, name: str) -> float:
+    """Sum of every sample of metric `name` (all label sets) on a proxy's admin /metrics."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{admin_port}/metrics") as response:
+            text = await response.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.split("{", 1)[0].split(" ", 1)[0] == name
+    )
+
+
+async def closed_loop_count(
+    url: str, body: bytes, concurrency: int, duration_s: float
+) -> tuple[int, float]:
+    """`concurrency` clients sending back to back for `duration_s`: (requests answered 200,
+    seconds from the first send to the last answer). Any other status is an error."""
     done = 0
     deadline = time.perf_counter() + duration_s
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -230,11 +333,53 @@ async def closed_loop(url: str, body: bytes, concurrency: int, duration_s: float
             while time.perf_counter() < deadline:
                 async with session.post(url, data=body) as response:
                     await response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"{url} answered {response.status}")
                 done += 1
 
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(concurrency)))
-        return done / (time.perf_counter() - started)
+        return done, time.perf_counter() - started
+
+
+async def closed_loop(url: str, body: bytes, concurrency: int, duration_s: float) -> float:
+    """Requests per second with `concurrency` clients each sending back to back."""
+    done, seconds = await closed_loop_count(url, body, concurrency, duration_s)
+    return done / seconds
+
+
+async def open_loop(url: str, body: bytes, rate: float, duration_s: float) -> list[float]:
+    """Send at a fixed rate whatever the answers' pace (a closed loop would slow down with the
+    proxy and hide its stalls); return every request's latency in seconds."""
+    latencies: list[float] = []
+    failures = 0
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one() -> None:
+            nonlocal failures
+            started = time.perf_counter()
+            try:
+                async with session.post(url, data=body) as response:
+                    await response.read()
+                    if response.status != 200:
+                        failures += 1
+            except aiohttp.ClientError:
+                failures += 1
+                return
+            latencies.append(time.perf_counter() - started)
+
+        tasks = TaskSet()
+        start = time.perf_counter()
+        for i in range(int(rate * duration_s)):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.spawn(one(), name=f"bench-request-{i}")
+        await tasks.wait(None)
+    if failures:
+        raise RuntimeError(f"{failures} requests to {url} failed")
+    return latencies
 
 
 async def sequential(url: str, body: bytes, count: int) -> tuple[list[float], list[float]]:
@@ -249,3 +394,7 @@ async def sequential(url: str, body: bytes, count: int) -> tuple[list[float], li
                 await response.read()
             totals.append(time.perf_counter() - started)
     return totals, firsts
+
+
+if __name__ == "__main__":
+    run_role(sys.argv[1:])

@@ -20,7 +20,6 @@ is the one the verdict reads. Last, the Metrics calls one request makes are time
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import statistics
 import sys
@@ -29,13 +28,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import aiohttp
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import CHAT, STREAM_CHAT, Processes, run_role, wait_ready
+from bench.harness import (
+    CHAT,
+    PATH,
+    STREAM_CHAT,
+    Processes,
+    closed_loop_count,
+    shadowtap_config,
+    wait_ready,
+)
 
-PATH = "/v1/chat/completions"
 TARGET_RATIO = 0.95
 SAMPLED_SHARE = 0.2
 BODIES = {"json": CHAT, "stream": STREAM_CHAT}
@@ -43,40 +47,21 @@ MODES = ("on", "off", "off-again")  # off-again: the A/A control
 NOISE_LIMIT = 0.025  # an A/A control further from 1 than this makes the run inconclusive
 
 
-def shadowtap_config(upstream: str, metrics: bool) -> dict[str, object]:
-    return {
-        "server": {"metrics": metrics, "log_level": "warning"},
-        "primary": {"url": upstream},
-        "sampling": {"rate": SAMPLED_SHARE, "max_per_second": 0},
-        "candidates": {"candidate": {"url": upstream, "model": "bench-small"}},
-        "scorers": {"exact": {"type": "exact_match"}},
-        "storage": {"enabled": False},
-    }
+def proxy_config(upstream: str, metrics: bool) -> dict[str, object]:
+    return shadowtap_config(
+        upstream,
+        {"url": upstream, "model": "bench-small"},
+        rate=SAMPLED_SHARE,
+        server={"metrics": metrics},
+        scorers={"exact": {"type": "exact_match"}},
+        storage={"enabled": False},
+    )
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time the process has used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def closed_loop(url: str, body: bytes, concurrency: int, duration_s: float) -> int:
-    """Requests completed by `concurrency` clients sending back to back for `duration_s`."""
-    done = 0
-    deadline = time.perf_counter() + duration_s
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def client() -> None:
-            nonlocal done
-            while time.perf_counter() < deadline:
-                async with session.post(url, data=body) as response:
-                    await response.read()
-                    assert response.status == 200, response.status
-                done += 1
-
-        await asyncio.gather(*(client() for _ in range(concurrency)))
-    return done
 
 
 Results = dict[str, dict[str, dict[str, list[float]]]]  # mode -> body -> figure -> rounds
@@ -88,14 +73,15 @@ async def measure(urls: dict[str, str], pids: dict[str, int], args: argparse.Nam
     }
     for url in urls.values():
         await wait_ready(url)
-        await closed_loop(url, CHAT, args.concurrency, 1.0)  # warm connections and caches
+        await closed_loop_count(url, CHAT, args.concurrency, 1.0)  # warm connections and caches
     for round_number in range(args.rounds):
         shift = round_number % len(MODES)
         order = MODES[shift:] + MODES[:shift]
         for kind, body in BODIES.items():
             for mode in order:
+                # Wall time over the same window as the CPU time, so the two figures pair up.
                 cpu_before, started = cpu_seconds(pids[mode]), time.perf_counter()
-                done = await closed_loop(urls[mode], body, args.concurrency, args.duration)
+                done, _ = await closed_loop_count(urls[mode], body, args.concurrency, args.duration)
                 elapsed = time.perf_counter() - started
                 cpu = cpu_seconds(pids[mode]) - cpu_before
                 results[mode][kind]["rps"].append(done / elapsed)
@@ -203,9 +189,6 @@ def report(results: Results) -> str:
 
 
 def main() -> int:
-    if len(sys.argv) > 1 and sys.argv[1] == "--role":
-        run_role(sys.argv[2:])
-        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per measurement")
@@ -215,12 +198,10 @@ def main() -> int:
     processes = Processes()
     try:
         with tempfile.TemporaryDirectory() as workdir:
-            upstream = f"http://127.0.0.1:{processes.role(__file__, 'upstream')}"
+            upstream = processes.role("upstream")
             urls, pids = {}, {}
             for mode in MODES:
-                port, _ = processes.shadowtap(
-                    shadowtap_config(upstream, mode == "on"), Path(workdir)
-                )
+                port, _ = processes.shadowtap(proxy_config(upstream, mode == "on"), Path(workdir))
                 urls[mode] = f"http://127.0.0.1:{port}{PATH}"
                 pids[mode] = processes.children[-1].pid
             import uvloop

@@ -2,7 +2,7 @@
 
 Three ways to reach one fast fake upstream on loopback, measured in interleaved rounds:
   direct     the client calls the upstream itself
-  bare       a minimal aiohttp streaming pass-through written below (bench/harness.py)
+  bare       a minimal aiohttp streaming pass-through (bench/harness.py)
   shadowtap  `shadowtap serve` with 10% of requests mirrored to a candidate
 
 For each: throughput under a closed loop of concurrent clients, p50/p99 latency of sequential
@@ -24,16 +24,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import (
     CHAT,
+    PATH,
     STREAM_CHAT,
     Processes,
     closed_loop,
     percentile,
-    run_role,
     sequential,
+    shadowtap_config,
     wait_ready,
 )
-
-PATH = "/v1/chat/completions"
 
 
 async def measure(urls: dict[str, str], args: argparse.Namespace) -> dict[str, dict[str, list]]:
@@ -87,9 +86,6 @@ def report(results: dict[str, dict[str, list]]) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--role":
-        run_role(sys.argv[2:])
-        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per throughput run")
@@ -101,23 +97,18 @@ def main() -> None:
     processes = Processes()
     try:
         with tempfile.TemporaryDirectory() as workdir:
-            script = str(Path(__file__).resolve())
-            upstream = f"http://127.0.0.1:{processes.role(script, 'upstream', '0.001')}"
-            candidate = f"http://127.0.0.1:{processes.role(script, 'upstream', '0.001')}"
-            bare = processes.role(script, "bare", upstream)
+            upstream = processes.role("upstream", "0.001")
+            candidate = processes.role("upstream", "0.001")
+            bare = processes.role("bare", upstream)
             tap, _ = processes.shadowtap(
-                {
-                    "server": {"log_level": "warning"},
-                    "primary": {"url": upstream},
-                    "sampling": {"rate": args.shadow_rate, "max_per_second": 0},
-                    "candidates": {"candidate": {"url": candidate}},
-                    "storage": {"enabled": False},
-                },
+                shadowtap_config(
+                    upstream, {"url": candidate}, rate=args.shadow_rate, storage={"enabled": False}
+                ),
                 Path(workdir),
             )
             urls = {
                 "direct": upstream + PATH,
-                "bare": f"http://127.0.0.1:{bare}{PATH}",
+                "bare": bare + PATH,
                 "shadowtap": f"http://127.0.0.1:{tap}{PATH}",
             }
 

@@ -23,11 +23,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import CHAT, Processes, closed_loop, run_role, wait_ready
+from bench.harness import (
+    CHAT,
+    PATH,
+    Processes,
+    closed_loop,
+    metric_total,
+    shadowtap_config,
+    wait_ready,
+)
 from proxy.config import StorageConfig
 from proxy.metrics import Metrics
 from proxy.recorder import Recorder, open_readonly
@@ -36,7 +42,6 @@ from proxy.recorder.synthetic import synthetic_exchange
 ROWS_PER_EXCHANGE = 8
 TARGET_ROWS_PER_S = 50_000
 TARGET_PROXY_RATIO = 0.90
-PATH = "/v1/chat/completions"
 
 
 def one_run(exchanges: list, bodies: str, workdir: Path) -> tuple[float, float]:
@@ -86,38 +91,21 @@ def bench_writer(args: argparse.Namespace) -> None:
             )
 
 
-async def metric(admin_port: int, name: str) -> float:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{admin_port}/metrics") as response,
-    ):
-        text = await response.text()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name) and not line.startswith("#")
-    )
-
-
 def bench_proxy(args: argparse.Namespace) -> None:
     processes = Processes()
     try:
         with tempfile.TemporaryDirectory() as workdir:
-            script = str(Path(__file__).resolve())
-            upstream = f"http://127.0.0.1:{processes.role(script, 'upstream', '0.001')}"
-            candidate = f"http://127.0.0.1:{processes.role(script, 'upstream', '0.001')}"
-            base = {
-                "server": {"log_level": "warning"},
-                "primary": {"url": upstream},
-                "sampling": {"rate": 1.0, "max_per_second": 0, "max_inflight": 1000},
-                "candidates": {"candidate": {"url": candidate}},
-            }
+            upstream = processes.role("upstream", "0.001")
+            candidate = processes.role("upstream", "0.001")
             ports = {}
             for name, storage in (
                 ("recording on", {"path": str(Path(workdir) / "bench.duckdb")}),
                 ("recording off", {"enabled": False}),
             ):
-                ports[name] = processes.shadowtap({**base, "storage": storage}, Path(workdir))
+                config = shadowtap_config(
+                    upstream, {"url": candidate}, rate=1.0, max_inflight=1000, storage=storage
+                )
+                ports[name] = processes.shadowtap(config, Path(workdir))
 
             async def run() -> tuple[dict[str, list[float]], float, float]:
                 urls = {name: f"http://127.0.0.1:{port}{PATH}" for name, (port, _) in ports.items()}
@@ -134,8 +122,8 @@ def bench_proxy(args: argparse.Namespace) -> None:
                             await closed_loop(urls[name], CHAT, args.concurrency, args.duration)
                         )
                 admin = ports["recording on"][1]
-                written = await metric(admin, "shadowtap_records_written_total")
-                dropped = await metric(admin, "shadowtap_records_dropped_total")
+                written = await metric_total(admin, "shadowtap_records_written_total")
+                dropped = await metric_total(admin, "shadowtap_records_dropped_total")
                 return rps, written, dropped
 
             import uvloop
@@ -157,9 +145,6 @@ def bench_proxy(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--role":
-        run_role(sys.argv[2:])
-        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exchanges", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=5)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
 import statistics
 import sys
 import tempfile
@@ -27,114 +26,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import aiohttp
-import orjson
-from aiohttp import web
+from bench.harness import (
+    CHAT,
+    PATH,
+    Processes,
+    long_answer_text,
+    metric_total,
+    open_loop,
+    percentile,
+    shadowtap_config,
+    wait_ready,
+)
 
-from bench.harness import CHAT, Processes, percentile, wait_ready
-from proxy.tasks import TaskSet
-
-PATH = "/v1/chat/completions"
-ANSWER_BYTES = 10_000
-UPSTREAM_DELAY_S = 0.005  # a little think time, so the fake is not faster than any real model
-
-
-def answer_text(variant: str, seed: int) -> str:
-    """~10 kB of words; the candidate's answer changes every tenth word of the primary's."""
-    rng = random.Random(seed)
-    words: list[str] = []
-    size = 0
-    while size < ANSWER_BYTES:
-        word = f"{rng.choice(['model', 'answer', 'token', 'proxy', 'shadow'])}{rng.randint(0, 999)}"
-        words.append(word)
-        size += len(word) + 1
-    if variant == "candidate":
-        words = [w if i % 10 else f"changed{i}" for i, w in enumerate(words)]
-    return " ".join(words)
-
-
-def upstream_app(variant: str) -> web.Application:
-    # A handful of distinct answers, prebuilt: the fake must cost next to nothing per request.
-    bodies = [
-        orjson.dumps(
-            {
-                "id": f"chatcmpl-{seed}",
-                "object": "chat.completion",
-                "created": 1,
-                "model": "bench",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": answer_text(variant, seed)},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 12, "completion_tokens": 1700, "total_tokens": 1712},
-            }
-        )
-        for seed in range(8)
-    ]
-    count = 0
-
-    async def chat(request: web.Request) -> web.Response:
-        nonlocal count
-        await request.read()
-        await asyncio.sleep(UPSTREAM_DELAY_S)
-        count += 1
-        return web.Response(body=bodies[count % len(bodies)], content_type="application/json")
-
-    app = web.Application()
-    app.router.add_post(PATH, chat)
-    return app
-
-
-def run_role(argv: list[str]) -> None:
-    import uvloop
-
-    variant, port = argv[0], int(argv[1])
-    uvloop.install()
-    web.run_app(upstream_app(variant), host="127.0.0.1", port=port, access_log=None, print=None)
-
-
-async def open_loop(url: str, rate: float, duration_s: float) -> list[float]:
-    """Send at a fixed rate whatever the answers' pace (a closed loop would slow down with the
-    proxy and hide its stalls); return every request's latency in seconds."""
-    latencies: list[float] = []
-    failures = 0
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def one() -> None:
-            nonlocal failures
-            started = time.perf_counter()
-            async with session.post(url, data=CHAT) as response:
-                await response.read()
-                if response.status != 200:
-                    failures += 1
-            latencies.append(time.perf_counter() - started)
-
-        tasks = TaskSet()
-        start = time.perf_counter()
-        for i in range(int(rate * duration_s)):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.spawn(one(), name=f"bench-request-{i}")
-        await tasks.wait(None)
-    if failures:
-        raise RuntimeError(f"{failures} requests to {url} failed")
-    return latencies
-
-
-async def scored_pairs(admin_port: int) -> float:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{admin_port}/metrics") as response:
-            text = await response.text()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("shadowtap_agreement_score_count{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+SCORED = "shadowtap_agreement_score_count"
 
 
 async def measure(
@@ -145,7 +49,7 @@ async def measure(
     for round_index in range(args.rounds):
         order = names if round_index % 2 == 0 else names[::-1]  # no side always goes first
         for name in order:
-            latencies = await open_loop(urls[name], args.rate, args.duration)
+            latencies = await open_loop(urls[name], CHAT, args.rate, args.duration)
             results[name]["p50"].append(percentile(latencies, 50) * 1000)
             results[name]["p99"].append(percentile(latencies, 99) * 1000)
             results[name]["max"].append(max(latencies) * 1000)
@@ -160,8 +64,8 @@ def scorer_cost_ms() -> float:
     from scorers.registry import build_scorers
 
     scorer = build_scorers({"similarity": {"type": "text_similarity"}})[0]
-    primary = Completion(status=200, text=answer_text("primary", 1))
-    target = Completion(status=200, text=answer_text("candidate", 1))
+    primary = Completion(status=200, text=long_answer_text("primary", 1))
+    target = Completion(status=200, text=long_answer_text("candidate", 1))
     pair = Pair(None, primary, target, "candidate", "candidate")
     timings = []
     for _ in range(50):
@@ -189,9 +93,6 @@ def report(results: dict[str, dict[str, list[float]]], pairs: float, sent: int) 
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--role":
-        run_role(sys.argv[2:])
-        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--rate", type=float, default=100.0, help="requests per second")
@@ -206,16 +107,11 @@ def main() -> None:
     processes = Processes()
     try:
         with tempfile.TemporaryDirectory() as workdir:
-            script = str(Path(__file__).resolve())
-            primary = f"http://127.0.0.1:{processes.role(script, 'primary')}"
-            candidate = f"http://127.0.0.1:{processes.role(script, 'candidate')}"
-            base = {
-                "server": {"log_level": "warning"},
-                "primary": {"url": primary},
-                "sampling": {"rate": 1.0, "max_per_second": 0, "max_inflight": 1000},
-                "candidates": {"candidate": {"url": candidate}},
-                "storage": {"enabled": False},
-            }
+            primary = processes.role("long-upstream", "primary")
+            candidate = processes.role("long-upstream", "candidate")
+            base = shadowtap_config(
+                primary, {"url": candidate}, rate=1.0, max_inflight=1000, storage={"enabled": False}
+            )
             off, _ = processes.shadowtap(base, Path(workdir))
             on, on_admin = processes.shadowtap(
                 base
@@ -229,10 +125,10 @@ def main() -> None:
                 for url in urls.values():
                     await wait_ready(url)
                 await asyncio.sleep(0.5)  # the warm-up request's pair is scored by now
-                warm = await scored_pairs(on_admin)
+                warm = await metric_total(on_admin, SCORED)
                 results = await measure(urls, args)
                 await asyncio.sleep(1)  # let the last shadows and scores finish
-                return results, await scored_pairs(on_admin) - warm
+                return results, await metric_total(on_admin, SCORED) - warm
 
             import uvloop
 
