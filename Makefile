@@ -27,6 +27,9 @@ dashboards: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/recorder.py
+	$(BIN)/python bench/metrics.py
+	$(BIN)/python bench/scoring.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
