@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import random
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from proxy import redact as redact_module
 from proxy.config import StorageConfig
 from proxy.metrics import Metrics
 from proxy.recorder import Recorder, open_readonly
 from proxy.recorder.synthetic import synthetic_exchange
 from proxy.recorder.writer import safe_error
-from proxy.redact import redact, redact_json
+from proxy.redact import may_hold_secrets, redact, redact_json, redact_json_text
 
 CREDENTIALS = {
     "api_key": "sk-proj-CANARYc4n4ry0123456789abcdef",
@@ -137,3 +142,70 @@ def test_canary_secrets_are_absent_from_the_file_in_every_mode(tmp_path: Path, b
     if bodies == "redacted":
         text = con.execute("SELECT text FROM responses WHERE text IS NOT NULL LIMIT 1").fetchall()
         assert "[REDACTED:api_key]" in text[0][0] and "[REDACTED:email]" in text[0][0]
+
+
+def test_prefilter_knows_every_letter_re_folds_onto_an_ascii_one() -> None:
+    # The bearer and AWS secret-key names match case-insensitively, and `re` then equates a
+    # few non-ASCII letters with ASCII ones; the prefilter must fold exactly those.
+    folds = re.compile("(?i)[a-z]").fullmatch
+    odd = {chr(c) for c in range(0x80, 0x110000) if folds(chr(c))}
+    assert odd == {chr(c) for c in redact_module._CASE_FOLDS}
+    key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    assert redact(f"aws_\u017fecret_key = {key}", pii=False) == "[REDACTED:aws_secret_key]"
+    assert redact(f"\u212awt \u212aearer {key}", pii=False) == f"\u212awt \u212aearer {key}"
+    assert redact(f"BEARE\u212a {key}", pii=False) == f"BEARE\u212a {key}"  # no K in bearer
+    assert redact(f"B\u0130 bEaReR {key}", pii=False) == "B\u0130 [REDACTED:bearer_token]"
+
+
+def test_prefilter_never_hides_a_match_from_the_patterns() -> None:
+    # `redact` runs a pattern only when the prefilter finds one of its fragments: on many
+    # random mixtures of secret-shaped pieces it must give what running every pattern gives.
+    pieces = [
+        *("sk-", "SK-", "sk-proj-", "abcdefghijklmnop1234", "Bearer ", "bearer\t", "eyJ"),
+        *("hbGciOiJIUzI1", ".", "_", "rk_live_", "pk_test_", "AIza", "AKIA", "ASIA", "ghp_"),
+        *("IOSFODNN7EXAMPLE", "xoxb-", "hf_", "aws_secret_access_key", "AWS_SECRET_KEY", "="),
+        *(": ", '"', "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "\n", "@", "jane.doe"),
+        *("-----BEGIN RSA PRIVATE KEY-----", "-----END RSA PRIVATE KEY-----", "example.com"),
+        *("+1 ", "415", " ", "-", "555", "0100", "(415) ", "2024-01-15", "\u00e9", "\u017f"),
+        *("\u212a", "\u0130", "\u65e5\u672c", "x", "0", "9", "12345678", "a@b.io"),
+    ]
+    patterns = redact_module
+    rng = random.Random(3)
+    for _ in range(4000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 12)))
+        for pii in (True, False):
+            every = text
+            if len(text) >= 6:
+                every = patterns._substitute(
+                    patterns._CREDENTIAL_RE, patterns._CREDENTIAL_KINDS, every
+                )
+                if pii:
+                    every = patterns._substitute(patterns._EMAIL_RE, patterns._EMAIL_KINDS, every)
+                    every = patterns._substitute(patterns._PHONE_RE, patterns._PHONE_KINDS, every)
+            assert redact(text, pii=pii) == every, text
+            assert may_hold_secrets(text, pii=pii) or every == text, text
+
+
+@dataclass
+class _Detail:
+    quote: str
+
+
+def test_json_redaction_sees_strings_in_tuples_dataclasses_and_objects() -> None:
+    secret = CREDENTIALS["api_key"]
+
+    class Opaque:
+        def __str__(self) -> str:
+            return f"opaque {secret}"
+
+    value = {"t": (secret, 1), "d": _Detail(secret), "o": Opaque(), "k": [PII["email"]]}
+    text = redact_json_text(value, pii=True)
+    assert secret not in text and PII["email"] not in text
+    assert orjson.loads(text) == {
+        "t": ["[REDACTED:api_key]", 1],
+        "d": {"quote": "[REDACTED:api_key]"},
+        "o": "opaque [REDACTED:api_key]",
+        "k": ["[REDACTED:email]"],
+    }
+    # Nothing to redact: the serialized text as is.
+    assert redact_json_text({"a": (1, "plain")}, pii=True) == '{"a":[1,"plain"]}'

@@ -16,7 +16,6 @@ import pyarrow as pa
 
 from proxy.completion import ToolCall
 from proxy.exchange import Exchange
-from proxy.recorder.schema import COLUMNS
 from proxy.redact import redact, redact_json_text
 
 Bodies = Literal["full", "redacted", "none"]
@@ -104,11 +103,9 @@ class Privacy:
         if not self.keep_bodies:
             # Which tools were called is metadata; their arguments are user content.
             return orjson.dumps([{"id": c.id, "name": c.name} for c in calls]).decode()
+        pii = self.pii
         return orjson.dumps(
-            [
-                {"id": c.id, "name": c.name, "arguments": redact(c.arguments, pii=self.pii)}
-                for c in calls
-            ]
+            [{"id": c.id, "name": c.name, "arguments": redact(c.arguments, pii=pii)} for c in calls]
         ).decode()
 
     def detail(self, detail: dict[str, Any] | None) -> str | None:
@@ -116,6 +113,23 @@ class Privacy:
         if detail is None or not self.keep_bodies:
             return None
         return redact_json_text(detail, pii=self.pii)
+
+    # Whole columns at once: the writer's hot path (one comprehension per column is about
+    # twice as fast as appending value by value).
+    def texts(self, values: list[str | None]) -> list[str | None]:
+        if not self.keep_bodies:
+            return [None] * len(values)
+        return self.metadatas(values)
+
+    def metadatas(self, values: list[str | None]) -> list[str | None]:
+        pii = self.pii
+        return [None if v is None else redact(v, pii=pii) for v in values]
+
+    def details(self, values: list[dict[str, Any] | None]) -> list[str | None]:
+        if not self.keep_bodies:
+            return [None] * len(values)
+        pii = self.pii
+        return [None if v is None else redact_json_text(v, pii=pii) for v in values]
 
 
 def _utc(moment: datetime) -> datetime:
@@ -126,48 +140,65 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000.0
 
 
+def _table(name: str, columns: dict[str, list[Any]]) -> pa.Table:
+    return pa.Table.from_pydict(columns, schema=ARROW_SCHEMAS[name])
+
+
 def to_arrow(exchanges: list[Exchange], privacy: Privacy) -> dict[str, pa.Table]:
-    """One Arrow table per DuckDB table for the batch; raises on a value that cannot convert."""
-    cols: dict[str, dict[str, list[Any]]] = {
-        table: {name: [] for name in names} for table, names in COLUMNS.items()
+    """One Arrow table per DuckDB table for the batch; raises on a value that cannot convert.
+
+    Built column by column: one list comprehension per column over the batch's rows. (No
+    per-row tuples: allocating tens of thousands of them wakes the cyclic GC, which then
+    walks every object the process holds.)"""
+    ex = exchanges
+    results = [r for e in ex for r in e.results.values()]
+    completions = [r.completion for r in results]
+    scores = [s for e in ex for s in e.scores]
+    tables = {
+        "exchanges": _table(
+            "exchanges",
+            {
+                "request_id": [e.request_id for e in ex],
+                "started_at": [_utc(e.started_at) for e in ex],
+                "method": [e.method for e in ex],
+                "path": privacy.metadatas([e.path for e in ex]),
+                "route": [e.route for e in ex],
+                "model": [e.model for e in ex],
+                "stream": [e.stream for e in ex],
+                "request_body": [privacy.request_body(e) for e in ex],
+                "header_names": [[name.lower() for name in e.header_names] for e in ex],
+            },
+        ),
+        "responses": _table(
+            "responses",
+            {
+                "request_id": [e.request_id for e in ex for _ in e.results],
+                "target": [r.target for r in results],
+                "role": [r.role for r in results],
+                "status": [c.status for c in completions],
+                "error": privacy.metadatas([c.error for c in completions]),
+                "latency_ms": [_ms(c.latency_s) for c in completions],
+                "ttft_ms": [_ms(c.ttft_s) for c in completions],
+                "text": privacy.texts([c.text for c in completions]),
+                "tool_calls": [privacy.tool_calls(c.tool_calls) for c in completions],
+                "finish_reason": [c.finish_reason for c in completions],
+                "prompt_tokens": [c.prompt_tokens for c in completions],
+                "completion_tokens": [c.completion_tokens for c in completions],
+                "response_model": [c.response_model for c in completions],
+                "cost_usd": [r.cost_usd for r in results],
+            },
+        ),
+        "scores": _table(
+            "scores",
+            {
+                "request_id": [e.request_id for e in ex for _ in e.scores],
+                "target": [s.target for s in scores],
+                "scorer": [s.scorer for s in scores],
+                "score": [s.score for s in scores],
+                "detail": privacy.details([s.detail for s in scores]),
+                "error": privacy.metadatas([s.error for s in scores]),
+                "threshold": [s.threshold for s in scores],
+            },
+        ),
     }
-    ex, resp, sc = cols["exchanges"], cols["responses"], cols["scores"]
-    for exchange in exchanges:
-        rid = exchange.request_id
-        ex["request_id"].append(rid)
-        ex["started_at"].append(_utc(exchange.started_at))
-        ex["method"].append(exchange.method)
-        ex["path"].append(privacy.metadata(exchange.path))
-        ex["route"].append(exchange.route)
-        ex["model"].append(exchange.model)
-        ex["stream"].append(exchange.stream)
-        ex["request_body"].append(privacy.request_body(exchange))
-        ex["header_names"].append([name.lower() for name in exchange.header_names])
-        for result in exchange.results.values():
-            c = result.completion
-            resp["request_id"].append(rid)
-            resp["target"].append(result.target)
-            resp["role"].append(result.role)
-            resp["status"].append(c.status)
-            resp["error"].append(privacy.metadata(c.error))
-            resp["latency_ms"].append(_ms(c.latency_s))
-            resp["ttft_ms"].append(_ms(c.ttft_s))
-            resp["text"].append(privacy.text(c.text))
-            resp["tool_calls"].append(privacy.tool_calls(c.tool_calls))
-            resp["finish_reason"].append(c.finish_reason)
-            resp["prompt_tokens"].append(c.prompt_tokens)
-            resp["completion_tokens"].append(c.completion_tokens)
-            resp["response_model"].append(c.response_model)
-            resp["cost_usd"].append(result.cost_usd)
-        for score in exchange.scores:
-            sc["request_id"].append(rid)
-            sc["target"].append(score.target)
-            sc["scorer"].append(score.scorer)
-            sc["score"].append(score.score)
-            sc["detail"].append(privacy.detail(score.detail))
-            sc["error"].append(privacy.metadata(score.error))
-            sc["threshold"].append(score.threshold)
-    return {
-        table: pa.Table.from_pydict(columns, schema=ARROW_SCHEMAS[table])
-        for table, columns in cols.items()
-    }
+    return tables
