@@ -9,10 +9,14 @@ request ids, prompts or model output.
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
 
 from proxy import __version__
 from proxy.pricing import Prices
@@ -31,6 +35,99 @@ def status_class(status: int | None) -> str:
     return f"{status // 100}xx"
 
 
+class _Responses:
+    """Answers of one (route, target, role): counts by status class and two latency histograms
+    (per-bucket counts, cumulated only at scrape time)."""
+
+    __slots__ = ("duration", "duration_sum", "statuses", "ttft", "ttft_sum")
+
+    def __init__(self) -> None:
+        self.statuses: dict[str, int] = {}
+        self.duration = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
+        self.duration_sum = 0.0
+        self.ttft = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.ttft_sum = 0.0
+
+
+_LE = [*(str(float(bound)) for bound in LATENCY_BUCKETS), "+Inf"]  # as prometheus_client writes
+
+
+def _buckets(counts: list[int]) -> list[tuple[str, float]]:
+    cumulative, total = [], 0
+    for bound, count in zip(_LE, counts, strict=True):
+        total += count
+        cumulative.append((bound, float(total)))
+    return cumulative
+
+
+class _PerRequestCollector(Collector):
+    """The metrics touched by every request, kept in plain dicts and lists.
+
+    prometheus_client's labels()/inc()/observe() take a lock and several calls each (~1 µs);
+    these are bumped on the event loop's thread only — the handler and the admin server's
+    scrape both run there — so they need no lock, and cost a dict lookup and an add.
+    """
+
+    def __init__(self) -> None:
+        self.responses: dict[tuple[str, str, str], _Responses] = {}
+        self.sampling: dict[tuple[str, str], int] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        responses = list(self.responses.items())
+        requests = CounterMetricFamily(
+            "shadowtap_requests",
+            "Requests answered, by route and target: every proxied request and every shadow.",
+            labels=["route", "target", "role", "status_class"],
+        )
+        duration = HistogramMetricFamily(
+            "shadowtap_request_duration_seconds",
+            "Time from sending a request upstream to the end of its answer.",
+            labels=["route", "target", "role"],
+        )
+        ttft = HistogramMetricFamily(
+            "shadowtap_time_to_first_token_seconds",
+            "Time from sending a streamed request upstream to its first content token.",
+            labels=["route", "target", "role"],
+        )
+        for key, series in responses:
+            for klass, count in list(series.statuses.items()):
+                requests.add_metric([*key, klass], count)
+            if any(series.statuses.values()):  # answered at least once (not only primed)
+                duration.add_metric(list(key), _buckets(series.duration), series.duration_sum)
+                ttft.add_metric(list(key), _buckets(series.ttft), series.ttft_sum)
+        sampling = CounterMetricFamily(
+            "shadowtap_sampling_decisions",
+            "Sampling decisions on eligible routes (sampled, not_sampled, shed, invalid_json).",
+            labels=["route", "outcome"],
+        )
+        for (route, outcome), count in list(self.sampling.items()):
+            sampling.add_metric([route, outcome], count)
+        yield from (requests, duration, ttft, sampling)
+
+    def series(self, route: str, target: str, role: str) -> _Responses:
+        key = (route, target, role)
+        found = self.responses.get(key)
+        if found is None:
+            found = self.responses[key] = _Responses()
+        return found
+
+
+class _Children:
+    """`metric.labels(...)` memoized: labels() validates and takes a lock on every call."""
+
+    __slots__ = ("_cache", "_metric")
+
+    def __init__(self, metric: MetricWrapperBase) -> None:
+        self._metric = metric
+        self._cache: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *labels: str) -> Any:
+        child = self._cache.get(labels)
+        if child is None:
+            child = self._cache[labels] = self._metric.labels(*labels)
+        return child
+
+
 class Metrics:
     def __init__(
         self,
@@ -42,29 +139,11 @@ class Metrics:
         self.enabled = enabled
         self.registry = registry if registry is not None else CollectorRegistry()
         self.prices = prices or {}  # target -> its configured prices
-        self._response_children: dict[tuple[str, str, str], tuple[Any, Any, dict[str, Any]]] = {}
-        self._sampling_children: dict[tuple[str, str], Any] = {}
         r = self.registry
-        self.requests = Counter(
-            "shadowtap_requests",
-            "Requests answered, by route and target: every proxied request and every shadow.",
-            ["route", "target", "role", "status_class"],
-            registry=r,
-        )
-        self.request_duration = Histogram(
-            "shadowtap_request_duration_seconds",
-            "Time from sending a request upstream to the end of its answer.",
-            ["route", "target", "role"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.ttft = Histogram(
-            "shadowtap_time_to_first_token_seconds",
-            "Time from sending a streamed request upstream to its first content token.",
-            ["route", "target", "role"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
+        # shadowtap_requests_total, _request_duration_seconds, _time_to_first_token_seconds
+        # and _sampling_decisions_total: see _PerRequestCollector.
+        self._per_request = _PerRequestCollector()
+        r.register(self._per_request)
         self.tokens = Counter(
             "shadowtap_tokens",
             "Tokens reported in usage by sampled answers, by kind (prompt, completion).",
@@ -75,12 +154,6 @@ class Metrics:
             "shadowtap_cost_usd",
             "Estimated spend of sampled answers from configured per-1k-token prices.",
             ["target"],
-            registry=r,
-        )
-        self.sampling = Counter(
-            "shadowtap_sampling_decisions",
-            "Sampling decisions on eligible routes (sampled, not_sampled, shed).",
-            ["route", "outcome"],
             registry=r,
         )
         self.shadow_requests = Counter(
@@ -144,6 +217,13 @@ class Metrics:
             registry=r,
         )
         self.build_info.labels(__version__, platform.python_version()).set(1)
+        # Children of the metrics each sampled exchange touches, looked up once per label set.
+        self._tokens = _Children(self.tokens)
+        self._cost = _Children(self.cost)
+        self._shadow_requests = _Children(self.shadow_requests)
+        self._inflight = _Children(self.shadow_inflight)
+        self._agreement = _Children(self.agreement)
+        self._disagreements = _Children(self.disagreements)
 
     # -- the proxy ----------------------------------------------------------------------------
     def observe_response(
@@ -157,21 +237,15 @@ class Metrics:
     ) -> None:
         if not self.enabled:
             return
-        key = (route, target, role)
-        children = self._response_children.get(key)
-        if children is None:  # labels() costs microseconds; the hot path reuses children
-            children = (self.request_duration.labels(*key), self.ttft.labels(*key), {})
-            self._response_children[key] = children
-        duration, ttft, counters = children
+        series = self._per_request.series(route, target, role)
         klass = status_class(status)
-        counter = counters.get(klass)
-        if counter is None:
-            counter = counters[klass] = self.requests.labels(route, target, role, klass)
-        counter.inc()
+        series.statuses[klass] = series.statuses.get(klass, 0) + 1
         if latency_s is not None:
-            duration.observe(latency_s)
+            series.duration[bisect_left(LATENCY_BUCKETS, latency_s)] += 1
+            series.duration_sum += latency_s
         if ttft_s is not None:
-            ttft.observe(ttft_s)
+            series.ttft[bisect_left(LATENCY_BUCKETS, ttft_s)] += 1
+            series.ttft_sum += ttft_s
 
     def observe_usage(
         self, target: str, prompt_tokens: int | None, completion_tokens: int | None
@@ -179,42 +253,40 @@ class Metrics:
         if not self.enabled:
             return
         if prompt_tokens:
-            self.tokens.labels(target, "prompt").inc(prompt_tokens)
+            self._tokens(target, "prompt").inc(prompt_tokens)
         if completion_tokens:
-            self.tokens.labels(target, "completion").inc(completion_tokens)
+            self._tokens(target, "completion").inc(completion_tokens)
         prices = self.prices.get(target)
         cost = prices.cost_usd(prompt_tokens, completion_tokens) if prices else None
         if cost:
-            self.cost.labels(target).inc(cost)
+            self._cost(target).inc(cost)
 
     def observe_sampling(self, route: str, outcome: str) -> None:
         if not self.enabled:
             return
-        child = self._sampling_children.get((route, outcome))
-        if child is None:
-            child = self._sampling_children[route, outcome] = self.sampling.labels(route, outcome)
-        child.inc()
+        counts = self._per_request.sampling
+        counts[route, outcome] = counts.get((route, outcome), 0) + 1
 
     def shadow_started(self, target: str) -> None:
         if self.enabled:
-            self.shadow_inflight.labels(target).inc()
+            self._inflight(target).inc()
 
     def shadow_finished(self, target: str, outcome: str) -> None:
         if self.enabled:
-            self.shadow_inflight.labels(target).dec()
-            self.shadow_requests.labels(target, outcome).inc()
+            self._inflight(target).dec()
+            self._shadow_requests(target, outcome).inc()
 
     def shadow_shed(self, target: str) -> None:
         if self.enabled:
-            self.shadow_requests.labels(target, "shed").inc()
+            self._shadow_requests(target, "shed").inc()
 
     # -- scoring --------------------------------------------------------------------------------
     def observe_score(self, target: str, scorer: str, score: float, threshold: float) -> None:
         if not self.enabled:
             return
-        self.agreement.labels(target, scorer).observe(score)
+        self._agreement(target, scorer).observe(score)
         if score < threshold:
-            self.disagreements.labels(target, scorer).inc()
+            self._disagreements(target, scorer).inc()
 
     def scorer_skipped(self, scorer: str) -> None:
         if self.enabled:
@@ -249,5 +321,6 @@ class Metrics:
                 for outcome in SHADOW_OUTCOMES:
                     self.shadow_requests.labels(target, outcome)
             for route in routes:
-                self.requests.labels(route, target, role, "2xx")
-                self.requests.labels(route, target, role, "5xx")
+                statuses = self._per_request.series(route, target, role).statuses
+                statuses.setdefault("2xx", 0)
+                statuses.setdefault("5xx", 0)

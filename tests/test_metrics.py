@@ -208,3 +208,21 @@ def test_readme_lists_every_metric(registry: CollectorRegistry) -> None:
     for family in registry.collect():
         name = family.name + ("_total" if family.type == "counter" else "")
         assert f"`{name}`" in section, f"README's Metrics section does not list {name}"
+
+
+def test_latency_buckets_are_cumulative_and_inclusive(registry: CollectorRegistry) -> None:
+    metrics = Metrics(registry)
+    for latency in (0.01, 0.011, 300.0, 301.0):
+        metrics.observe_response(ROUTE, "primary", "primary", 200, latency, None)
+    labels = {"route": ROUTE, "target": "primary", "role": "primary"}
+    bucket = "shadowtap_request_duration_seconds_bucket"
+    assert value(registry, bucket, **labels, le="0.01") == 1  # le is inclusive
+    assert value(registry, bucket, **labels, le="0.025") == 2
+    assert value(registry, bucket, **labels, le="300.0") == 3
+    assert value(registry, bucket, **labels, le="+Inf") == 4
+    assert value(registry, "shadowtap_request_duration_seconds_count", **labels) == 4
+    assert value(registry, "shadowtap_request_duration_seconds_sum", **labels) == pytest.approx(
+        601.021
+    )
+    # No TTFT was observed: the histogram is there (the series answered), all zeros.
+    assert value(registry, "shadowtap_time_to_first_token_seconds_count", **labels) == 0
