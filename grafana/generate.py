@@ -220,6 +220,7 @@ def mean_agreement(selector: str) -> str:
 
 def agreement_row() -> list[timeseries.Panel]:
     by_scorer = "{{target}} · {{scorer}}"
+    scored = rate("shadowtap_agreement_score_count", "", "scorer")  # every scorer that scored
     return [
         graph(
             "Mean agreement with the primary, beside the noise floor",
@@ -250,15 +251,17 @@ def agreement_row() -> list[timeseries.Panel]:
             ),
         ),
         graph(
-            "Scorer errors/s",
-            "Scorer calls that raised; the pair is still recorded without that score.",
+            "Scorer errors and skips/s",
+            "Scorer calls that raised, and pairs a scorer skipped on purpose (a judge over its "
+            "budget); either way the pair is still recorded, without that score.",
             "ops",
             (
-                or_zero(
-                    rate("shadowtap_scorer_errors_total", "", "scorer"),
-                    rate("shadowtap_agreement_score_count", "", "scorer"),
-                ),
-                "{{scorer}}",
+                or_zero(rate("shadowtap_scorer_errors_total", "", "scorer"), scored),
+                "{{scorer}} errors",
+            ),
+            (
+                or_zero(rate("shadowtap_scorer_skipped_total", "", "scorer"), scored),
+                "{{scorer}} skipped",
             ),
         ),
     ]

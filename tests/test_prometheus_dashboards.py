@@ -31,7 +31,7 @@ RATE_INTERVAL = "1m"  # what $__rate_interval becomes: wider than the whole test
 # answers exactly like the primary), as (panel title, refId); "*" is every query of the panel.
 ZERO_WHEN_HEALTHY = {
     ("Primary error rate", "*"),
-    ("Scorer errors/s", "*"),
+    ("Scorer errors and skips/s", "*"),
     ("Shed share by target", "*"),
     ("Shadows in flight", "*"),
     ("Record queue depth", "*"),
