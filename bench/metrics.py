@@ -15,7 +15,7 @@ its own); wall-clock requests/s is printed beside it. A run whose A/A control is
 2.5% from 1 is reported inconclusive. Last, the Metrics calls one request makes are timed
 in-process.
 
-    .venv/bin/python bench/metrics.py [--rounds 5] [--duration 2] [--concurrency 32]
+    .venv/bin/python bench/metrics.py [--rounds 9] [--duration 2] [--concurrency 32]
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def report(results: Results) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per measurement")
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
