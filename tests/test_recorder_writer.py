@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import duckdb
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -13,6 +14,7 @@ from proxy.config import StorageConfig
 from proxy.metrics import Metrics
 from proxy.recorder import Recorder, RecorderClosed, open_readonly
 from proxy.recorder.synthetic import synthetic_exchange
+from proxy.recorder.writer import CHECKPOINT_THRESHOLD
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
@@ -155,3 +157,19 @@ def test_query_after_close_is_refused(tmp_path: Path) -> None:
     recorder.close()
     with pytest.raises(RecorderClosed):
         recorder.query("SELECT 1")
+
+
+def test_writer_checkpoints_at_its_own_wal_threshold_not_duckdbs_default(tmp_path: Path) -> None:
+    # 16 MB (DuckDB's default) rewrites the same row group every few batches; see writer.py.
+    sql = "SELECT current_setting('checkpoint_threshold') AS threshold"
+    reference = duckdb.connect()
+    default = reference.execute(sql).fetchall()
+    reference.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+    expected = reference.execute(sql).fetchall()
+    assert expected != default
+    recorder, _, _ = make(tmp_path)
+    recorder.start()
+    try:
+        assert recorder.query(sql) == [{"threshold": expected[0][0]}]
+    finally:
+        recorder.close()

@@ -44,6 +44,11 @@ log = get_logger("shadowtap.recorder")
 ROLL_INTERVAL_S = 300.0  # how often completed data is rolled to Parquet (and at close)
 RETENTION_INTERVAL_S = 3600.0  # how often old rows are deleted (and at start)
 IDLE_POLL_S = 0.2  # how soon an idle writer notices close()
+# DuckDB checkpoints (compresses the WAL into the file) whenever the WAL passes this size. At
+# its 16 MB default it checkpoints every few batches and rewrites the same half-full row group
+# each time; at 64 MB the writer sustains ~1.5x the rows per CPU second, checkpoint included,
+# and the file comes out smaller. The cost: a WAL of up to 64 MB to replay after `kill -9`.
+CHECKPOINT_THRESHOLD = "64MB"
 
 
 class RecorderClosed(RuntimeError):
@@ -90,6 +95,7 @@ class Recorder:
         con = connect(self.config.path)
         # Partition dates and API timestamps are UTC whatever the host's zone is.
         con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
         # Always there (empty without parquet_dir), so retention can clean it either way.
         con.execute(parquet.PENDING_DDL)
         self._con = con
