@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from prometheus_client import CollectorRegistry
 
 from proxy.config import parse_config
 from proxy.server import ShadowtapServer
 from tests.fakes import FakeModel
+
+# CI runs the same examples every time, so a red build reproduces; local runs keep exploring.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 StartFake = Callable[..., Awaitable[FakeModel]]
 StartShadowtap = Callable[..., Awaitable[ShadowtapServer]]
