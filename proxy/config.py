@@ -26,6 +26,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -79,6 +80,16 @@ class ServerConfig(Strict):
     # share the GIL with the event loop, so under a tight CPU limit processes keep the primary
     # path's latency steadier, at the price of memory and copying each pair across.
     scoring_processes: Annotated[int, Field(ge=0, le=64)] = 0
+
+
+    @model_validator(mode="after")
+    def _admin_apart_from_proxy(self) -> ServerConfig:
+        # The admin API serves data and metrics: an application must never reach it through
+        # its OpenAI base URL. Port 0 (pick a free port) is the only shared value allowed.
+        host, port = split_host_port(self.listen)
+        if port and split_host_port(self.admin_listen) == (host, port):
+            raise ValueError("admin_listen must differ from listen (the admin API is private)")
+        return self
 
 
 class Pricing(Strict):

@@ -25,6 +25,10 @@ BASE = {"primary": {"url": "https://api.openai.com"}}
         ({**BASE, "candidates": {"primary": {"url": "http://x"}}}, "reserved"),
         ({**BASE, "sampling": {"key": "cookie:x"}}, "config error: sampling.key: must be"),
         ({**BASE, "server": {"listen": "8080"}}, "config error: server.listen: must be HOST:PORT"),
+        (
+            {**BASE, "server": {"listen": "0.0.0.0:9000", "admin_listen": "0.0.0.0:9000"}},
+            "config error: server: admin_listen must differ from listen",
+        ),
         ({**BASE, "storage": {"bodies": "some"}}, "config error: storage.bodies:"),
         ({**BASE, "scorers": {"s": {"threshold": 0.5}}}, "needs a 'type'"),
     ],
