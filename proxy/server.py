@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import multiprocessing
 import random
 import time
@@ -190,9 +191,24 @@ class ShadowtapServer:
         log.info("stopped")
 
 
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector off the request path.
+
+    Every sampled exchange waits in the record queue long enough to survive young collections,
+    so older generations fill and full collections run often, each walking every object left
+    from start-up (DuckDB, pyarrow, pydantic: hundreds of thousands). Freezing those after
+    start moves them out of every collection, and a larger first-generation threshold makes
+    young collections rarer; measured, recording's cost per request roughly halved.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 async def serve(config: Config, stop: asyncio.Event) -> None:
     server = ShadowtapServer(config)
     await server.start()
+    tune_gc()
     started = time.monotonic()
     try:
         await stop.wait()

@@ -43,6 +43,7 @@ log = get_logger("shadowtap.recorder")
 
 ROLL_INTERVAL_S = 300.0  # how often completed data is rolled to Parquet (and at close)
 RETENTION_INTERVAL_S = 3600.0  # how often old rows are deleted (and at start)
+DRAIN_POLL_S = 0.02  # how often a gathering writer looks at the queue
 IDLE_POLL_S = 0.2  # how soon an idle writer notices close()
 # DuckDB checkpoints (compresses the WAL into the file) whenever the WAL passes this size. At
 # its 16 MB default it checkpoints every few batches and rewrites the same half-full row group
@@ -179,29 +180,30 @@ class Recorder:
             self._con = None
 
     def _collect(self) -> list[Exchange]:
-        """Wait for a first exchange, then gather until `batch_size` or one flush interval."""
+        """Wait for a first exchange, then gather until `batch_size` or one flush interval.
+
+        Gathering sleeps and drains in bulk instead of blocking on the queue per item: every
+        blocking get() is a wake-up on each put_nowait() and a GIL hand-off from the event
+        loop, thousands a second under load, which cost the proxy a quarter of its throughput.
+        """
         q = self._queue
         try:
             first = q.get(timeout=min(self._flush_s, IDLE_POLL_S))
         except queue.Empty:
             return []
-        batch = [first]
         deadline = time.monotonic() + self._flush_s
         limit = self.config.batch_size
-        while len(batch) < limit:
-            try:
-                batch.append(q.get_nowait())
-                continue
-            except queue.Empty:
-                pass
-            if self._closing.is_set():
-                break  # closing: write what is here now, the loop comes back for the rest
+        while q.qsize() + 1 < limit and not self._closing.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            # Short waits, so that close() is noticed even with a long flush interval.
-            with contextlib.suppress(queue.Empty):
-                batch.append(q.get(timeout=min(remaining, IDLE_POLL_S)))
+            self._closing.wait(min(remaining, DRAIN_POLL_S))  # close() cuts the wait short
+        batch = [first]
+        while len(batch) < limit:
+            try:
+                batch.append(q.get_nowait())
+            except queue.Empty:
+                break
         return batch
 
     def _write(self, batch: list[Exchange]) -> None:
