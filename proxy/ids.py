@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import os
+import random
 import time
 import uuid
 
 
 def uuid7() -> str:
     unix_ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
+    # Ids must be unique, not secret: the Mersenne Twister avoids a getrandom() syscall.
+    rand = random.getrandbits(80)
     value = (unix_ms & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76  # version
     value |= ((rand >> 62) & 0xFFF) << 64  # rand_a, 12 bits
