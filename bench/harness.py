@@ -290,6 +290,12 @@ class Processes:
                 child.kill()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # -- the client side ---------------------------------------------------------------------------
 async def wait_ready(url: str, timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s

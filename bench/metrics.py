@@ -38,6 +38,7 @@ from bench.harness import (
     STREAM_CHAT,
     Processes,
     closed_loop_count,
+    cpu_seconds,
     shadowtap_config,
     wait_ready,
 )
@@ -58,12 +59,6 @@ def proxy_config(upstream: str, metrics: bool) -> dict[str, object]:
         scorers={"exact": {"type": "exact_match"}},
         storage={"enabled": False},
     )
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 Results = dict[str, dict[str, dict[str, list[float]]]]  # mode -> body -> figure -> rounds
