@@ -110,19 +110,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 # Columns shown once per side in `pairs`: primary_<col> and candidate_<col>.
-SIDE_COLUMNS = (
-    "status",
-    "error",
-    "latency_ms",
-    "ttft_ms",
-    "text",
-    "tool_calls",
-    "finish_reason",
-    "prompt_tokens",
-    "completion_tokens",
-    "response_model",
-    "cost_usd",
-)
+SIDE_COLUMNS = tuple(c for c in COLUMNS["responses"] if c not in ("request_id", "target", "role"))
 
 # One row per request x non-primary target (candidates and the secondary; `role` tells which).
 # Scores are folded into a MAP scorer -> score; a scorer that appears twice for a pair (it
