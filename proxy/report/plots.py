@@ -86,7 +86,7 @@ def _bars(series: list[Series], y_max: float) -> list[str]:
 
 def _y_max(series: list[Series]) -> float:
     peak = max((max(_shares(s.counts), default=0.0) for s in series), default=0.0)
-    return max(peak * 1.1, 0.01)
+    return min(1.0, max(peak * 1.1, 0.01))  # headroom above the tallest bar, never past 100%
 
 
 def agreement_histogram(
