@@ -148,6 +148,7 @@ def _show_end(console: Console, result: DemoResult) -> bool:
     say(f"DuckDB file   {result.db_path}  (tables exchanges, responses, scores; view pairs)")
     say(f"HTML report   {result.html_path}")
     say(f"JSON report   {result.json_path}")
+    say(f"again         shadowtap report --db {result.db_path} --config {result.config_path}")
     matched = all(result.verdicts.get(name) == EXPECTED[name] for name in CANDIDATES)
     expected = ", ".join(f"{name} {EXPECTED[name]}" for name in CANDIDATES)
     if matched:
