@@ -25,6 +25,7 @@ BEHAVIOURS = (
     "slow",
     "drip",
     "reject_key",
+    "gzip",
 )
 
 
@@ -162,9 +163,12 @@ class FakeModel:
             return web.Response(body=b"\x00not json at all{{", content_type="application/json")
         text = answer_text(payload, behaviour)
         if not payload.get("stream"):
-            return web.Response(
+            answer = web.Response(
                 body=orjson.dumps(chat_json(payload, text, body)), content_type="application/json"
             )
+            if behaviour == "gzip":  # as providers do when the client accepts it
+                answer.enable_compression(web.ContentCoding.gzip)
+            return answer
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         try:

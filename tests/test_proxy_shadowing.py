@@ -271,3 +271,25 @@ async def test_scoring_in_worker_processes(
     (exchange,) = seen
     scores = {score.target: score.score for score in exchange.scores}
     assert scores["same"] == 1.0 and scores["other"] < 0.6
+
+
+async def test_compressed_answers_are_relayed_as_sent_and_still_scored(
+    start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    primary, candidate = await start_fake("gzip"), await start_fake("gzip")
+    server = await start_shadowtap(make_config(primary, {"c": candidate}))
+    seen: list = []
+    server.handler.pipeline.sinks.append(RecordingSink(seen))
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        async with session.post(
+            f"http://127.0.0.1:{server.proxy_port}/v1/chat/completions",
+            json=CHAT,
+            headers={"Accept-Encoding": "gzip"},
+        ) as response:
+            assert response.headers["Content-Encoding"] == "gzip"
+            relayed = await response.read()
+    assert relayed[:2] == b"\x1f\x8b"  # still gzip: the client decodes, not the proxy
+    await drain(server)
+    (exchange,) = seen
+    assert exchange.primary.ok and "forty-two" in (exchange.primary.text or "")
+    assert exchange.results["c"].completion.text == exchange.primary.text
