@@ -33,6 +33,7 @@ class Capture:
 
     def __init__(self, started: float) -> None:
         self.started = started
+        self.finished: float | None = None
         self.status: int | None = None
         self.ttft_s: float | None = None
         self.error: str | None = None
@@ -72,8 +73,13 @@ class Capture:
     def fail(self, error: str) -> None:
         self.error = self.error or error
 
+    def finish(self) -> None:
+        """The answer is over (or abandoned): latency ends here, not when it is normalized."""
+        self.finished = time.perf_counter()
+
     def completion(self) -> Completion:
-        latency = time.perf_counter() - self.started
+        """Normalize the side copy; called off the primary path, after `finish`."""
+        latency = (self.finished or time.perf_counter()) - self.started
         if self.status is None:
             return Completion(error=self.error or "no answer", latency_s=latency)
         if self._assembler is not None:

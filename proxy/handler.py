@@ -105,7 +105,7 @@ class ProxyHandler:
         route = match_route(request.path, self.policy.routes) if request.method == "POST" else None
         decision, request_json = self._decide(request, route, body)
         capture = Capture(time.perf_counter()) if decision.sampled else None
-        primary_done: asyncio.Future[Completion] | None = None
+        primary_done: asyncio.Future[Capture] | None = None
         if decision.sampled:
             primary_done = asyncio.get_running_loop().create_future()
             self._fan_out_shadows(request, route or "", body, request_json, decision, primary_done)
@@ -137,7 +137,8 @@ class ProxyHandler:
                 capture.ttft_s if capture else None,
             )
             if capture is not None and primary_done is not None:
-                primary_done.set_result(capture.completion())
+                capture.finish()
+                primary_done.set_result(capture)  # normalized later, off the primary path
             log.debug(
                 "request",
                 method=request.method,
@@ -170,7 +171,7 @@ class ProxyHandler:
         body: bytes,
         request_json: dict[str, Any] | None,
         decision: SamplingDecision,
-        primary_done: asyncio.Future[Completion],
+        primary_done: asyncio.Future[Capture],
     ) -> None:
         request_id = uuid7()
         exchange = Exchange(
@@ -244,10 +245,15 @@ class ProxyHandler:
     async def _complete(
         self,
         exchange: Exchange,
-        primary_done: asyncio.Future[Completion],
+        primary_done: asyncio.Future[Capture],
         shadows: list[asyncio.Task[None]],
     ) -> None:
-        primary = await primary_done
+        capture = await primary_done
+        try:
+            primary = capture.completion()
+        except Exception as error:  # a normalizer bug loses this pair's text, nothing else
+            log.exception("normalize_failed", request_id=exchange.request_id)
+            primary = Completion(status=capture.status, error=f"internal error: {error!r}"[:300])
         cost = self.primary_prices.cost_usd(primary.prompt_tokens, primary.completion_tokens)
         exchange.results["primary"] = TargetResult("primary", "primary", primary, cost)
         self.metrics.observe_usage("primary", primary.prompt_tokens, primary.completion_tokens)
