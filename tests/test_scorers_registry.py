@@ -8,7 +8,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -17,10 +16,10 @@ from prometheus_client import CollectorRegistry
 
 from proxy.completion import Completion
 from proxy.config import ConfigError
-from proxy.exchange import Exchange, TargetResult
 from proxy.metrics import Metrics
 from scorers.registry import build_scorers
 from scorers.runner import ScoringRunner
+from tests.exchanges import chat_exchange
 
 BUILTINS = (
     "embedding_similarity, exact_match, json_match, json_schema_valid, length_ratio, llm_judge, "
@@ -160,27 +159,8 @@ async def test_a_third_party_scorer_package_loads_and_scores(example_package: st
     scorers = build_scorers({"first": {"type": example_package, "threshold": 1.0}})
     assert type(scorers[0]).__name__ == "SameFirstWord"
 
-    def answer(name: str, text: str) -> TargetResult:
-        return TargetResult(name, "candidate", Completion(status=200, text=text))
-
-    exchange = Exchange(
-        request_id="r1",
-        started_at=datetime.now(UTC),
-        method="POST",
-        path="/v1/chat/completions",
-        route="/v1/chat/completions",
-        model="m",
-        stream=False,
-        request_body=b"{}",
-        request_json={},
-        results={
-            "primary": TargetResult(
-                "primary", "primary", Completion(status=200, text="Paris is it")
-            ),
-            "same": answer("same", "paris is the answer"),
-            "other": answer("other", "Lyon"),
-        },
-    )
+    texts = {"primary": "Paris is it", "same": "paris is the answer", "other": "Lyon"}
+    exchange = chat_exchange({n: Completion(status=200, text=t) for n, t in texts.items()})
     registry = CollectorRegistry()
     async with aiohttp.ClientSession() as session:
         runner = ScoringRunner(scorers, Metrics(registry), session)

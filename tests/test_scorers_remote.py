@@ -14,11 +14,12 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from proxy.completion import Completion
-from proxy.exchange import Exchange, Score, TargetResult
+from proxy.exchange import Exchange, Score
 from proxy.metrics import Metrics
 from scorers.base import IoScorer, Pair, Verdict
 from scorers.registry import build_scorers
 from scorers.runner import ScoringRunner
+from tests.exchanges import chat_exchange
 
 SECRET = "sk-test-SECRET-do-not-leak"
 REQUEST = {"model": "m", "messages": [{"role": "user", "content": "What is 6 x 7?"}]}
@@ -130,22 +131,11 @@ async def test_embedding_failures_are_scorer_errors_without_secrets(
 
 
 def exchange(primary: str, candidate: str) -> Exchange:
-    from datetime import UTC, datetime
-
-    return Exchange(
+    answers = {"primary": primary, "cand": candidate}
+    return chat_exchange(
+        {name: Completion(status=200, text=text) for name, text in answers.items()},
+        REQUEST,
         request_id="0190f0f0-0000-7000-8000-000000000001",
-        started_at=datetime.now(UTC),
-        method="POST",
-        path="/v1/chat/completions",
-        route="/v1/chat/completions",
-        model="m",
-        stream=False,
-        request_body=json.dumps(REQUEST).encode(),
-        request_json=REQUEST,
-        results={
-            "primary": TargetResult("primary", "primary", Completion(status=200, text=primary)),
-            "cand": TargetResult("cand", "candidate", Completion(status=200, text=candidate)),
-        },
     )
 
 

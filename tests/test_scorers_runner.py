@@ -9,7 +9,6 @@ import multiprocessing
 import threading
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -17,11 +16,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from proxy.completion import Completion
-from proxy.exchange import Exchange, Score, TargetResult
+from proxy.exchange import Exchange, Score
 from proxy.metrics import Metrics
 from scorers.base import CpuScorer, Pair, Result, ScorerOptions
 from scorers.registry import build_scorers
 from scorers.runner import ScoringRunner, sampled
+from tests.exchanges import chat_exchange
 
 SCHEMA_REQUEST = {
     "messages": [{"role": "user", "content": "q"}],
@@ -34,21 +34,8 @@ def ok(text: str) -> Completion:
 
 
 def exchange(request_id: str = "r1", **shadows: Completion) -> Exchange:
-    results = {"primary": TargetResult("primary", "primary", ok('{"a": 1}'))}
-    for name, completion in shadows.items():
-        role = "secondary" if name == "secondary" else "candidate"
-        results[name] = TargetResult(name, role, completion)  # type: ignore[arg-type]
-    return Exchange(
-        request_id=request_id,
-        started_at=datetime.now(UTC),
-        method="POST",
-        path="/v1/chat/completions",
-        route="/v1/chat/completions",
-        model="m",
-        stream=False,
-        request_body=b"{}",
-        request_json=SCHEMA_REQUEST,
-        results=results,
+    return chat_exchange(
+        {"primary": ok('{"a": 1}'), **shadows}, SCHEMA_REQUEST, request_id=request_id
     )
 
 
