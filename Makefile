@@ -6,10 +6,15 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: test demo lint dashboards bench clean system-deps
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+# The folders proxy/ and scorers/ install as the package `shadowtap`. A strict editable install
+# links each file into build/ (which mypy can follow, unlike an import hook), so a file added
+# or removed in a package folder (the folder's mtime changes) re-runs the install.
+PACKAGE_DIRS := proxy scorers $(filter-out %__pycache__/,$(wildcard proxy/*/))
+
+$(STAMP): pyproject.toml $(PACKAGE_DIRS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test]' --config-settings editable_mode=strict
 	touch $(STAMP)
 
 # The tests drive real programs: Prometheus (promtool) and headless Chromium, from Debian.

@@ -23,8 +23,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
-
-from proxy.tasks import TaskSet
+from shadowtap.tasks import TaskSet
 
 ROOT = Path(__file__).resolve().parent.parent
 PATH = "/v1/chat/completions"

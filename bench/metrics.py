@@ -101,9 +101,8 @@ async def measure(urls: dict[str, str], pids: dict[str, int], args: argparse.Nam
 def metrics_calls_us(sampled_share: float = SAMPLED_SHARE, repeat: int = 20_000) -> float:
     """Microseconds of Metrics calls one request makes on average, timed in-process."""
     from prometheus_client import CollectorRegistry
-
-    from proxy.metrics import Metrics
-    from proxy.pricing import Prices
+    from shadowtap.metrics import Metrics
+    from shadowtap.pricing import Prices
 
     metrics = Metrics(CollectorRegistry(), prices={"candidate": Prices(0.5, 1.5)})
     metrics.prime({"primary": "primary", "candidate": "candidate"}, [PATH])

@@ -59,9 +59,9 @@ async def measure(
 
 def scorer_cost_ms() -> float:
     """What one 10 kB pair costs text_similarity here, the work moved off the event loop."""
-    from proxy.completion import Completion
-    from scorers.base import Pair
-    from scorers.registry import build_scorers
+    from shadowtap.completion import Completion
+    from shadowtap.scorers.base import Pair
+    from shadowtap.scorers.registry import build_scorers
 
     scorer = build_scorers({"similarity": {"type": "text_similarity"}})[0]
     primary = Completion(status=200, text=long_answer_text("primary", 1))

@@ -12,15 +12,14 @@ import sys
 from collections.abc import Sequence
 
 import orjson
-
-from proxy import __version__
-from proxy.config import Config, ConfigError, load_config, masked
+from shadowtap import __version__
+from shadowtap.config import Config, ConfigError, load_config, masked
 
 
 def _load(path: str) -> Config:
     config = load_config(path)
     if config.scorers:
-        from scorers.registry import build_scorers
+        from shadowtap.scorers.registry import build_scorers
 
         build_scorers(config.scorers)  # unknown types and bad options stop the start here
     return config
@@ -28,8 +27,8 @@ def _load(path: str) -> Config:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    from proxy.log import configure_logging
-    from proxy.server import serve
+    from shadowtap.log import configure_logging
+    from shadowtap.server import serve
 
     configure_logging(config.server.log_level)
     # `_created` series double the series count and no dashboard or rule reads them; this is
@@ -61,13 +60,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from proxy.report.command import run
+    from shadowtap.report.command import run
 
     return run(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from proxy.demo.run import run
+    from shadowtap.demo.run import run
 
     return run(args)
 
@@ -92,14 +91,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="a model-swap decision from recorded pairs")
     report.set_defaults(func=cmd_report)
     if command == "report":
-        from proxy.report.command import add_arguments as report_arguments
+        from shadowtap.report.command import add_arguments as report_arguments
 
         report_arguments(report)
 
     demo = commands.add_parser("demo", help="the whole loop on simulated models, no keys needed")
     demo.set_defaults(func=cmd_demo)
     if command == "demo":
-        from proxy.demo.run import add_arguments as demo_arguments
+        from shadowtap.demo.run import add_arguments as demo_arguments
 
         demo_arguments(demo)
     return parser

@@ -1,6 +1,6 @@
 """`Completion`: one target's answer to one request, whatever shape it arrived in.
 
-Built by `proxy.normalize` from OpenAI chat-completions JSON or from a reassembled SSE stream,
+Built by `shadowtap.normalize` from OpenAI chat-completions JSON or from a reassembled SSE stream,
 so that scorers, the recorder and metrics never see wire formats.
 """
 

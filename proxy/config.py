@@ -81,7 +81,6 @@ class ServerConfig(Strict):
     # path's latency steadier, at the price of memory and copying each pair across.
     scoring_processes: Annotated[int, Field(ge=0, le=64)] = 0
 
-
     @model_validator(mode="after")
     def _admin_apart_from_proxy(self) -> ServerConfig:
         # The admin API serves data and metrics: an application must never reach it through

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from proxy.completion import Completion
+from shadowtap.completion import Completion
 
 Role = Literal["primary", "secondary", "candidate"]
 

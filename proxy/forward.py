@@ -15,10 +15,9 @@ import zlib
 
 import aiohttp
 from aiohttp import web
-
-from proxy.completion import Completion
-from proxy.headers import downstream_response_headers, error_response, upstream_request_headers
-from proxy.normalize import StreamAssembler, completion_from_json
+from shadowtap.completion import Completion
+from shadowtap.headers import downstream_response_headers, error_response, upstream_request_headers
+from shadowtap.normalize import StreamAssembler, completion_from_json
 
 CAPTURE_MAX_BYTES = 16 * 1024 * 1024
 WHOLE_BODY_BYTES = 256 * 1024  # non-streamed answers up to this size are relayed in one write

@@ -15,17 +15,16 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
-
-from proxy.completion import Completion
-from proxy.exchange import Exchange, TargetResult
-from proxy.forward import Capture, forward_primary
-from proxy.headers import error_response, stored_header_names
-from proxy.ids import uuid7
-from proxy.log import get_logger
-from proxy.metrics import Metrics
-from proxy.pipeline import ExchangePipeline
-from proxy.pricing import Prices
-from proxy.sampling import (
+from shadowtap.completion import Completion
+from shadowtap.exchange import Exchange, TargetResult
+from shadowtap.forward import Capture, forward_primary
+from shadowtap.headers import error_response, stored_header_names
+from shadowtap.ids import uuid7
+from shadowtap.log import get_logger
+from shadowtap.metrics import Metrics
+from shadowtap.pipeline import ExchangePipeline
+from shadowtap.pricing import Prices
+from shadowtap.sampling import (
     UNSAMPLED_ROUTE,
     Draws,
     SamplingDecision,
@@ -34,8 +33,8 @@ from proxy.sampling import (
     decide_sampling,
     match_route,
 )
-from proxy.shadow import ShadowTarget, call_shadow, shadow_body
-from proxy.tasks import TaskSet
+from shadowtap.shadow import ShadowTarget, call_shadow, shadow_body
+from shadowtap.tasks import TaskSet
 
 log = get_logger("shadowtap.proxy")
 NOT_ELIGIBLE = SamplingDecision(False, "not_eligible")

@@ -7,8 +7,7 @@ import sys
 from typing import Any
 
 import structlog
-
-from proxy.redact import redact
+from shadowtap.redact import redact
 
 # Keys whose values must never reach a log line, whatever a call site passes.
 SECRET_KEYS = frozenset({"authorization", "api_key", "headers", "body", "request_body", "text"})

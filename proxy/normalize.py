@@ -19,9 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-
-from proxy.completion import Completion, ToolCall
-from proxy.sse import ServerSentEvent, SSEDecoder
+from shadowtap.completion import Completion, ToolCall
+from shadowtap.sse import ServerSentEvent, SSEDecoder
 
 _REASON_LIMIT = 120  # error strings end up in DuckDB and logs: keep them short
 _RAW_LIMIT = 1 << 20  # bytes kept in case a "stream" turns out to be a plain JSON body

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from proxy.exchange import Exchange, ExchangeSink, Score
-from proxy.log import get_logger
+from shadowtap.exchange import Exchange, ExchangeSink, Score
+from shadowtap.log import get_logger
 
 log = get_logger("shadowtap.pipeline")
 

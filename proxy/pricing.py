@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxy.config import Pricing
+from shadowtap.config import Pricing
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,18 +22,17 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-
-from proxy.admin import build_admin_app
-from proxy.config import Config, split_host_port
-from proxy.exchange import ExchangeSink
-from proxy.handler import ProxyHandler
-from proxy.log import get_logger
-from proxy.metrics import Metrics
-from proxy.pipeline import ExchangePipeline, Scoring
-from proxy.pricing import Prices
-from proxy.sampling import Draws, SamplingPolicy, ShadowBudget
-from proxy.shadow import shadow_targets
-from proxy.tasks import TaskSet
+from shadowtap.admin import build_admin_app
+from shadowtap.config import Config, split_host_port
+from shadowtap.exchange import ExchangeSink
+from shadowtap.handler import ProxyHandler
+from shadowtap.log import get_logger
+from shadowtap.metrics import Metrics
+from shadowtap.pipeline import ExchangePipeline, Scoring
+from shadowtap.pricing import Prices
+from shadowtap.sampling import Draws, SamplingPolicy, ShadowBudget
+from shadowtap.shadow import shadow_targets
+from shadowtap.tasks import TaskSet
 
 log = get_logger("shadowtap.server")
 
@@ -85,15 +84,17 @@ class ShadowtapServer:
 
         sinks: list[ExchangeSink] = []
         if config.storage.enabled:
-            from proxy.recorder import Recorder  # loaded only when storage is on
+            from shadowtap.recorder import Recorder  # loaded only when storage is on
 
             self.recorder = Recorder(config.storage, self.metrics)
             await asyncio.to_thread(self.recorder.start)
             sinks.append(self.recorder)
         scoring: Scoring | None = None
         if config.scorers:
-            from scorers.registry import build_scorers  # scorer deps load only when configured
-            from scorers.runner import ScoringRunner
+            from shadowtap.scorers.registry import (
+                build_scorers,  # scorer deps load only when configured
+            )
+            from shadowtap.scorers.runner import ScoringRunner
 
             if config.server.scoring_processes:
                 self._scoring_pool = concurrent.futures.ProcessPoolExecutor(
@@ -128,7 +129,7 @@ class ShadowtapServer:
 
         api_routes: list[web.AbstractRouteDef] = []
         if self.recorder is not None:
-            from proxy.recorder import api_routes as recorder_routes
+            from shadowtap.recorder import api_routes as recorder_routes
 
             api_routes = list(recorder_routes(self.recorder))
         admin_app = build_admin_app(self.registry, lambda: self.ready, api_routes)

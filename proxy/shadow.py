@@ -13,13 +13,12 @@ from typing import Any
 import aiohttp
 import orjson
 from multidict import CIMultiDictProxy
-
-from proxy.completion import Completion
-from proxy.config import Config
-from proxy.exchange import Role
-from proxy.headers import shadow_request_headers
-from proxy.normalize import StreamAssembler, completion_from_json
-from proxy.pricing import Prices
+from shadowtap.completion import Completion
+from shadowtap.config import Config
+from shadowtap.exchange import Role
+from shadowtap.headers import shadow_request_headers
+from shadowtap.normalize import StreamAssembler, completion_from_json
+from shadowtap.pricing import Prices
 
 SHADOW_MAX_BYTES = 16 * 1024 * 1024
 

@@ -35,7 +35,7 @@ A third-party scorer is a class registered in the entry-point group `shadowtap.s
     # my_scorers.py — in a package whose pyproject.toml has
     #   [project.entry-points."shadowtap.scorers"]
     #   same_first_word = "my_scorers:SameFirstWord"
-    from scorers.base import CpuScorer, Pair, ScorerOptions
+    from shadowtap.scorers.base import CpuScorer, Pair, ScorerOptions
 
     class SameFirstWordOptions(ScorerOptions):
         case_sensitive: bool = False
@@ -61,13 +61,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
-
-from proxy.completion import Completion
+from shadowtap.completion import Completion
 
 if TYPE_CHECKING:
     import aiohttp
-
-    from proxy.exchange import Role
+    from shadowtap.exchange import Role
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 

@@ -25,10 +25,9 @@ from typing import Annotated
 
 import aiohttp
 from pydantic import Field, SecretStr
-
-from proxy.config import HttpUrl
-from scorers.base import IoScorer, IoScorerOptions, Pair, Result, Verdict, answer_texts
-from scorers.upstream import UpstreamError, endpoint, post_json
+from shadowtap.config import HttpUrl
+from shadowtap.scorers.base import IoScorer, IoScorerOptions, Pair, Result, Verdict, answer_texts
+from shadowtap.scorers.upstream import UpstreamError, endpoint, post_json
 
 
 class EmbeddingSimilarityOptions(IoScorerOptions):

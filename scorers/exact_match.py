@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from scorers.base import CpuScorer, Pair, Result, ScorerOptions, answer_texts
+from shadowtap.scorers.base import CpuScorer, Pair, Result, ScorerOptions, answer_texts
 
 
 class ExactMatchOptions(ScorerOptions):

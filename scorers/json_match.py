@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from scorers.base import CpuScorer, Pair, Result, ScorerOptions, Verdict
-from scorers.jsontext import parse_json_answer
+from shadowtap.scorers.base import CpuScorer, Pair, Result, ScorerOptions, Verdict
+from shadowtap.scorers.jsontext import parse_json_answer
 
 MAX_LISTED = 10  # differing paths named in detail; enough to debug, bounded in storage
 

@@ -18,8 +18,8 @@ import functools
 import json
 from typing import Any
 
-from scorers.base import CpuScorer, Pair, Result, ScorerOptions, Verdict
-from scorers.jsontext import canonical_json, parse_json_answer
+from shadowtap.scorers.base import CpuScorer, Pair, Result, ScorerOptions, Verdict
+from shadowtap.scorers.jsontext import canonical_json, parse_json_answer
 
 MAX_MESSAGE_CHARS = 200  # validation messages quote the instance; keep detail small
 

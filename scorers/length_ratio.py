@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from scorers.base import CpuScorer, Pair, Result, ScorerOptions, Verdict, answer_texts
+from shadowtap.scorers.base import CpuScorer, Pair, Result, ScorerOptions, Verdict, answer_texts
 
 
 class LengthRatioOptions(ScorerOptions):

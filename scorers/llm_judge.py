@@ -37,12 +37,11 @@ from typing import Annotated, Any, Literal
 
 import aiohttp
 from pydantic import Field, SecretStr
-
-from proxy.completion import Completion
-from proxy.config import HttpUrl
-from scorers.base import IoScorer, IoScorerOptions, Pair, Result, ScorerSkipped, Verdict
-from scorers.jsontext import parse_json_answer
-from scorers.upstream import UpstreamError, endpoint, post_json
+from shadowtap.completion import Completion
+from shadowtap.config import HttpUrl
+from shadowtap.scorers.base import IoScorer, IoScorerOptions, Pair, Result, ScorerSkipped, Verdict
+from shadowtap.scorers.jsontext import parse_json_answer
+from shadowtap.scorers.upstream import UpstreamError, endpoint, post_json
 
 DEFAULT_RUBRIC = (
     "Judge which answer better serves the request: correctness first, then completeness and "

@@ -23,9 +23,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from pydantic import Field
-
-from proxy.completion import Completion
-from scorers.base import CpuScorer, Pair, Result, ScorerOptions, Verdict
+from shadowtap.completion import Completion
+from shadowtap.scorers.base import CpuScorer, Pair, Result, ScorerOptions, Verdict
 
 DEFAULT_PHRASES = (
     "i can't help with",

@@ -3,7 +3,7 @@
 Built-ins are registered exactly like third-party scorers, in `pyproject.toml`:
 
     [project.entry-points."shadowtap.scorers"]
-    exact_match = "scorers.exact_match:ExactMatch"
+    exact_match = "shadowtap.scorers.exact_match:ExactMatch"
 
 so installing a package that declares an entry point in that group is all it takes to make
 `type = "its_name"` usable in `[scorers.NAME]`.
@@ -16,9 +16,8 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from pydantic import ValidationError
-
-from proxy.config import ConfigError, describe
-from scorers.base import CpuScorer, IoScorer, Scorer
+from shadowtap.config import ConfigError, describe
+from shadowtap.scorers.base import CpuScorer, IoScorer, Scorer
 
 GROUP = "shadowtap.scorers"
 # Scorer names become a Prometheus label and a DuckDB value: keep them short and plain.

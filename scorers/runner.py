@@ -25,12 +25,11 @@ import math
 from typing import Any
 
 import aiohttp
-
-from proxy.completion import Completion
-from proxy.exchange import Exchange, Score
-from proxy.log import get_logger
-from proxy.metrics import Metrics
-from scorers.base import CpuScorer, IoScorer, Pair, Result, Scorer, ScorerSkipped, Verdict
+from shadowtap.completion import Completion
+from shadowtap.exchange import Exchange, Score
+from shadowtap.log import get_logger
+from shadowtap.metrics import Metrics
+from shadowtap.scorers.base import CpuScorer, IoScorer, Pair, Result, Scorer, ScorerSkipped, Verdict
 
 log = get_logger("shadowtap.scorers")
 

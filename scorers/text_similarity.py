@@ -27,8 +27,7 @@ import re
 from typing import Annotated, Literal
 
 from pydantic import Field
-
-from scorers.base import CpuScorer, Pair, Result, ScorerOptions, Verdict, answer_texts
+from shadowtap.scorers.base import CpuScorer, Pair, Result, ScorerOptions, Verdict, answer_texts
 
 # One token per CJK ideograph / kana / hangul syllable; otherwise a run of word characters.
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"

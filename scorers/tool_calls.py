@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import json
 
-from proxy.completion import ToolCall
-from scorers.base import CpuScorer, Pair, Result, ScorerOptions, Verdict
-from scorers.jsontext import canonical_json
+from shadowtap.completion import ToolCall
+from shadowtap.scorers.base import CpuScorer, Pair, Result, ScorerOptions, Verdict
+from shadowtap.scorers.jsontext import canonical_json
 
 SAME_NAME_CREDIT = 0.5  # right tool, wrong arguments: better than the wrong tool
 

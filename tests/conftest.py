@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from hypothesis import settings
 from prometheus_client import CollectorRegistry
+from shadowtap.config import parse_config
+from shadowtap.server import ShadowtapServer
 
-from proxy.config import parse_config
-from proxy.server import ShadowtapServer
 from tests.fakes import FakeModel
 
 # CI runs the same examples every time, so a red build reproduces; local runs keep exploring.

@@ -6,9 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-
-from proxy.completion import Completion
-from proxy.exchange import Exchange, Role, TargetResult
+from shadowtap.completion import Completion
+from shadowtap.exchange import Exchange, Role, TargetResult
 
 
 def chat_exchange(

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from proxy.config import ConfigError, load_config, masked, parse_config
+from shadowtap.config import ConfigError, load_config, masked, parse_config
 
 BASE = {"primary": {"url": "https://api.openai.com"}}
 

@@ -17,9 +17,8 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
-
-from proxy.metrics import Metrics
-from proxy.pricing import Prices
+from shadowtap.metrics import Metrics
+from shadowtap.pricing import Prices
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "grafana"

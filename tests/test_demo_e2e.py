@@ -11,9 +11,8 @@ from pathlib import Path
 import aiohttp
 import duckdb
 import pytest
-
-from proxy.demo.run import EXPECTED
-from proxy.demo.setup import GATED_SCORERS
+from shadowtap.demo.run import EXPECTED
+from shadowtap.demo.setup import GATED_SCORERS
 
 REQUESTS = 160  # enough for every gated scorer to reach the report's 30-pair minimum
 
@@ -26,7 +25,7 @@ def failed_gates(candidate: dict) -> set[str]:
 async def test_demo_verdicts_match_the_construction(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "proxy.cli", "demo", "--requests", str(REQUESTS)),
+        *(sys.executable, "-m", "shadowtap.cli", "demo", "--requests", str(REQUESTS)),
         *("--speed", "20", "--out", str(out), "--no-progress"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

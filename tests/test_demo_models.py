@@ -12,11 +12,10 @@ import aiohttp
 import jsonschema
 import openai
 import pytest
-
-from proxy.demo import prompts
-from proxy.demo.answers import Style
-from proxy.demo.models import build_app
-from proxy.demo.profiles import PROFILES
+from shadowtap.demo import prompts
+from shadowtap.demo.answers import Style
+from shadowtap.demo.models import build_app
+from shadowtap.demo.profiles import PROFILES
 
 OpenClient = Callable[..., Awaitable[openai.AsyncOpenAI]]
 CHAT = [{"role": "user", "content": "Explain connection pooling in PostgreSQL to a new engineer."}]

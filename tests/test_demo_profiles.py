@@ -1,4 +1,4 @@
-"""The simulated profiles behave as the demo's verdicts assume (see proxy.demo.profiles)."""
+"""The simulated profiles behave as the demo's verdicts assume (see shadowtap.demo.profiles)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ from typing import Any
 
 import openai
 from rapidfuzz.distance import Indel
-
-from proxy.demo import prompts
-from proxy.demo.models import STATE, build_app
-from proxy.demo.profiles import PROFILES
+from shadowtap.demo import prompts
+from shadowtap.demo.models import STATE, build_app
+from shadowtap.demo.profiles import PROFILES
 
 CHATS = [
     [{"role": "user", "content": form.format(s=subject)}]

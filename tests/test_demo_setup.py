@@ -6,10 +6,10 @@ import random
 import tomllib
 from pathlib import Path
 
-from proxy.config import parse_config
-from proxy.demo.profiles import PROFILES
-from proxy.demo.setup import CANDIDATES, GATED_SCORERS, SCORERS, demo_config, to_toml
-from scorers.registry import build_scorers
+from shadowtap.config import parse_config
+from shadowtap.demo.profiles import PROFILES
+from shadowtap.demo.setup import CANDIDATES, GATED_SCORERS, SCORERS, demo_config, to_toml
+from shadowtap.scorers.registry import build_scorers
 
 
 def test_written_config_round_trips_and_validates(tmp_path: Path) -> None:

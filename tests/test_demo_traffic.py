@@ -7,9 +7,8 @@ import io
 from typing import Any
 
 from rich.console import Console
-
-from proxy.demo import traffic
-from proxy.demo.models import STATE, build_app
+from shadowtap.demo import traffic
+from shadowtap.demo.models import STATE, build_app
 
 
 async def test_a_fixed_number_of_requests_all_answered(aiohttp_server: Any) -> None:

@@ -23,10 +23,10 @@ import orjson
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from shadowtap.config import load_config, split_host_port
+from shadowtap.demo import models as demo_models
+from shadowtap.demo import traffic as demo_traffic
 
-from proxy.config import load_config, split_host_port
-from proxy.demo import models as demo_models
-from proxy.demo import traffic as demo_traffic
 from tests.test_deploy_kustomize import REPO
 
 DEPLOY = REPO / "deploy"
@@ -106,7 +106,7 @@ def test_the_shadowtap_config_passes_check_config(compose):
 def test_shadowtap_reaches_the_simulated_models(compose):
     services = compose["services"]
     config = load_config(host_path(services["shadowtap"], "/etc/shadowtap/shadowtap.toml"), {})
-    assert services["models"]["entrypoint"] == ["python", "-m", "proxy.demo.models"]
+    assert services["models"]["entrypoint"] == ["python", "-m", "shadowtap.demo.models"]
     args = demo_models._parse_args(services["models"]["command"])
     served = demo_models.models_from_args(args)  # profile -> (host, port)
     assert {host for host, _ in served.values()} == {"0.0.0.0"}
@@ -124,7 +124,7 @@ def test_shadowtap_reaches_the_simulated_models(compose):
 def test_traffic_goes_through_shadowtap(compose):
     services = compose["services"]
     config = load_config(host_path(services["shadowtap"], "/etc/shadowtap/shadowtap.toml"), {})
-    assert services["traffic"]["entrypoint"] == ["python", "-m", "proxy.demo.traffic"]
+    assert services["traffic"]["entrypoint"] == ["python", "-m", "shadowtap.demo.traffic"]
     args = demo_traffic._parse_args(services["traffic"]["command"])
     assert args.forever
     base_url = urlsplit(args.base_url)

@@ -7,8 +7,8 @@ import shlex
 import tomllib
 
 import pytest
+from shadowtap.cli import build_parser
 
-from proxy.cli import build_parser
 from tests.test_deploy_kubernetes import config_text, pod_specs
 from tests.test_deploy_kustomize import BASE, REPO, by_kind, render
 

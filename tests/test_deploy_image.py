@@ -31,8 +31,8 @@ from pathlib import Path
 import aiohttp
 import openai
 import pytest
+from shadowtap.config import load_config
 
-from proxy.config import load_config
 from tests.conftest import StartFake
 from tests.fakes import answer_text
 from tests.test_deploy_dockerfile import (

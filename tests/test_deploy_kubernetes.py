@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
+from shadowtap.config import ENV_PATTERN, Config, parse_config, split_host_port
 
-from proxy.config import ENV_PATTERN, Config, parse_config, split_host_port
 from tests.test_deploy_kustomize import BASE, FLEET, REPO, by_kind, pod_specs, render
 
 # Native sidecars (init containers with restartPolicy: Always) are on by default from 1.29.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from proxy.ids import uuid7
+from shadowtap.ids import uuid7
 
 
 def test_uuid7_shape_uniqueness_and_order() -> None:

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
-
-from proxy.metrics import Metrics, status_class
-from proxy.pricing import Prices
+from shadowtap.metrics import Metrics, status_class
+from shadowtap.pricing import Prices
 
 ROUTE = "/v1/chat/completions"
 TARGETS = {"primary": "primary", "secondary": "secondary", "small": "candidate"}

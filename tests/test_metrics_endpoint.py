@@ -8,8 +8,8 @@ from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
+from shadowtap.server import ShadowtapServer
 
-from proxy.server import ShadowtapServer
 from tests.conftest import StartFake, StartShadowtap, make_config
 from tests.test_metrics import promtool_check_metrics
 

@@ -1,4 +1,4 @@
-"""proxy.normalize / proxy.sse: upstream answers (JSON or SSE in any chunking) → Completion."""
+"""shadowtap.normalize and .sse: upstream answers (JSON or SSE in any chunking) → Completion."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from proxy.completion import Completion, ToolCall
-from proxy.normalize import StreamAssembler, completion_from_json, normalize
-from proxy.sse import ServerSentEvent, SSEDecoder
+from shadowtap.completion import Completion, ToolCall
+from shadowtap.normalize import StreamAssembler, completion_from_json, normalize
+from shadowtap.sse import ServerSentEvent, SSEDecoder
 
 # --- fixtures shaped exactly like api.openai.com answers ---------------------------------
 

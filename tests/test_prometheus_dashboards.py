@@ -19,8 +19,8 @@ import aiohttp
 import openai
 import pytest
 import yaml
+from shadowtap.server import ShadowtapServer
 
-from proxy.server import ShadowtapServer
 from tests.conftest import StartFake, StartShadowtap, make_config
 from tests.test_dashboards import BOARDS, interpolate, panel_queries
 

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
-
-from proxy.metrics import Metrics
+from shadowtap.metrics import Metrics
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
 RULES = DEPLOY / "rules" / "shadowtap.rules.yml"

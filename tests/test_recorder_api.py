@@ -14,12 +14,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
-
-from proxy.config import StorageConfig
-from proxy.exchange import Exchange
-from proxy.metrics import Metrics
-from proxy.recorder import Recorder, api_routes
-from proxy.recorder.synthetic import synthetic_exchange
+from shadowtap.config import StorageConfig
+from shadowtap.exchange import Exchange
+from shadowtap.metrics import Metrics
+from shadowtap.recorder import Recorder, api_routes
+from shadowtap.recorder.synthetic import synthetic_exchange
 
 COUNT = 40
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

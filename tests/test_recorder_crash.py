@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from proxy.recorder import connect, open_readonly
+from shadowtap.recorder import connect, open_readonly
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -17,10 +17,10 @@ REPO = Path(__file__).resolve().parent.parent
 CHILD = """
 import signal, sys, time
 from prometheus_client import CollectorRegistry
-from proxy.config import StorageConfig
-from proxy.metrics import Metrics
-from proxy.recorder import Recorder
-from proxy.recorder.synthetic import synthetic_exchange
+from shadowtap.config import StorageConfig
+from shadowtap.metrics import Metrics
+from shadowtap.recorder import Recorder
+from shadowtap.recorder.synthetic import synthetic_exchange
 
 path, mode, count, flush_ms = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 metrics = Metrics(CollectorRegistry())

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiohttp
+from shadowtap.recorder import open_readonly
 
-from proxy.recorder import open_readonly
 from tests.conftest import StartFake, StartShadowtap, make_config
 
 N = 24

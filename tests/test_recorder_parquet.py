@@ -8,13 +8,12 @@ from pathlib import Path
 
 import duckdb
 from prometheus_client import CollectorRegistry
-
-from proxy.config import StorageConfig
-from proxy.metrics import Metrics
-from proxy.recorder import Recorder, connect, create_pairs_view, parquet_relations
-from proxy.recorder.parquet import PENDING_TABLE, roll
-from proxy.recorder.schema import COLUMNS, TABLES
-from proxy.recorder.synthetic import synthetic_exchange
+from shadowtap.config import StorageConfig
+from shadowtap.metrics import Metrics
+from shadowtap.recorder import Recorder, connect, create_pairs_view, parquet_relations
+from shadowtap.recorder.parquet import PENDING_TABLE, roll
+from shadowtap.recorder.schema import COLUMNS, TABLES
+from shadowtap.recorder.synthetic import synthetic_exchange
 
 NOW = datetime.now(UTC)
 

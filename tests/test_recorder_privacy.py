@@ -11,14 +11,13 @@ import duckdb
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry
-
-from proxy import redact as redact_module
-from proxy.config import StorageConfig
-from proxy.metrics import Metrics
-from proxy.recorder import Recorder, open_readonly
-from proxy.recorder.synthetic import synthetic_exchange
-from proxy.recorder.writer import safe_error
-from proxy.redact import may_hold_secrets, redact, redact_json, redact_json_text
+from shadowtap import redact as redact_module
+from shadowtap.config import StorageConfig
+from shadowtap.metrics import Metrics
+from shadowtap.recorder import Recorder, open_readonly
+from shadowtap.recorder.synthetic import synthetic_exchange
+from shadowtap.recorder.writer import safe_error
+from shadowtap.redact import may_hold_secrets, redact, redact_json, redact_json_text
 
 CREDENTIALS = {
     "api_key": "sk-proj-CANARYc4n4ry0123456789abcdef",

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
-from proxy.recorder import SCHEMA_VERSION, SchemaError, connect, migrate, open_readonly
-from proxy.recorder.rows import ARROW_SCHEMAS
-from proxy.recorder.schema import COLUMNS, schema_version
+from shadowtap.recorder import SCHEMA_VERSION, SchemaError, connect, migrate, open_readonly
+from shadowtap.recorder.rows import ARROW_SCHEMAS
+from shadowtap.recorder.schema import COLUMNS, schema_version
 
 # The pairs view as migration 1 shipped it (no cost column): an older file carries this view.
 V1_PAIRS = """

@@ -9,12 +9,11 @@ from pathlib import Path
 import duckdb
 import pytest
 from prometheus_client import CollectorRegistry
-
-from proxy.config import StorageConfig
-from proxy.metrics import Metrics
-from proxy.recorder import Recorder, RecorderClosed, open_readonly
-from proxy.recorder.synthetic import synthetic_exchange
-from proxy.recorder.writer import CHECKPOINT_THRESHOLD
+from shadowtap.config import StorageConfig
+from shadowtap.metrics import Metrics
+from shadowtap.recorder import Recorder, RecorderClosed, open_readonly
+from shadowtap.recorder.synthetic import synthetic_exchange
+from shadowtap.recorder.writer import CHECKPOINT_THRESHOLD
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:

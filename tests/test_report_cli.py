@@ -1,7 +1,7 @@
 """`shadowtap report` on the command line: JSON shape, exit codes, config, HTML output.
 
 Two tests run the installed console script in a subprocess (exit codes as CI sees them); the
-rest go through `proxy.cli.main` in-process to stay fast.
+rest go through `shadowtap.cli.main` in-process to stay fast.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from shadowtap.cli import main
 
-from proxy.cli import main
 from tests.test_report_data import NOISE, SLOW, make_exchanges, write
 
 SHADOWTAP = Path(sys.executable).with_name("shadowtap")
@@ -126,10 +126,10 @@ def test_a_locked_database_points_to_the_live_api(tmp_path: Path) -> None:
 def test_parsing_report_arguments_loads_only_the_command_module() -> None:
     # `report --help` and argument errors should not pay for DuckDB, rich and the renderers.
     code = (
-        "import sys, proxy.cli; proxy.cli.build_parser('report');"
-        "print(sorted(m for m in sys.modules if m.startswith('proxy.report')))"
+        "import sys, shadowtap.cli; shadowtap.cli.build_parser('report');"
+        "print(sorted(m for m in sys.modules if m.startswith('shadowtap.report')))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
-    assert result.stdout.strip() == "['proxy.report', 'proxy.report.command']"
+    assert result.stdout.strip() == "['shadowtap.report', 'shadowtap.report.command']"

@@ -16,13 +16,12 @@ from pathlib import Path
 
 import duckdb
 from prometheus_client import CollectorRegistry
-
-from proxy.completion import Completion
-from proxy.config import StorageConfig
-from proxy.exchange import Exchange, Score, TargetResult
-from proxy.ids import uuid7
-from proxy.metrics import Metrics
-from proxy.recorder import Recorder
+from shadowtap.completion import Completion
+from shadowtap.config import StorageConfig
+from shadowtap.exchange import Exchange, Score, TargetResult
+from shadowtap.ids import uuid7
+from shadowtap.metrics import Metrics
+from shadowtap.recorder import Recorder
 
 START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 ROUTES = ("/v1/chat/completions", "/v1/chat/completions", "/v1/responses")

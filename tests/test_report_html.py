@@ -19,9 +19,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from shadowtap.config import GatesConfig
+from shadowtap.report import build_report, open_db, write_html
 
-from proxy.config import GatesConfig
-from proxy.report import build_report, open_db, write_html
 from tests.test_report_data import NOISE, PARAPHRASE, SLOW, make_exchanges, write
 
 pytestmark = pytest.mark.slow

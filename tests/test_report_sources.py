@@ -13,11 +13,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-
-from proxy.config import GatesConfig, StorageConfig
-from proxy.metrics import Metrics
-from proxy.recorder import Recorder, api_routes
-from proxy.report import (
+from shadowtap.config import GatesConfig, StorageConfig
+from shadowtap.metrics import Metrics
+from shadowtap.recorder import Recorder, api_routes
+from shadowtap.report import (
     SourceError,
     build_report,
     open_db,
@@ -25,7 +24,8 @@ from proxy.report import (
     open_url,
     report_json,
 )
-from proxy.report.sources import fetch_pairs, parse_since
+from shadowtap.report.sources import fetch_pairs, parse_since
+
 from tests.test_report_data import FLAKY, NOISE, PARAPHRASE, make_exchanges, write
 
 GATES = GatesConfig(max_cost_ratio=2.0)

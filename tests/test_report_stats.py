@@ -8,10 +8,9 @@ import random
 from statistics import NormalDist, fmean, stdev
 
 import pytest
-
-from proxy.report import stats
-from proxy.report.gates import decide, more_pairs_needed, overall
-from proxy.report.stats import Interval
+from shadowtap.report import stats
+from shadowtap.report.gates import decide, more_pairs_needed, overall
+from shadowtap.report.stats import Interval
 
 Z95 = NormalDist().inv_cdf(0.975)
 

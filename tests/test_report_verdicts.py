@@ -6,10 +6,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from shadowtap.config import GatesConfig
+from shadowtap.report import SourceError, build_report, open_db, render_text, report_json
+from shadowtap.report.model import Report
 
-from proxy.config import GatesConfig
-from proxy.report import SourceError, build_report, open_db, render_text, report_json
-from proxy.report.model import Report
 from tests.test_report_data import (
     FLAKY,
     IDENTICAL,

@@ -5,8 +5,7 @@ from __future__ import annotations
 import random
 
 from multidict import CIMultiDict, CIMultiDictProxy
-
-from proxy.sampling import Draws, SamplingPolicy, ShadowBudget, decide_sampling
+from shadowtap.sampling import Draws, SamplingPolicy, ShadowBudget, decide_sampling
 
 POLICY = SamplingPolicy(
     rate=0.5, routes=frozenset({"/v1/chat/completions"}), target_rates={"a": 1.0, "b": 0.2}

@@ -6,10 +6,9 @@ import json
 from typing import Any
 
 import pytest
-
-from proxy.completion import Completion, ToolCall
-from scorers.base import CpuScorer, Pair, Verdict
-from scorers.registry import build_scorers
+from shadowtap.completion import Completion, ToolCall
+from shadowtap.scorers.base import CpuScorer, Pair, Verdict
+from shadowtap.scorers.registry import build_scorers
 
 
 def scorer(type_name: str, **options: Any) -> CpuScorer[Any]:

@@ -13,12 +13,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
+from shadowtap.completion import Completion
+from shadowtap.config import ConfigError
+from shadowtap.metrics import Metrics
+from shadowtap.scorers.registry import build_scorers
+from shadowtap.scorers.runner import ScoringRunner
 
-from proxy.completion import Completion
-from proxy.config import ConfigError
-from proxy.metrics import Metrics
-from scorers.registry import build_scorers
-from scorers.runner import ScoringRunner
 from tests.exchanges import chat_exchange
 
 BUILTINS = (

@@ -12,13 +12,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from shadowtap.completion import Completion
+from shadowtap.exchange import Exchange, Score
+from shadowtap.metrics import Metrics
+from shadowtap.scorers.base import IoScorer, Pair, Verdict
+from shadowtap.scorers.registry import build_scorers
+from shadowtap.scorers.runner import ScoringRunner
 
-from proxy.completion import Completion
-from proxy.exchange import Exchange, Score
-from proxy.metrics import Metrics
-from scorers.base import IoScorer, Pair, Verdict
-from scorers.registry import build_scorers
-from scorers.runner import ScoringRunner
 from tests.exchanges import chat_exchange
 
 SECRET = "sk-test-SECRET-do-not-leak"
@@ -254,7 +254,7 @@ async def test_llm_judge_timeout_is_a_scorer_error(
 
 
 def test_llm_judge_reply_parsing() -> None:
-    from scorers.llm_judge import parse_winner
+    from shadowtap.scorers.llm_judge import parse_winner
 
     assert parse_winner('{"winner": "b", "rationale": "x"}') == ("B", "x")
     assert parse_winner('```json\n{"winner": "TIE"}\n```') == ("tie", "")

@@ -14,13 +14,13 @@ from typing import Any
 import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
+from shadowtap.completion import Completion
+from shadowtap.exchange import Exchange, Score
+from shadowtap.metrics import Metrics
+from shadowtap.scorers.base import CpuScorer, Pair, Result, ScorerOptions
+from shadowtap.scorers.registry import build_scorers
+from shadowtap.scorers.runner import ScoringRunner, sampled
 
-from proxy.completion import Completion
-from proxy.exchange import Exchange, Score
-from proxy.metrics import Metrics
-from scorers.base import CpuScorer, Pair, Result, ScorerOptions
-from scorers.registry import build_scorers
-from scorers.runner import ScoringRunner, sampled
 from tests.exchanges import chat_exchange
 
 SCHEMA_REQUEST = {

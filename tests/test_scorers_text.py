@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from proxy.completion import Completion, ToolCall
-from scorers.base import CpuScorer, Pair, Verdict
-from scorers.registry import build_scorers
+from shadowtap.completion import Completion, ToolCall
+from shadowtap.scorers.base import CpuScorer, Pair, Verdict
+from shadowtap.scorers.registry import build_scorers
 
 LONG = " ".join(f"word{i % 997} token{i % 13}" for i in range(9_000))  # ~100 kB
 

@@ -12,8 +12,8 @@ from typing import Any
 import openai
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from shadowtap.recorder import open_readonly
 
-from proxy.recorder import open_readonly
 from tests.conftest import StartFake, StartShadowtap, make_config
 
 N = 40

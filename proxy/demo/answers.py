@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-
-from proxy.demo import text as lang
+from shadowtap.demo import text as lang
 
 RISKY = re.compile(r"\b(hack into|steal|break into|malware|phishing|disable the alarm)\b", re.I)
 KEY_LIST = re.compile(r"\b(?:keys|fields)\s+([a-z_]+(?:\s*(?:,|and)\s*[a-z_]+)*)", re.I)

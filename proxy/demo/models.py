@@ -3,8 +3,8 @@
 
 Standalone (the compose stack runs them as their own service):
 
-    python -m proxy.demo.models --listen 0.0.0.0:8001 --profile paraphrase
-    python -m proxy.demo.models --host 0.0.0.0 --profiles primary=8000,fast-agree=8001
+    python -m shadowtap.demo.models --listen 0.0.0.0:8001 --profile paraphrase
+    python -m shadowtap.demo.models --host 0.0.0.0 --profiles primary=8000,fast-agree=8001
 
 Once listening it prints one JSON line per model, e.g.
 `{"profile": "primary", "url": "http://127.0.0.1:8000"}` (port 0 picks a free port, so
@@ -28,11 +28,10 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-
-from proxy.config import split_host_port
-from proxy.demo.answers import Answer, answer
-from proxy.demo.profiles import PROFILES, Profile
-from proxy.demo.text import digest
+from shadowtap.config import split_host_port
+from shadowtap.demo.answers import Answer, answer
+from shadowtap.demo.profiles import PROFILES, Profile
+from shadowtap.demo.text import digest
 
 PIECE = re.compile(r"\s*\S+")  # a "token" for streaming: a word with its leading space
 
@@ -289,7 +288,7 @@ async def start_models(
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m proxy.demo.models", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m shadowtap.demo.models", description=__doc__)
     parser.add_argument("--listen", default="127.0.0.1:8001", help="HOST:PORT for --profile")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="primary")
     parser.add_argument(

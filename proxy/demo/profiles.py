@@ -1,6 +1,6 @@
 """The simulated models' personalities: latency, wording and failure behaviour.
 
-Why each candidate gets the verdict the demo expects (the gates are in `proxy.demo.setup`):
+Why each candidate gets the verdict the demo expects (the gates are in `shadowtap.demo.setup`):
 
 * `primary` rewords one sentence in ~12% of its prose answers. Asked twice (the primary and
   the *secondary*) it therefore disagrees with itself a little: that is the noise floor every
@@ -25,7 +25,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from proxy.demo.answers import Style
+from shadowtap.demo.answers import Style
 
 Fault = Literal["error", "hang", "reset"]
 

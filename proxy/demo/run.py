@@ -18,12 +18,11 @@ from typing import Any
 
 import orjson
 from rich.console import Console
+from shadowtap.config import Config, load_config
+from shadowtap.demo import traffic
+from shadowtap.demo.setup import CANDIDATES, ModelProcess, demo_config, to_toml
 
-from proxy.config import Config, load_config
-from proxy.demo import traffic
-from proxy.demo.setup import CANDIDATES, ModelProcess, demo_config, to_toml
-
-# How the simulated candidates were built to come out (see proxy.demo.profiles).
+# How the simulated candidates were built to come out (see shadowtap.demo.profiles).
 EXPECTED = {"fast-agree": "pass", "paraphrase": "fail", "flaky": "fail"}
 
 
@@ -71,7 +70,7 @@ async def run_demo(
     console: Console | None = None,
     show_progress: bool = True,
 ) -> DemoResult:
-    from proxy.server import ShadowtapServer  # the demo command loads the proxy only when run
+    from shadowtap.server import ShadowtapServer  # the demo command loads the proxy only when run
 
     console = console or Console()
     began = time.monotonic()
@@ -133,7 +132,7 @@ def _report(
     config: Config, db_path: Path, html_path: Path, json_path: Path, console: Console
 ) -> dict[str, str]:
     """Build, print and save the report; returns each candidate's verdict."""
-    from proxy.report.command import build_report, print_report, report_json, write_html
+    from shadowtap.report.command import build_report, print_report, report_json, write_html
 
     report = build_report(db_path, config.gates)
     print_report(report, console)
@@ -161,7 +160,7 @@ def _show_end(console: Console, result: DemoResult) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """`shadowtap demo`: 0 when every verdict came out as the candidates were built."""
-    from proxy.log import configure_logging
+    from shadowtap.log import configure_logging
 
     configure_logging("warning")  # the demo's own output tells the story; keep JSON logs quiet
     console = Console()

@@ -1,6 +1,6 @@
 """The demo's moving parts: the simulated models as a child process, and the shadowtap config.
 
-The models run in their own process (`python -m proxy.demo.models`, exactly as the compose
+The models run in their own process (`python -m shadowtap.demo.models`, exactly as the compose
 stack runs them) so they use the second core and their delays are not distorted by the
 proxy's and the traffic generator's work on the demo's event loop.
 """
@@ -34,7 +34,7 @@ GATED_SCORERS = ["text_similarity"]
 
 
 class ModelProcess:
-    """`python -m proxy.demo.models` on free loopback ports, stopped with `stop()`."""
+    """`python -m shadowtap.demo.models` on free loopback ports, stopped with `stop()`."""
 
     def __init__(self, process: asyncio.subprocess.Process, urls: dict[str, str]) -> None:
         self.process = process
@@ -46,7 +46,7 @@ class ModelProcess:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "proxy.demo.models",
+            "shadowtap.demo.models",
             "--host",
             "127.0.0.1",
             "--profiles",
@@ -108,7 +108,7 @@ def demo_config(urls: dict[str, str], out: Path, speed: float) -> dict[str, Any]
         "candidates": candidates,
         "scorers": {name: {"type": name} for name in SCORERS},
         "storage": {"path": str(out / "shadowtap.duckdb"), "bodies": "full"},
-        # Why these verdicts come out (see proxy.demo.profiles for how each model is built):
+        # Why these verdicts come out (see shadowtap.demo.profiles for how each model is built):
         # fast-agree's agreement has the noise floor's distribution (drop ~0 < 0.05), its p95
         # latency is ~0.6x the primary's and it never errors (0 errors in a few hundred pairs
         # puts the Wilson upper bound under 5%) -> pass. paraphrase's text similarity is ~0.3

@@ -2,10 +2,10 @@
 
 Standalone (the compose stack runs it as its own service):
 
-    python -m proxy.demo.traffic --base-url http://shadowtap:8080/v1 --requests 300
-    python -m proxy.demo.traffic --base-url http://shadowtap:8080/v1 --forever --rps 2
+    python -m shadowtap.demo.traffic --base-url http://shadowtap:8080/v1 --requests 300
+    python -m shadowtap.demo.traffic --base-url http://shadowtap:8080/v1 --forever --rps 2
 
-Requests come from `proxy.demo.prompts` (chat, JSON mode, JSON schema, tool calls, tool-result
+Requests come from `shadowtap.demo.prompts` (chat, JSON mode, JSON schema, tool calls, tool-result
 follow-ups, streaming) under bounded concurrency and an optional rate; a rich progress bar
 shows how far it got. Errors are counted, never fatal: the point is to keep traffic flowing.
 """
@@ -27,8 +27,7 @@ from typing import Any
 import openai
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from proxy.demo import prompts
+from shadowtap.demo import prompts
 
 STATUS_EVERY_S = 60.0
 
@@ -149,7 +148,7 @@ async def drive(
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m proxy.demo.traffic", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m shadowtap.demo.traffic", description=__doc__)
     parser.add_argument("--base-url", default="http://127.0.0.1:8080/v1")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--forever", action="store_true", help="keep sending until stopped")

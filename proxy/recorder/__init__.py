@@ -5,8 +5,8 @@ batches into the file. `schema` holds the public tables and the `pairs` view; `a
 serves them live on the admin listener.
 """
 
-from proxy.recorder.api import api_routes
-from proxy.recorder.schema import (
+from shadowtap.recorder.api import api_routes
+from shadowtap.recorder.schema import (
     SCHEMA_VERSION,
     DatabaseLocked,
     SchemaError,
@@ -16,7 +16,7 @@ from proxy.recorder.schema import (
     open_readonly,
     parquet_relations,
 )
-from proxy.recorder.writer import Recorder, RecorderClosed
+from shadowtap.recorder.writer import Recorder, RecorderClosed
 
 __all__ = [
     "SCHEMA_VERSION",

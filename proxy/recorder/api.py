@@ -23,8 +23,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-
-from proxy.recorder.writer import Recorder, RecorderClosed
+from shadowtap.recorder.writer import Recorder, RecorderClosed
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100

@@ -26,9 +26,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
-
-from proxy.ids import uuid7
-from proxy.recorder.schema import COLUMNS, TABLES
+from shadowtap.ids import uuid7
+from shadowtap.recorder.schema import COLUMNS, TABLES
 
 PENDING_TABLE = "_rollup_pending"
 PENDING_DDL = f"CREATE TABLE IF NOT EXISTS {PENDING_TABLE} (request_id VARCHAR, roll VARCHAR)"

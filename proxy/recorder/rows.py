@@ -13,10 +13,9 @@ from typing import Any, Literal
 
 import orjson
 import pyarrow as pa
-
-from proxy.completion import ToolCall
-from proxy.exchange import Exchange
-from proxy.redact import redact, redact_json_text
+from shadowtap.completion import ToolCall
+from shadowtap.exchange import Exchange
+from shadowtap.redact import redact, redact_json_text
 
 Bodies = Literal["full", "redacted", "none"]
 
@@ -67,7 +66,7 @@ ARROW_SCHEMAS: dict[str, pa.Schema] = {
 
 
 class Privacy:
-    """What `storage.bodies` keeps of each free-text field (see `proxy.redact`)."""
+    """What `storage.bodies` keeps of each free-text field (see `shadowtap.redact`)."""
 
     def __init__(self, bodies: Bodies) -> None:
         self.keep_bodies = bodies != "none"

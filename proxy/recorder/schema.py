@@ -263,6 +263,6 @@ def open_readonly(path: str | Path) -> duckdb.DuckDBPyConnection:
         con.close()
         raise SchemaError(
             f"{path} has schema version {version}, this shadowtap needs {SCHEMA_VERSION}; "
-            "open it once read-write (proxy.recorder.connect, or start serve) to migrate it"
+            "open it once read-write (shadowtap.recorder.connect, or start serve) to migrate it"
         )
     return con

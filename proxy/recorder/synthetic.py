@@ -10,10 +10,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import orjson
-
-from proxy.completion import Completion, ToolCall
-from proxy.exchange import Exchange, Score, TargetResult
-from proxy.ids import uuid7
+from shadowtap.completion import Completion, ToolCall
+from shadowtap.exchange import Exchange, Score, TargetResult
+from shadowtap.ids import uuid7
 
 ANSWER = (
     "The capital of France is Paris. It has been the country's political and cultural centre "

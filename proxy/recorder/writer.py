@@ -29,15 +29,14 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-
-from proxy.config import StorageConfig
-from proxy.exchange import Exchange
-from proxy.log import get_logger
-from proxy.metrics import Metrics
-from proxy.recorder import parquet
-from proxy.recorder.rows import Privacy, to_arrow
-from proxy.recorder.schema import COLUMNS, connect
-from proxy.redact import redact
+from shadowtap.config import StorageConfig
+from shadowtap.exchange import Exchange
+from shadowtap.log import get_logger
+from shadowtap.metrics import Metrics
+from shadowtap.recorder import parquet
+from shadowtap.recorder.rows import Privacy, to_arrow
+from shadowtap.recorder.schema import COLUMNS, connect
+from shadowtap.redact import redact
 
 log = get_logger("shadowtap.recorder")
 

@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from proxy.config import GatesConfig
-from proxy.report import stats
-from proxy.report.checks import JSON_VALIDITY, REFUSAL, named, response_checks, scorer_kinds
-from proxy.report.gates import decide, overall, skipped
-from proxy.report.measures import (
+from shadowtap.config import GatesConfig
+from shadowtap.report import stats
+from shadowtap.report.checks import JSON_VALIDITY, REFUSAL, named, response_checks, scorer_kinds
+from shadowtap.report.gates import decide, overall, skipped
+from shadowtap.report.measures import (
     NUMERIC_COLUMNS,
     Rows,
     breakdown,
@@ -28,7 +28,7 @@ from proxy.report.measures import (
     share_under,
     usage,
 )
-from proxy.report.model import (
+from shadowtap.report.model import (
     CandidateReport,
     GateResult,
     LatencySummary,
@@ -36,7 +36,7 @@ from proxy.report.model import (
     Report,
     ScorerSummary,
 )
-from proxy.report.sources import Source, SourceError, open_path
+from shadowtap.report.sources import Source, SourceError, open_path
 
 
 def _latency(rows: Rows, metric: str, confidence: float, label: str) -> LatencySummary:

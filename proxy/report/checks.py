@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from proxy.report import stats
-from proxy.report.sources import Source
-from proxy.report.stats import Interval
+from shadowtap.report import stats
+from shadowtap.report.sources import Source
+from shadowtap.report.stats import Interval
 
 JSON_VALIDITY = "json_schema_valid"
 REFUSAL = "refusal"

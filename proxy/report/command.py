@@ -22,22 +22,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-
-from proxy.config import ConfigError, GatesConfig, substitute_env
+from shadowtap.config import ConfigError, GatesConfig, substitute_env
 
 if TYPE_CHECKING:
-    from proxy.report.sources import Source
+    from shadowtap.report.sources import Source
 
 DEFAULT_DB = "shadowtap.duckdb"
 
 # The programmatic API, re-exported for callers such as the demo; loaded on first use so
 # that `add_arguments` (imported whenever the CLI parser is built, `serve` included) is cheap.
 _LAZY = {
-    "build_report": "proxy.report.build",
-    "write_html": "proxy.report.html",
-    "report_json": "proxy.report.model",
-    "print_report": "proxy.report.text",
-    "render_text": "proxy.report.text",
+    "build_report": "shadowtap.report.build",
+    "write_html": "shadowtap.report.html",
+    "report_json": "shadowtap.report.model",
+    "print_report": "shadowtap.report.text",
+    "render_text": "shadowtap.report.text",
 }
 __all__ = ["add_arguments", "load_config_tables", "run", *_LAZY]
 
@@ -45,7 +44,7 @@ __all__ = ["add_arguments", "load_config_tables", "run", *_LAZY]
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'proxy.report.command' has no attribute {name!r}")
+    raise AttributeError(f"module 'shadowtap.report.command' has no attribute {name!r}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,7 +113,7 @@ def load_config_tables(
 
 
 def open_source(args: argparse.Namespace) -> Source:
-    from proxy.report.sources import open_db, open_parquet, open_url, parse_since
+    from shadowtap.report.sources import open_db, open_parquet, open_url, parse_since
 
     if args.url:
         since = parse_since(args.since) if args.since else None
@@ -126,12 +125,11 @@ def open_source(args: argparse.Namespace) -> Source:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-
-    from proxy.report.build import build_report
-    from proxy.report.html import write_html
-    from proxy.report.model import report_json
-    from proxy.report.sources import SourceError, parse_since
-    from proxy.report.text import print_report
+    from shadowtap.report.build import build_report
+    from shadowtap.report.html import write_html
+    from shadowtap.report.model import report_json
+    from shadowtap.report.sources import SourceError, parse_since
+    from shadowtap.report.text import print_report
 
     try:
         if args.examples < 0:

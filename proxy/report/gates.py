@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import math
 
-from proxy.report.model import GateResult, Verdict
-from proxy.report.stats import Interval, wilson
+from shadowtap.report.model import GateResult, Verdict
+from shadowtap.report.stats import Interval, wilson
 
 # Bootstrap percentile intervals are too narrow on tiny samples (and degenerate ones like
 # all-1.0 scores have zero width), so gates based on them wait for this many pairs. Wilson

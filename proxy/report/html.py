@@ -9,10 +9,10 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-from proxy.report.gates import verdict_line
-from proxy.report.model import CandidateReport, Report
-from proxy.report.plots import Series, agreement_histogram, latency_histogram
-from proxy.report.text import (
+from shadowtap.report.gates import verdict_line
+from shadowtap.report.model import CandidateReport, Report
+from shadowtap.report.plots import Series, agreement_histogram, latency_histogram
+from shadowtap.report.text import (
     format_interval,
     format_number,
     format_percent,

@@ -11,9 +11,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from proxy.report import stats
-from proxy.report.model import BreakdownRow, Example, Usage
-from proxy.report.sources import Source
+from shadowtap.report import stats
+from shadowtap.report.model import BreakdownRow, Example, Usage
+from shadowtap.report.sources import Source
 
 HISTOGRAM_BINS = 20
 LATENCY_BINS = 30

@@ -1,6 +1,6 @@
 """The `Report`: everything `shadowtap report` decided and measured, as plain data.
 
-Built once by `proxy.report.build.build_report`; the terminal tables, the JSON and the HTML file
+Built once by `shadowtap.report.build.build_report`; the terminal tables, the JSON and the HTML file
 are three renderings of the same object, so they can never disagree.
 """
 
@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from proxy.report.stats import Interval
+from shadowtap.report.stats import Interval
 
 Verdict = Literal["pass", "fail", "insufficient"]
 GateVerdict = Literal["pass", "fail", "insufficient", "skipped"]

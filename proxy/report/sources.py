@@ -1,7 +1,7 @@
 """Where a report's data comes from: a DuckDB file, a Parquet roll-up, or a running proxy.
 
 Each source becomes a DuckDB connection with the same two relations, so one code path
-(`proxy.report.build`) computes the report whatever the origin:
+(`shadowtap.report.build`) computes the report whatever the origin:
 
 - `pairs`: the recorder's view (one row per request x non-primary target, `primary_*` and
   `candidate_*` columns side by side, `scores` MAP scorer -> score);
@@ -27,10 +27,9 @@ from urllib.parse import urlencode
 
 import aiohttp
 import duckdb
-
-from proxy.recorder import SchemaError, create_pairs_view, migrate, open_readonly
-from proxy.recorder import parquet_relations as recorder_parquet_relations
-from proxy.recorder.api import MAX_LIMIT
+from shadowtap.recorder import SchemaError, create_pairs_view, migrate, open_readonly
+from shadowtap.recorder import parquet_relations as recorder_parquet_relations
+from shadowtap.recorder.api import MAX_LIMIT
 
 # The admin API pages through the pairs newest first, MAX_LIMIT at a time. A live report holds
 # every row in memory, so it stops at URL_PAIRS_PER_TARGET per target and says so; complete

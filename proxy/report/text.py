@@ -11,10 +11,9 @@ from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
-
-from proxy.report.gates import verdict_line
-from proxy.report.model import CandidateReport, Report
-from proxy.report.stats import Interval
+from shadowtap.report.gates import verdict_line
+from shadowtap.report.model import CandidateReport, Report
+from shadowtap.report.stats import Interval
 
 VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "insufficient": "bold yellow"}
 GATE_STYLE = {**VERDICT_STYLE, "skipped": "dim"}
