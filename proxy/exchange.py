@@ -7,6 +7,7 @@ finished (or failed, or timed out), hands it to the `ExchangePipeline`: scorers 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -51,6 +52,19 @@ class Exchange:
     header_names: list[str] = field(default_factory=list)  # allow-listed names only, never values
     results: dict[str, TargetResult] = field(default_factory=dict)
     scores: list[Score] = field(default_factory=list)
+    # The exact credential values the request carried (auth headers, query values): whatever
+    # stores or logs this exchange's text redacts them, whatever their shape. Never stored.
+    credentials: tuple[str, ...] = field(default=(), repr=False)
+    # Bytes this exchange holds against the proxy's memory budget, and how to give them back.
+    held_bytes: int = 0
+    on_release: Callable[[int], None] | None = field(default=None, repr=False)
+
+    def release(self) -> None:
+        """Give the held bytes back; called once by the last stage that holds the exchange
+        (the recorder after writing or dropping it, the pipeline when nothing records)."""
+        callback, self.on_release = self.on_release, None
+        if callback is not None:
+            callback(self.held_bytes)
 
     @property
     def primary(self) -> Completion | None:

@@ -138,6 +138,13 @@ class Recorder:
                 self._reader.close()
                 self._reader = None
 
+    def health(self) -> dict[str, str]:
+        """Recording's state for `/readyz`: {"recording": "ok"} while the writer runs."""
+        thread = self._thread
+        if thread is not None and thread.is_alive() and not self._closing.is_set():
+            return {"recording": "ok"}
+        return {"recording": "stopped"}
+
     def query(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> list[dict]:
         """Run a read on the writer's database (the admin API's live view)."""
         with self._read_lock:
