@@ -133,6 +133,9 @@ class ShadowTargetConfig(Pricing):
     timeout_s: PositiveSeconds = 60.0
     headers: dict[str, SecretStr] = {}
     rate: Rate = 1.0
+    # The client's query parameters this target receives (by name); none by default, since a
+    # query string can carry the client's credentials (`?api_key=`).
+    forward_query: list[str] = []
 
 
 class CandidateConfig(ShadowTargetConfig):

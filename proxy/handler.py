@@ -18,7 +18,7 @@ from aiohttp import web
 from shadowtap.completion import Completion
 from shadowtap.exchange import Exchange, TargetResult
 from shadowtap.forward import Capture, forward_primary
-from shadowtap.headers import error_response, stored_header_names
+from shadowtap.headers import error_response, header_credentials, stored_header_names
 from shadowtap.ids import uuid7
 from shadowtap.log import get_logger
 from shadowtap.metrics import Metrics
@@ -33,8 +33,9 @@ from shadowtap.sampling import (
     decide_sampling,
     match_route,
 )
-from shadowtap.shadow import ShadowTarget, call_shadow, shadow_body
+from shadowtap.shadow import ShadowBodies, ShadowTarget, UnencodableBody, call_shadow
 from shadowtap.tasks import TaskSet
+from shadowtap.urls import origin_form, query_credentials, shadow_target
 
 log = get_logger("shadowtap.proxy")
 NOT_ELIGIBLE = SamplingDecision(False, "not_eligible")
@@ -49,6 +50,8 @@ async def receive(request: web.Request, max_bytes: int) -> bytes:
     if request.content_length is not None:
         if request.content_length > max_bytes:
             raise BodyTooLarge
+        if request.content_length == 0:  # body-less POSTs (the SDK's cancel calls) send this
+            return b""
         try:
             return await request.content.readexactly(request.content_length)
         except asyncio.IncompleteReadError:
@@ -61,6 +64,20 @@ async def receive(request: web.Request, max_bytes: int) -> bytes:
             raise BodyTooLarge
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+MODEL_TEXT_CHARS = 200
+
+
+def requested_model(request_json: dict[str, Any] | None) -> str | None:
+    """The request's `model` as text: a non-string one (a number, a list) is kept as its JSON."""
+    model = (request_json or {}).get("model")
+    if model is None or isinstance(model, str):
+        return model
+    try:
+        return orjson.dumps(model).decode()[:MODEL_TEXT_CHARS]
+    except orjson.JSONEncodeError:  # nested past orjson's depth limit
+        return f"<{type(model).__name__}>"
 
 
 def parse_json_object(body: bytes) -> tuple[bool, dict[str, Any] | None]:
@@ -87,11 +104,17 @@ class ProxyHandler:
     shadow_tasks: TaskSet
     exchange_tasks: TaskSet
     primary_prices: Prices
+    target_secrets: tuple[str, ...] = ()  # configured keys of the shadow targets
     inflight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while inflight == 0
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
+        path_qs = origin_form(request.raw_path)
+        if path_qs is None:
+            return error_response(
+                400, "request target must be a path", "invalid_request_target", "proxy_error"
+            )
         try:
             body = await receive(request, self.max_body_bytes)
         except BodyTooLarge:
@@ -102,12 +125,20 @@ class ProxyHandler:
                 "invalid_request_error",
             )
         route = match_route(request.path, self.policy.routes) if request.method == "POST" else None
-        decision, request_json = self._decide(request, route, body)
-        capture = Capture(time.perf_counter()) if decision.sampled else None
+        capture: Capture | None = None
         primary_done: asyncio.Future[Capture] | None = None
-        if decision.sampled:
-            primary_done = asyncio.get_running_loop().create_future()
-            self._fan_out_shadows(request, route or "", body, request_json, decision, primary_done)
+        decision = NOT_ELIGIBLE
+        try:
+            decision, request_json = self._decide(request, route, body)
+            if decision.sampled:
+                capture = Capture(time.perf_counter())
+                primary_done = asyncio.get_running_loop().create_future()
+                self._fan_out_shadows(
+                    request, path_qs, route or "", body, request_json, decision, primary_done
+                )
+        except Exception:  # shadowing is best effort: its bugs must never fail the primary
+            log.exception("shadowing_failed", path=request.path)
+            capture = primary_done = None
 
         self.inflight += 1
         self.idle.clear()
@@ -117,7 +148,7 @@ class ProxyHandler:
                 request,
                 body,
                 self.primary_session,
-                self.primary_url + request.raw_path,
+                self.primary_url + path_qs,
                 self.primary_timeout,
                 capture,
             )
@@ -166,6 +197,7 @@ class ProxyHandler:
     def _fan_out_shadows(
         self,
         request: web.Request,
+        path_qs: str,
         route: str,
         body: bytes,
         request_json: dict[str, Any] | None,
@@ -179,35 +211,52 @@ class ProxyHandler:
             method=request.method,
             path=request.path,
             route=route,
-            model=request_json.get("model") if request_json else None,
-            stream=bool(request_json.get("stream")) if request_json else False,
+            model=requested_model(request_json),
+            stream=request_json.get("stream") is True if request_json else False,
             request_body=body,
             request_json=request_json,
             header_names=stored_header_names(request.headers.keys()),
+            credentials=self._credentials(request, path_qs),
         )
-        self.budget.acquire(len(decision.targets))
-        bodies: dict[str | None, bytes] = {}
+        bodies = ShadowBodies(body, request_json)
         tasks = []
+        self.budget.acquire(len(decision.targets))
         for name in decision.targets:
             target = self.targets[name]
-            if target.model not in bodies:
-                bodies[target.model] = shadow_body(body, request_json, target.model)
-            coro = self._shadow(exchange, target, request, bodies[target.model])
+            coro = self._shadow(exchange, target, request, path_qs, bodies)
             tasks.append(self.shadow_tasks.spawn(coro, name=f"shadow:{name}:{request_id}"))
         self.exchange_tasks.spawn(
             self._complete(exchange, primary_done, tasks), name=f"exchange:{request_id}"
         )
 
+    def _credentials(self, request: web.Request, path_qs: str) -> tuple[str, ...]:
+        """Every secret this exchange's stored text must never show: the client's own (its
+        auth headers and credential-named query values) and the targets' configured keys."""
+        carried = header_credentials(request.headers) + query_credentials(path_qs.partition("?")[2])
+        return (*dict.fromkeys(carried), *self.target_secrets)
+
     async def _shadow(
-        self, exchange: Exchange, target: ShadowTarget, request: web.Request, body: bytes
+        self,
+        exchange: Exchange,
+        target: ShadowTarget,
+        request: web.Request,
+        path_qs: str,
+        bodies: ShadowBodies,
     ) -> None:
         self.metrics.shadow_started(target.name)
         completion = Completion(error="shadow did not run")
         outcome = "error"
         try:
             completion, outcome = await call_shadow(
-                self.shadow_session, target, request.method, request.raw_path, body, request.headers
+                self.shadow_session,
+                target,
+                request.method,
+                shadow_target(path_qs, target.forward_query),
+                bodies.for_model(target.model),
+                request.headers,
             )
+        except UnencodableBody as error:
+            completion, outcome = Completion(error=f"not sent: {error}"), "skipped"
         except asyncio.CancelledError:
             completion = Completion(error="cancelled at shutdown")
             raise
@@ -237,7 +286,8 @@ class ProxyHandler:
                 role=target.role,
                 outcome=outcome,
                 status=completion.status,
-                error=completion.error,
+                # Not the message: upstream errors quote the request, and the rejected key.
+                failed=completion.error is not None,
                 latency_ms=round((completion.latency_s or 0) * 1000, 2),
             )
 

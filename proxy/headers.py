@@ -94,6 +94,27 @@ def shadow_request_headers(
     return out
 
 
+# Headers whose values are secrets to scrub from whatever is stored or logged.
+SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "api-key", "x-api-key", "cookie"}
+)
+MIN_SECRET_CHARS = 4
+
+
+def header_credentials(headers: Mapping[str, str]) -> list[str]:
+    """The exact secret values in a request's headers: whole values, and for `Authorization:
+    Bearer T` / `Cookie: a=T` the token part too, since an upstream echoes the token alone."""
+    values: list[str] = []
+    for name, value in headers.items():
+        if name.lower() not in SECRET_HEADERS:
+            continue
+        parts = [value, value.partition(" ")[2]]
+        if name.lower() == "cookie":
+            parts += [c.partition("=")[2] for c in value.split(";")]
+        values += [p.strip() for p in parts if len(p.strip()) >= MIN_SECRET_CHARS]
+    return values
+
+
 def stored_header_names(names: Iterable[str]) -> list[str]:
     return sorted({n.lower() for n in names} & STORED_HEADER_NAMES)
 

@@ -123,6 +123,7 @@ class ShadowtapServer:
             shadow_tasks=self.shadow_tasks,
             exchange_tasks=self.exchange_tasks,
             primary_prices=prices["primary"],
+            target_secrets=tuple(secret for t in targets for secret in t.secrets()),
         )
         proxy_app = web.Application(client_max_size=config.server.max_body_bytes)
         proxy_app.router.add_route("*", "/{tail:.*}", self.handler.handle)

@@ -35,6 +35,11 @@ class ShadowTarget:
     headers: dict[str, str] = field(default_factory=dict, repr=False)
     forward_client_auth: bool = False
     prices: Prices = field(default_factory=Prices)
+    forward_query: frozenset[str] = frozenset()  # client query parameters this target gets
+
+    def secrets(self) -> tuple[str, ...]:
+        """The configured values that authenticate us with this target."""
+        return tuple(v for v in (self.api_key, *self.headers.values()) if v)
 
 
 def shadow_targets(config: Config) -> list[ShadowTarget]:
@@ -53,6 +58,7 @@ def shadow_targets(config: Config) -> list[ShadowTarget]:
                 headers={k: v.get_secret_value() for k, v in secondary.headers.items()},
                 forward_client_auth=secondary.forward_client_auth,
                 prices=Prices.of(config.primary),
+                forward_query=frozenset(secondary.forward_query),
             )
         )
     for name, candidate in config.candidates.items():
@@ -68,16 +74,36 @@ def shadow_targets(config: Config) -> list[ShadowTarget]:
                 headers={k: v.get_secret_value() for k, v in candidate.headers.items()},
                 forward_client_auth=candidate.forward_client_auth,
                 prices=Prices.of(candidate),
+                forward_query=frozenset(candidate.forward_query),
             )
         )
     return targets
 
 
-def shadow_body(body: bytes, request_json: dict[str, Any] | None, model: str | None) -> bytes:
-    """The request as the target should get it: `model` replaced when the target sets one."""
-    if model is None or request_json is None:
-        return body
-    return orjson.dumps({**request_json, "model": model})
+class UnencodableBody(ValueError):
+    """The request cannot be re-encoded for a target (e.g. nested past orjson's depth limit)."""
+
+
+class ShadowBodies:
+    """The request as each target should get it: `model` replaced when the target sets one.
+
+    Built inside each shadow's task (never on the primary's path), once per distinct model.
+    """
+
+    def __init__(self, body: bytes, request_json: dict[str, Any] | None) -> None:
+        self.body = body
+        self.request_json = request_json
+        self._rewritten: dict[str, bytes] = {}
+
+    def for_model(self, model: str | None) -> bytes:
+        if model is None or self.request_json is None:
+            return self.body
+        if model not in self._rewritten:
+            try:
+                self._rewritten[model] = orjson.dumps({**self.request_json, "model": model})
+            except orjson.JSONEncodeError as error:
+                raise UnencodableBody(f"the request cannot be re-encoded ({error})") from None
+        return self._rewritten[model]
 
 
 async def call_shadow(
