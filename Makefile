@@ -4,17 +4,18 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: test demo lint dashboards bench clean system-deps
+.PHONY: test demo lint dashboards bench clean system-deps lock
 
 # The folders proxy/ and scorers/ install as the package `shadowtap`. A strict editable install
 # links each file into build/ (which mypy can follow, unlike an import hook), so a file added
 # or removed in a package folder (the folder's mtime changes) re-runs the install.
 PACKAGE_DIRS := proxy scorers $(filter-out %__pycache__/,$(wildcard proxy/*/))
 
-$(STAMP): pyproject.toml $(PACKAGE_DIRS)
+$(STAMP): pyproject.toml requirements.lock $(PACKAGE_DIRS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]' --config-settings editable_mode=strict
+	$(BIN)/python -m pip install --quiet --constraint requirements.lock \
+	  -e '.[test]' --config-settings editable_mode=strict
 	touch $(STAMP)
 
 # The tests drive real programs: Prometheus (promtool) and headless Chromium, from Debian.
@@ -34,8 +35,11 @@ test: $(STAMP) system-deps
 demo: $(STAMP)
 	$(BIN)/shadowtap demo
 
+# What STYLE promises, enforced: formatting, lint rules and types (checked as installed).
 lint: $(STAMP)
+	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	cd $(VENV) && bin/mypy --config-file ../pyproject.toml -p shadowtap
 
 dashboards: $(STAMP)
 	$(BIN)/python grafana/generate.py
@@ -45,6 +49,15 @@ bench: $(STAMP)
 	$(BIN)/python bench/recorder.py
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/scoring.py
+
+# requirements.lock pins every dependency (runtime and test) to what the suite passed with; the
+# venv and the image install through it. Re-resolve after changing pyproject's dependencies.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet '.[test]'
+	{ echo "# pip freeze of a fresh install of .[test]; regenerate with make lock"; \
+	  .lock-venv/bin/python -m pip freeze --exclude shadowtap; } > requirements.lock
+	rm -rf .lock-venv
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

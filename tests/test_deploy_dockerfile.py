@@ -192,7 +192,7 @@ def test_build_context_has_what_the_build_copies_and_nothing_else():
     # Nothing local leaks into the context: data, virtualenvs, tests, deploy files.
     for path in context:
         top = path.split("/", 1)[0]
-        assert top in {"pyproject.toml", "README.md", "proxy", "scorers"}, path
+        assert top in {"pyproject.toml", "README.md", "requirements.lock", "proxy", "scorers"}, path
         assert "__pycache__" not in path and not path.endswith((".duckdb", ".pyc")), path
     assert not in_build_context(".venv/bin/python")
     assert not in_build_context("proxy/__pycache__/config.cpython-311.pyc")

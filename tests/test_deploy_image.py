@@ -128,8 +128,11 @@ def run_build_stage(context: Path, root: Path) -> Path:
                 shutil.copy2(origin, target / origin.name if destination.endswith("/") else target)
     (pip_wheel,) = [i.args for i in stage if i.keyword == "RUN"]
     assert "pip wheel" in pip_wheel and "--wheel-dir /wheels ." in pip_wheel
+    assert "--constraint requirements.lock" in pip_wheel
     wheels = root / "wheels"
-    run([sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels), str(src)])
+    lock = src / "requirements.lock"
+    wheel = [sys.executable, "-m", "pip", "wheel", "--quiet", "--constraint", str(lock)]
+    run([*wheel, "--wheel-dir", str(wheels), str(src)])
     return wheels
 
 
