@@ -98,19 +98,23 @@ def shadow_request_headers(
 SECRET_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "api-key", "x-api-key", "cookie"}
 )
-MIN_SECRET_CHARS = 4
+# Shorter values are no real key, and scrubbing them would mangle ordinary words in stored text.
+MIN_SECRET_CHARS = 8
 
 
 def header_credentials(headers: Mapping[str, str]) -> list[str]:
-    """The exact secret values in a request's headers: whole values, and for `Authorization:
-    Bearer T` / `Cookie: a=T` the token part too, since an upstream echoes the token alone."""
+    """The exact secret values in a request's headers: whole values, plus the token of
+    `Authorization: Bearer T` and each cookie's value, since an upstream echoes those alone."""
     values: list[str] = []
     for name, value in headers.items():
-        if name.lower() not in SECRET_HEADERS:
+        lowered = name.lower()
+        if lowered not in SECRET_HEADERS:
             continue
-        parts = [value, value.partition(" ")[2]]
-        if name.lower() == "cookie":
-            parts += [c.partition("=")[2] for c in value.split(";")]
+        parts = [value]
+        if lowered.endswith("authorization"):
+            parts.append(value.partition(" ")[2])
+        elif lowered == "cookie":
+            parts += [cookie.partition("=")[2] for cookie in value.split(";")]
         values += [p.strip() for p in parts if len(p.strip()) >= MIN_SECRET_CHARS]
     return values
 
