@@ -5,12 +5,13 @@ Every table forbids unknown keys; every error names the key it is about, as one 
     config error: candidates.small.rate: must be between 0 and 1 (got 1.5)
 
 `${NAME}` in any string value is replaced from the environment before validation; an unset
-variable is an error naming the key that used it. Secrets (`api_key`, header values) are held as
-`SecretStr` so that printing the config never shows them.
+variable is an error naming the key that used it. Secrets (`api_key`, `admin_token`, header
+values) are held as `SecretStr` so that printing the config never shows them.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -31,6 +32,7 @@ from pydantic import (
 
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 RESERVED_TARGETS = frozenset({"primary", "secondary"})
+MIN_ADMIN_TOKEN_CHARS = 16
 
 
 class ConfigError(Exception):
@@ -65,6 +67,16 @@ def split_host_port(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def is_loopback(host: str) -> bool:
+    """A literal loopback address (or `localhost`): only this machine can connect to it."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -80,6 +92,22 @@ class ServerConfig(Strict):
     # share the GIL with the event loop, so under a tight CPU limit processes keep the primary
     # path's latency steadier, at the price of memory and copying each pair across.
     scoring_processes: Annotated[int, Field(ge=0, le=64)] = 0
+    # /api/* serves stored prompts and answers: it needs `Authorization: Bearer <admin_token>`
+    # and is refused when no token is set. /metrics, /healthz and /readyz stay open.
+    admin_token: SecretStr | None = None
+    # A laptop's convenience: /api/* without a token, allowed only on a loopback admin_listen.
+    admin_api_open_on_loopback: bool = False
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        # Never echo the value: describe() treats admin_token as a secret key.
+        token = value.get_secret_value() if value is not None else None
+        if token is not None and len(token) < MIN_ADMIN_TOKEN_CHARS:
+            raise ValueError(f"must be at least {MIN_ADMIN_TOKEN_CHARS} characters")
+        if token is not None and not all("!" <= char <= "~" for char in token):
+            raise ValueError("must be visible ASCII without spaces (it is sent in a header)")
+        return value
 
     @model_validator(mode="after")
     def _admin_apart_from_proxy(self) -> ServerConfig:
@@ -88,6 +116,19 @@ class ServerConfig(Strict):
         host, port = split_host_port(self.listen)
         if port and split_host_port(self.admin_listen) == (host, port):
             raise ValueError("admin_listen must differ from listen (the admin API is private)")
+        return self
+
+    @model_validator(mode="after")
+    def _open_admin_api_only_on_loopback(self) -> ServerConfig:
+        if not self.admin_api_open_on_loopback:
+            return self
+        if self.admin_token is not None:
+            raise ValueError("set admin_token or admin_api_open_on_loopback, not both")
+        if not is_loopback(split_host_port(self.admin_listen)[0]):
+            raise ValueError(
+                "admin_api_open_on_loopback needs a loopback admin_listen such as "
+                f"127.0.0.1 (got {self.admin_listen!r})"
+            )
         return self
 
 
@@ -247,7 +288,7 @@ def substitute_env(value: Any, environ: dict[str, str], path: str = "") -> Any:
     return value
 
 
-SECRET_KEYS = ("api_key", "headers")
+SECRET_KEYS = ("api_key", "headers", "admin_token")
 
 
 def describe(error: ValidationError, prefix: tuple[str, ...] = ()) -> str:

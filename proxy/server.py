@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from shadowtap.admin import build_admin_app
+from shadowtap.admin import AdminAccess, build_admin_app
 from shadowtap.config import Config, split_host_port
 from shadowtap.exchange import ExchangeSink
 from shadowtap.handler import ProxyHandler
@@ -133,7 +133,13 @@ class ShadowtapServer:
             from shadowtap.recorder import api_routes as recorder_routes
 
             api_routes = list(recorder_routes(self.recorder))
-        admin_app = build_admin_app(self.registry, lambda: self.ready, api_routes)
+        admin_app = build_admin_app(
+            self.registry,
+            lambda: self.ready,
+            api_routes,
+            access=AdminAccess.of(config.server),
+            health=self.recorder.health if self.recorder is not None else None,
+        )
 
         # handler_cancellation: a client that disconnects cancels its upstream request at once.
         self.proxy_port = await self._listen(

@@ -7,7 +7,7 @@ Examples:
 
     shadowtap report --db shadowtap.duckdb --config shadowtap.toml
     shadowtap report --parquet /shared/shadowtap --since 7d --candidate small --json
-    shadowtap report --url http://127.0.0.1:9464 --html report.html
+    SHADOWTAP_ADMIN_TOKEN=... shadowtap report --url http://127.0.0.1:9464 --html report.html
 """
 
 from __future__ import annotations
@@ -57,6 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     source.add_argument(
         "--url", metavar="ADMIN_URL", help="admin server of a running proxy (reads /api/pairs)"
+    )
+    parser.add_argument(
+        "--token-env",
+        metavar="NAME",
+        help="with --url: the environment variable holding the proxy's server.admin_token "
+        "(default: SHADOWTAP_ADMIN_TOKEN)",
     )
     parser.add_argument(
         "--config", metavar="FILE", help="shadowtap.toml: its [gates] table sets the gates"
@@ -112,12 +118,24 @@ def load_config_tables(
     return gates, {name: t for name, t in scorers.items() if isinstance(t, dict)}
 
 
+def admin_token(env_name: str | None) -> str | None:
+    """The admin token from the environment: `--token-env NAME` must be set, the default
+    variable may be absent (a proxy open on loopback needs none). Never from argv, where any
+    user of the machine could read it."""
+    from shadowtap.report.sources import ADMIN_TOKEN_ENV, SourceError
+
+    token = os.environ.get(env_name or ADMIN_TOKEN_ENV, "").strip()
+    if env_name and not token:
+        raise SourceError(f"--token-env: environment variable {env_name} is not set")
+    return token or None
+
+
 def open_source(args: argparse.Namespace) -> Source:
     from shadowtap.report.sources import open_db, open_parquet, open_url, parse_since
 
     if args.url:
         since = parse_since(args.since) if args.since else None
-        return open_url(args.url, since)
+        return open_url(args.url, since, admin_token(args.token_env))
     if args.parquet:
         return open_parquet(args.parquet)
     return open_db(args.db or DEFAULT_DB)

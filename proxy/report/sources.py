@@ -35,6 +35,8 @@ from shadowtap.recorder.api import MAX_LIMIT
 # every row in memory, so it stops at URL_PAIRS_PER_TARGET per target and says so; complete
 # reports over more data read the file or the Parquet roll-up.
 URL_PAIRS_PER_TARGET = 200 * MAX_LIMIT
+# Where `report --url` finds the admin token by default (never on the command line).
+ADMIN_TOKEN_ENV = "SHADOWTAP_ADMIN_TOKEN"
 
 
 class SourceError(Exception):
@@ -128,7 +130,13 @@ def from_pair_rows(
 
 async def _get_json(session: aiohttp.ClientSession, url: str) -> Any:
     try:
-        async with session.get(url) as response:
+        # No redirects: the admin token must never follow a redirect to another address.
+        async with session.get(url, allow_redirects=False) as response:
+            if response.status in (401, 403):
+                raise SourceError(
+                    f"{url} answered HTTP {response.status}: the admin API needs the proxy's "
+                    f"server.admin_token, read from ${ADMIN_TOKEN_ENV} (or --token-env NAME)"
+                )
             if response.status != 200:
                 raise SourceError(f"{url} answered HTTP {response.status}")
             return await response.json(content_type=None)
@@ -185,14 +193,16 @@ async def fetch_pairs(
     return live
 
 
-def open_url(admin_url: str, since: datetime | None = None) -> Source:
-    """Read pairs live from a running proxy. Blocking: from async code use `fetch_pairs`."""
+def open_url(admin_url: str, since: datetime | None = None, token: str | None = None) -> Source:
+    """Read pairs live from a running proxy, sending `token` as `Authorization: Bearer`.
+    Blocking: from async code use `fetch_pairs` with a session that carries the header."""
     if not re.match(r"^https?://", admin_url):
         raise SourceError(f"--url must be an http(s) URL (got {admin_url!r})")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     async def fetch() -> LivePairs:
         timeout = aiohttp.ClientTimeout(total=120)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
             return await fetch_pairs(session, admin_url, since)
 
     live = asyncio.run(fetch())
