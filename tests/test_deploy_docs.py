@@ -36,14 +36,17 @@ def test_every_deploy_path_mentioned_exists(document: str):
         assert (REPO / relative).resolve().exists(), f"{document} mentions missing {path}"
 
 
-def test_the_secret_command_creates_the_secret_the_pod_reads():
-    (command,) = re.findall(r"kubectl create secret generic [^`]+", deploying_section())
-    words = shlex.split(command)
-    name = words[4]
-    key = next(w for w in words if w.startswith("--from-literal=")).split("=")[1]
-    (secret,) = by_kind(render(BASE), "Secret")
-    assert name == secret["metadata"]["name"]
-    assert key in secret["stringData"]
+def test_the_secret_commands_create_the_secrets_the_pod_reads():
+    commands = re.findall(r"kubectl create secret generic [^`]+", deploying_section())
+    secrets = {s["metadata"]["name"]: s for s in by_kind(render(BASE), "Secret")}
+    created = {}
+    for command in commands:
+        words = shlex.split(command)
+        key = next(w for w in words if w.startswith("--from-literal=")).split("=")[1]
+        created[words[4]] = key
+    assert created.keys() == secrets.keys(), "one command per Secret of the example"
+    for name, key in created.items():
+        assert key in secrets[name]["stringData"]
 
 
 def test_the_grace_period_example_matches_the_manifests():

@@ -21,7 +21,14 @@ from tests.test_deploy_kustomize import BASE, FLEET, REPO, by_kind, pod_specs, r
 
 # Native sidecars (init containers with restartPolicy: Always) are on by default from 1.29.
 OLDEST_KUBERNETES = "1.29"
-CORE_KINDS = {"Deployment", "Service", "Secret", "ConfigMap", "PersistentVolumeClaim"}
+CORE_KINDS = {
+    "Deployment",
+    "Service",
+    "Secret",
+    "ConfigMap",
+    "PersistentVolumeClaim",
+    "NetworkPolicy",
+}
 
 
 def shadowtap_container(resources: list[dict[str, Any]]) -> dict[str, Any]:
@@ -124,6 +131,8 @@ def test_every_env_reference_in_the_config_comes_from_the_secret(base):
     for name, candidate in raw["candidates"].items():
         if "api_key" in candidate:
             assert ENV_PATTERN.fullmatch(candidate["api_key"]), f"candidates.{name}.api_key"
+    assert ENV_PATTERN.fullmatch(raw["server"]["admin_token"]), "server.admin_token"
+    assert loaded_config(base).server.admin_token is not None, "/api/* needs a token in the pod"
 
 
 def test_probes_use_the_admin_port_of_the_config(base):
@@ -236,3 +245,54 @@ def test_the_admin_service_and_service_monitor_select_the_sidecar(fleet):
     # With a ServiceMonitor, annotation-based discovery is switched off: no double scrape.
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "false"
+
+
+def opens_port(rule: dict[str, Any], names: set[str], number: int) -> bool:
+    """Whether a NetworkPolicy ingress rule lets traffic in to this port."""
+    if not rule.get("ports"):
+        return True  # a rule without ports opens every port
+    for port in rule["ports"]:
+        value = port.get("port")
+        if value is None or value in names or value == number:
+            return True
+        if isinstance(value, int) and value <= number <= port.get("endPort", value):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("overlay", ["base", "fleet"])
+def test_only_prometheus_reaches_the_admin_port(overlay, request):
+    resources = request.getfixturevalue(overlay)
+    (policy,) = by_kind(resources, "NetworkPolicy")
+    (deployment,) = by_kind(resources, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert "Ingress" in policy["spec"]["policyTypes"]
+    _, admin_port = split_host_port(loaded_config(resources).server.admin_listen)
+    container = shadowtap_container(resources)
+    names = {p["name"] for p in container["ports"] if p["containerPort"] == admin_port}
+    rules = [r for r in policy["spec"]["ingress"] if opens_port(r, names, admin_port)]
+    assert rules, "Prometheus must still reach /metrics"
+    for rule in rules:
+        assert rule.get("from"), "no rule may open the admin port to every source"
+        for peer in rule["from"]:
+            assert set(peer) == {"namespaceSelector", "podSelector"}, peer
+            assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+    # The application's own ports stay open to its clients: the policy isolates the whole pod.
+    (spec,) = pod_specs(resources)
+    for app in spec["containers"]:
+        for port in app.get("ports", []):
+            assert any(
+                not r.get("from") and opens_port(r, {port["name"]}, port["containerPort"])
+                for r in policy["spec"]["ingress"]
+            ), f"{app['name']}:{port['name']} is cut off by the policy"
+
+
+def test_the_policy_check_catches_an_admin_port_open_to_all(base):
+    # A check that cannot fail proves nothing: an open rule on the admin port must be caught.
+    (policy,) = by_kind(base, "NetworkPolicy")
+    rule = {"ports": [{"port": 9000, "endPort": 9500, "protocol": "TCP"}]}
+    assert opens_port(rule, {"admin"}, 9464) and not rule.get("from")
+    assert not opens_port({"ports": [{"port": "http"}]}, {"admin"}, 9464)
+    assert opens_port({"from": [{"podSelector": {}}]}, {"admin"}, 9464)
+    assert policy["spec"]["ingress"]
