@@ -11,6 +11,11 @@ Two levels, chosen by `storage.bodies`:
 Example: `redact("key sk-abcdefghijklmnop1234 for a@b.io", pii=True)`
 -> `"key [REDACTED:api_key] for [REDACTED:email]"`.
 
+Shapes cannot know every key (`Bearer sk-CANARY-123456` is too short for the api_key shape,
+and private gateways issue keys of any form), so the exact values a request carried
+(`Exchange.credentials`) are replaced too, before the shapes run:
+`redact(text, pii=False, secrets=ExactSecrets(["Bearer tok3n-of-any-shape"]))`.
+
 The writer thread calls this on every stored string, so it is on the benchmark's path: cheap
 substring checks decide whether the (slow) patterns need to run at all.
 """
@@ -18,7 +23,9 @@ substring checks decide whether the (slow) patterns need to run at all.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import orjson
 
@@ -148,8 +155,96 @@ def may_hold_secrets(text: str, *, pii: bool) -> bool:
     return pii and ("@" in folded or _has_digit_run(folded))
 
 
-def redact(text: str, *, pii: bool) -> str:
-    """Replace credentials (and personal data when `pii`) with `[REDACTED:<kind>]`."""
+CREDENTIAL_PLACEHOLDER = "[REDACTED:credential]"
+# Shorter values are not scrubbed: no provider issues keys that short, and the handler skips
+# them too (shadowtap.headers). A text the placeholders would more than double (a client's
+# `x-api-key: abcd` and a body of "abcdabcd...") is replaced whole instead, so scrubbing can
+# never inflate what the writer holds.
+MIN_SECRET_CHARS = 4
+_MAX_GROWTH = 2
+# Characters that JSON escaping and percent-encoding leave as they are.
+_PLAIN = re.compile(r"[A-Za-z0-9._~-]*\Z").match
+
+
+class ExactSecrets:
+    """Exact credential values to scrub, in every form they may take in stored text.
+
+    Each value is scrubbed as given and, for an auth scheme (`Bearer x`, `Basic x`), without
+    its scheme word; each of those also JSON-escaped and percent-encoded (a query value may
+    come back quoted in a URL or an error message). Longest forms are replaced first, so
+    `Bearer x` leaves no `Bearer ` behind. Values under `MIN_SECRET_CHARS` are skipped.
+
+    Example: `ExactSecrets(["Bearer tok-1234"]).scrub("bad key tok-1234")`
+    -> `"bad key [REDACTED:credential]"`.
+    """
+
+    __slots__ = ("_forms", "_probes")
+
+    def __init__(self, values: Iterable[str]) -> None:
+        forms: set[str] = set()
+        for value in values:
+            if not isinstance(value, str):
+                continue
+            for core in _cores(value):
+                if len(core) < MIN_SECRET_CHARS:
+                    continue
+                forms.add(core)
+                if not _PLAIN(core):  # usual keys read the same in every encoding
+                    forms.add(_json_escaped(core))
+                    forms.add(quote(core, safe=""))
+                    forms.add(quote_plus(core, safe=""))
+        self._forms = tuple(sorted(forms, key=len, reverse=True))
+        # A form that contains another form can only occur where that one does: checking the
+        # minimal ones is enough to know a text holds none (usually one check: the token).
+        self._probes = tuple(f for f in forms if not any(o != f and o in f for o in forms))
+
+    def __bool__(self) -> bool:
+        return bool(self._forms)
+
+    def found_in(self, text: str) -> bool:
+        """A cheap necessary test: False when `scrub` would leave `text` unchanged. Also sound
+        on serialized JSON, since the JSON-escaped forms are among the forms."""
+        # A loop: any() over a generator costs twice as much on the writer's hot path.
+        for probe in self._probes:  # noqa: SIM110
+            if probe in text:
+                return True
+        return False
+
+    def scrub(self, text: str) -> str:
+        for probe in self._probes:
+            if probe in text:
+                break
+        else:
+            return text
+        limit = _MAX_GROWTH * len(text) + len(CREDENTIAL_PLACEHOLDER)
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, CREDENTIAL_PLACEHOLDER)
+                if len(text) > limit:
+                    return CREDENTIAL_PLACEHOLDER
+        return text
+
+
+def _json_escaped(text: str) -> str:
+    try:
+        return orjson.dumps(text).decode()[1:-1]
+    except TypeError:  # a lone surrogate: orjson cannot write it, so it is never stored so
+        return text
+
+
+def _cores(value: str) -> Iterable[str]:
+    value = value.strip()
+    yield value
+    scheme, space, rest = value.partition(" ")
+    if space and scheme.isascii() and scheme.isalpha():  # "Bearer x", "Basic x", "Token x"
+        yield rest.strip()
+
+
+def redact(text: str, *, pii: bool, secrets: ExactSecrets | None = None) -> str:
+    """Replace the exact `secrets`, then credential shapes (and personal data when `pii`),
+    with `[REDACTED:<kind>]`."""
+    if secrets is not None:
+        text = secrets.scrub(text)
     if len(text) < _SHORTEST:
         return text
     folded = _fold(text)
@@ -166,26 +261,31 @@ def redact(text: str, *, pii: bool) -> str:
     return text
 
 
-def redact_json_text(value: Any, *, pii: bool) -> str:
+def redact_json_text(value: Any, *, pii: bool, secrets: ExactSecrets | None = None) -> str:
     """`value` serialized as JSON with `redact` applied to every string in it.
 
-    Serialized first, and walked only when the text may hold a secret: most bodies do not.
+    Raises TypeError where orjson does: a lone surrogate, an integer past 64 bits, nesting
+    deeper than 255. Serialized first, and walked only when the text may hold a secret: most
+    bodies do not.
     The walk is over the parsed text, not over `value`: orjson also serializes tuples,
     dataclasses and (through `default=str`) any object, whose strings `redact_json` would not
     see, and the parsed text holds plain JSON values only.
     """
     text = orjson.dumps(value, default=str).decode()
-    if not may_hold_secrets(text, pii=pii):
+    if not may_hold_secrets(text, pii=pii) and (secrets is None or not secrets.found_in(text)):
         return text
-    return orjson.dumps(redact_json(orjson.loads(text), pii=pii)).decode()
+    return orjson.dumps(redact_json(orjson.loads(text), pii=pii, secrets=secrets)).decode()
 
 
-def redact_json(value: Any, *, pii: bool) -> Any:
+def redact_json(value: Any, *, pii: bool, secrets: ExactSecrets | None = None) -> Any:
     """`redact` applied to every string in a JSON value, keys included."""
     if isinstance(value, str):
-        return redact(value, pii=pii)
+        return redact(value, pii=pii, secrets=secrets)
     if isinstance(value, dict):
-        return {redact(k, pii=pii): redact_json(v, pii=pii) for k, v in value.items()}
+        return {
+            redact(k, pii=pii, secrets=secrets): redact_json(v, pii=pii, secrets=secrets)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [redact_json(v, pii=pii) for v in value]
+        return [redact_json(v, pii=pii, secrets=secrets) for v in value]
     return value

@@ -1,9 +1,15 @@
 """Turning a batch of `Exchange`s into one Arrow table per DuckDB table, privacy applied.
 
 Columnar lists are filled in one pass and handed to Arrow with explicit types, because the
-Arrow scan is DuckDB's fast bulk path (row-at-a-time `executemany` is ~100x slower). Integer
-columns are int64 on the Arrow side and narrowed by DuckDB's INSERT, so an out-of-range value
-fails the write (and is counted) instead of wrapping silently.
+Arrow scan is DuckDB's fast bulk path (row-at-a-time `executemany` is ~100x slower).
+
+Whatever a client or an upstream sent, the exchange is stored: a `model` of any JSON type is
+kept as its JSON text (capped), a count outside the INTEGER columns' range (a candidate's
+`"prompt_tokens": 10000000000`) as NULL, a body orjson cannot write back (nesting past 255,
+an integer past 64 bits) as its raw text, and a lone surrogate (Python strings may hold one,
+UTF-8 cannot) as its `\\udXXX` escape. Every free-text field is scrubbed of the exact
+credentials its request carried and of credential shapes (`shadowtap.redact`) before it
+leaves this module.
 """
 
 from __future__ import annotations
@@ -15,9 +21,13 @@ import orjson
 import pyarrow as pa
 from shadowtap.completion import ToolCall
 from shadowtap.exchange import Exchange
-from shadowtap.redact import redact, redact_json_text
+from shadowtap.redact import ExactSecrets, redact, redact_json_text
 
 Bodies = Literal["full", "redacted", "none"]
+Secrets = ExactSecrets | None
+
+MODEL_MAX_CHARS = 256  # the "model" column is a label for grouping; the body keeps the rest
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 ARROW_SCHEMAS: dict[str, pa.Schema] = {
     "exchanges": pa.schema(
@@ -66,69 +76,167 @@ ARROW_SCHEMAS: dict[str, pa.Schema] = {
 
 
 class Privacy:
-    """What `storage.bodies` keeps of each free-text field (see `shadowtap.redact`)."""
+    """What `storage.bodies` keeps of each free-text field (see `shadowtap.redact`). Every
+    method takes the exchange's exact secrets (None when its request carried none)."""
 
     def __init__(self, bodies: Bodies) -> None:
         self.keep_bodies = bodies != "none"
         # "full" still scrubs credentials; personal data only goes in "full".
         self.pii = bodies != "full"
 
-    def text(self, value: str | None) -> str | None:
+    def text(self, value: str | None, secrets: Secrets = None) -> str | None:
         if value is None or not self.keep_bodies:
             return None
-        return redact(value, pii=self.pii)
+        return redact(value, pii=self.pii, secrets=secrets)
 
-    def metadata(self, value: str | None) -> str | None:
+    def metadata(self, value: str | None, secrets: Secrets = None) -> str | None:
         """Errors and paths are kept in every mode (they are how failures are diagnosed), but
         an upstream error can echo the rejected key or the user's prompt, so they are scrubbed."""
         if value is None:
             return None
-        return redact(value, pii=self.pii)
+        return redact(value, pii=self.pii, secrets=secrets)
 
-    def request_body(self, exchange: Exchange) -> str | None:
+    def model(self, value: Any, secrets: Secrets = None) -> str | None:
+        """The client's `model` as text whatever its JSON type, scrubbed, then capped."""
+        if value is None:
+            return None
+        text = value if isinstance(value, str) else _json_or_repr(value)
+        return redact(text, pii=self.pii, secrets=secrets)[:MODEL_MAX_CHARS]
+
+    def request_body(self, exchange: Exchange, secrets: Secrets = None) -> str | None:
         if not self.keep_bodies:
             return None
         if exchange.request_json is not None:
-            return redact_json_text(exchange.request_json, pii=self.pii)
+            try:
+                return redact_json_text(exchange.request_json, pii=self.pii, secrets=secrets)
+            except TypeError:
+                pass  # orjson cannot write it back (see module docstring): the raw text below
         if not exchange.request_body:
             return None
         # Not JSON: stored as a JSON string so the column stays valid JSON.
-        raw = exchange.request_body.decode("utf-8", "replace")
-        return orjson.dumps(redact(raw, pii=self.pii)).decode()
+        raw = bytes(exchange.request_body).decode("utf-8", "replace")
+        return _dumps(redact(raw, pii=self.pii, secrets=secrets))
 
-    def tool_calls(self, calls: list[ToolCall]) -> str | None:
+    def tool_calls(self, calls: list[ToolCall], secrets: Secrets = None) -> str | None:
         if not calls:
             return None
         if not self.keep_bodies:
             # Which tools were called is metadata; their arguments are user content.
-            return orjson.dumps([{"id": c.id, "name": c.name} for c in calls]).decode()
+            return _dumps(
+                [{"id": _exact(c.id, secrets), "name": _exact(c.name, secrets)} for c in calls]
+            )
         pii = self.pii
-        return orjson.dumps(
-            [{"id": c.id, "name": c.name, "arguments": redact(c.arguments, pii=pii)} for c in calls]
-        ).decode()
+        return _dumps(
+            [
+                {
+                    "id": _exact(c.id, secrets),
+                    "name": _exact(c.name, secrets),
+                    "arguments": redact(c.arguments, pii=pii, secrets=secrets),
+                }
+                for c in calls
+            ]
+        )
 
-    def detail(self, detail: dict[str, Any] | None) -> str | None:
+    def detail(self, detail: dict[str, Any] | None, secrets: Secrets = None) -> str | None:
         # Scorer details may quote either answer, so they follow the body setting.
         if detail is None or not self.keep_bodies:
             return None
-        return redact_json_text(detail, pii=self.pii)
+        try:
+            return redact_json_text(detail, pii=self.pii, secrets=secrets)
+        except TypeError:  # a plug-in's detail orjson cannot write: kept as text
+            return _dumps(redact(_json_or_repr(detail), pii=self.pii, secrets=secrets))
 
     # Whole columns at once: the writer's hot path (one comprehension per column is about
     # twice as fast as appending value by value).
-    def texts(self, values: list[str | None]) -> list[str | None]:
+    def texts(self, values: list[str | None], secrets: list[Secrets]) -> list[str | None]:
         if not self.keep_bodies:
             return [None] * len(values)
-        return self.metadatas(values)
+        return self.metadatas(values, secrets)
 
-    def metadatas(self, values: list[str | None]) -> list[str | None]:
+    def metadatas(self, values: list[str | None], secrets: list[Secrets]) -> list[str | None]:
         pii = self.pii
-        return [None if v is None else redact(v, pii=pii) for v in values]
+        return [
+            None if v is None else redact(v, pii=pii, secrets=s)
+            for v, s in zip(values, secrets, strict=True)
+        ]
 
-    def details(self, values: list[dict[str, Any] | None]) -> list[str | None]:
+    @staticmethod
+    def labels(values: list[str | None], secrets: list[Secrets]) -> list[str | None]:
+        """Short upstream or client labels (method, finish reason, model names): only the
+        exact secrets are checked (one substring test); no shape fits in a label anyway."""
+        return [_exact(v, s) for v, s in zip(values, secrets, strict=True)]
+
+    def details(
+        self, values: list[dict[str, Any] | None], secrets: list[Secrets]
+    ) -> list[str | None]:
         if not self.keep_bodies:
             return [None] * len(values)
-        pii = self.pii
-        return [None if v is None else redact_json_text(v, pii=pii) for v in values]
+        return [self.detail(v, s) for v, s in zip(values, secrets, strict=True)]
+
+
+def _exact(value: str | None, secrets: Secrets) -> str | None:
+    return value if secrets is None or value is None else secrets.scrub(value)
+
+
+def clean_text(text: str) -> str:
+    """`text` as valid Unicode: a lone surrogate becomes its `\\udXXX` escape."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _clean_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(str(k)): _clean_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean_json(v) for v in value]
+    return value
+
+
+def _dumps(value: Any) -> str:
+    """JSON text of plain strings, lists and dicts, lone surrogates escaped if need be."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return orjson.dumps(_clean_json(value)).decode()
+
+
+def _json_or_repr(value: Any) -> str:
+    """JSON text of any value, or its repr where JSON cannot hold it (never raises)."""
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except TypeError:
+        pass
+    try:
+        return clean_text(repr(value))
+    except RecursionError:
+        return f"<{type(value).__name__} nested too deeply to show>"
+
+
+def _int32s(values: list[int | None]) -> list[int | None]:
+    # Counts come from the upstream's JSON; one past INTEGER's range must not cost the row.
+    return [v if v is None or INT32_MIN <= v <= INT32_MAX else None for v in values]
+
+
+def _secrets(exchanges: list[Exchange]) -> list[Secrets]:
+    """Each exchange's exact secrets; most of a batch carries the same few keys, so each
+    distinct set is prepared once."""
+    known: dict[tuple[str, ...], Secrets] = {(): None}
+    found = []
+    for exchange in exchanges:
+        credentials = tuple(exchange.credentials)
+        secrets = known.get(credentials, _UNSEEN)
+        if secrets is _UNSEEN:
+            secrets = known[credentials] = ExactSecrets(credentials) or None
+        found.append(secrets)
+    return found
+
+
+_UNSEEN: Any = object()
 
 
 def _utc(moment: datetime) -> datetime:
@@ -140,31 +248,46 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def _table(name: str, columns: dict[str, list[Any]]) -> pa.Table:
-    return pa.Table.from_pydict(columns, schema=ARROW_SCHEMAS[name])
+    schema = ARROW_SCHEMAS[name]
+    try:
+        return pa.Table.from_pydict(columns, schema=schema)
+    except UnicodeEncodeError:
+        pass  # a lone surrogate somewhere: rare, so only then is every string checked
+    for field in schema:
+        values = columns[field.name]
+        if field.type == pa.string():
+            columns[field.name] = [None if v is None else clean_text(v) for v in values]
+        elif field.type == pa.list_(pa.string()):
+            columns[field.name] = [[clean_text(x) for x in v] for v in values]
+    return pa.Table.from_pydict(columns, schema=schema)
 
 
 def to_arrow(exchanges: list[Exchange], privacy: Privacy) -> dict[str, pa.Table]:
-    """One Arrow table per DuckDB table for the batch; raises on a value that cannot convert.
+    """One Arrow table per DuckDB table for the batch.
 
     Built column by column: one list comprehension per column over the batch's rows. (No
     per-row tuples: allocating tens of thousands of them wakes the cyclic GC, which then
     walks every object the process holds.)"""
     ex = exchanges
+    secrets = _secrets(ex)
     results = [r for e in ex for r in e.results.values()]
     completions = [r.completion for r in results]
+    result_secrets = [s for e, s in zip(ex, secrets, strict=True) for _ in e.results]
     scores = [s for e in ex for s in e.scores]
+    score_secrets = [s for e, s in zip(ex, secrets, strict=True) for _ in e.scores]
+    pairs = list(zip(ex, secrets, strict=True))
     tables = {
         "exchanges": _table(
             "exchanges",
             {
                 "request_id": [e.request_id for e in ex],
                 "started_at": [_utc(e.started_at) for e in ex],
-                "method": [e.method for e in ex],
-                "path": privacy.metadatas([e.path for e in ex]),
+                "method": privacy.labels([e.method for e in ex], secrets),
+                "path": privacy.metadatas([e.path for e in ex], secrets),
                 "route": [e.route for e in ex],
-                "model": [e.model for e in ex],
-                "stream": [e.stream for e in ex],
-                "request_body": [privacy.request_body(e) for e in ex],
+                "model": [privacy.model(e.model, s) for e, s in pairs],
+                "stream": [e.stream if isinstance(e.stream, bool) else None for e in ex],
+                "request_body": [privacy.request_body(e, s) for e, s in pairs],
                 "header_names": [[name.lower() for name in e.header_names] for e in ex],
             },
         ),
@@ -174,16 +297,23 @@ def to_arrow(exchanges: list[Exchange], privacy: Privacy) -> dict[str, pa.Table]
                 "request_id": [e.request_id for e in ex for _ in e.results],
                 "target": [r.target for r in results],
                 "role": [r.role for r in results],
-                "status": [c.status for c in completions],
-                "error": privacy.metadatas([c.error for c in completions]),
+                "status": _int32s([c.status for c in completions]),
+                "error": privacy.metadatas([c.error for c in completions], result_secrets),
                 "latency_ms": [_ms(c.latency_s) for c in completions],
                 "ttft_ms": [_ms(c.ttft_s) for c in completions],
-                "text": privacy.texts([c.text for c in completions]),
-                "tool_calls": [privacy.tool_calls(c.tool_calls) for c in completions],
-                "finish_reason": [c.finish_reason for c in completions],
-                "prompt_tokens": [c.prompt_tokens for c in completions],
-                "completion_tokens": [c.completion_tokens for c in completions],
-                "response_model": [c.response_model for c in completions],
+                "text": privacy.texts([c.text for c in completions], result_secrets),
+                "tool_calls": [
+                    privacy.tool_calls(c.tool_calls, s)
+                    for c, s in zip(completions, result_secrets, strict=True)
+                ],
+                "finish_reason": privacy.labels(
+                    [c.finish_reason for c in completions], result_secrets
+                ),
+                "prompt_tokens": _int32s([c.prompt_tokens for c in completions]),
+                "completion_tokens": _int32s([c.completion_tokens for c in completions]),
+                "response_model": privacy.labels(
+                    [c.response_model for c in completions], result_secrets
+                ),
                 "cost_usd": [r.cost_usd for r in results],
             },
         ),
@@ -194,8 +324,8 @@ def to_arrow(exchanges: list[Exchange], privacy: Privacy) -> dict[str, pa.Table]
                 "target": [s.target for s in scores],
                 "scorer": [s.scorer for s in scores],
                 "score": [s.score for s in scores],
-                "detail": privacy.details([s.detail for s in scores]),
-                "error": privacy.metadatas([s.error for s in scores]),
+                "detail": privacy.details([s.detail for s in scores], score_secrets),
+                "error": privacy.metadatas([s.error for s in scores], score_secrets),
                 "threshold": [s.threshold for s in scores],
             },
         ),
