@@ -8,9 +8,9 @@ rapidfuzz's Indel similarity over the *token sequences* — `1 - insertions+dele
 * `method = "bag"`: tokens sorted first, so only the vocabulary and its counts matter.
 
 Comparing token lists rather than characters keeps the cost near (tokens² / 64): ~1 ms for two
-10 kB answers. rapidfuzz holds the GIL for the whole call, so `max_tokens` (default 10 000 per
-side, ~60 kB of English) bounds how long one call can stall the proxy; beyond it only the
-leading tokens are compared and `detail.truncated` says so.
+10 kB answers. `max_tokens` (default 10 000 per side, ~60 kB of English) bounds that quadratic
+part whatever the answers' size: only the leading tokens are read and compared, and
+`detail.truncated` says so.
 
 Two empty answers agree (1.0); one empty answer scores 0. Not applicable when neither answer
 has text but one made tool calls.
@@ -24,6 +24,7 @@ has text but one made tool calls.
 from __future__ import annotations
 
 import re
+from itertools import islice
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -34,8 +35,9 @@ _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _TOKEN = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+")
 
 
-def tokenize(text: str) -> list[str]:
-    return _TOKEN.findall(text.casefold())
+def tokenize(text: str, limit: int | None = None) -> list[str]:
+    """Word tokens, case-folded; with `limit`, only the first `limit` are read."""
+    return [m.group() for m in islice(_TOKEN.finditer(text.casefold()), limit)]
 
 
 class TextSimilarityOptions(ScorerOptions):
@@ -54,11 +56,12 @@ class TextSimilarity(CpuScorer[TextSimilarityOptions]):
         texts = answer_texts(pair)
         if texts is None:
             return None
-        a, b = (tokenize(t) for t in texts)
+        limit = self.options.max_tokens
+        # One token past the limit tells that there was more.
+        a, b = (tokenize(t, limit + 1) for t in texts)
         if not a and not b:
             # No word characters at all (emoji, punctuation): fall back to the raw text.
             return 1.0 if texts[0].strip() == texts[1].strip() else 0.0
-        limit = self.options.max_tokens
         truncated = len(a) > limit or len(b) > limit
         a, b = a[:limit], b[:limit]
         if self.options.method == "bag":

@@ -7,7 +7,9 @@ as a wrong one. Arguments are compared as parsed JSON, so `{"a":1,"b":2}` equals
 `{"b": 2, "a": 1}`; arguments that are not valid JSON compare as trimmed text. Call order and
 call ids are ignored (parallel tool calls arrive in any order).
 
-Not applicable when neither answer made a tool call; 0 when only one did.
+Not applicable when neither answer made a tool call; 0 when only one did. Matching is by
+counting (linear in the number of calls, which is the model's choice), and `detail` names at
+most the first 32 calls of each side.
 
     [scorers.tools]
     type = "tool_calls"
@@ -17,18 +19,20 @@ Not applicable when neither answer made a tool call; 0 when only one did.
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 from shadowtap.completion import ToolCall
 from shadowtap.scorers.base import CpuScorer, Pair, Result, ScorerOptions, Verdict
 from shadowtap.scorers.jsontext import canonical_json
 
 SAME_NAME_CREDIT = 0.5  # right tool, wrong arguments: better than the wrong tool
+MAX_LISTED = 32  # call names per side in detail
 
 
 def canonical_arguments(call: ToolCall) -> str:
     try:
         return canonical_json(json.loads(call.arguments or "{}"))
-    except ValueError:
+    except (ValueError, RecursionError):  # invalid, or nested deeper than the parser goes
         return call.arguments.strip()
 
 
@@ -38,23 +42,23 @@ class ToolCalls(CpuScorer[ScorerOptions]):
         if not primary and not target:
             return None
         names = {
-            "primary": sorted(c.name for c in primary),
-            "target": sorted(c.name for c in target),
+            "primary": sorted(c.name for c in primary)[:MAX_LISTED],
+            "target": sorted(c.name for c in target)[:MAX_LISTED],
         }
-        unused = [(c.name, canonical_arguments(c)) for c in target]
-        credit = 0.0
+        unused = Counter((c.name, canonical_arguments(c)) for c in target)
         # Exact matches first, so a same-name partial match never steals a call's exact twin.
-        partial: list[str] = []
+        exact = 0
+        partial: Counter[str] = Counter()
         for call in primary:
             key = (call.name, canonical_arguments(call))
-            if key in unused:
-                unused.remove(key)
-                credit += 1.0
+            if unused[key] > 0:
+                unused[key] -= 1
+                exact += 1
             else:
-                partial.append(call.name)
-        for name in partial:
-            match = next((i for i, (n, _) in enumerate(unused) if n == name), None)
-            if match is not None:
-                unused.pop(match)
-                credit += SAME_NAME_CREDIT
+                partial[call.name] += 1
+        unused_names: Counter[str] = Counter()
+        for (name, _), count in unused.items():
+            unused_names[name] += count
+        same_name = sum(min(count, unused_names[name]) for name, count in partial.items())
+        credit = exact + SAME_NAME_CREDIT * same_name
         return Verdict(credit / max(len(primary), len(target)), names)

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
+import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from shadowtap.completion import Completion, ToolCall
 from shadowtap.scorers.base import CpuScorer, Pair, Verdict
 from shadowtap.scorers.registry import build_scorers
@@ -86,6 +91,86 @@ def test_json_match_large_and_deep_documents() -> None:
         deep = [deep]
     text = json.dumps(deep)
     assert value(scorer("json_match").score(pair(answer(text), answer(text)))) == 1.0
+    deeper = "[" * 100_000 + "]" * 100_000  # deeper than the JSON parser goes
+    assert scorer("json_match").score(pair(answer(deeper), answer("[]"))) == Verdict(
+        None, {"reason": "primary nested too deeply to parse"}
+    )
+
+
+def reference_flatten(value: Any, ignored: frozenset[str]) -> dict[str, Any]:
+    """The documented meaning of json_match's fields, spelled out naively as an oracle."""
+    from shadowtap.scorers.json_match import _leaf
+
+    fields: dict[str, Any] = {}
+
+    def walk(path: str, keys: tuple[str, ...], node: Any) -> None:
+        if isinstance(node, dict) and node:
+            for key, child in node.items():
+                if key in ignored or ".".join((*keys, key)) in ignored:
+                    continue
+                walk(f"{path}.{key}", (*keys, key), child)
+        elif isinstance(node, list) and node:
+            for index, child in enumerate(node):
+                walk(f"{path}[{index}]", keys, child)
+        else:
+            fields[path] = _leaf(node)
+
+    walk("$", (), value)
+    return fields
+
+
+KEYS = st.sampled_from(["a", "b", "id", "meta", "0"])
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 2) | st.sampled_from([1.0, "x", "y"]),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(KEYS, children, max_size=3),
+    max_leaves=12,
+)
+
+
+@given(JSON, JSON, st.lists(st.sampled_from(["id", "meta.a", "a.b", "b"]), max_size=2))
+def test_json_match_agrees_with_the_naive_definition(a: Any, b: Any, ignore: list[str]) -> None:
+    fa, fb = reference_flatten(a, frozenset(ignore)), reference_flatten(b, frozenset(ignore))
+    paths = fa.keys() | fb.keys()
+    result = scorer("json_match", ignore_keys=ignore).score(
+        pair(answer(json.dumps(a)), answer(json.dumps(b)))
+    )
+    assert isinstance(result, Verdict)
+    if not paths:
+        assert result.score is None
+        return
+    agreeing = sum(1 for p in paths if p in fa and p in fb and fa[p] == fb[p])
+    assert result.detail is not None
+    assert (result.detail["fields"], result.detail["agreeing"]) == (len(paths), agreeing)
+    assert set(result.detail["differing"]) <= paths
+
+
+def test_json_match_memory_is_linear_in_the_answer() -> None:
+    # One long key over many fields: a path string per field was 5000 x 20 kB = 100 MB a side.
+    doc = {"k" * 20_000: list(range(5000))}
+    changed = {"k" * 20_000: [*range(4999), -1]}
+    tracemalloc.start()
+    try:
+        result = scorer("json_match").score(
+            pair(answer(json.dumps(doc)), answer(json.dumps(changed)))
+        )
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert isinstance(result, Verdict) and result.detail is not None
+    assert result.score == pytest.approx(4999 / 5000)
+    (path,) = result.detail["differing"]
+    assert len(path) == 200 and path.startswith("$.kkk")  # listed paths are cut short
+    assert peak < 10 * 1024 * 1024, peak  # the two documents are ~100 kB of JSON
+
+
+def finishes(work: Callable[[], Any], within_s: float = 60.0) -> Any:
+    """Run `work` in a daemon thread; a super-linear algorithm would still be running."""
+    box: list[Any] = []
+    thread = threading.Thread(target=lambda: box.append(work()), daemon=True)
+    thread.start()
+    thread.join(within_s)
+    assert box, f"still running after {within_s} s"
+    return box[0]
 
 
 # -- tool_calls --------------------------------------------------------------------------------
@@ -127,6 +212,25 @@ def test_tool_calls_exact_twin_is_not_stolen_by_a_partial_match() -> None:
     assert value(result) == pytest.approx((1.0 + 0.5) / 2)
     assert isinstance(result, Verdict)
     assert result.detail == {"primary": ["f", "f"], "target": ["f", "f"]}
+
+
+def test_tool_calls_are_matched_in_linear_time() -> None:
+    # Quadratic when each call was looked up in a list of the others: 20 000 took 29 s.
+    primary = [call("f", json.dumps({"x": i})) for i in range(50_000)]
+    target = [call("f", json.dumps({"x": -i})) for i in range(50_000)]
+    target[5] = call("g", "{}")
+    result = finishes(
+        lambda: scorer("tool_calls").score(pair(answer(None, primary), answer(None, target)))
+    )
+    assert isinstance(result, Verdict) and result.detail is not None
+    # x=0 is an exact twin (1.0); 49 998 more "f" calls pair by name (0.5); one has no "f" left.
+    assert result.score == pytest.approx((1 + 0.5 * 49_998) / 50_000)
+    assert result.detail == {"primary": ["f"] * 32, "target": ["f"] * 32}
+    deep = "[" * 100_000 + "]" * 100_000
+    nested = scorer("tool_calls").score(
+        pair(answer(None, [call("f", deep)]), answer(None, [call("f", deep)]))
+    )
+    assert value(nested) == 1.0  # compared as text when too deep to parse
 
 
 # -- json_schema_valid -------------------------------------------------------------------------
