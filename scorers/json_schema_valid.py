@@ -58,7 +58,7 @@ def _validator(schema_text: str) -> Any:
     from shadowtap.scorers.schema_regex import check_patterns, linear_validator_class
 
     schema = json.loads(schema_text)
-    cls = validator_for(schema)
+    cls: Any = validator_for(schema)  # the stubs' protocol lacks check_schema's format_checker
     # No format checker: the metaschema's `format: regex` would compile the client's patterns
     # with `re`. Validation never asserts formats either (jsonschema's default).
     cls.check_schema(schema, format_checker=None)  # raises SchemaError
