@@ -217,7 +217,13 @@ class GatesConfig(Strict):
     confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
     # Bootstrap intervals are too narrow on tiny samples: gates built on them wait for this
     # many pairs before they can pass or fail (the Wilson error-rate interval does not wait).
+    # A comparison with the noise floor rests on the smaller of the two samples: both the
+    # candidate and the secondary need this many scored pairs.
     min_pairs: Annotated[int, Field(ge=2)] = 30
+    # Without a secondary the agreement drop is bounded against perfect agreement (1.0), which
+    # over-states it, so it can pass but never fail. Only a primary that always answers the same
+    # (temperature 0 on a deterministic deployment) makes 1.0 its true noise floor.
+    primary_deterministic: bool = False
 
     @field_validator(
         "max_agreement_drop",

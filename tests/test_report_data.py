@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import duckdb
 from prometheus_client import CollectorRegistry
@@ -35,6 +36,9 @@ class Behaviour:
     latency_factor: float = 1.0  # times the primary's latency on the same request
     error_rate: float = 0.0
     cost_factor: float = 1.0
+    # What the similarity scorer stored: a score, an error (it raised), NULL (not applicable),
+    # or no row at all (not configured for this target).
+    scoring: Literal["score", "error", "not_applicable", "absent"] = "score"
 
 
 NOISE = Behaviour()  # the primary's model again: similarity ~ Beta(18, 2), mean 0.9
@@ -59,12 +63,20 @@ def _completion(text: str | None, latency_ms: float, stream: bool, error: bool) 
     )
 
 
+def _score(target: str, similarity: float, behaviour: Behaviour) -> Score:
+    if behaviour.scoring == "error":
+        return Score(target, "similarity", None, error="ValueError: model output too odd")
+    value = None if behaviour.scoring == "not_applicable" else similarity
+    return Score(target, "similarity", value, threshold=SIMILARITY_THRESHOLD)
+
+
 def make_exchanges(
     n: int,
     candidates: dict[str, Behaviour],
     *,
     seed: int = 0,
     secondary: Behaviour | None = NOISE,
+    secondary_every: int = 1,  # the secondary answers every k-th request (its sampling rate)
     start: datetime = START,
     question: str = "Question {i}: summarise <b>ticket</b> #{i} & reply",
 ) -> list[Exchange]:
@@ -85,7 +97,7 @@ def make_exchanges(
         }
         scores: list[Score] = []
         shadows = dict(candidates)
-        if secondary is not None:
+        if secondary is not None and i % secondary_every == 0:
             shadows["secondary"] = secondary
         for name, behaviour in shadows.items():
             failed = rng.random() < behaviour.error_rate
@@ -102,8 +114,8 @@ def make_exchanges(
                 _completion(text, ms, stream, failed),
                 cost_usd=None if failed else 0.002 * behaviour.cost_factor,
             )
-            if not failed:
-                scores.append(Score(name, "similarity", similarity, threshold=SIMILARITY_THRESHOLD))
+            if not failed and behaviour.scoring != "absent":
+                scores.append(_score(name, similarity, behaviour))
         body = {
             "model": MODELS[i % 2],
             "stream": stream,

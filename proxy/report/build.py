@@ -15,7 +15,8 @@ from typing import Any
 from shadowtap.config import GatesConfig
 from shadowtap.report import stats
 from shadowtap.report.checks import JSON_VALIDITY, REFUSAL, named, response_checks, scorer_kinds
-from shadowtap.report.gates import decide, overall, skipped
+from shadowtap.report.evidence import missing_scores
+from shadowtap.report.gates import decide, no_evidence, overall
 from shadowtap.report.measures import (
     NUMERIC_COLUMNS,
     Rows,
@@ -52,47 +53,100 @@ def _latency(rows: Rows, metric: str, confidence: float, label: str) -> LatencyS
     )
 
 
+NO_NOISE_FLOOR = (
+    "the drop is bounded against 1.0 (perfect agreement), which over-states it, so it can"
+    " pass but never fail. Add a noise floor: [secondary] rate = 0.1 asks the primary's model"
+    " again for a share of sampled requests; or, if the primary always answers the same, set"
+    " gates.primary_deterministic = true"
+)
+
+
+def _drop_against_one(rows: Rows, scorer: str, confidence: float, name: str) -> stats.Interval:
+    """1 - the candidate's mean: the drop if the noise floor were perfect agreement."""
+    mean = rows.mean(scorer, confidence, name)
+
+    def flip(value: float | None) -> float | None:
+        return None if value is None else 1 - value
+
+    return stats.Interval(flip(mean.estimate), flip(mean.high), flip(mean.low), mean.n, mean.method)
+
+
 def _agreement_gates(
-    name: str, rows: Rows, noise: Rows | None, gates: GatesConfig, notes: list[str]
+    source: Source,
+    name: str,
+    rows: Rows,
+    noise: Rows | None,
+    gates: GatesConfig,
+    scorers: list[str],
 ) -> list[GateResult]:
+    """One gate per scorer: noise-floor mean - candidate mean <= max_agreement_drop.
+
+    The comparison rests on the smaller of the two samples: its `n` is min(candidate scores,
+    noise-floor scores), and both need `min_pairs` (README "Gates").
+    """
     if gates.max_agreement_drop is None:
         return []
     limit, results = gates.max_agreement_drop, []
-    for scorer in gates.scorers or sorted(rows.scorers()):
+    for scorer in scorers:
         values = rows.scores(scorer)
         if not values:
-            results.append(skipped("agreement_drop", limit, "no scores recorded", scorer))
+            missing = missing_scores(source, rows, name, scorer)
+            results.append(
+                no_evidence("agreement_drop", limit, missing.reason, missing.note, scorer)
+            )
             continue
         floor = noise.scores(scorer) if noise is not None else []
         if floor:
             drop = stats.bootstrap_mean_difference(
                 floor, values, gates.confidence, f"{name}:{scorer}:drop"
             )
-            note = None
-        else:
-            # No noise floor: measure against perfect agreement, which over-states the drop.
-            mean = rows.mean(scorer, gates.confidence, name)
-            drop = stats.Interval(
-                None if mean.estimate is None else 1 - mean.estimate,
-                None if mean.high is None else 1 - mean.high,
-                None if mean.low is None else 1 - mean.low,
-                mean.n,
-                mean.method,
+            note = f"{len(values):,} candidate vs {len(floor):,} noise-floor scores"
+            results.append(
+                decide(
+                    "agreement_drop",
+                    drop,
+                    limit,
+                    len(rows),
+                    min_pairs=gates.min_pairs,
+                    scorer=scorer,
+                    note=note,
+                )
             )
-            note = "no secondary data: drop measured against 1.0 (perfect agreement)"
-            if note not in notes:
-                notes.append(note)
-        results.append(
-            decide(
-                "agreement_drop",
-                drop,
-                limit,
-                len(rows),
-                min_pairs=gates.min_pairs,
-                scorer=scorer,
-                note=note,
+            continue
+        drop = _drop_against_one(rows, scorer, gates.confidence, name)
+        if gates.primary_deterministic:
+            note = "gates.primary_deterministic: the noise floor is 1.0 (perfect agreement)"
+            results.append(
+                decide(
+                    "agreement_drop",
+                    drop,
+                    limit,
+                    len(rows),
+                    min_pairs=gates.min_pairs,
+                    scorer=scorer,
+                    note=note,
+                )
             )
+            continue
+        why = "no secondary data" if noise is None else "the secondary has no scores"
+        if noise is not None:
+            why += f" ({missing_scores(source, noise, 'secondary', scorer).note})"
+        gate = decide(
+            "agreement_drop",
+            drop,
+            limit,
+            len(rows),
+            min_pairs=gates.min_pairs,
+            scorer=scorer,
+            note=f"no noise floor for {scorer} ({why}): {NO_NOISE_FLOOR}",
         )
+        if gate.verdict == "fail" or gate.reason == "undecided":
+            # Over (or around) the limit against 1.0 says nothing about the real drop, which
+            # may be far smaller: only a noise floor can show the candidate is worse.
+            gate.verdict, gate.reason = "insufficient", "no_noise_floor"
+            estimate = gate.value.estimate
+            gate.more_pairs = gate.more_pairs if estimate is not None and estimate < limit else None
+        results.append(gate)
     return results
 
 
@@ -105,9 +159,12 @@ def _candidate(
     thresholds: dict[str, float],
     kinds: dict[str, str],
     examples: int,
+    configured: set[str],
 ) -> CandidateReport:
     confidence, notes = gates.confidence, []
-    scorer_names = sorted(rows.scorers() | (noise.scorers() if noise else set()))
+    # Every scorer anyone has: the config, the noise floor and the candidate itself. A scorer
+    # missing from the candidate's rows is a gate without evidence, not one to leave out.
+    scorer_names = sorted(configured | rows.scorers() | (noise.scorers() if noise else set()))
     summaries = []
     for scorer in scorer_names:
         values = rows.scores(scorer)
@@ -126,7 +183,7 @@ def _candidate(
             )
         )
 
-    gate_results = _agreement_gates(name, rows, noise, gates, notes)
+    gate_results = _agreement_gates(source, name, rows, noise, gates, gates.scorers or scorer_names)
     latency = _latency(rows, "latency_ms", confidence, f"{name}:latency")
     ttft = _latency(rows, "ttft_ms", confidence, f"{name}:ttft")
     if gates.max_p95_latency_ratio is not None:
@@ -165,8 +222,12 @@ def _candidate(
                 "cost_ratio", ratio, gates.max_cost_ratio, len(rows), min_pairs=gates.min_pairs
             )
         else:
-            gate = skipped(
-                "cost_ratio", gates.max_cost_ratio, "no cost recorded (set prices in the config)"
+            gate = no_evidence(
+                "cost_ratio",
+                gates.max_cost_ratio,
+                "no_data",
+                "no cost recorded: set price_per_1k_prompt and price_per_1k_completion for the"
+                " primary and the candidate",
             )
         gate_results.append(gate)
 
@@ -287,10 +348,16 @@ def build_report(
 
     noise = fetch("secondary") if "secondary" in roles else None
     notes = list(source.notes)
-    if noise is None:
+    if noise is None and gates.max_agreement_drop is not None:
         notes.append(
-            "no secondary (noise floor) data: agreement is judged against perfect agreement;"
-            " set [secondary] rate to measure how much the primary disagrees with itself"
+            "no secondary (noise floor) data: the agreement drop is bounded against perfect"
+            " agreement, so it can pass but not fail"
+            + (
+                " (gates.primary_deterministic says 1.0 is the true floor: it can fail too)"
+                if gates.primary_deterministic
+                else "; set [secondary] rate (e.g. 0.1) to measure how much the primary"
+                " disagrees with itself"
+            )
         )
     all_rows = {name: fetch(name) for name in present}
     seen = {s for rows in all_rows.values() for s in rows.scorers()}
@@ -300,7 +367,7 @@ def build_report(
     if missing:
         notes.append(
             f"gates.scorers names {', '.join(missing)}, which scored no pair in the selection"
-            " (a typo, or a scorer that never applied): its agreement gate is skipped"
+            " (a typo, or a scorer that never applied): its agreement gate has no evidence"
         )
     unknown = sorted(seen - set(thresholds))
     if unknown:
@@ -308,8 +375,9 @@ def build_report(
             f"no threshold known for {', '.join(unknown)}: the source does not store them"
             " (the live API does not); pass --config to take them from [scorers]"
         )
+    configured = set(tables)
     reports = {
-        name: _candidate(source, name, rows, noise, gates, thresholds, kinds, examples)
+        name: _candidate(source, name, rows, noise, gates, thresholds, kinds, examples, configured)
         for name, rows in all_rows.items()
     }
 

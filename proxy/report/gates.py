@@ -8,15 +8,17 @@ Every gate has the form "value <= limit". With a two-sided interval at `confiden
   would decide it.
 
 Each verdict is therefore wrong at most (1 - confidence) / 2 of the time (2.5%). A candidate
-passes only when every gate passes (an intersection-union test, which needs no multiplicity
-correction); it fails when any gate fails, so with k gates a false `fail` can reach k x 2.5%.
+passes only when every configured gate has evidence and passes (an intersection-union test,
+which needs no multiplicity correction); it fails when any gate fails, so with k gates a false
+`fail` can reach k x 2.5%. A gate without evidence is `insufficient` with its `reason`: no
+evidence is never a pass.
 """
 
 from __future__ import annotations
 
 import math
 
-from shadowtap.report.model import GateResult, Verdict
+from shadowtap.report.model import GateResult, Reason, Verdict
 from shadowtap.report.stats import Interval, wilson
 
 # Bootstrap percentile intervals are too narrow on tiny samples (and degenerate ones like
@@ -79,9 +81,14 @@ def decide(
     """The verdict of one gate on one candidate (`pairs` = that candidate's pair count; the
     interval's own `n` is how many of them the statistic rests on)."""
     result = GateResult(gate, limit, value, "insufficient", scorer=scorer, note=note)
+    result.reason = "too_few_pairs"
     # The statistic may rest on fewer pairs than the candidate has (latency needs both sides
-    # to have answered); scale "more of those" back to "more pairs" by their share.
+    # to have answered, the drop the smaller of candidate and noise floor); scale "more of
+    # those" back to "more pairs" by their share, assuming the share stays as it is.
     share = value.n / pairs if pairs and value.n else 1.0
+    if value.n == 0 or (value.method == "wilson" and not value.defined):
+        result.reason = "no_data"
+        return result
     if value.method != "wilson" and value.n < min_pairs:
         short = math.ceil((min_pairs - value.n) / share)
         result.more_pairs = max(short, more_pairs_needed(value, limit, pairs) or 0)
@@ -90,31 +97,39 @@ def decide(
         return result
     assert value.low is not None and value.high is not None
     if value.high <= limit:
-        result.verdict = "pass"
+        result.verdict, result.reason = "pass", None
     elif value.low > limit:
-        result.verdict = "fail"
+        result.verdict, result.reason = "fail", None
     else:
+        result.reason = "undecided"
         result.more_pairs = more_pairs_needed(value, limit, pairs, confidence)
     return result
 
 
-def skipped(gate: str, limit: float, note: str, scorer: str | None = None) -> GateResult:
-    """A configured gate the data cannot speak to (e.g. no prices configured for cost)."""
-    empty = Interval(None, None, None, 0, "none")
-    return GateResult(gate, limit, empty, "skipped", scorer=scorer, note=note)
+def no_evidence(
+    gate: str,
+    limit: float,
+    reason: Reason,
+    note: str,
+    scorer: str | None = None,
+    value: Interval | None = None,
+) -> GateResult:
+    """A configured gate the data cannot speak to: `insufficient`, never a silent pass."""
+    shown = value if value is not None else Interval(None, None, None, 0, "none")
+    return GateResult(gate, limit, shown, "insufficient", scorer=scorer, note=note, reason=reason)
 
 
 def overall(gates: list[GateResult]) -> tuple[Verdict, int | None]:
-    """Fail if any gate fails; pass if every evaluated gate passes; else insufficient.
+    """Fail if any gate fails; pass only if there are gates and every one passes; else
+    insufficient (a gate without evidence included).
 
     The pair estimate for `insufficient` is the largest any undecided gate needs (all must be
-    decided for a pass), or None when some gate cannot estimate it.
+    decided for a pass), or None when some gate cannot estimate it (no evidence, a tie).
     """
-    evaluated = [g for g in gates if g.verdict != "skipped"]
-    if any(g.verdict == "fail" for g in evaluated):
+    if any(g.verdict == "fail" for g in gates):
         return "fail", None
-    undecided = [g for g in evaluated if g.verdict == "insufficient"]
-    if evaluated and not undecided:
+    undecided = [g for g in gates if g.verdict == "insufficient"]
+    if gates and not undecided:
         return "pass", None
     estimates = [g.more_pairs for g in undecided]
     if not estimates or any(e is None for e in estimates):
@@ -126,15 +141,17 @@ def verdict_line(gate: GateResult) -> str:
     """e.g. `p95_latency_ratio 1.92 [1.71, 2.13] > 1.5` — names the measured value and interval
     (`... contains the limit 1.5` when undecided)."""
     name = f"{gate.gate}[{gate.scorer}]" if gate.scorer else gate.gate
-    if gate.verdict == "skipped":
-        return f"{name}: skipped ({gate.note})"
     value = gate.value
     if value.estimate is None:
-        return f"{name}: no data"
+        return f"{name}: no evidence ({(gate.reason or 'no_data').replace('_', ' ')})"
     interval = (
         f" [{value.low:.3g}, {value.high:.3g}]"
         if value.low is not None and value.high is not None
         else ""
     )
     relation = {"pass": "<=", "fail": ">", "insufficient": "contains the limit"}[gate.verdict]
+    if gate.reason == "too_few_pairs":
+        relation = f"rests on {value.n:,} pairs, too few to decide against the limit"
+    elif gate.reason == "no_noise_floor":
+        relation = "(against 1.0, no noise floor) cannot show a drop over the limit"
     return f"{name} {value.estimate:.3g}{interval} {relation} {gate.limit:g}"

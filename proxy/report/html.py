@@ -37,7 +37,7 @@ td.num { font-variant-numeric: tabular-nums; white-space: nowrap; }
 .verdict { display: inline-block; padding: 1px 8px; border-radius: 10px; font-weight: 700;
            font-size: 12px; text-transform: uppercase; }
 .pass { background: #d8f3dc; color: #1b5e20; } .fail { background: #fde0dc; color: #b71c1c; }
-.insufficient { background: #fff3cd; color: #7a5b00; } .skipped { background: #eee; color: #555; }
+.insufficient { background: #fff3cd; color: #7a5b00; }
 .cards { display: flex; flex-wrap: wrap; gap: 12px; margin: 12px 0; }
 .card { border: 1px solid #ddd; border-radius: 8px; padding: 10px 14px; min-width: 240px;
         flex: 1; }

@@ -13,7 +13,18 @@ from typing import Any, Literal
 from shadowtap.report.stats import Interval
 
 Verdict = Literal["pass", "fail", "insufficient"]
-GateVerdict = Literal["pass", "fail", "insufficient", "skipped"]
+# Why a gate is `insufficient`: it has no evidence (no score rows, only scorer errors, a scorer
+# that applied to no pair, no noise floor to compare with, no cost recorded), too few pairs, or
+# an interval that still contains the limit.
+Reason = Literal[
+    "no_rows",
+    "scorer_errors",
+    "not_applicable",
+    "no_noise_floor",
+    "no_data",
+    "too_few_pairs",
+    "undecided",
+]
 
 
 @dataclass(slots=True)
@@ -27,10 +38,11 @@ class GateResult:
     gate: str  # agreement_drop, p95_latency_ratio, error_rate, cost_ratio
     limit: float
     value: Interval
-    verdict: GateVerdict
+    verdict: Verdict
     scorer: str | None = None  # for agreement_drop: which scorer
     more_pairs: int | None = None  # insufficient: about how many more pairs would decide it
     note: str | None = None
+    reason: Reason | None = None  # set exactly when the verdict is insufficient
 
 
 @dataclass(slots=True)

@@ -12,11 +12,11 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 from shadowtap.report.gates import verdict_line
-from shadowtap.report.model import CandidateReport, Report
+from shadowtap.report.model import CandidateReport, GateResult, Report
 from shadowtap.report.stats import Interval
 
 VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "insufficient": "bold yellow"}
-GATE_STYLE = {**VERDICT_STYLE, "skipped": "dim"}
+GATE_STYLE = VERDICT_STYLE
 EXCERPT = 160  # characters of each example text shown in the terminal
 
 
@@ -58,15 +58,29 @@ def verdict_summary(candidate: CandidateReport) -> str:
     if candidate.verdict == "fail":
         return "; ".join(verdict_line(g) for g in candidate.gates if g.verdict == "fail")
     if candidate.verdict == "insufficient":
-        more = candidate.more_pairs
-        undecided = ", ".join(
-            f"{g.gate}[{g.scorer}]" if g.scorer else g.gate
-            for g in candidate.gates
-            if g.verdict == "insufficient"
-        )
-        estimate = f"~{more:,} more pairs" if more is not None else "more pairs"
-        return f"{estimate} to decide {undecided or 'anything (no gates)'}"
+        if not candidate.gates:
+            return "no gates configured: nothing to decide"
+        open_gates = [g for g in candidate.gates if g.verdict == "insufficient"]
+        waiting = [g for g in open_gates if g.reason in ("too_few_pairs", "undecided")]
+        missing = [g for g in open_gates if g not in waiting]
+        parts = []
+        if waiting:
+            more = max((g.more_pairs or 0 for g in waiting), default=0)
+            estimate = f"~{more:,} more pairs" if more else "more pairs"
+            parts.append(f"{estimate} to decide {', '.join(gate_name(g) for g in waiting)}")
+        if missing:
+            parts.append(
+                "no evidence for "
+                + ", ".join(
+                    f"{gate_name(g)} ({(g.reason or 'no_data').replace('_', ' ')})" for g in missing
+                )
+            )
+        return "; ".join(parts)
     return "every gate's interval clears its limit"
+
+
+def gate_name(gate: GateResult) -> str:
+    return f"{gate.gate}[{gate.scorer}]" if gate.scorer else gate.gate
 
 
 def _add_row(table: Table, *cells: str | Text) -> None:
