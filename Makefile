@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/recorder.py
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/scoring.py
+	$(BIN)/python bench/abuse.py
 
 # requirements.lock pins every dependency (runtime and test) to what the suite passed with; the
 # venv and the image install through it. Re-resolve after changing pyproject's dependencies.

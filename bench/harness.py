@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import resource
 import socket
 import subprocess
 import sys
@@ -223,9 +224,12 @@ def bare_passthrough_app(upstream: str) -> web.Application:
 
 
 def role_app(role: str, arg: str | None) -> web.Application:
-    """upstream [EVENT_GAP_S] | long-upstream primary|candidate | bare UPSTREAM_URL"""
+    """upstream [EVENT_GAP_S] | slow-upstream THINK_S | long-upstream primary|candidate |
+    bare UPSTREAM_URL"""
     if role == "upstream":
         return fake_upstream_app(event_gap_s=float(arg or 0.0))
+    if role == "slow-upstream":
+        return fake_upstream_app(think_s=float(arg or 1.0))
     if role == "long-upstream" and arg in ("primary", "candidate"):
         texts = [long_answer_text(arg, seed) for seed in range(LONG_ANSWERS)]
         return fake_upstream_app(texts, completion_tokens=1700, think_s=LONG_THINK_S)
@@ -256,8 +260,19 @@ class Processes:
         self.spawn([sys.executable, __file__, role, str(port), *([arg] if arg else [])])
         return f"http://127.0.0.1:{port}"
 
-    def shadowtap(self, config: dict[str, Any], workdir: Path) -> tuple[int, int]:
-        """Start `shadowtap serve` with `config` on fresh ports: (proxy port, admin port)."""
+    def shadowtap(
+        self,
+        config: dict[str, Any],
+        workdir: Path,
+        command: list[str] | None = None,
+        stderr: Path | None = None,
+        nofile: int | None = None,
+    ) -> tuple[int, int]:
+        """Start `shadowtap serve` with `config` on fresh ports: (proxy port, admin port).
+
+        `command` replaces `shadowtap serve --config` (the config path is appended to it);
+        `stderr` keeps the proxy's log in a file instead of discarding it; `nofile` starts it
+        with that soft limit on open files (the hard limit unchanged), as many hosts do."""
         port, admin = free_port(), free_port()
         config = {
             **config,
@@ -270,13 +285,25 @@ class Processes:
         path = workdir / f"shadowtap-{port}.toml"
         path.write_text(toml_dump(config))
         shadowtap = str(Path(sys.executable).parent / "shadowtap")
-        self.spawn([shadowtap, "serve", "--config", str(path)])
+        command = command or [shadowtap, "serve", "--config"]
+        self.spawn([*command, str(path)], stderr, nofile)
         return port, admin
 
-    def spawn(self, command: list[str]) -> None:
+    def spawn(
+        self, command: list[str], stderr: Path | None = None, nofile: int | None = None
+    ) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        log = open(stderr, "ab") if stderr else subprocess.DEVNULL  # noqa: SIM115 - child owns it
+
+        def limit_files() -> None:
+            if nofile is not None:
+                hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+
         self.children.append(
-            subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.Popen(
+                command, env=env, stdout=subprocess.DEVNULL, stderr=log, preexec_fn=limit_files
+            )
         )
 
     def stop(self) -> None:
@@ -287,6 +314,14 @@ class Processes:
                 child.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 child.kill()
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """(resident set size, its peak so far) of a process in kB, from Linux /proc."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -311,16 +346,28 @@ async def wait_ready(url: str, timeout_s: float = 20.0) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-async def metric_total(admin_port: int, name: str) -> float:
-    """Sum of every sample of metric `name` (all label sets) on a proxy's admin /metrics."""
-    async with aiohttp.ClientSession() as session:
+async def metric_samples(admin_port: int) -> dict[str, float]:
+    """Every sample on a proxy's admin /metrics, keyed by its line's name and labels."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         async with session.get(f"http://127.0.0.1:{admin_port}/metrics") as response:
             text = await response.text()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.split("{", 1)[0].split(" ", 1)[0] == name
+        if line and not line.startswith("#")
+    }
+
+
+def total(samples: dict[str, float], name: str, label: str = "") -> float:
+    """Sum of metric `name` over its label sets (those containing `label`, when given)."""
+    return sum(
+        value for key, value in samples.items() if key.split("{", 1)[0] == name and label in key
     )
+
+
+async def metric_total(admin_port: int, name: str) -> float:
+    """Sum of every sample of metric `name` (all label sets) on a proxy's admin /metrics."""
+    return total(await metric_samples(admin_port), name)
 
 
 async def closed_loop_count(
