@@ -27,10 +27,11 @@ def _load(path: str) -> Config:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    from shadowtap.log import configure_logging
+    from shadowtap.log import add_secrets, configure_logging, secret_values
     from shadowtap.server import serve
 
     configure_logging(config.server.log_level)
+    add_secrets(secret_values(config))  # configured keys and the admin token: never logged
     # `_created` series double the series count and no dashboard or rule reads them; this is
     # process-wide, so it belongs to the process that owns /metrics.
     from prometheus_client import disable_created_metrics
