@@ -97,6 +97,12 @@ class ServerConfig(Strict):
     admin_token: SecretStr | None = None
     # A laptop's convenience: /api/* without a token, allowed only on a loopback admin_listen.
     admin_api_open_on_loopback: bool = False
+    # Slow and idle clients, on both listeners (see shadowtap.listener for the reasoning):
+    header_timeout_s: PositiveSeconds = 15.0  # a new connection's first request head
+    body_timeout_s: PositiveSeconds = 60.0  # a request's whole body, once its head arrived
+    idle_timeout_s: PositiveSeconds = 60.0  # keep-alive between requests
+    max_connections: Annotated[int, Field(ge=1)] = 4096  # proxy listener; beyond: closed
+    admin_max_connections: Annotated[int, Field(ge=1)] = 64
 
     @field_validator("admin_token")
     @classmethod

@@ -2,8 +2,8 @@
 
 The registry is injected (tests build a fresh one each); call sites use the small `observe_*`
 methods below rather than touching metric objects, so a disabled `Metrics` costs one attribute
-check. Labels are bounded: target, role, route, scorer, outcome, status_class, kind — never
-request ids, prompts or model output.
+check. Labels are bounded: target, role, route, scorer, outcome, status_class, kind, listener,
+phase — never request ids, prompts or model output.
 """
 
 from __future__ import annotations
@@ -209,6 +209,28 @@ class Metrics:
         self.record_queue_depth = Gauge(
             "shadowtap_record_queue_depth", "Exchanges waiting for the storage writer.", registry=r
         )
+        # Client connections, per listener (proxy, admin); counted even with metrics off,
+        # since a refused or timed-out client must never go unseen.
+        self.connections_open = Gauge(
+            "shadowtap_connections_open",
+            "Client connections open now, by listener (proxy, admin).",
+            ["listener"],
+            registry=r,
+        )
+        self.connections_rejected = Counter(
+            "shadowtap_connections_rejected",
+            "Client connections closed on arrival: the listener was at its connection cap "
+            "(server.max_connections, server.admin_max_connections).",
+            ["listener"],
+            registry=r,
+        )
+        self.client_timeouts = Counter(
+            "shadowtap_client_timeouts",
+            "Client connections closed because a request head (phase=header) or a request "
+            "body (phase=body, answered 408) did not arrive in time.",
+            ["listener", "phase"],
+            registry=r,
+        )
         self.build_info = Gauge(
             "shadowtap_build_info",
             "Build information; always 1.",
@@ -309,6 +331,19 @@ class Metrics:
 
     def track_queue_depth(self, depth: Callable[[], float]) -> None:
         self.record_queue_depth.set_function(depth)
+
+    # -- listeners ------------------------------------------------------------------------------
+    def track_connections(self, listener: str, count: Callable[[], float]) -> None:
+        self.connections_open.labels(listener).set_function(count)
+        self.connections_rejected.labels(listener)
+        for phase in ("header", "body"):
+            self.client_timeouts.labels(listener, phase)
+
+    def connection_rejected(self, listener: str) -> None:
+        self.connections_rejected.labels(listener).inc()
+
+    def client_timed_out(self, listener: str, phase: str) -> None:
+        self.client_timeouts.labels(listener, phase).inc()
 
     def prime(self, targets: dict[str, str], routes: list[str]) -> None:
         """Create every label set up front so dashboards and rate() see zeros, not gaps."""

@@ -26,6 +26,14 @@ from shadowtap.admin import AdminAccess, build_admin_app
 from shadowtap.config import Config, split_host_port
 from shadowtap.exchange import ExchangeSink
 from shadowtap.handler import ProxyHandler
+from shadowtap.listener import (
+    ClientLimits,
+    Listener,
+    ListenerName,
+    fit_proxy_cap,
+    open_file_limit,
+    raise_open_file_limit,
+)
 from shadowtap.log import get_logger
 from shadowtap.metrics import Metrics
 from shadowtap.pipeline import ExchangePipeline, Scoring
@@ -35,6 +43,8 @@ from shadowtap.shadow import shadow_targets
 from shadowtap.tasks import TaskSet
 
 log = get_logger("shadowtap.server")
+# Descriptors assumed for shadows when their budget is unlimited (sampling.max_inflight = 0).
+DEFAULT_SHADOW_FDS = 64
 
 
 class ShadowtapServer:
@@ -54,6 +64,7 @@ class ShadowtapServer:
         self._scoring: Any = None
         self._scoring_pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._runners: list[web.AppRunner] = []
+        self._listeners: list[Listener] = []
         self._sessions: list[aiohttp.ClientSession] = []
         self.shadow_tasks = TaskSet()
         self.exchange_tasks = TaskSet()
@@ -141,13 +152,37 @@ class ShadowtapServer:
             health=self.recorder.health if self.recorder is not None else None,
         )
 
+        server = config.server
+        proxy_cap = fit_proxy_cap(
+            server.max_connections,
+            server.admin_max_connections,
+            config.sampling.max_inflight or DEFAULT_SHADOW_FDS,
+            open_file_limit(),
+        )
+        if proxy_cap < server.max_connections:
+            log.warning(
+                "connection_cap_lowered",
+                configured=server.max_connections,
+                effective=proxy_cap,
+                open_file_limit=open_file_limit(),
+            )
         # handler_cancellation: a client that disconnects cancels its upstream request at once.
         self.proxy_port = await self._listen(
-            web.AppRunner(proxy_app, access_log=None, handler_cancellation=True),
-            config.server.listen,
+            "proxy",
+            web.AppRunner(
+                proxy_app,
+                access_log=None,
+                handler_cancellation=True,
+                keepalive_timeout=server.idle_timeout_s,
+            ),
+            server.listen,
+            ClientLimits.of(server, proxy_cap),
         )
         self.admin_port = await self._listen(
-            web.AppRunner(admin_app, access_log=None), config.server.admin_listen
+            "admin",
+            web.AppRunner(admin_app, access_log=None, keepalive_timeout=server.idle_timeout_s),
+            server.admin_listen,
+            ClientLimits.of(server, server.admin_max_connections),
         )
         self.ready = True
         log.info(
@@ -157,14 +192,19 @@ class ShadowtapServer:
             primary=config.primary.url,
             targets=[t.name for t in targets],
             sampling_rate=config.sampling.rate,
+            max_connections=proxy_cap,
+            open_file_limit=open_file_limit(),
         )
 
-    async def _listen(self, runner: web.AppRunner, address: str) -> int:
+    async def _listen(
+        self, name: ListenerName, runner: web.AppRunner, address: str, limits: ClientLimits
+    ) -> int:
         await runner.setup()
-        host, port = split_host_port(address)
-        await web.TCPSite(runner, host, port).start()
+        listener = Listener(name, runner, limits, self.metrics)
+        bound = await listener.start(*split_host_port(address))
         self._runners.append(runner)
-        return int(runner.addresses[0][1])
+        self._listeners.append(listener)
+        return bound
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight work finish within the grace period, flush, close."""
@@ -174,8 +214,8 @@ class ShadowtapServer:
         if not self._runners:
             return
         proxy_runner, admin_runner = self._runners
-        for site in list(proxy_runner.sites):
-            await site.stop()  # no new connections; in-flight requests go on
+        proxy_listener, admin_listener = self._listeners
+        proxy_listener.close()  # no new connections; in-flight requests go on
         if self.handler.inflight:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.handler.idle.wait(), deadline - loop.time())
@@ -194,8 +234,10 @@ class ShadowtapServer:
             await asyncio.to_thread(self.recorder.close)
         for session in self._sessions:
             await session.close()
+        admin_listener.close()
         await admin_runner.cleanup()
         self._runners = []
+        self._listeners = []
         log.info("stopped")
 
 
@@ -214,6 +256,7 @@ def tune_gc() -> None:
 
 
 async def serve(config: Config, stop: asyncio.Event) -> None:
+    raise_open_file_limit()  # before listening: the connection caps are fitted to it
     server = ShadowtapServer(config)
     await server.start()
     tune_gc()

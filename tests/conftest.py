@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+import uvloop
 from hypothesis import settings
 from prometheus_client import CollectorRegistry
 from shadowtap.config import parse_config
@@ -20,6 +22,23 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 StartFake = Callable[..., Awaitable[FakeModel]]
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """asyncio's loop for every test; a test marked
+    `pytest.mark.asyncio(loop_factories=["asyncio", "uvloop"])` runs on uvloop too, the loop
+    `shadowtap serve` runs on (its transports differ from asyncio's)."""
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+        "asyncio": asyncio.new_event_loop
+    }
+    marker = item.get_closest_marker("asyncio")
+    if marker is not None and "uvloop" in marker.kwargs.get("loop_factories", ()):
+        factories["uvloop"] = uvloop.new_event_loop
+    return factories
+
+
 StartShadowtap = Callable[..., Awaitable[ShadowtapServer]]
 
 

@@ -140,3 +140,43 @@ async def test_keys_never_reach_the_logs(tmp_path: Path, start_fake: StartFake) 
     assert shadows and shadows[0]["outcome"] == "error" and shadows[0]["status"] == 401
     assert shadows[0]["failed"] is True and "error" not in shadows[0]  # upstream text stays out
     assert candidate_key not in logs and client_key not in logs
+
+
+def lower_open_file_limit() -> None:
+    """In the child before exec: a soft limit of 1,024 under a hard one of 2,048."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 2048))
+
+
+async def test_serve_raises_the_open_file_limit_and_fits_its_connection_caps(
+    tmp_path: Path, start_fake: StartFake
+) -> None:
+    primary = await start_fake()
+    port, admin = free_port(), free_port()
+    path = tmp_path / "shadowtap.toml"
+    path.write_text(
+        f'[server]\nlisten = "127.0.0.1:{port}"\nadmin_listen = "127.0.0.1:{admin}"\n'
+        f'[primary]\nurl = "{primary.url}"\n[storage]\nenabled = false\n'
+    )
+    process = await asyncio.create_subprocess_exec(
+        SHADOWTAP,
+        "serve",
+        "--config",
+        str(path),
+        stdout=-1,
+        stderr=-1,
+        preexec_fn=lower_open_file_limit,
+    )
+    async with aiohttp.ClientSession() as session:
+        await wait_until_ready(session, admin)
+    process.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(process.communicate(), 20)
+    lines = {entry["event"]: entry for entry in map(orjson.loads, err.decode().splitlines())}
+    started = lines["started"]
+    assert started["open_file_limit"] == 2048  # raised from 1,024 to the hard limit
+    # 4,096 proxy connections (two descriptors each) cannot fit in 2,048: the cap is lowered,
+    # leaving the admin listener its own 64, and the log says so.
+    assert started["max_connections"] < 1024
+    lowered = lines["connection_cap_lowered"]
+    assert lowered["configured"] == 4096 and lowered["effective"] == started["max_connections"]

@@ -101,6 +101,13 @@ async def test_metrics_after_traffic_are_lint_clean_and_count_it(
     assert sample(found, "shadowtap_cost_usd_total", target="primary") is None
     build_info = [value for (name, _), value in found.items() if name == "shadowtap_build_info"]
     assert build_info == [1.0]
+    # Connections per listener: the scrape itself is open on the admin listener.
+    assert (sample(found, "shadowtap_connections_open", listener="admin") or 0) >= 1
+    for listener in ("proxy", "admin"):
+        assert sample(found, "shadowtap_connections_rejected_total", listener=listener) == 0
+        for phase in ("header", "body"):
+            timeouts = "shadowtap_client_timeouts_total"
+            assert sample(found, timeouts, listener=listener, phase=phase) == 0
 
 
 async def test_metrics_off_exports_no_traffic_series(
@@ -116,3 +123,5 @@ async def test_metrics_off_exports_no_traffic_series(
     assert "shadowtap_requests_total" not in names
     assert "shadowtap_shadow_requests_total" not in names
     assert "shadowtap_records_dropped_total" in names  # drops are counted regardless
+    assert "shadowtap_connections_rejected_total" in names  # and so are refused clients
+    assert "shadowtap_client_timeouts_total" in names
