@@ -27,7 +27,9 @@ from shadowtap.config import load_config, split_host_port
 from shadowtap.demo import models as demo_models
 from shadowtap.demo import traffic as demo_traffic
 
-from tests.test_deploy_kustomize import REPO
+from tests.kustomize import (
+    REPO,
+)
 
 DEPLOY = REPO / "deploy"
 COMPOSE_FILE = DEPLOY / "compose.yaml"

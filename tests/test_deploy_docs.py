@@ -9,8 +9,14 @@ import tomllib
 import pytest
 from shadowtap.cli import build_parser
 
-from tests.test_deploy_kubernetes import config_text, pod_specs
-from tests.test_deploy_kustomize import BASE, REPO, by_kind, render
+from tests.kustomize import (
+    BASE,
+    REPO,
+    by_kind,
+    config_text,
+    pod_specs,
+    render,
+)
 
 
 def deploying_section() -> str:

@@ -34,16 +34,21 @@ import pytest
 from shadowtap.config import load_config
 
 from tests.conftest import StartFake
-from tests.fakes import answer_text
-from tests.test_deploy_dockerfile import (
+from tests.dockerfile import (
     Instruction,
     build_context_files,
     exec_form,
     final_stage,
     instructions,
 )
-from tests.test_deploy_kubernetes import config_text, secret_env
-from tests.test_deploy_kustomize import BASE, REPO, render
+from tests.fakes import answer_text
+from tests.kustomize import (
+    BASE,
+    REPO,
+    config_text,
+    render,
+    secret_env,
+)
 
 pytestmark = pytest.mark.slow
 

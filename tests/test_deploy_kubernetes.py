@@ -17,7 +17,17 @@ import kubernetes_validate
 import pytest
 from shadowtap.config import ENV_PATTERN, Config, parse_config, split_host_port
 
-from tests.test_deploy_kustomize import BASE, FLEET, REPO, by_kind, pod_specs, render
+from tests.kustomize import (
+    BASE,
+    FLEET,
+    REPO,
+    by_kind,
+    config_text,
+    pod_specs,
+    render,
+    secret_env,
+    shadowtap_container,
+)
 
 # Native sidecars (init containers with restartPolicy: Always) are on by default from 1.29.
 OLDEST_KUBERNETES = "1.29"
@@ -29,27 +39,6 @@ CORE_KINDS = {
     "PersistentVolumeClaim",
     "NetworkPolicy",
 }
-
-
-def shadowtap_container(resources: list[dict[str, Any]]) -> dict[str, Any]:
-    (spec,) = pod_specs(resources)
-    (container,) = [c for c in spec.get("initContainers", []) if c["name"] == "shadowtap"]
-    return container
-
-
-def config_text(resources: list[dict[str, Any]]) -> str:
-    (config_map,) = by_kind(resources, "ConfigMap")
-    return config_map["data"]["shadowtap.toml"]
-
-
-def secret_env(resources: list[dict[str, Any]]) -> dict[str, str]:
-    """What the sidecar gets from Secrets through envFrom (with the placeholder values)."""
-    secrets = {s["metadata"]["name"]: s for s in by_kind(resources, "Secret")}
-    env: dict[str, str] = {}
-    for source in shadowtap_container(resources).get("envFrom", []):
-        secret = secrets[source["secretRef"]["name"]]
-        env.update(secret.get("stringData", {}))
-    return env
 
 
 def loaded_config(resources: list[dict[str, Any]]) -> Config:

@@ -6,8 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.test_deploy_dockerfile import repo_files
-from tests.test_deploy_kustomize import REPO
+from tests.dockerfile import (
+    repo_files,
+)
+from tests.kustomize import (
+    REPO,
+)
 
 YAMLLINT = Path(sys.executable).parent / "yamllint"
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from shadowtap.metrics import Metrics, status_class
 from shadowtap.pricing import Prices
+
+from tests.promtool import promtool_check_metrics
 
 ROUTE = "/v1/chat/completions"
 TARGETS = {"primary": "primary", "secondary": "secondary", "small": "candidate"}
@@ -40,19 +40,6 @@ def exercise(metrics: Metrics) -> None:
     metrics.record_dropped()
     metrics.record_write_error()
     metrics.track_queue_depth(lambda: 7)
-
-
-def promtool_check_metrics(exposition: bytes) -> subprocess.CompletedProcess[str]:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.fail("promtool is not installed (apt-get install prometheus; .ci/run does it)")
-    return subprocess.run(
-        [promtool, "check", "metrics"],
-        input=exposition.decode(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
 
 
 def test_exposition_passes_promtool_lint(registry: CollectorRegistry) -> None:

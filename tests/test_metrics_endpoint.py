@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from shadowtap.server import ShadowtapServer
 
 from tests.conftest import StartFake, StartShadowtap, make_config
-from tests.test_metrics import promtool_check_metrics
+from tests.promtool import promtool_check_metrics
 
 ROUTE = "/v1/chat/completions"
 

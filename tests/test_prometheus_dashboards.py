@@ -22,7 +22,7 @@ import yaml
 from shadowtap.server import ShadowtapServer
 
 from tests.conftest import StartFake, StartShadowtap, make_config
-from tests.test_dashboards import BOARDS, interpolate, panel_queries
+from tests.dashboards import BOARDS, interpolate, panel_queries
 
 RULES = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "rules"
 RATE_INTERVAL = "1m"  # what $__rate_interval becomes: wider than the whole test, >= 2 scrapes
