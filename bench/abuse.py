@@ -109,9 +109,10 @@ async def main_async(args: argparse.Namespace, workdir: Path, processes: Process
                 CaseRun.for_case(cases[index], primary, candidate, workdir, processes, args)
             )
 
+    started = time.monotonic()
     boot(0)
     await control.ready()
-    started = time.monotonic()
+    print(f"control ready at {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     for index, case in enumerate(cases):
         boot(index + 1)
         await run_case(case, runs[index], control, args)
@@ -121,6 +122,7 @@ async def main_async(args: argparse.Namespace, workdir: Path, processes: Process
     await control.stop()
     for run in [control, *runs]:
         await settle(run)
+    print(f"all stopped at {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     print_table(runs, control)
     for run in runs:
         for item, outcome in run.corpus:

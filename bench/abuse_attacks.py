@@ -258,9 +258,9 @@ class BigPrompts(Abuse):
 
 CASES = [
     Case("hang", "hang"),
-    Case("error500", "error500"),
+    Case("error500", "error500", quick=False),
     Case("reset", "reset"),
-    Case("garbage", "garbage"),
+    Case("garbage", "garbage", quick=False),
     Case("endless", "endless"),
     Case("unresolvable", UNRESOLVABLE),
     Case("closed-port", f"http://127.0.0.1:{free_port()}"),
@@ -268,7 +268,7 @@ CASES = [
     Case("corpus", "ok", Corpus()),
     Case("nested", "ok", Nested()),
     Case("regex", "ok", Regex()),
-    Case("prompt-1MB-20%", "ok", BigPrompts(1), rate=0.2),
+    Case("prompt-1MB-20%", "ok", BigPrompts(1), rate=0.2, quick=False),
     Case("prompt-1MB-100%", "ok", BigPrompts(1), quick=False),
     Case("prompt-2MB-20%", "ok", BigPrompts(2), rate=0.2, quick=False),
     Case("prompt-2MB-100%", "ok", BigPrompts(2)),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import re
 import subprocess
 import time
 from collections import Counter
@@ -22,11 +21,18 @@ import aiohttp
 import orjson
 
 from bench.abuse_fakes import FAULTS, primary_answer
-from bench.harness import PATH, Processes, memory_kb, metric_samples, total, wait_ready
+from bench.harness import (
+    PATH,
+    Processes,
+    counted_drops,
+    memory_kb,
+    metric_samples,
+    total,
+    wait_ready,
+)
 
 UNRESOLVABLE = "http://" + "x" * 70 + ".invalid:9"  # fails in the resolver, no query is sent
 SAMPLED = 'outcome="sampled"'
-DROP_COUNTER = re.compile(r"^shadowtap_\w*(dropped|lost)\w*_total$")
 
 
 class CaseRun:
@@ -140,11 +146,7 @@ async def settle(run: CaseRun) -> None:
         run.notes.append("no /metrics")
         return
     sampled = total(s, "shadowtap_sampling_decisions_total", SAMPLED)
-    counted = sum(v for k, v in s.items() if DROP_COUNTER.match(k.split("{", 1)[0]))
-    counted += total(s, "shadowtap_record_write_errors_total")
-    log = run.log.read_text(errors="replace") if run.log.exists() else ""
-    counted += sum(int(n) for n in re.findall(r'records_dropped_at_close", "count": (\d+)', log))
-    counted += sum(int(n) for n in re.findall(r'"count": (\d+)[^\n]*records_dropped_at_close', log))
+    counted = counted_drops(s)
     try:
         import duckdb
 
@@ -158,6 +160,8 @@ async def settle(run: CaseRun) -> None:
         run.notes.append(f"DuckDB unreadable: {type(error).__name__}")
         return
     run.lost = sampled - rows - counted
+    if run.lost < 0:
+        run.notes.append("lost < 0: the last /metrics read came before the last sample")
     shed = total(s, "shadowtap_shadow_requests_total", 'outcome="shed"')
     timeouts = total(s, "shadowtap_shadow_requests_total", 'outcome="timeout"')
     run.notes.insert(0, f"sampled {sampled:.0f} rows {rows} drops {counted:.0f}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import resource
 import socket
 import subprocess
@@ -363,6 +364,17 @@ def total(samples: dict[str, float], name: str, label: str = "") -> float:
     return sum(
         value for key, value in samples.items() if key.split("{", 1)[0] == name and label in key
     )
+
+
+def counted_drops(samples: dict[str, float]) -> float:
+    """Sampled exchanges the proxy counted as not stored: every `shadowtap_*dropped*_total` or
+    `*lost*_total` counter, and storage write errors."""
+    dropped = sum(
+        value
+        for key, value in samples.items()
+        if re.match(r"^shadowtap_\w*(dropped|lost)\w*_total$", key.split("{", 1)[0])
+    )
+    return dropped + total(samples, "shadowtap_record_write_errors_total")
 
 
 async def metric_total(admin_port: int, name: str) -> float:

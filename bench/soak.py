@@ -27,6 +27,7 @@ import json
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +43,7 @@ import orjson
 from bench.harness import (
     PATH,
     Processes,
+    counted_drops,
     memory_kb,
     metric_samples,
     percentile,
@@ -151,21 +153,28 @@ async def soak(args: argparse.Namespace, port: int, admin: int, pid: int) -> dic
             )
     # Every sampled exchange waits for the slow candidate, then the writer's next flush.
     deadline = time.monotonic() + args.candidate_delay + 60
-    while True:
+    while time.monotonic() < deadline and not args.no_recording:
         samples = await metric_samples(admin)
         sampled = total(samples, "shadowtap_sampling_decisions_total", 'outcome="sampled"')
-        settled = sum(total(samples, name) for name in SETTLED)
-        if settled >= sampled or time.monotonic() > deadline or args.no_recording:
+        written = total(samples, "shadowtap_records_written_total")
+        if written + counted_drops(samples) >= sampled:
             break
         await asyncio.sleep(1)
-    return {"load": load, "rss": rss_points, "samples": samples, "peak": memory_kb(pid)[1]}
+    return {"load": load, "rss": rss_points, "peak": memory_kb(pid)[1]}
 
 
-SETTLED = (
-    "shadowtap_records_written_total",
-    "shadowtap_records_dropped_total",
-    "shadowtap_record_write_errors_total",
-)
+async def final_metrics(admin: int, proxy: subprocess.Popen[bytes]) -> dict[str, float]:
+    """SIGTERM, then read /metrics until the admin listener closes (it closes last, after the
+    recorder's final flush), so the counts are the final ones."""
+    samples = await metric_samples(admin)
+    proxy.terminate()
+    while proxy.poll() is None:
+        try:
+            samples = await metric_samples(admin)
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            break
+        await asyncio.sleep(0.05)
+    return samples
 
 
 def rows_in(path: Path) -> int:
@@ -207,8 +216,7 @@ def report(args: argparse.Namespace, result: dict[str, Any], rows: int | None) -
     warm = [(m, mb) for m, mb in result["rss"] if m >= args.warmup]
     samples = result["samples"]
     sampled = total(samples, "shadowtap_sampling_decisions_total", 'outcome="sampled"')
-    dropped = total(samples, "shadowtap_records_dropped_total")
-    errors = total(samples, "shadowtap_record_write_errors_total")
+    dropped = counted_drops(samples)
     written = total(samples, "shadowtap_records_written_total")
     print()
     print(
@@ -225,10 +233,10 @@ def report(args: argparse.Namespace, result: dict[str, Any], rows: int | None) -
     if rows is None:
         print(f"sampled {sampled:.0f}; recording off")
         return
-    lost = sampled - rows - dropped - errors
+    lost = sampled - rows - dropped
     print(
-        f"sampled {sampled:.0f}, rows {rows}, written (metric) {written:.0f}, dropped "
-        f"{dropped:.0f}, write errors {errors:.0f}: records lost {lost:.0f}"
+        f"sampled {sampled:.0f}, rows {rows}, written (metric) {written:.0f}, counted drops "
+        f"(dropped, lost, write errors) {dropped:.0f}: records lost {lost:.0f}"
     )
 
 
@@ -287,7 +295,7 @@ def main() -> None:
             import uvloop
 
             result = uvloop.run(soak(args, port, admin, proxy.pid))
-            proxy.terminate()
+            result["samples"] = uvloop.run(final_metrics(admin, proxy))
             proxy.wait(timeout=120)
         finally:
             processes.stop()
