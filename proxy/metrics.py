@@ -197,13 +197,26 @@ class Metrics:
         )
         self.records_dropped = Counter(
             "shadowtap_records_dropped",
-            "Exchanges dropped before storage because the record queue was full.",
+            "Exchanges dropped before storage: the record queue was full (storage slow or "
+            "degraded) or the recorder was closing.",
             registry=r,
         )
         self.record_write_errors = Counter(
             "shadowtap_record_write_errors",
-            "Storage writes that failed (an exchange lost, or a roll-up or retention pass); "
-            "the writer goes on.",
+            "Storage writes that failed (one per exchange lost, or a roll-up or retention "
+            "pass); the writer goes on.",
+            registry=r,
+        )
+        self.records_lost = Counter(
+            "shadowtap_records_lost",
+            "Exchanges written to a database file that was then deleted or replaced under the "
+            "writer, and that could not be rolled to Parquet from it.",
+            registry=r,
+        )
+        self.recording_degraded = Gauge(
+            "shadowtap_recording_degraded",
+            "1 while recording is degraded: storage cannot be opened or written and the writer "
+            "is retrying (the proxy serves on; /readyz says why).",
             registry=r,
         )
         self.record_queue_depth = Gauge(
@@ -326,8 +339,15 @@ class Metrics:
         # Counted even when metrics are off: a drop must never be silent (logs read it too).
         self.records_dropped.inc()
 
-    def record_write_error(self) -> None:
-        self.record_write_errors.inc()
+    def record_write_error(self, count: int = 1) -> None:
+        self.record_write_errors.inc(count)
+
+    def records_lost_inc(self, count: int) -> None:
+        self.records_lost.inc(count)
+
+    def set_recording_degraded(self, degraded: bool) -> None:
+        # Set even when metrics are off, like the loss counters: the state must be readable.
+        self.recording_degraded.set(1 if degraded else 0)
 
     def track_queue_depth(self, depth: Callable[[], float]) -> None:
         self.record_queue_depth.set_function(depth)

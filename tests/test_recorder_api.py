@@ -108,3 +108,23 @@ async def test_summary_per_target(served: Any) -> None:
 
     recorder.close()
     assert (await client.get("/api/summary")).status == 503
+
+
+async def test_reads_while_degraded_answer_503_saying_why(
+    tmp_path: Path, aiohttp_client: Callable[..., Any]
+) -> None:
+    path = tmp_path / "api.duckdb"
+    path.mkdir()  # the file cannot be opened
+    recorder = Recorder(StorageConfig(path=str(path)), Metrics(CollectorRegistry()))
+    recorder.start()
+    app = web.Application()
+    app.add_routes(api_routes(recorder))
+    client = await aiohttp_client(app)
+    try:
+        for route in ("/api/pairs", "/api/summary"):
+            response = await client.get(route)
+            assert response.status == 503
+            error = (await response.json())["error"]
+            assert error.startswith("recording is degraded: cannot open") and str(path) in error
+    finally:
+        recorder.close()

@@ -108,9 +108,9 @@ async def _read(recorder: Recorder, sql: str, params: dict[str, Any]) -> list[di
     # primary path) free during a large read.
     try:
         return await asyncio.to_thread(recorder.query, sql, params)
-    except RecorderClosed:
+    except RecorderClosed as error:  # closed, or degraded: the message says which and why
         raise web.HTTPServiceUnavailable(
-            text='{"error": "storage is not running"}', content_type="application/json"
+            text=orjson.dumps({"error": str(error)}).decode(), content_type="application/json"
         ) from None
 
 

@@ -8,51 +8,58 @@ writing process) and inserts a batch when `batch_size` exchanges are waiting or
 transaction through Arrow. A commit is durable in DuckDB's WAL, so `kill -9` loses at most
 what was still queued: about one flush interval.
 
+Storage trouble never stops serving (DESIGN principle 5). A file that cannot be opened at
+start (locked by another process, a folder where the file should be, a read-only volume), a
+write that fails for the storage's sake (full disk, I/O error) or a file deleted or replaced
+under the writer turns recording *degraded*: one log line, `shadowtap_recording_degraded` at
+1, `health()` says why, and the writer reopens with backoff. Meanwhile exchanges queue up to
+`queue_max`, then are dropped and counted; a batch the storage failed is counted in
+`shadowtap_record_write_errors_total`; exchanges that vanished with a deleted file (and could
+not be rolled to Parquet from it first) in `shadowtap_records_lost_total`.
+
 Example:
 
     recorder = Recorder(config.storage, metrics)
-    recorder.start()
+    recorder.start()                   # never raises for storage trouble
     recorder.record(exchange)          # False when dropped
+    recorder.health()                  # {"recording": "ok"} or "degraded" with a "reason"
     recorder.query("SELECT count(*) AS n FROM pairs")
     recorder.close()                   # flushes everything queued, checkpoints
 """
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import re
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-import duckdb
-import pyarrow as pa
 from shadowtap.config import StorageConfig
 from shadowtap.exchange import Exchange
 from shadowtap.log import get_logger
 from shadowtap.metrics import Metrics
-from shadowtap.recorder import parquet
 from shadowtap.recorder.rows import Privacy, to_arrow
-from shadowtap.recorder.schema import COLUMNS, connect
+from shadowtap.recorder.store import Store, is_storage_error
 from shadowtap.redact import redact
 
 log = get_logger("shadowtap.recorder")
 
 ROLL_INTERVAL_S = 300.0  # how often completed data is rolled to Parquet (and at close)
 RETENTION_INTERVAL_S = 3600.0  # how often old rows are deleted (and at start)
+RETRY_MIN_S, RETRY_MAX_S = 1.0, 30.0  # reopening a degraded store: backoff bounds
+CHECK_INTERVAL_S = 1.0  # how often an idle writer checks its file is still there
 DRAIN_POLL_S = 0.02  # how often a gathering writer looks at the queue
 IDLE_POLL_S = 0.2  # how soon an idle writer notices close()
-# DuckDB checkpoints (compresses the WAL into the file) whenever the WAL passes this size. At
-# its 16 MB default it checkpoints every few batches and rewrites the same half-full row group
-# each time; at 64 MB the writer sustains ~1.5x the rows per CPU second, checkpoint included,
-# and the file comes out smaller. The cost: a WAL of up to 64 MB to replay after `kill -9`.
-CHECKPOINT_THRESHOLD = "64MB"
+VANISHED = "the database file was deleted or replaced while open"
+
+
+def _kind(reason: str) -> str:
+    return reason.partition(":")[0]  # "cannot open <path>", "writing failed", VANISHED
 
 
 class RecorderClosed(RuntimeError):
-    """`query()` after `close()`."""
+    """`query()` while there is no database to read: after `close()`, or while degraded."""
 
 
 def safe_error(error: BaseException) -> str:
@@ -70,6 +77,8 @@ class Recorder:
         *,
         roll_interval_s: float = ROLL_INTERVAL_S,
         retention_interval_s: float = RETENTION_INTERVAL_S,
+        retry_min_s: float = RETRY_MIN_S,
+        retry_max_s: float = RETRY_MAX_S,
     ) -> None:
         self.config = config
         self._metrics = metrics
@@ -78,44 +87,37 @@ class Recorder:
         self._flush_s = config.flush_interval_ms / 1000.0
         self._roll_interval_s = roll_interval_s
         self._retention_interval_s = retention_interval_s
+        self._retry_min_s, self._retry_max_s = retry_min_s, retry_max_s
+        self._retry_s = retry_min_s
+        self._next_open = 0.0
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
-        self._con: duckdb.DuckDBPyConnection | None = None
-        self._reader: duckdb.DuckDBPyConnection | None = None
+        self._store: Store | None = None
+        self._degraded: str | None = None  # why, while recording is degraded
+        self._failed_writing = False  # the last storage failure was a write, not an open
         self._read_lock = threading.Lock()
         metrics.track_queue_depth(self._queue.qsize)
 
     # -- the proxy's side -------------------------------------------------------------------
     def start(self) -> None:
-        """Open the file, apply migrations, start the writer thread. Raises if the file cannot
-        be opened, so a bad `storage.path` stops the start instead of losing data later."""
+        """Open the file, apply migrations, start the writer thread. Storage trouble does not
+        raise: recording starts degraded and the writer keeps trying to open the file."""
         if self._thread is not None:
             raise RuntimeError("Recorder.start() called twice")
-        Path(self.config.path).parent.mkdir(parents=True, exist_ok=True)
-        con = connect(self.config.path)
-        # Partition dates and API timestamps are UTC whatever the host's zone is.
-        con.execute("SET TimeZone = 'UTC'")
-        con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
-        # Always there (empty without parquet_dir), so retention can clean it either way.
-        con.execute(parquet.PENDING_DDL)
-        self._con = con
-        # A second cursor reads through MVCC, so admin API reads never wait for a batch.
-        self._reader = con.cursor()
+        self._open()
         self._thread = threading.Thread(target=self._run, name="shadowtap-recorder", daemon=True)
         self._thread.start()
 
     def record(self, exchange: Exchange) -> bool:
-        """Queue the exchange without waiting; False (and counted) when it was dropped."""
+        """Queue the exchange without waiting; False (counted, released) when it was dropped."""
         try:
             if self._closing.is_set():
                 raise queue.Full
             self._queue.put_nowait(exchange)
             return True
-        except queue.Full:
+        except Exception:  # queue.Full, or anything else: never raise into the proxy
             self._metrics.record_dropped()
-            return False
-        except Exception:  # never raise into the proxy
-            self._metrics.record_dropped()
+            exchange.release()
             return False
 
     def close(self, timeout_s: float = 30.0) -> None:
@@ -133,57 +135,90 @@ class Recorder:
         else:
             # A record() that raced close() may have landed after the writer's last look.
             self._drop_queued("after_close")
-        with self._read_lock:
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
 
     def health(self) -> dict[str, str]:
-        """Recording's state for `/readyz`: {"recording": "ok"} while the writer runs."""
+        """Recording's state for `/readyz`: {"recording": "ok"} while the writer writes,
+        {"recording": "degraded", "reason": ...} while storage is failing, else "stopped"."""
         thread = self._thread
-        if thread is not None and thread.is_alive() and not self._closing.is_set():
-            return {"recording": "ok"}
-        return {"recording": "stopped"}
+        if thread is None or not thread.is_alive() or self._closing.is_set():
+            return {"recording": "stopped"}
+        reason = self._degraded
+        if reason is not None:
+            return {"recording": "degraded", "reason": reason}
+        return {"recording": "ok"}
 
     def query(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> list[dict]:
-        """Run a read on the writer's database (the admin API's live view)."""
+        """Run a read on the writer's database (the admin API's live view); RecorderClosed
+        while there is none (closed, or degraded: the message says why)."""
         with self._read_lock:
-            if self._reader is None:
-                raise RecorderClosed("the recorder is not running")
-            cursor = self._reader.execute(sql, params or [])
+            store = self._store
+            if store is None:
+                reason = self._degraded
+                raise RecorderClosed(
+                    f"recording is degraded: {reason}" if reason else "the recorder is not running"
+                )
+            cursor = store.reader.execute(sql, params or [])
             names = [d[0] for d in cursor.description or []]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     # -- the writer thread ------------------------------------------------------------------
     def _run(self) -> None:
-        assert self._con is not None
-        next_retention = time.monotonic()  # also once at start
-        next_roll = time.monotonic() + self._roll_interval_s
-        try:
-            while True:
+        now = time.monotonic()
+        next_retention = now  # also once at start (at the first open, when degraded)
+        next_roll = now + self._roll_interval_s
+        next_check = now + CHECK_INTERVAL_S
+        last_try = False
+        while True:
+            try:
+                if self._store is None:
+                    # Degraded: wait for the next attempt; at close, one last one, so that
+                    # what is queued is written if the storage is back.
+                    if self._closing.is_set():
+                        if last_try:
+                            break
+                        last_try = True
+                        self._open()
+                    elif time.monotonic() >= self._next_open:
+                        self._open()
+                    if self._store is None:
+                        self._closing.wait(IDLE_POLL_S)
+                        continue
                 batch = self._collect()
                 if batch:
                     self._write(batch)
                 elif self._closing.is_set():
                     break
                 now = time.monotonic()
+                if now >= next_check:
+                    next_check = now + CHECK_INTERVAL_S
+                    self._check_file()
+                if self._store is None:
+                    continue
                 if self.config.retention_days is not None and now >= next_retention:
                     next_retention = now + self._retention_interval_s
                     self._guarded("retention", self._retention)
                 if self.config.parquet_dir is not None and now >= next_roll:
                     next_roll = now + self._roll_interval_s
                     self._guarded("parquet_roll", self._roll)
-            if self.config.parquet_dir is not None:
-                self._guarded("parquet_roll", self._roll)
-            # Fold the WAL into the file so the next open does not replay it.
-            self._guarded("checkpoint", lambda: self._con.execute("CHECKPOINT"))  # type: ignore[union-attr]
-        finally:
-            with self._read_lock:
-                if self._reader is not None:
-                    self._reader.close()
-                    self._reader = None
-            self._con.close()
-            self._con = None
+            except Exception as error:  # a bug here must not end recording silently
+                self._metrics.record_write_error()
+                log.error("recorder_loop_failed", error=safe_error(error))
+                self._closing.wait(IDLE_POLL_S)
+        self._finish()
+
+    def _finish(self) -> None:
+        store = self._store
+        if store is not None:
+            if not store.intact():
+                self._vanished(store)
+            else:
+                if self.config.parquet_dir is not None:
+                    self._guarded("parquet_roll", self._roll)
+                self._guarded("checkpoint", store.checkpoint)
+                self._set_store(None)
+                store.close()
+        # Only while degraded is anything left: the writer drains the queue before it stops.
+        self._drop_queued("degraded")
 
     def _collect(self) -> list[Exchange]:
         """Wait for a first exchange, then gather until `batch_size` or one flush interval.
@@ -213,61 +248,125 @@ class Recorder:
         return batch
 
     def _write(self, batch: list[Exchange]) -> None:
+        """Store the batch (or count it as failed), then give its bytes back."""
         try:
-            self._insert(to_arrow(batch, self._privacy), [e.request_id for e in batch])
-        except Exception as error:
-            if len(batch) > 1:
-                # One bad exchange must not cost the whole batch: write them one by one.
-                log.warning("record_batch_failed", size=len(batch), error=safe_error(error))
-                for exchange in batch:
-                    self._write([exchange])
+            store = self._store
+            if store is not None and not store.intact():
+                self._vanished(store)
+                self._open()  # at once: a deleted folder is simply recreated
+                store = self._store
+            if store is None:
+                self._metrics.record_write_error(len(batch))
                 return
+            self._insert(store, batch)
+            if self._store is store and not store.intact():
+                # Deleted while this batch was written: it went into the unlinked file.
+                self._vanished(store)
+                self._open()
+        finally:
+            for exchange in batch:
+                exchange.release()
+
+    def _insert(self, store: Store, batch: list[Exchange]) -> None:
+        try:
+            tables = to_arrow(batch, self._privacy)
+        except Exception as error:  # before any storage is touched: the data's fault
+            self._bad_data(store, batch, error)
+            return
+        try:
+            store.insert(tables, [e.request_id for e in batch])
+        except Exception as error:
+            if not is_storage_error(error):
+                self._bad_data(store, batch, error)
+                return
+            self._metrics.record_write_error(len(batch))
+            self._failed_writing = True
+            self._storage_failed(store, f"writing failed: {safe_error(error)}")
+            return
+        store.written += len(batch)
+        self._metrics.records_written_inc(len(batch))
+        self._retry_s = self._retry_min_s  # writing works again: a new failure starts over
+        self._failed_writing = False
+        self._recovered()
+
+    def _bad_data(self, store: Store, batch: list[Exchange], error: Exception) -> None:
+        if len(batch) == 1:
             self._metrics.record_write_error()
             log.error("record_write_failed", error=safe_error(error))
             return
-        self._metrics.records_written_inc(len(batch))
+        # One bad exchange must not cost the whole batch: write them one by one.
+        log.warning("record_batch_failed", size=len(batch), error=safe_error(error))
+        for i, exchange in enumerate(batch):
+            if self._store is not store:  # the storage failed on the way
+                self._metrics.record_write_error(len(batch) - i)
+                return
+            self._insert(store, [exchange])
 
-    def _insert(self, tables: dict[str, pa.Table], request_ids: list[str]) -> None:
-        con = self._con
-        assert con is not None
-        con.execute("BEGIN TRANSACTION")
+    # -- storage state ------------------------------------------------------------------------
+    def _open(self) -> None:
         try:
-            for table, arrow in tables.items():
-                if arrow.num_rows == 0:
-                    continue
-                name = f"_batch_{table}"
-                con.register(name, arrow)
-                try:
-                    cols = ", ".join(COLUMNS[table])
-                    con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name}")
-                finally:
-                    con.unregister(name)
-            if self.config.parquet_dir is not None:
-                ids = pa.table({"request_id": pa.array(request_ids, pa.string())})
-                con.register("_batch_ids", ids)
-                try:
-                    pending = parquet.PENDING_TABLE
-                    con.execute(f"INSERT INTO {pending} SELECT request_id, NULL FROM _batch_ids")
-                finally:
-                    con.unregister("_batch_ids")
-            con.execute("COMMIT")
-        except BaseException:
-            # The failed statement may already have ended the transaction.
-            with contextlib.suppress(duckdb.Error):
-                con.execute("ROLLBACK")
-            raise
+            store = Store.open(self.config)
+        except Exception as error:
+            self._storage_failed(None, f"cannot open {self.config.path}: {safe_error(error)}")
+            return
+        self._set_store(store)
+        # After a failed write, opening proves little (a full disk opens fine): recovered is
+        # declared by the next write that succeeds.
+        if not self._failed_writing:
+            self._recovered()
 
+    def _recovered(self) -> None:
+        if self._degraded is not None:
+            log.warning("recording_recovered", path=self.config.path)
+            self._degraded = None
+            self._metrics.set_recording_degraded(False)
+
+    def _storage_failed(self, store: Store | None, reason: str, **details: Any) -> None:
+        """Recording is degraded: drop the store, retry opening after the backoff."""
+        if store is not None:
+            if self._store is store:
+                self._set_store(None)
+            store.close()
+        delay = self._retry_s
+        self._next_open = time.monotonic() + delay
+        self._retry_s = min(delay * 2, self._retry_max_s)
+        # One line per state change, not per retry (nor per detail of the same failure).
+        if self._degraded is None or _kind(reason) != _kind(self._degraded):
+            log.error("recording_degraded", reason=reason, retry_in_s=delay, **details)
+        self._degraded = reason
+        self._metrics.set_recording_degraded(True)
+
+    def _vanished(self, store: Store) -> None:
+        """The file under the store was deleted or replaced: what it held that is in no
+        Parquet file either is lost, and counted; then the store is dropped."""
+        try:
+            lost = store.salvage()
+        except Exception:
+            lost = store.written  # at least what this process wrote into it
+        if lost:
+            self._metrics.records_lost_inc(lost)
+        self._storage_failed(store, VANISHED, lost=lost)
+
+    def _check_file(self) -> None:
+        store = self._store
+        if store is not None and not store.intact():
+            self._vanished(store)
+            self._open()
+
+    def _set_store(self, store: Store | None) -> None:
+        with self._read_lock:  # never swapped under a running query
+            self._store = store
+
+    # -- housekeeping -------------------------------------------------------------------------
     def _roll(self) -> None:
-        assert self._con is not None and self.config.parquet_dir is not None
-        rolled = parquet.roll(self._con, self.config.parquet_dir)
+        assert self._store is not None
+        rolled = self._store.roll()
         if rolled:
             log.info("parquet_rolled", exchanges=rolled)
 
     def _retention(self) -> None:
-        assert self._con is not None and self.config.retention_days is not None
-        deleted = parquet.apply_retention(
-            self._con, self.config.retention_days, self.config.parquet_dir
-        )
+        assert self._store is not None
+        deleted = self._store.retention()
         if deleted:
             log.info("retention_applied", exchanges_deleted=deleted)
 
@@ -283,10 +382,11 @@ class Recorder:
         dropped = 0
         while True:
             try:
-                self._queue.get_nowait()
+                exchange = self._queue.get_nowait()
             except queue.Empty:
                 break
             self._metrics.record_dropped()
+            exchange.release()
             dropped += 1
         if dropped:
             log.error("records_dropped_at_close", count=dropped, reason=reason)

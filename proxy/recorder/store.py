@@ -1,0 +1,157 @@
+"""`Store`: one open database file, as the recorder's writer thread uses it.
+
+It owns the write connection and a reader cursor, and remembers which file it opened (device
+and inode): DuckDB keeps writing into a file that was deleted or replaced under it, and every
+such write is lost, so the writer asks `intact()` around each batch and reopens when the
+answer is no. Everything here raises on failure; `Recorder` decides what a failure means.
+
+Example:
+
+    store = Store.open(config.storage)
+    store.insert(to_arrow(batch, privacy), [e.request_id for e in batch])
+    if not store.intact():
+        lost = store.salvage()   # rolls what it can to Parquet, counts the rest
+    store.close()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+from shadowtap.config import StorageConfig
+from shadowtap.recorder import parquet
+from shadowtap.recorder.schema import COLUMNS, connect
+
+# DuckDB checkpoints (compresses the WAL into the file) whenever the WAL passes this size. At
+# its 16 MB default it checkpoints every few batches and rewrites the same half-full row group
+# each time; at 64 MB the writer sustains ~1.5x the rows per CPU second, checkpoint included,
+# and the file comes out smaller. The cost: a WAL of up to 64 MB to replay after `kill -9`.
+CHECKPOINT_THRESHOLD = "64MB"
+
+# Errors that say the data, not the storage, is at fault: a value DuckDB cannot convert or
+# store, or Arrow and orjson refusing one. Any other failure of a write is the storage's (full
+# disk, I/O error, a database DuckDB invalidated after a fatal error, a closed connection).
+DATA_ERRORS: tuple[type[BaseException], ...] = (
+    duckdb.DataError,
+    duckdb.IntegrityError,
+    duckdb.ProgrammingError,
+    pa.ArrowException,
+    TypeError,
+    ValueError,
+    ArithmeticError,
+)
+
+
+def is_storage_error(error: BaseException) -> bool:
+    return not isinstance(error, DATA_ERRORS)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+class Store:
+    def __init__(self, config: StorageConfig, con: duckdb.DuckDBPyConnection) -> None:
+        self.config = config
+        self.path = Path(config.path)
+        self.con = con
+        # A second cursor reads through MVCC, so admin API reads never wait for a batch.
+        self.reader = con.cursor()
+        self.identity = _identity(self.path)
+        self.written = 0  # exchanges this store committed: the floor of a vanished file's loss
+
+    @classmethod
+    def open(cls, config: StorageConfig) -> Store:
+        """Open (creating the folder and file if need be) and migrate; raises on failure."""
+        path = Path(config.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        con = connect(path)
+        try:
+            # Partition dates and API timestamps are UTC whatever the host's zone is.
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+            # Always there (empty without parquet_dir), so retention can clean it either way.
+            con.execute(parquet.PENDING_DDL)
+            store = cls(config, con)
+        except BaseException:
+            con.close()
+            raise
+        if store.identity is None:  # opened, yet not there: a folder removed this very moment
+            store.close()
+            raise FileNotFoundError(f"{path} vanished while it was being opened")
+        return store
+
+    def intact(self) -> bool:
+        """False once the file at `path` is not the one this store writes (deleted, replaced,
+        or its folder removed). One stat call."""
+        return _identity(self.path) == self.identity
+
+    def insert(self, tables: dict[str, pa.Table], request_ids: list[str]) -> None:
+        """The batch's rows (and its Parquet-pending ids) in one transaction."""
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for table, arrow in tables.items():
+                if arrow.num_rows == 0:
+                    continue
+                name = f"_batch_{table}"
+                con.register(name, arrow)
+                try:
+                    cols = ", ".join(COLUMNS[table])
+                    con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name}")
+                finally:
+                    con.unregister(name)
+            if self.config.parquet_dir is not None:
+                ids = pa.table({"request_id": pa.array(request_ids, pa.string())})
+                con.register("_batch_ids", ids)
+                try:
+                    pending = parquet.PENDING_TABLE
+                    con.execute(f"INSERT INTO {pending} SELECT request_id, NULL FROM _batch_ids")
+                finally:
+                    con.unregister("_batch_ids")
+            con.execute("COMMIT")
+        except BaseException:
+            # The failed statement may already have ended the transaction.
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            raise
+
+    def roll(self) -> int:
+        assert self.config.parquet_dir is not None
+        return parquet.roll(self.con, self.config.parquet_dir)
+
+    def retention(self) -> int:
+        assert self.config.retention_days is not None
+        return parquet.apply_retention(
+            self.con, self.config.retention_days, self.config.parquet_dir
+        )
+
+    def checkpoint(self) -> None:
+        # Fold the WAL into the file so the next open does not replay it.
+        self.con.execute("CHECKPOINT")
+
+    def salvage(self) -> int:
+        """For a file that is no longer at `path`: roll what it holds to Parquet if configured
+        (the connection still reads the unlinked file), and return how many exchanges in it
+        are now in no storage at all."""
+        if self.config.parquet_dir is not None:
+            with contextlib.suppress(Exception):
+                self.roll()
+            row = self.con.execute(f"SELECT count(*) FROM {parquet.PENDING_TABLE}").fetchone()
+        else:
+            row = self.con.execute("SELECT count(*) FROM exchanges").fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.reader.close()
+        with contextlib.suppress(Exception):
+            self.con.close()
