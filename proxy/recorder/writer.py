@@ -40,6 +40,7 @@ from shadowtap.exchange import Exchange
 from shadowtap.log import get_logger
 from shadowtap.metrics import Metrics
 from shadowtap.recorder.rows import Privacy, to_arrow
+from shadowtap.recorder.schema import DatabaseLocked
 from shadowtap.recorder.store import Store, is_storage_error
 from shadowtap.redact import redact
 
@@ -307,7 +308,12 @@ class Recorder:
         try:
             store = Store.open(self.config)
         except Exception as error:
-            self._storage_failed(None, f"cannot open {self.config.path}: {safe_error(error)}")
+            why = (
+                "locked by another process"  # its own message speaks to readers, not to serve
+                if isinstance(error, DatabaseLocked)
+                else safe_error(error)
+            )
+            self._storage_failed(None, f"cannot open {self.config.path}: {why}")
             return
         self._set_store(store)
         # After a failed write, opening proves little (a full disk opens fine): recovered is
