@@ -31,6 +31,10 @@ class Completion:
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    # Parts of the counts above, where the provider reports them: completion tokens spent on
+    # hidden reasoning (never in `text`), prompt tokens read from the provider's prompt cache.
+    reasoning_tokens: int | None = None
+    cached_tokens: int | None = None
     latency_s: float | None = None
     ttft_s: float | None = None
     response_model: str | None = None

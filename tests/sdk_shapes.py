@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 
 def _drain(value: object) -> None:
@@ -15,7 +15,7 @@ def _drain(value: object) -> None:
             _drain(item)
     elif isinstance(value, str | bytes | int | float | bool) or value is None:
         return
-    elif hasattr(value, "model_fields"):
+    elif isinstance(value, BaseModel):
         for name in type(value).model_fields:
             _drain(getattr(value, name))
     else:

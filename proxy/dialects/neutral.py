@@ -106,7 +106,11 @@ class ForcedTool:
     name: str
 
 
-ToolChoice = Literal["none", "required"] | ForcedTool  # None (unset) means "auto"
+ChoiceWord = Literal["none", "required"]
+ToolChoice = ChoiceWord | ForcedTool  # None (unset) means "auto"
+
+
+SCHEMA_NAME = "response"  # OpenAI requires a name for an output schema; Anthropic has none
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +150,13 @@ class NeutralRequest:
     verbosity: str | None = None  # OpenAI's knob for answer length
     unportable: list[str] = field(default_factory=list)  # reasons: translation must refuse
     dropped: list[str] = field(default_factory=list)  # fields left out: they ask nothing
+
+    def settle(self) -> NeutralRequest:
+        """Spell settings that ask nothing as unset, so equal questions compare equal: with
+        tool use off (`tool_choice="none"`) whether calls may run in parallel means nothing."""
+        if self.tool_choice == "none":
+            self.parallel_tool_calls = None
+        return self
 
     def refuse_unportable(self) -> None:
         """Raise `Untranslatable` naming the first feature without a faithful translation."""

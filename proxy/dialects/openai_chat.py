@@ -18,6 +18,7 @@ from typing import Any
 from shadowtap.dialects.neutral import (
     DEFAULT_OPTIONS,
     EMPTY_PARAMETERS,
+    SCHEMA_NAME,
     ForcedTool,
     FunctionTool,
     Image,
@@ -43,6 +44,7 @@ from shadowtap.dialects.tables import (
     sort_fields,
 )
 from shadowtap.dialects.wire import (
+    api_word,
     arguments_text,
     as_dict,
     as_list,
@@ -89,7 +91,7 @@ def parse(body: dict[str, Any]) -> NeutralRequest:
     request.stream = optional_bool(body.get("stream"), "stream") or False
     request.reasoning_effort = optional_str(body.get("reasoning_effort"), "reasoning_effort")
     request.verbosity = optional_str(body.get("verbosity"), "verbosity")
-    return request
+    return request.settle()
 
 
 def _read_messages(items: list[Any], request: NeutralRequest) -> None:
@@ -97,7 +99,7 @@ def _read_messages(items: list[Any], request: NeutralRequest) -> None:
     for i, raw in enumerate(items):
         where = f"messages[{i}]"
         item = as_dict(raw, where)
-        role = ROLES_IN[DIALECT].get(item.get("role"))  # type: ignore[arg-type]
+        role = ROLES_IN[DIALECT].get(api_word(item.get("role")))
         if role is None:
             request.unportable.append(f"{where}: a role other than system/user/assistant/tool")
             continue
@@ -111,7 +113,7 @@ def _read_messages(items: list[Any], request: NeutralRequest) -> None:
             request.system += [part.text for part in content if isinstance(part, Text)]
             continue
         leading = False
-        message = Message(role, content)  # type: ignore[arg-type]
+        message = Message(role, content)
         if role == "assistant":
             calls = as_list(item.get("tool_calls") or [], f"{where}.tool_calls")
             message.tool_calls = [_read_call(call, f"{where}.tool_calls[{j}]", request)
@@ -140,7 +142,7 @@ def _read_parts(content: object, where: str, request: NeutralRequest) -> list[Pa
             url = as_str(image.get("url"), f"{where}.content[{j}].url")
             parts.append(Image(url, None if detail == "auto" else detail))
         else:
-            reason = _PART_REASONS.get(kind, "a content part of an unknown type")  # type: ignore[arg-type]
+            reason = _PART_REASONS.get(api_word(kind), "a content part of an unknown type")
             request.unportable.append(f"{where}: {reason}")
     return parts
 
@@ -182,7 +184,7 @@ def _read_tool_choice(value: object, request: NeutralRequest) -> ToolChoice | No
     if isinstance(value, str):
         words = TOOL_CHOICE_IN[DIALECT]
         if value in words:
-            return words[value]  # type: ignore[return-value]
+            return words[value]
     elif isinstance(value, dict) and value.get("type") == "function":
         function = as_dict(value.get("function"), "tool_choice.function")
         return ForcedTool(as_str(function.get("name"), "tool_choice.function.name"))
@@ -298,7 +300,7 @@ def _render_tool(tool: FunctionTool) -> dict[str, Any]:
 def _render_response_format(fmt: ResponseFormat) -> dict[str, Any]:
     if isinstance(fmt, JsonObjectFormat):
         return {"type": "json_object"}
-    spec: dict[str, Any] = {"name": fmt.name or "response", "schema": fmt.schema}
+    spec: dict[str, Any] = {"name": fmt.name or SCHEMA_NAME, "schema": fmt.schema}
     if fmt.description is not None:
         spec["description"] = fmt.description
     if fmt.strict is not None:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import orjson
 from shadowtap.completion import Completion
-from shadowtap.dialects import openai_chat
+from shadowtap.dialects import anthropic_answer, anthropic_messages, openai_chat
 from shadowtap.dialects.neutral import (
     DEFAULT_OPTIONS,
     NeutralRequest,
@@ -25,6 +25,7 @@ from shadowtap.dialects.neutral import (
     Untranslatable,
 )
 from shadowtap.dialects.tables import (
+    ANTHROPIC_MESSAGES,
     DIALECT_OF_PATH,
     OPENAI_CHAT,
     PATHS,
@@ -70,6 +71,14 @@ DIALECTS: Mapping[str, Dialect] = {
         ChatStreamAssembler,
         openai_chat.parse,
         openai_chat.render,
+    ),
+    ANTHROPIC_MESSAGES: Dialect(
+        ANTHROPIC_MESSAGES,
+        PATHS[ANTHROPIC_MESSAGES],
+        anthropic_answer.completion_from_json,
+        anthropic_answer.AnthropicStreamAssembler,
+        anthropic_messages.parse,
+        anthropic_messages.render,
     ),
 }
 

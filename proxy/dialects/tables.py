@@ -28,10 +28,12 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from shadowtap.dialects.neutral import (
+    ChoiceWord,
     Image,
     JsonObjectFormat,
     JsonSchemaFormat,
     NeutralRequest,
+    Role,
     Untranslatable,
 )
 from shadowtap.dialects.wire import unportable_field
@@ -52,7 +54,7 @@ PATHS: Final[Mapping[str, str]] = {
 DIALECT_OF_PATH: Final[Mapping[str, str]] = {path: name for name, path in PATHS.items()}
 
 # -- names --------------------------------------------------------------------------------------
-ROLES_IN: Final[Mapping[str, Mapping[str, str]]] = {
+ROLES_IN: Final[Mapping[str, Mapping[str, Role]]] = {
     OPENAI_CHAT: {
         "system": "system",
         "developer": "system",
@@ -70,12 +72,12 @@ ROLES_IN: Final[Mapping[str, Mapping[str, str]]] = {
 }
 
 # Tool choice in words; "auto" is every dialect's default and is neutral `None`.
-TOOL_CHOICE_IN: Final[Mapping[str, Mapping[str, str | None]]] = {
+TOOL_CHOICE_IN: Final[Mapping[str, Mapping[str, ChoiceWord | None]]] = {
     OPENAI_CHAT: {"auto": None, "none": "none", "required": "required"},
     OPENAI_RESPONSES: {"auto": None, "none": "none", "required": "required"},
     ANTHROPIC_MESSAGES: {"auto": None, "none": "none", "any": "required"},
 }
-TOOL_CHOICE_OUT: Final[Mapping[str, Mapping[str, str]]] = {
+TOOL_CHOICE_OUT: Final[Mapping[str, Mapping[ChoiceWord, str]]] = {
     dialect: {neutral: word for word, neutral in words.items() if neutral is not None}
     for dialect, words in TOOL_CHOICE_IN.items()
 }

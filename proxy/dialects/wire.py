@@ -17,6 +17,11 @@ from shadowtap.dialects.neutral import Untranslatable
 _FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 
+def api_word(value: object) -> str:
+    """A type or field name from the client, fit for a reason only if it looks like an API word."""
+    return value if isinstance(value, str) and _FIELD_NAME.fullmatch(value) else "unexpected"
+
+
 def unportable_field(where: str, name: str) -> str:
     """The reason for a field without a translation. API field names are short snake_case;
     anything else (a key that is really a credential, say) is not repeated."""
