@@ -23,6 +23,8 @@ class TargetResult:
     role: Role
     completion: Completion
     cost_usd: float | None = None  # from the target's configured per-1k-token prices
+    source: str = "live"  # "replay" (or "replay-redacted") when `shadowtap replay` asked it
+    replay_run: str | None = None
 
 
 @dataclass(slots=True)

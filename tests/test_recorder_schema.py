@@ -34,9 +34,9 @@ def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
 
 def test_fresh_file_gets_every_migration_and_the_documented_columns(tmp_path: Path) -> None:
     con = connect(tmp_path / "new.duckdb")
-    assert schema_version(con) == SCHEMA_VERSION == 2
+    assert schema_version(con) == SCHEMA_VERSION == 3
     versions = con.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
-    assert versions == [(1,), (2,)]
+    assert versions == [(1,), (2,), (3,)]
     for table, columns in COLUMNS.items():
         assert table_columns(con, table) == list(columns)
         # The writer's Arrow batches must line up with the tables column for column.
@@ -53,7 +53,7 @@ def test_fresh_file_gets_every_migration_and_the_documented_columns(tmp_path: Pa
     # Reopening applies nothing twice.
     con.close()
     con = connect(tmp_path / "new.duckdb")
-    assert con.execute("SELECT count(*) FROM schema_version").fetchall() == [(2,)]
+    assert con.execute("SELECT count(*) FROM schema_version").fetchall() == [(3,)]
 
 
 def test_a_version_1_file_migrates_and_keeps_its_rows(tmp_path: Path) -> None:
@@ -77,8 +77,8 @@ def test_a_version_1_file_migrates_and_keeps_its_rows(tmp_path: Path) -> None:
         open_readonly(path)
 
     con = connect(path)
-    assert schema_version(con) == 2
-    assert table_columns(con, "responses")[-1] == "cost_usd"
+    assert schema_version(con) == SCHEMA_VERSION
+    assert "cost_usd" in table_columns(con, "responses")
     assert table_columns(con, "scores")[-1] == "threshold"
     rows = con.execute(
         "SELECT target, primary_latency_ms, candidate_latency_ms, candidate_cost_usd, "
@@ -86,7 +86,40 @@ def test_a_version_1_file_migrates_and_keeps_its_rows(tmp_path: Path) -> None:
     ).fetchall()
     assert rows == [("small", 100.0, 50.0, None, 0.75)]
     con.close()
-    assert schema_version(open_readonly(path)) == 2
+    assert schema_version(open_readonly(path)) == SCHEMA_VERSION
+
+
+def test_a_version_2_file_migrates_with_its_answers_marked_live(tmp_path: Path) -> None:
+    path = tmp_path / "v2.duckdb"
+    old = duckdb.connect(str(path))
+    assert migrate(old, target=2) == 2
+    old.execute("INSERT INTO exchanges (request_id, path) VALUES ('r1', '/v1/chat/completions')")
+    old.execute(
+        "INSERT INTO responses (request_id, target, role, status, text) VALUES "
+        "('r1', 'primary', 'primary', 200, 'a'), ('r1', 'small', 'candidate', 200, 'b')"
+    )
+    old.close()
+
+    con = connect(path)
+    assert schema_version(con) == 3
+    assert table_columns(con, "responses")[-2:] == ["source", "replay_run"]
+    assert table_columns(con, "replay_claims") == [
+        "request_id",
+        "target",
+        "replay_run",
+        "claimed_at",
+    ]
+    rows = con.execute(
+        "SELECT target, primary_source, candidate_source, candidate_replay_run FROM pairs"
+    ).fetchall()
+    assert rows == [("small", "live", "live", None)]
+    # An answer written later without naming `source` is live too.
+    con.execute(
+        "INSERT INTO responses (request_id, target, role, status) VALUES "
+        "('r1', 'other', 'candidate', 200)"
+    )
+    other = con.execute("SELECT source FROM responses WHERE target = 'other'").fetchall()
+    assert other == [("live",)]
 
 
 def test_a_file_from_a_newer_shadowtap_is_refused(tmp_path: Path) -> None:

@@ -59,6 +59,8 @@ ARROW_SCHEMAS: dict[str, pa.Schema] = {
             ("completion_tokens", pa.int64()),
             ("response_model", pa.string()),
             ("cost_usd", pa.float64()),
+            ("source", pa.string()),
+            ("replay_run", pa.string()),
         ]
     ),
     "scores": pa.schema(
@@ -315,6 +317,8 @@ def to_arrow(exchanges: list[Exchange], privacy: Privacy) -> dict[str, pa.Table]
                     [c.response_model for c in completions], result_secrets
                 ),
                 "cost_usd": [r.cost_usd for r in results],
+                "source": [r.source for r in results],
+                "replay_run": [r.replay_run for r in results],
             },
         ),
         "scores": _table(

@@ -25,7 +25,8 @@ import duckdb
 TABLES = ("exchanges", "responses", "scores")
 
 # Migration 1 is the schema of the first release; 2 adds what reports need without a config
-# (per-target cost, each score's threshold). Never edit a migration that has shipped: append.
+# (per-target cost, each score's threshold); 3 marks replayed answers. Never edit a migration
+# that has shipped: append.
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (
         1,
@@ -73,6 +74,22 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         ALTER TABLE scores ADD COLUMN threshold DOUBLE;
         """,
     ),
+    (
+        # `shadowtap replay`: a candidate's answer may come from a later replay of the recorded
+        # request (`source` 'replay', or 'replay-redacted' when the stored request or answer had
+        # been redacted); `replay_claims` is its write-ahead record of what it sent.
+        3,
+        """
+        ALTER TABLE responses ADD COLUMN source VARCHAR DEFAULT 'live';
+        ALTER TABLE responses ADD COLUMN replay_run VARCHAR;
+        CREATE TABLE replay_claims (
+            request_id VARCHAR,
+            target     VARCHAR,
+            replay_run VARCHAR,
+            claimed_at TIMESTAMPTZ
+        );
+        """,
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -105,6 +122,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "completion_tokens",
         "response_model",
         "cost_usd",
+        "source",
+        "replay_run",
     ),
     "scores": ("request_id", "target", "scorer", "score", "detail", "error", "threshold"),
 }
