@@ -1,4 +1,4 @@
-"""`shadowtap` command line: serve, check-config, report, demo.
+"""`shadowtap` command line: serve, check-config, report, replay, demo.
 
 Each subcommand's heavy imports happen inside it, so `serve` never loads the report or demo.
 """
@@ -66,6 +66,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from shadowtap.replay.command import run
+
+    return run(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from shadowtap.demo.run import run
 
@@ -95,6 +101,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         from shadowtap.report.command import add_arguments as report_arguments
 
         report_arguments(report)
+
+    replay = commands.add_parser(
+        "replay", help="send recorded requests to a candidate now; score and store its answers"
+    )
+    replay.set_defaults(func=cmd_replay)
+    if command == "replay":
+        from shadowtap.replay.command import add_arguments as replay_arguments
+
+        replay_arguments(replay)
 
     demo = commands.add_parser("demo", help="the whole loop on simulated models, no keys needed")
     demo.set_defaults(func=cmd_demo)

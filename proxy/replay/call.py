@@ -1,0 +1,78 @@
+"""Sending one recorded request to the candidate: the replay's only call out.
+
+`send_to_candidate` is the one place a recorded request becomes a candidate request, so a
+candidate that speaks another dialect than the recording (issue 12) is translated here and
+nowhere else. It goes through the proxy's own `call_shadow`, so the model rewrite, the
+candidate's credentials and headers, its timeout, the answer cap and normalization are exactly
+those of live shadowing.
+
+`call_shadow` returns a `Completion`, not headers; the candidate's `Retry-After` is read by an
+aiohttp trace hook into a per-task slot (a context variable), so the shadow path stays as it is.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+from shadowtap.completion import Completion
+from shadowtap.replay.source import Recorded
+from shadowtap.shadow import ShadowBodies, ShadowTarget, UnencodableBody, call_shadow
+
+# What a replayed request carries of the client's headers: only what shapes the answer. The
+# client's credentials were never stored, so a candidate with `forward_client_auth` gets none.
+REPLAY_HEADERS = CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json"}))
+MAX_HEADER_CHARS = 64
+
+_retry_after: contextvars.ContextVar[list[str | None] | None] = contextvars.ContextVar(
+    "shadowtap_replay_retry_after", default=None
+)
+
+
+@dataclass(slots=True)
+class Attempt:
+    completion: Completion
+    outcome: str  # ok, error, timeout, skipped (not sendable)
+    retry_after: str | None = None  # the answer's Retry-After header, as sent (capped)
+
+
+async def _on_request_end(
+    session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestEndParams
+) -> None:
+    slot = _retry_after.get()
+    if slot is not None:
+        value = params.response.headers.get("Retry-After")
+        slot[0] = value[:MAX_HEADER_CHARS] if value is not None else None
+
+
+def replay_session(limit: int) -> aiohttp.ClientSession:
+    """The session a replay sends through: at most `limit` connections (the concurrency)."""
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(_on_request_end)
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit),
+        timeout=aiohttp.ClientTimeout(total=None),  # each call has the target's own timeout
+        trace_configs=[trace],
+    )
+
+
+async def send_to_candidate(
+    session: aiohttp.ClientSession, target: ShadowTarget, recorded: Recorded
+) -> Attempt:
+    """Send `recorded` to `target` as configured; never raises for what the candidate does."""
+    try:
+        body = ShadowBodies(recorded.body, recorded.request_json).for_model(target.model)
+    except UnencodableBody as error:
+        return Attempt(Completion(error=f"not sent: {error}"), "skipped")
+    slot: list[str | None] = [None]
+    token = _retry_after.set(slot)
+    try:
+        completion, outcome = await call_shadow(
+            session, target, recorded.method, recorded.path, body, REPLAY_HEADERS
+        )
+    finally:
+        _retry_after.reset(token)
+    return Attempt(completion, outcome, slot[0])

@@ -1,0 +1,339 @@
+"""The replay run: recorded requests to one candidate, paced, budgeted, scored and stored.
+
+Each request goes: a concurrency slot → its pacer slot → its claim committed → sent (through
+`send_to_candidate`) → on 429/503 retried after the candidate's `Retry-After` → slot freed →
+scored against the recorded primary answer with the configured scorers → its answer stored,
+marked `source = 'replay'` and the run's id. The run stops starting requests when a budget is
+reached, the candidate keeps failing, or `stop()` is called (the first Ctrl-C); requests in
+flight then finish and are stored. `cancel()` (a second Ctrl-C) cuts them off.
+
+Example:
+
+    runner = ReplayRunner(config, options, db_path="shadowtap.duckdb")
+    summary = await runner.run(console)
+    summary.show(console)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from rich.console import Console
+from shadowtap.completion import Completion
+from shadowtap.config import Config
+from shadowtap.exchange import Exchange, TargetResult
+from shadowtap.ids import uuid7
+from shadowtap.log import get_logger
+from shadowtap.metrics import Metrics
+from shadowtap.recorder import connect
+from shadowtap.recorder.rows import Privacy
+from shadowtap.replay.call import replay_session, send_to_candidate
+from shadowtap.replay.pacing import (
+    MAX_RETRY_AFTER_S,
+    RETRY_STATUSES,
+    Budget,
+    FailureGuard,
+    Pacer,
+    backoff_s,
+    retry_after_s,
+)
+from shadowtap.replay.progress import ReplayCounts, ReplayProgress, ReplaySummary
+from shadowtap.replay.source import (
+    Recorded,
+    Relations,
+    Selection,
+    copy_recorded,
+    load_page,
+    make_plan,
+)
+from shadowtap.replay.store import ReplayStore, StoreError
+from shadowtap.shadow import ShadowTarget, shadow_targets
+from shadowtap.tasks import TaskSet
+
+log = get_logger("shadowtap.replay")
+PAGE_SIZE = 200
+
+
+class ReplayError(Exception):
+    """The replay cannot start; the message is one line for the user."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayOptions:
+    candidate: str
+    selection: Selection = field(default_factory=Selection)
+    concurrency: int = 8
+    rps: float | None = None
+    max_cost_usd: float | None = None
+    max_tokens: int | None = None
+    max_consecutive_errors: int = 20
+    max_retries: int = 3  # per request, on 429/503
+    progress: bool = True
+
+
+def candidate_target(config: Config, name: str) -> ShadowTarget:
+    """The configured candidate, exactly as live shadowing would call it."""
+    for target in shadow_targets(config):
+        if target.role == "candidate" and target.name == name:
+            return target
+    configured = ", ".join(config.candidates) or "none"
+    raise ReplayError(f"no candidate {name!r} in the config (configured: {configured})")
+
+
+class ReplayRunner:
+    def __init__(
+        self,
+        config: Config,
+        options: ReplayOptions,
+        db_path: str | Path,
+        parquet_dir: str | Path | None = None,
+        config_path: str | Path | None = None,
+    ) -> None:
+        if options.concurrency < 1:
+            raise ReplayError(f"--concurrency must be 1 or more (got {options.concurrency})")
+        if options.max_retries < 0:
+            raise ReplayError(f"--max-retries must be 0 or more (got {options.max_retries})")
+        self.config = config
+        self.options = options
+        self.target = candidate_target(config, options.candidate)
+        prices = self.target.prices
+        if options.max_cost_usd is not None and prices.cost_usd(0, 0) is None:
+            raise ReplayError(
+                f"--max-cost-usd needs the candidate's prices: set price_per_1k_prompt and "
+                f"price_per_1k_completion in [candidates.{options.candidate}]"
+            )
+        try:
+            self.pacer = Pacer(options.rps)
+            self.budget = Budget(options.max_cost_usd, options.max_tokens)
+            self.guard = FailureGuard(options.max_consecutive_errors)
+        except ValueError as error:
+            raise ReplayError(str(error)) from None
+        self.db_path = Path(db_path)
+        self.relations = (
+            Relations.local(str(db_path))
+            if parquet_dir is None
+            else Relations.parquet(str(parquet_dir))
+        )
+        self.source_description = (
+            f"DuckDB file {db_path}" if parquet_dir is None else f"Parquet under {parquet_dir}"
+        )
+        self.config_path = Path(config_path) if config_path is not None else None
+        self.run_id = uuid7()
+        self.counts = ReplayCounts()
+        self.stop_reason: str | None = None  # nothing more is sent, launched or not
+        self.exhausted: str | None = None  # a budget: nothing more is launched
+        self.tasks = TaskSet()
+        self._requests = TaskSet()
+        self._in_flight = 0
+
+    def stop(self, reason: str) -> None:
+        """Start nothing more; what is in flight finishes and is stored."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            log.warning("replay_stopping", reason=reason)
+
+    async def cancel(self) -> None:
+        """Cut off what is in flight too (their claims stay: they may have been sent)."""
+        self.stop("cancelled")
+        await self._requests.cancel_all()
+
+    async def run(self, console: Console | None = None) -> ReplaySummary:
+        console = console or Console(stderr=True)
+        began = time.monotonic()
+        try:
+            con = await asyncio.to_thread(connect, self.db_path)
+        except Exception as error:
+            raise ReplayError(str(error)) from None
+        store = ReplayStore(
+            con, Privacy(self.config.storage.bodies), self.target.name, self.run_id, self.tasks
+        )
+        try:
+            try:
+                plan = await store.call(
+                    make_plan, self.relations, self.target.name, self.options.selection
+                )
+                await store.call(copy_recorded, self.relations)
+            except Exception as error:
+                raise ReplayError(f"cannot read recorded requests: {error}") from None
+            self.counts.planned = plan.to_send
+            self.counts.skipped = plan.skipped
+            await self._send_all(store, plan.to_send, console)
+        finally:
+            await store.close()
+        return ReplaySummary(
+            run_id=self.run_id,
+            candidate=self.target.name,
+            source=self.source_description,
+            db_path=self.db_path,
+            config_path=self.config_path,
+            counts=self.counts,
+            stop_reason=self.stop_reason or self.exhausted,
+            seconds=time.monotonic() - began,
+            paced_rps=self.pacer.achieved_rps(),
+            recorded=store.recorded,
+            lost=store.lost,
+        )
+
+    async def _send_all(self, store: ReplayStore, total: int, console: Console) -> None:
+        options = self.options
+        session = replay_session(options.concurrency)
+        scoring = await self._scoring()
+        slots = asyncio.Semaphore(options.concurrency)
+        # Scoring and storing trail the sends; this bounds how many answers wait for them.
+        backlog = asyncio.Semaphore(options.concurrency * 4 + 16)
+        progress = ReplayProgress(console, total, self.target.name, options.progress)
+        launched = 0
+        try:
+            with progress:
+                for start in range(0, total, PAGE_SIZE):
+                    page = await store.call(load_page, self.relations, start, start + PAGE_SIZE)
+                    for recorded in page:
+                        await slots.acquire()
+                        await backlog.acquire()
+                        exhausted = self.budget.stop_reason(self._in_flight)
+                        if self.stop_reason is not None or exhausted is not None:
+                            slots.release()
+                            backlog.release()
+                            # Requests launched already were budgeted for: they still go.
+                            self.exhausted = self.exhausted or exhausted
+                            break
+                        self._in_flight += 1
+                        launched += 1
+                        self._requests.spawn(
+                            self._one(recorded, store, session, scoring, slots, backlog, progress),
+                            name=f"replay:{recorded.request_id}",
+                        )
+                    if self.stop_reason is not None or self.exhausted is not None:
+                        break
+                await self._requests.wait(None)
+                await store.drain()
+                progress.update(self.counts)
+        finally:
+            self.counts.not_sent += total - launched
+            await self._requests.cancel_all()
+            await session.close()
+            if scoring is not None:
+                await scoring.close()
+                await scoring.session.close()
+
+    async def _scoring(self) -> Any:
+        if not self.config.scorers:
+            return None
+        import aiohttp
+        from shadowtap.scorers.registry import build_scorers
+        from shadowtap.scorers.runner import ScoringRunner
+
+        metrics = Metrics(CollectorRegistry(), prices={self.target.name: self.target.prices})
+        # Judges get their own connections: the candidate's are limited to the concurrency.
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        return ScoringRunner(build_scorers(self.config.scorers), metrics, session)
+
+    async def _one(
+        self,
+        recorded: Recorded,
+        store: ReplayStore,
+        session: Any,
+        scoring: Any,
+        slots: asyncio.Semaphore,
+        backlog: asyncio.Semaphore,
+        progress: ReplayProgress,
+    ) -> None:
+        try:
+            completion = await self._send(recorded, store, session)
+        except asyncio.CancelledError:
+            self.counts.cancelled += 1
+            raise
+        finally:
+            self._in_flight -= 1
+            slots.release()
+        try:
+            if completion is not None:
+                await self._finish(recorded, completion, store, scoring)
+        finally:
+            backlog.release()
+            progress.update(self.counts)
+
+    async def _send(
+        self, recorded: Recorded, store: ReplayStore, session: Any
+    ) -> Completion | None:
+        """Claim, send, retry on 429/503; the final answer, or None when none is to be stored."""
+        claimed = False
+        for attempt in range(1, self.options.max_retries + 2):
+            await self.pacer.wait()
+            if self.stop_reason is not None:
+                break
+            if not claimed:
+                try:
+                    await store.claim(recorded.request_id)
+                except StoreError as error:
+                    self.stop(str(error))
+                    break
+                claimed = True
+            self.counts.attempts += 1
+            result = await send_to_candidate(session, self.target, recorded)
+            completion = result.completion
+            reason = self.guard.observe(completion.ok, completion.status)
+            if reason is not None:
+                self.stop(reason)
+            if completion.status not in RETRY_STATUSES:
+                return completion
+            wait = backoff_s(retry_after_s(result.retry_after), attempt)
+            if wait > MAX_RETRY_AFTER_S:
+                self.stop(
+                    f"the candidate asked to wait {wait:,.0f} s (Retry-After): more than "
+                    f"{MAX_RETRY_AFTER_S:.0f} s; run the same command again later"
+                )
+            if attempt > self.options.max_retries or self.stop_reason is not None:
+                break
+            self.counts.retries += 1
+            self.pacer.defer(time.monotonic() + wait)
+        if not claimed:
+            self.counts.not_sent += 1
+            return None
+        # Refused (429/503), never answered: the claim goes, so a later run sends it again.
+        self.counts.rate_limited += 1
+        await store.release(recorded.request_id)
+        return None
+
+    async def _finish(
+        self, recorded: Recorded, completion: Completion, store: ReplayStore, scoring: Any
+    ) -> None:
+        target = self.target
+        cost = target.prices.cost_usd(completion.prompt_tokens, completion.completion_tokens)
+        self.budget.add(cost, completion.prompt_tokens, completion.completion_tokens)
+        counts = self.counts
+        counts.answered += 1
+        counts.errors += not completion.ok
+        counts.cost_usd, counts.tokens = self.budget.cost_usd, self.budget.tokens
+        counts.without_usage = self.budget.without_usage
+        source = "replay-redacted" if recorded.redacted else "replay"
+        result = TargetResult(target.name, "candidate", completion, cost, source, self.run_id)
+        exchange = Exchange(
+            request_id=recorded.request_id,
+            started_at=recorded.started_at,
+            method=recorded.method,
+            path=recorded.path,
+            route=recorded.route,
+            model=recorded.model,
+            stream=recorded.stream,
+            request_body=recorded.body,
+            request_json=recorded.request_json,
+            results={
+                "primary": TargetResult("primary", "primary", recorded.primary),
+                target.name: result,
+            },
+            credentials=target.secrets(),
+        )
+        if scoring is not None:
+            scores = await scoring.score(exchange)
+            # Per-response scorers score the primary again: it has its scores already.
+            exchange.scores = [s for s in scores if s.target == target.name]
+        # Stored: the candidate's answer and its scores; the exchange row is there already.
+        exchange.results = {target.name: result}
+        exchange.request_body, exchange.request_json = b"", None
+        store.record(exchange)

@@ -1,0 +1,343 @@
+"""Which recorded requests a replay sends, and each one as it was recorded.
+
+The plan is made once, in SQL, over the recorded exchanges in the window: each exchange is
+either replayable or skipped for a reason the summary counts. A replay sends only what it can
+send faithfully: a request body stored as the client sent it (a JSON object), with a primary
+answer to compare against. Anything storage changed (a `[REDACTED:...]` marker in the request
+or the primary's answer) would be another question or another reference, so it is skipped
+unless `allow_redacted` (and its answers are then marked `replay-redacted`).
+
+Idempotence is keyed by (request, candidate): a request the candidate already answered (live
+or in an earlier replay) is never sent again, and one claimed by an earlier replay that died
+before its answer was stored is not either, unless `retry_interrupted` (it may have been
+sent: at most once is the promise).
+
+Example:
+
+    plan = make_plan(con, Relations.local(), "small", Selection(since=..., sample=500))
+    for page in plan.pages(con, 200): ...   # lists of `Recorded`
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import orjson
+from shadowtap.completion import Completion, ToolCall
+from shadowtap.recorder.schema import COLUMNS, parquet_relations
+
+REDACTION_MARK = "[REDACTED:"
+PLAN_TABLE = "replay_plan"
+
+# Why a recorded exchange in the window is not sent; the summary explains each.
+REASONS = {
+    "no_body": "request body not stored (storage.bodies = none)",
+    "not_json": "request body is not a JSON object",
+    "redacted": "redacted request or primary answer (--allow-redacted sends them, marked)",
+    "primary_failed": "primary's answer was an error: nothing to compare with",
+    "not_post": "not a POST request",
+    "answered": "already answered by this candidate",
+    "interrupted": "sent by an earlier run that stopped before storing the answer "
+    "(--retry-interrupted sends them again)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    since: datetime | None = None
+    until: datetime | None = None
+    route: str | None = None
+    sample: int | None = None  # a random sample of this many replayable requests (by seed)
+    limit: int | None = None  # the oldest this many replayable requests
+    seed: int = 0
+    allow_redacted: bool = False
+    retry_interrupted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Relations:
+    """Where recorded exchanges are read from (table names or `read_parquet(...)`); answers
+    and claims are always those of the database the replay writes to."""
+
+    exchanges: str
+    responses: str
+    scores: str
+    description: str
+
+    @classmethod
+    def local(cls, path: str = "the database") -> Relations:
+        return cls("exchanges", "responses", "scores", str(path))
+
+    @classmethod
+    def parquet(cls, directory: str) -> Relations:
+        exchanges, responses, scores = parquet_relations(directory)
+        return cls(exchanges, responses, scores, f"Parquet under {directory}")
+
+    @property
+    def is_local(self) -> bool:
+        return self.exchanges == "exchanges"
+
+
+@dataclass(slots=True)
+class Recorded:
+    """One recorded request, ready to send, with the primary's answer to score against."""
+
+    request_id: str
+    started_at: datetime
+    method: str
+    path: str
+    route: str
+    model: str | None
+    stream: bool
+    body: bytes
+    request_json: dict[str, Any]
+    primary: Completion
+    redacted: bool
+
+
+@dataclass(slots=True)
+class Plan:
+    target: str
+    to_send: int
+    skipped: Counter[str] = field(default_factory=Counter)
+    in_window: int = 0
+    relations: Relations | None = None
+
+    def pages(self, con: duckdb.DuckDBPyConnection, size: int) -> Iterator[list[Recorded]]:
+        """The requests to send, in recording order, `size` at a time (bodies load per page)."""
+        assert self.relations is not None
+        for start in range(0, self.to_send, size):
+            yield load_page(con, self.relations, start, start + size)
+
+
+def _window(selection: Selection) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if selection.since is not None:
+        clauses.append("e.started_at >= ?")
+        params.append(selection.since)
+    if selection.until is not None:
+        clauses.append("e.started_at < ?")
+        params.append(selection.until)
+    if selection.route is not None:
+        clauses.append("e.route = ?")
+        params.append(selection.route)
+    return (" AND ".join(clauses) or "true"), params
+
+
+CLASSIFY_SQL = """
+CREATE OR REPLACE TEMPORARY TABLE replay_window AS
+SELECT e.request_id, e.started_at,
+    CASE
+        WHEN e.method IS DISTINCT FROM 'POST' THEN 'not_post'
+        WHEN e.request_body IS NULL THEN 'no_body'
+        WHEN json_type(e.request_body) IS DISTINCT FROM 'OBJECT' THEN 'not_json'
+        WHEN p.request_id IS NULL OR p.error IS NOT NULL OR p.status IS NULL
+            OR p.status NOT BETWEEN 200 AND 299 THEN 'primary_failed'
+        WHEN NOT $allow_redacted AND {redacted} THEN 'redacted'
+    END AS reason,
+    {redacted} AS redacted
+FROM (SELECT DISTINCT ON (request_id) * FROM {exchanges}) AS e
+LEFT JOIN (
+    SELECT DISTINCT ON (request_id) * FROM {responses} WHERE role = 'primary'
+) AS p ON p.request_id = e.request_id
+WHERE {window}
+"""
+REDACTED_SQL = (
+    "coalesce(contains(CAST(e.request_body AS VARCHAR), '[REDACTED:')"
+    " OR contains(p.text, '[REDACTED:')"
+    " OR contains(CAST(p.tool_calls AS VARCHAR), '[REDACTED:'), false)"
+)
+
+
+def make_plan(
+    con: duckdb.DuckDBPyConnection, relations: Relations, target: str, selection: Selection
+) -> Plan:
+    """Classify the window, sample it, leave out what the candidate has already; the requests
+    to send go into the temporary table `replay_plan` (seq, request_id, redacted)."""
+    for name, value in (("--sample", selection.sample), ("--limit", selection.limit)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be 1 or more (got {value})")
+    where, params = _window(selection)
+    sql = CLASSIFY_SQL.format(
+        redacted=REDACTED_SQL,
+        exchanges=relations.exchanges,
+        responses=relations.responses,
+        window=where,
+    )
+    allow = "true" if selection.allow_redacted else "false"
+    con.execute(sql.replace("$allow_redacted", allow), params)
+    plan = Plan(target, 0, relations=relations)
+    for reason, count in con.execute(
+        "SELECT reason, count(*) FROM replay_window WHERE reason IS NOT NULL GROUP BY reason"
+    ).fetchall():
+        plan.skipped[reason] = int(count)
+    row = con.execute("SELECT count(*) FROM replay_window").fetchone()
+    plan.in_window = int(row[0]) if row else 0
+
+    # Sampled among every replayable request, done ones included, so a rerun of the same
+    # command picks the same sample and only finishes it.
+    if selection.sample is not None:
+        order, count = "md5(CAST(? AS VARCHAR) || '/' || request_id)", selection.sample
+        order_params: list[Any] = [selection.seed]
+    else:
+        order, count, order_params = "started_at, request_id", selection.limit, []
+    limit = "" if count is None else f"LIMIT {int(count)}"
+    answered = "SELECT request_id FROM responses WHERE target = $target"
+    if not relations.is_local:
+        answered += f" UNION SELECT request_id FROM {relations.responses} WHERE target = $target"
+    claimed = "SELECT request_id FROM replay_claims WHERE target = $target"
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMPORARY TABLE replay_chosen AS
+        SELECT w.request_id, w.started_at, w.redacted,
+            CASE WHEN w.request_id IN ({answered}) THEN 'answered'
+                 WHEN w.request_id IN ({claimed}) THEN 'interrupted' END AS done
+        FROM (SELECT * FROM replay_window WHERE reason IS NULL ORDER BY {order} {limit}) AS w
+        """.replace("$target", "?"),
+        [target, *([] if relations.is_local else [target]), target, *order_params],
+    )
+    for done, count in con.execute(
+        "SELECT done, count(*) FROM replay_chosen WHERE done IS NOT NULL GROUP BY done"
+    ).fetchall():
+        if done == "interrupted" and selection.retry_interrupted:
+            continue
+        plan.skipped[done] = int(count)
+    resend = "done = 'interrupted'" if selection.retry_interrupted else "false"
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMPORARY TABLE {PLAN_TABLE} AS
+        SELECT row_number() OVER (ORDER BY started_at, request_id) - 1 AS seq, request_id, redacted
+        FROM replay_chosen WHERE done IS NULL OR {resend}
+        """
+    )
+    row = con.execute(f"SELECT count(*) FROM {PLAN_TABLE}").fetchone()
+    plan.to_send = int(row[0]) if row else 0
+    return plan
+
+
+def copy_recorded(con: duckdb.DuckDBPyConnection, relations: Relations) -> None:
+    """From a Parquet source: the planned exchanges' recorded rows (the exchange, the primary's
+    and the secondary's answers and scores) copied into the database the replay writes, so its
+    `pairs` view and `shadowtap report --db` see the replayed pairs whole. Rows are copied as
+    stored (already redacted as storage redacts); exchanges the database has are left alone."""
+    if relations.is_local:
+        return
+    new = (
+        f"request_id IN (SELECT request_id FROM {PLAN_TABLE})"
+        " AND request_id NOT IN (SELECT request_id FROM exchanges)"
+    )
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for table, relation, only in (
+            ("responses", relations.responses, "role <> 'candidate'"),
+            ("scores", relations.scores, "target IN ('primary', 'secondary')"),
+            ("exchanges", relations.exchanges, "true"),  # last: `new` reads this table
+        ):
+            present = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
+            cols = ", ".join(c for c in COLUMNS[table] if c in present)
+            con.execute(
+                f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {relation} WHERE {new} AND {only}"
+            )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+PAGE_SQL = """
+SELECT q.request_id, e.started_at, e.method, e.path, e.route, e.model, e.stream,
+    CAST(e.request_body AS VARCHAR), q.redacted,
+    p.status, p.error, p.latency_ms, p.ttft_ms, p.text, CAST(p.tool_calls AS VARCHAR),
+    p.finish_reason, p.prompt_tokens, p.completion_tokens, p.response_model
+FROM {plan} AS q
+JOIN (SELECT DISTINCT ON (request_id) * FROM {exchanges}) AS e ON e.request_id = q.request_id
+JOIN (
+    SELECT DISTINCT ON (request_id) * FROM {responses} WHERE role = 'primary'
+) AS p ON p.request_id = q.request_id
+WHERE q.seq >= ? AND q.seq < ?
+ORDER BY q.seq
+"""
+
+
+def load_page(
+    con: duckdb.DuckDBPyConnection, relations: Relations, start: int, stop: int
+) -> list[Recorded]:
+    sql = PAGE_SQL.format(
+        plan=PLAN_TABLE, exchanges=relations.exchanges, responses=relations.responses
+    )
+    page = []
+    for row in con.execute(sql, [start, stop]).fetchall():
+        (request_id, started_at, method, path, route, model, stream, body, redacted) = row[:9]
+        request_json = orjson.loads(body)
+        page.append(
+            Recorded(
+                request_id=request_id,
+                started_at=started_at,
+                method=method,
+                path=path,
+                route=route or path,
+                model=model,
+                stream=bool(stream),
+                # The stored text is the request as the client sent it (re-serialized).
+                body=body.encode(),
+                request_json=request_json,
+                primary=recorded_completion(*row[9:]),
+                redacted=bool(redacted),
+            )
+        )
+    return page
+
+
+def recorded_completion(
+    status: int | None,
+    error: str | None,
+    latency_ms: float | None,
+    ttft_ms: float | None,
+    text: str | None,
+    tool_calls: str | None,
+    finish_reason: str | None,
+    prompt_tokens: int | None,
+    completion_tokens: int | None,
+    response_model: str | None,
+) -> Completion:
+    """A stored answer (a `responses` row) back as the `Completion` scorers read."""
+    return Completion(
+        status=status,
+        error=error,
+        text=text,
+        tool_calls=stored_tool_calls(tool_calls),
+        finish_reason=finish_reason,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        latency_s=None if latency_ms is None else latency_ms / 1000.0,
+        ttft_s=None if ttft_ms is None else ttft_ms / 1000.0,
+        response_model=response_model,
+    )
+
+
+def stored_tool_calls(text: str | None) -> list[ToolCall]:
+    """The `tool_calls` column (`[{"id", "name", "arguments"}]`) as `ToolCall`s; anything
+    else stored there (it should not be) reads as no calls."""
+    if not text:
+        return []
+    try:
+        calls = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return []
+    if not isinstance(calls, list):
+        return []
+    return [
+        ToolCall(
+            name=str(call.get("name", "")),
+            arguments=str(call.get("arguments", "")),
+            id=call.get("id") if isinstance(call.get("id"), str) else None,
+        )
+        for call in calls
+        if isinstance(call, dict)
+    ]

@@ -1,0 +1,214 @@
+"""The replay's side of the database: claims before sending, answers after, group-committed.
+
+One thread owns the DuckDB connection (DuckDB has one writer; its Python connection is not for
+concurrent use) and every read and write of the replay runs there. Two promises:
+
+* **Nothing is sent twice.** Before a request goes out, its (request, candidate) claim is
+  committed to `replay_claims`; a later run leaves claimed requests alone. Each commit costs a
+  file sync (~4 ms here), so claims waiting at the same moment share one commit (group
+  commit, as databases do with their logs): the claim adds one commit's latency to a request,
+  never a commit per request to the run's throughput.
+* **Nothing answered is lost.** Answers (the candidate's `responses` row and its scores) ride in
+  the next commit, usually the one a moment later, through the recorder's own row builder
+  (`shadowtap.recorder.rows.to_arrow`), so redaction and credential scrubbing are the storage's.
+
+Example:
+
+    store = ReplayStore(connect(path), Privacy("redacted"), "small", run_id, tasks)
+    await store.claim(request_id)      # durable before the request is sent
+    store.record(exchange)             # in the next commit
+    await store.drain(); await store.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import duckdb
+import pyarrow as pa
+from shadowtap.exchange import Exchange
+from shadowtap.log import get_logger
+from shadowtap.recorder.rows import Privacy, to_arrow
+from shadowtap.recorder.schema import COLUMNS
+from shadowtap.recorder.writer import safe_error
+from shadowtap.tasks import TaskSet
+
+log = get_logger("shadowtap.replay")
+T = TypeVar("T")
+CLAIMS_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("target", pa.string()),
+        ("replay_run", pa.string()),
+        ("claimed_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+class StoreError(Exception):
+    """The database refused a write; the run cannot promise what it sent, so it stops."""
+
+
+class ReplayStore:
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        privacy: Privacy,
+        target: str,
+        run_id: str,
+        tasks: TaskSet,
+    ) -> None:
+        self.con = con
+        self.target = target
+        self.run_id = run_id
+        self._privacy = privacy
+        self._tasks = tasks
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, "shadowtap-replay-db")
+        self._claims: list[tuple[str, asyncio.Future[None]]] = []
+        self._results: list[Exchange] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.recorded = 0  # answers committed
+        self.lost = 0  # answers the database refused (counted, logged, the run goes on)
+        self.commits = 0
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(con, *args)` on the database thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, fn, self.con, *args)
+
+    async def claim(self, request_id: str) -> None:
+        """Return once the claim is durable; raises StoreError when it cannot be written."""
+        future = asyncio.get_running_loop().create_future()
+        self._claims.append((request_id, future))
+        self._kick()
+        await future
+
+    async def release(self, request_id: str) -> None:
+        """Drop a claim whose request the candidate refused unprocessed (429/503), so a later
+        run sends it again. Rare, so it commits on its own."""
+
+        def delete(con: duckdb.DuckDBPyConnection) -> None:
+            con.execute(
+                "DELETE FROM replay_claims WHERE request_id = ? AND target = ? AND replay_run = ?",
+                [request_id, self.target, self.run_id],
+            )
+
+        await self.call(delete)  # claim() returned: the claim is committed already
+
+    def record(self, exchange: Exchange) -> None:
+        """Queue an answered exchange (its candidate result and scores) for the next commit."""
+        self._results.append(exchange)
+        self._kick()
+
+    async def drain(self) -> None:
+        """Wait until everything queued is committed."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+
+    async def close(self) -> None:
+        await self.drain()
+
+        def finish(con: duckdb.DuckDBPyConnection) -> None:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("CHECKPOINT")  # fold the WAL in: the next open replays nothing
+            con.close()
+
+        await self.call(finish)
+        self._pool.shutdown(wait=True)
+
+    def _kick(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = self._tasks.spawn(self._flush(), name="replay-commit")
+
+    async def _flush(self) -> None:
+        while self._claims or self._results:
+            claims, self._claims = self._claims, []
+            results, self._results = self._results, []
+            ids = [request_id for request_id, _ in claims]
+            try:
+                lost = await self.call(self._commit, ids, results)
+            except Exception as error:  # the claims are not durable: none of them may go out
+                failure = StoreError(f"cannot write to the database: {safe_error(error)}")
+                for _, future in claims:
+                    if not future.done():
+                        future.set_exception(failure)
+                self.lost += len(results)
+                log.error("replay_commit_failed", error=safe_error(error))
+                continue
+            self.commits += 1
+            self.recorded += len(results) - lost
+            self.lost += lost
+            for _, future in claims:
+                if not future.done():
+                    future.set_result(None)
+
+    # -- on the database thread ----------------------------------------------------------------
+    def _commit(
+        self, con: duckdb.DuckDBPyConnection, ids: list[str], results: list[Exchange]
+    ) -> int:
+        """One transaction with every claim and answer; returns how many answers were lost."""
+        try:
+            self._transaction(con, ids, results)
+            return 0
+        except Exception as error:
+            if not results:
+                raise
+            log.warning("replay_batch_failed", size=len(results), error=safe_error(error))
+        # One bad answer must not cost the claims or the other answers: claims first, alone.
+        self._transaction(con, ids, [])
+        lost = 0
+        for exchange in results:
+            try:
+                self._transaction(con, [], [exchange])
+            except Exception as error:
+                lost += 1
+                log.error("replay_record_failed", error=safe_error(error))
+        return lost
+
+    def _transaction(
+        self, con: duckdb.DuckDBPyConnection, ids: list[str], results: list[Exchange]
+    ) -> None:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if ids:
+                now = datetime.now(UTC)
+                claims = pa.Table.from_pydict(
+                    {
+                        "request_id": ids,
+                        "target": [self.target] * len(ids),
+                        "replay_run": [self.run_id] * len(ids),
+                        "claimed_at": [now] * len(ids),
+                    },
+                    schema=CLAIMS_SCHEMA,
+                )
+                self._insert(con, "replay_claims", claims, CLAIMS_SCHEMA.names)
+            if results:
+                tables = to_arrow(results, self._privacy)
+                # The exchange and the primary's answer are stored already: only the
+                # candidate's answer and its scores are new.
+                for table in ("responses", "scores"):
+                    self._insert(con, table, tables[table], list(COLUMNS[table]))
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _insert(
+        con: duckdb.DuckDBPyConnection, table: str, arrow: pa.Table, columns: list[str]
+    ) -> None:
+        if arrow.num_rows == 0:
+            return
+        name = f"_replay_{table}"
+        con.register(name, arrow)
+        try:
+            cols = ", ".join(columns)
+            con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name}")
+        finally:
+            con.unregister(name)

@@ -1,0 +1,91 @@
+"""Recording real traffic for the replay and export tests: the official `openai` client through
+an in-process shadowtap, into a DuckDB file in tmp_path."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import openai
+from shadowtap.config import Config, parse_config
+
+from tests.conftest import StartFake, StartShadowtap, make_config
+from tests.fakes import FakeModel
+
+SCORERS = {"similarity": {"type": "text_similarity", "threshold": 0.8}}
+
+
+def prompt(i: int) -> str:
+    return f"Question {i}: how many moons does planet {i % 7} have, and why?"
+
+
+async def record_traffic(
+    start_fake: StartFake,
+    start_shadowtap: StartShadowtap,
+    db: Path,
+    requests: int,
+    *,
+    bodies: str = "full",
+    extra_messages: list[dict[str, Any]] | None = None,
+) -> FakeModel:
+    """`requests` chat completions (every third one streamed) through shadowtap with a live
+    candidate `live` and the secondary; returns the primary fake. shadowtap is stopped after,
+    so the file is complete and free."""
+    primary, live = await start_fake(), await start_fake()
+    config = make_config(
+        primary,
+        {"live": live},
+        secondary={"rate": 1.0},
+        sampling={"max_inflight": 1000},
+        scorers=SCORERS,
+        storage={"enabled": True, "path": str(db), "flush_interval_ms": 50, "bodies": bodies},
+    )
+    server = await start_shadowtap(config)
+    client = openai.AsyncOpenAI(
+        base_url=f"http://127.0.0.1:{server.proxy_port}/v1", api_key="sk-test-client-key-0001"
+    )
+
+    async def send(i: int) -> None:
+        messages = [*(extra_messages or []), {"role": "user", "content": prompt(i)}]
+        if i % 3 == 0:
+            stream = await client.chat.completions.create(
+                model="gpt-test",
+                messages=messages,  # type: ignore[arg-type]
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            async for _ in stream:
+                pass
+        else:
+            await client.chat.completions.create(model="gpt-test", messages=messages)  # type: ignore[arg-type]
+
+    for start in range(0, requests, 8):
+        await asyncio.gather(*(send(i) for i in range(start, min(start + 8, requests))))
+    await client.close()
+    await server.stop()
+    return primary
+
+
+def replay_config(primary: FakeModel, candidates: dict[str, Any], **sections: Any) -> Config:
+    """The config a replay runs with: the recording's scorers, the given candidates."""
+    tables = {"scorers": SCORERS, **sections}
+    return parse_config(make_config(primary, candidates, **tables), {})
+
+
+def write_config(path: Path, primary: FakeModel, candidates: dict[str, str], db: Path) -> Path:
+    """A shadowtap.toml for a `shadowtap replay` subprocess."""
+    lines = [
+        "[primary]",
+        f'url = "{primary.url}"',
+        "[storage]",
+        f'path = "{db}"',
+        'bodies = "full"',
+        "[scorers.similarity]",
+        'type = "text_similarity"',
+        "threshold = 0.8",
+    ]
+    for name, url in candidates.items():
+        lines += [f"[candidates.{name}]", f'url = "{url}"', "timeout_s = 60"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
