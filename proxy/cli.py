@@ -1,4 +1,4 @@
-"""`shadowtap` command line: serve, check-config, report, replay, demo.
+"""`shadowtap` command line: serve, check-config, report, replay, export, demo.
 
 Each subcommand's heavy imports happen inside it, so `serve` never loads the report or demo.
 """
@@ -72,6 +72,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from shadowtap.export.command import run
+
+    return run(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from shadowtap.demo.run import run
 
@@ -110,6 +116,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         from shadowtap.replay.command import add_arguments as replay_arguments
 
         replay_arguments(replay)
+
+    export = commands.add_parser(
+        "export", help="recorded data as JSONL chat messages, a Batch API file or Parquet"
+    )
+    export.set_defaults(func=cmd_export)
+    if command == "export":
+        from shadowtap.export.command import add_arguments as export_arguments
+
+        export_arguments(export)
 
     demo = commands.add_parser("demo", help="the whole loop on simulated models, no keys needed")
     demo.set_defaults(func=cmd_demo)
