@@ -159,3 +159,27 @@ def test_pairs_view_has_one_row_per_non_primary_target_with_a_score_map(tmp_path
         ("r1", "small", "candidate", "p", None, "timeout after 60 s", {}),
         ("r2", "small", "candidate", "p2", "c2", None, {"similarity": 0.4}),
     ]
+
+
+def test_pairs_build_over_parquet_rolled_before_later_migrations(tmp_path: Path) -> None:
+    # A fleet's roll-up holds files an older shadowtap wrote: no source or run columns.
+    from shadowtap.report.sources import open_parquet
+
+    old = duckdb.connect()
+    migrate(old, target=2)
+    old.execute("INSERT INTO exchanges (request_id, started_at) VALUES ('r1', now())")
+    old.execute(
+        "INSERT INTO responses (request_id, target, role, status) VALUES "
+        "('r1', 'primary', 'primary', 200), ('r1', 'small', 'candidate', 200)"
+    )
+    old.execute(
+        "INSERT INTO scores (request_id, target, scorer, score) VALUES ('r1', 'small', 's', 1)"
+    )
+    for table in ("exchanges", "responses", "scores"):
+        folder = tmp_path / table / "date=2025-01-01"
+        folder.mkdir(parents=True)
+        old.execute(f"COPY {table} TO '{folder / 'old.parquet'}' (FORMAT parquet)")
+    pairs = open_parquet(tmp_path).con.execute(
+        "SELECT target, candidate_source, candidate_replay_run FROM pairs"
+    )
+    assert pairs.fetchall() == [("small", "live", None)]

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.console import Console
 from shadowtap.config import GatesConfig
 from shadowtap.recorder import open_readonly
 from shadowtap.replay.run import ReplayOptions, ReplayRunner
 from shadowtap.report.build import build_report
+from shadowtap.report.html import render_html
+from shadowtap.report.replayed import REPLAYED_LATENCY
+from shadowtap.report.text import print_report
 
 from tests.conftest import StartFake, StartShadowtap
 from tests.replaying import record_traffic, replay_config
@@ -63,3 +67,17 @@ async def test_a_replayed_candidate_is_stored_marked_and_reported_as_built(
     }
     assert drop == {"live": "pass", "same": "pass", "reworded": "fail"}
     assert report.candidates["reworded"].verdict == "fail"
+
+    # With the latency gate on, the replayed candidates' gate says what it compares.
+    report = build_report(db, GatesConfig(max_p95_latency_ratio=100.0, min_pairs=30))
+    latency = {
+        name: next(g.note for g in c.gates if g.gate == "p95_latency_ratio")
+        for name, c in report.candidates.items()
+    }
+    assert latency["live"] is None
+    assert latency["same"] == latency["reworded"] == REPLAYED_LATENCY
+    assert [report.candidates[n].replayed_pairs for n in ("live", "same", "reworded")] == [0, N, N]
+    console = Console(record=True, width=200)
+    print_report(report, console)
+    assert f"reworded — FAIL — {N} pairs ({N} replayed)" in console.export_text()
+    assert f"{N} pairs ({N} replayed)" in render_html(report)

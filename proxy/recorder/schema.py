@@ -130,6 +130,13 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 
 # Columns shown once per side in `pairs`: primary_<col> and candidate_<col>.
 SIDE_COLUMNS = tuple(c for c in COLUMNS["responses"] if c not in ("request_id", "target", "role"))
+# Response columns added by later migrations, as rows written before them read: Parquet rolled
+# by an older shadowtap has no such column at all, and the pairs view must still build over it.
+ADDED_RESPONSE_COLUMNS = {
+    "cost_usd": "CAST(NULL AS DOUBLE)",
+    "source": "'live'",
+    "replay_run": "CAST(NULL AS VARCHAR)",
+}
 
 # One row per request x non-primary target (candidates and the secondary; `role` tells which).
 # Scores are folded into a MAP scorer -> score; a scorer that appears twice for a pair (it
@@ -180,8 +187,14 @@ def create_pairs_view(
     The relations are SQL table expressions: table names, or e.g.
     `read_parquet('/data/responses/*/*.parquet', hive_partitioning = true)`.
     """
-    side = ",\n    ".join(
-        f"p.{col} AS primary_{col}, c.{col} AS candidate_{col}" for col in SIDE_COLUMNS
+    present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {responses}").fetchall()}
+
+    def side(alias: str, col: str) -> str:
+        return f"{alias}.{col}" if col in present else ADDED_RESPONSE_COLUMNS[col]
+
+    sides = ",\n    ".join(
+        f"{side('p', col)} AS primary_{col}, {side('c', col)} AS candidate_{col}"
+        for col in SIDE_COLUMNS
     )
     con.execute(
         PAIRS_VIEW_SQL.format(
@@ -190,7 +203,7 @@ def create_pairs_view(
             exchanges=exchanges,
             responses=responses,
             scores=scores,
-            side_columns=side,
+            side_columns=sides,
         )
     )
 

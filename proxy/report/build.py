@@ -37,6 +37,7 @@ from shadowtap.report.model import (
     Report,
     ScorerSummary,
 )
+from shadowtap.report.replayed import mark_replayed, replayed_pairs
 from shadowtap.report.sources import Source, SourceError, open_path
 
 
@@ -380,6 +381,9 @@ def build_report(
         name: _candidate(source, name, rows, noise, gates, thresholds, kinds, examples, configured)
         for name, rows in all_rows.items()
     }
+    for name, count in replayed_pairs(con).items():
+        if name in reports:
+            mark_replayed(reports[name], count)
 
     primary_latency = {
         r["request_id"]: r["primary_latency_ms"]

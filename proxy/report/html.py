@@ -229,11 +229,15 @@ def _examples(c: CandidateReport) -> str:
     return _table(["request", "primary", c.name, "where · scores"], rows, "examples")
 
 
+def _replayed(c: CandidateReport) -> str:
+    return f" ({c.replayed_pairs:,} replayed)" if c.replayed_pairs else ""
+
+
 def _candidate(report: Report, c: CandidateReport) -> str:
     notes = "".join(f'<p class="note">{_e(n)}</p>' for n in c.notes)
     return (
         f'<section id="candidate-{_e(c.name)}"><h2>{_e(c.name)} {_badge(c.verdict)} '
-        f'<span class="meta">{c.pairs:,} pairs</span></h2>'
+        f'<span class="meta">{c.pairs:,} pairs{_replayed(c)}</span></h2>'
         f"<p>{_e(verdict_summary(c))}</p>{notes}"
         f"<h3>Gates</h3>{_gates(c)}"
         f"<h3>Agreement with the primary</h3>{_agreement(c)}"

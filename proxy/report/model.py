@@ -131,6 +131,7 @@ class CandidateReport:
     examples: list[Example]
     latency_histogram: list[int] = field(default_factory=list)  # on Report.latency_edges_ms
     notes: list[str] = field(default_factory=list)
+    replayed_pairs: int = 0  # pairs answered by `shadowtap replay` (latency gate marked)
 
 
 @dataclass(slots=True)

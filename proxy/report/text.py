@@ -263,6 +263,7 @@ def candidate_panel(candidate: CandidateReport) -> Panel:
         " — ",
         (candidate.verdict.upper(), VERDICT_STYLE[candidate.verdict]),
         f" — {candidate.pairs:,} pairs",
+        f" ({candidate.replayed_pairs:,} replayed)" if candidate.replayed_pairs else "",
     )
     return Panel(Group(*parts), title=title, title_align="left")
 
