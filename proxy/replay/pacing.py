@@ -74,8 +74,14 @@ class Pacer:
         return slot
 
     def achieved_rps(self) -> float | None:
-        """Releases per second over the run's schedule (first slot to last); None under two."""
-        if self._first is None or self._last is None or self._last <= self._first:
+        """Releases per second over the run's schedule (first slot to last); None without
+        pacing or under two releases."""
+        if (
+            self.interval is None
+            or self._first is None
+            or self._last is None
+            or self._last <= self._first
+        ):
             return None
         return (self.released - 1) / (self._last - self._first)
 

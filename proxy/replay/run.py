@@ -56,7 +56,6 @@ from shadowtap.shadow import ShadowTarget, shadow_targets
 from shadowtap.tasks import TaskSet
 
 log = get_logger("shadowtap.replay")
-PAGE_SIZE = 200
 
 
 class ReplayError(Exception):
@@ -114,6 +113,8 @@ class ReplayRunner:
         except ValueError as error:
             raise ReplayError(str(error)) from None
         self.db_path = Path(db_path)
+        if parquet_dir is None and not self.db_path.exists():
+            raise ReplayError(f"{db_path} does not exist (record with `shadowtap serve` first)")
         self.relations = (
             Relations.local(str(db_path))
             if parquet_dir is None
@@ -162,7 +163,7 @@ class ReplayRunner:
                 raise ReplayError(f"cannot read recorded requests: {error}") from None
             self.counts.planned = plan.to_send
             self.counts.skipped = plan.skipped
-            await self._send_all(store, plan.to_send, console)
+            await self._send_all(store, plan.bounds, plan.to_send, console)
         finally:
             await store.close()
         return ReplaySummary(
@@ -179,7 +180,9 @@ class ReplayRunner:
             lost=store.lost,
         )
 
-    async def _send_all(self, store: ReplayStore, total: int, console: Console) -> None:
+    async def _send_all(
+        self, store: ReplayStore, bounds: list[tuple[int, int]], total: int, console: Console
+    ) -> None:
         options = self.options
         session = replay_session(options.concurrency)
         scoring = await self._scoring()
@@ -190,8 +193,11 @@ class ReplayRunner:
         launched = 0
         try:
             with progress:
-                for start in range(0, total, PAGE_SIZE):
-                    page = await store.call(load_page, self.relations, start, start + PAGE_SIZE)
+                for start, stop in bounds:
+                    page, unreadable = await store.call(load_page, self.relations, start, stop)
+                    if unreadable:
+                        self.counts.skipped["not_json"] += unreadable
+                        launched += unreadable
                     for recorded in page:
                         await slots.acquire()
                         await backlog.acquire()
@@ -243,11 +249,15 @@ class ReplayRunner:
         backlog: asyncio.Semaphore,
         progress: ReplayProgress,
     ) -> None:
+        completion = None
         try:
             completion = await self._send(recorded, store, session)
         except asyncio.CancelledError:
             self.counts.cancelled += 1
             raise
+        except Exception as error:  # a bug here must stop the run loudly, not lose a task
+            log.exception("replay_internal_error", request_id=recorded.request_id)
+            self.stop(f"internal error: {type(error).__name__}")
         finally:
             self._in_flight -= 1
             slots.release()

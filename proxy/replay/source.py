@@ -15,13 +15,12 @@ sent: at most once is the promise).
 Example:
 
     plan = make_plan(con, Relations.local(), "small", Selection(since=..., sample=500))
-    for page in plan.pages(con, 200): ...   # lists of `Recorded`
+    for start, stop in plan.bounds: load_page(con, relations, start, stop)
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,6 +32,8 @@ from shadowtap.recorder.schema import COLUMNS, parquet_relations
 
 REDACTION_MARK = "[REDACTED:"
 PLAN_TABLE = "replay_plan"
+PAGE_ROWS = 200  # recorded requests loaded at a time ...
+PAGE_CHARS = 64 * 1024 * 1024  # ... and at most this much of their bodies
 
 # Why a recorded exchange in the window is not sent; the summary explains each.
 REASONS = {
@@ -106,13 +107,7 @@ class Plan:
     to_send: int
     skipped: Counter[str] = field(default_factory=Counter)
     in_window: int = 0
-    relations: Relations | None = None
-
-    def pages(self, con: duckdb.DuckDBPyConnection, size: int) -> Iterator[list[Recorded]]:
-        """The requests to send, in recording order, `size` at a time (bodies load per page)."""
-        assert self.relations is not None
-        for start in range(0, self.to_send, size):
-            yield load_page(con, self.relations, start, start + size)
+    bounds: list[tuple[int, int]] = field(default_factory=list)  # pages: [start, stop) of seq
 
 
 def _window(selection: Selection) -> tuple[str, list[Any]]:
@@ -141,7 +136,8 @@ SELECT e.request_id, e.started_at,
             OR p.status NOT BETWEEN 200 AND 299 THEN 'primary_failed'
         WHEN NOT $allow_redacted AND {redacted} THEN 'redacted'
     END AS reason,
-    {redacted} AS redacted
+    {redacted} AS redacted,
+    coalesce(strlen(CAST(e.request_body AS VARCHAR)), 0) AS body_chars
 FROM (SELECT DISTINCT ON (request_id) * FROM {exchanges}) AS e
 LEFT JOIN (
     SELECT DISTINCT ON (request_id) * FROM {responses} WHERE role = 'primary'
@@ -172,7 +168,7 @@ def make_plan(
     )
     allow = "true" if selection.allow_redacted else "false"
     con.execute(sql.replace("$allow_redacted", allow), params)
-    plan = Plan(target, 0, relations=relations)
+    plan = Plan(target, 0)
     for reason, count in con.execute(
         "SELECT reason, count(*) FROM replay_window WHERE reason IS NOT NULL GROUP BY reason"
     ).fetchall():
@@ -195,7 +191,7 @@ def make_plan(
     con.execute(
         f"""
         CREATE OR REPLACE TEMPORARY TABLE replay_chosen AS
-        SELECT w.request_id, w.started_at, w.redacted,
+        SELECT w.request_id, w.started_at, w.redacted, w.body_chars,
             CASE WHEN w.request_id IN ({answered}) THEN 'answered'
                  WHEN w.request_id IN ({claimed}) THEN 'interrupted' END AS done
         FROM (SELECT * FROM replay_window WHERE reason IS NULL ORDER BY {order} {limit}) AS w
@@ -212,13 +208,33 @@ def make_plan(
     con.execute(
         f"""
         CREATE OR REPLACE TEMPORARY TABLE {PLAN_TABLE} AS
-        SELECT row_number() OVER (ORDER BY started_at, request_id) - 1 AS seq, request_id, redacted
+        SELECT row_number() OVER (ORDER BY started_at, request_id) - 1 AS seq, request_id,
+            redacted, body_chars
         FROM replay_chosen WHERE done IS NULL OR {resend}
         """
     )
-    row = con.execute(f"SELECT count(*) FROM {PLAN_TABLE}").fetchone()
-    plan.to_send = int(row[0]) if row else 0
+    sizes = [
+        r[0] for r in con.execute(f"SELECT body_chars FROM {PLAN_TABLE} ORDER BY seq").fetchall()
+    ]
+    plan.to_send = len(sizes)
+    plan.bounds = page_bounds(sizes)
     return plan
+
+
+def page_bounds(
+    sizes: list[int], max_rows: int = PAGE_ROWS, max_chars: int = PAGE_CHARS
+) -> list[tuple[int, int]]:
+    """[start, stop) of each page: at most `max_rows` requests and, past the first, at most
+    `max_chars` of stored bodies (bodies may be up to server.max_body_bytes each)."""
+    bounds, start, held = [], 0, 0
+    for index, size in enumerate(sizes):
+        if index > start and (index - start >= max_rows or held + size > max_chars):
+            bounds.append((start, index))
+            start, held = index, 0
+        held += size
+    if start < len(sizes):
+        bounds.append((start, len(sizes)))
+    return bounds
 
 
 def copy_recorded(con: duckdb.DuckDBPyConnection, relations: Relations) -> None:
@@ -267,14 +283,20 @@ ORDER BY q.seq
 
 def load_page(
     con: duckdb.DuckDBPyConnection, relations: Relations, start: int, stop: int
-) -> list[Recorded]:
+) -> tuple[list[Recorded], int]:
+    """The planned requests `start` to `stop`, and how many of them could not be read back (a
+    body DuckDB calls a JSON object that orjson refuses: too deep, a huge number)."""
     sql = PAGE_SQL.format(
         plan=PLAN_TABLE, exchanges=relations.exchanges, responses=relations.responses
     )
-    page = []
+    page, unreadable = [], 0
     for row in con.execute(sql, [start, stop]).fetchall():
         (request_id, started_at, method, path, route, model, stream, body, redacted) = row[:9]
-        request_json = orjson.loads(body)
+        try:
+            request_json = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            unreadable += 1
+            continue
         page.append(
             Recorded(
                 request_id=request_id,
@@ -291,7 +313,7 @@ def load_page(
                 redacted=bool(redacted),
             )
         )
-    return page
+    return page, unreadable
 
 
 def recorded_completion(
