@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -135,3 +136,22 @@ def test_retention_without_parquet_is_not_a_write_error(tmp_path: Path) -> None:
     assert con.execute("SELECT count(*) FROM exchanges").fetchall() == [(1,)]
     assert metrics.registry.get_sample_value("shadowtap_record_write_errors_total") == 0
     assert metrics.registry.get_sample_value("shadowtap_records_written_total") == 2
+
+
+def test_roll_ids_do_not_repeat_when_processes_share_random_s_state() -> None:
+    # Sidecars forked from one parent share `random`'s state; a roll id drawn from it repeats
+    # whenever two of them roll in the same millisecond, and their files replace each other.
+    import random
+
+    from shadowtap.recorder.parquet import new_roll_id
+
+    while True:
+        started = time.time_ns() // 1_000_000
+        random.seed(7)
+        first = new_roll_id()
+        random.seed(7)  # the other process, same state
+        second = new_roll_id()
+        if time.time_ns() // 1_000_000 == started:  # both in one millisecond: a fair test
+            break
+    assert first != second
+    assert uuid.UUID(first).version == 7 and first[:13] == second[:13]  # time-ordered still

@@ -6,8 +6,9 @@ Layout, one file per table, UTC date and roll:
     <parquet_dir>/responses/date=2025-01-31/<roll-uuid7>.parquet
     <parquet_dir>/scores/date=2025-01-31/<roll-uuid7>.parquet
 
-Roll ids are UUIDv7, so any number of sidecars can roll into one shared volume without name
-clashes, and the whole fleet reads as one data set through `schema.parquet_relations`.
+Roll ids are UUIDv7 with their random bits from the OS (`new_roll_id`), so any number of
+sidecars can roll into one shared volume without name clashes, and the whole fleet reads as one
+data set through `schema.parquet_relations`.
 
 Exactly-once without a clock watermark (exchanges finish out of order): the writer inserts
 each written request id into `_rollup_pending` in the same transaction as its rows. A roll
@@ -22,11 +23,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
-from shadowtap.ids import uuid7
 from shadowtap.recorder.schema import COLUMNS, TABLES
 
 PENDING_TABLE = "_rollup_pending"
@@ -41,13 +43,27 @@ def _day(started_at: str = "e.started_at") -> str:
     return f"strftime({started_at} AT TIME ZONE 'UTC', '%Y-%m-%d')"
 
 
+def new_roll_id() -> str:
+    """A UUIDv7 whose random bits come from the OS, not from `random` (as request ids do):
+    sidecars forked from one parent share the Mersenne Twister's state, and two of them
+    rolling in the same millisecond would then write, and replace, each other's files."""
+    unix_ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (unix_ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76  # version
+    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a, 12 bits
+    value |= 0b10 << 62  # variant
+    value |= rand & ((1 << 62) - 1)  # rand_b
+    return str(uuid.UUID(int=value))
+
+
 def roll(con: duckdb.DuckDBPyConnection, parquet_dir: str | Path) -> int:
     """Write every exchange not yet rolled (and its responses and scores) to Parquet.
 
     Returns the number of exchanges rolled. Runs on the writer's connection and thread.
     """
     base = Path(parquet_dir)
-    con.execute(f"UPDATE {PENDING_TABLE} SET roll = ? WHERE roll IS NULL", [uuid7()])
+    con.execute(f"UPDATE {PENDING_TABLE} SET roll = ? WHERE roll IS NULL", [new_roll_id()])
     rolls = [r[0] for r in con.execute(f"SELECT DISTINCT roll FROM {PENDING_TABLE}").fetchall()]
     rolled = 0
     for roll_id in sorted(rolls):
