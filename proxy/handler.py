@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -105,8 +105,6 @@ class ProxyHandler:
     exchange_tasks: TaskSet
     primary_prices: Prices
     target_secrets: tuple[str, ...] = ()  # configured keys of the shadow targets
-    inflight: int = 0
-    idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while inflight == 0
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
@@ -140,8 +138,6 @@ class ProxyHandler:
             log.exception("shadowing_failed", path=request.path)
             capture = primary_done = None
 
-        self.inflight += 1
-        self.idle.clear()
         status: int | None = None
         try:
             response, status = await forward_primary(
@@ -154,9 +150,6 @@ class ProxyHandler:
             )
             return response
         finally:
-            self.inflight -= 1
-            if not self.inflight:
-                self.idle.set()
             latency = time.perf_counter() - started
             self.metrics.observe_response(
                 route or UNSAMPLED_ROUTE,

@@ -22,13 +22,15 @@ class ExchangePipeline:
         self.sinks = sinks
 
     async def finish(self, exchange: Exchange) -> None:
-        if self.scoring is not None:
-            try:
-                exchange.scores = await self.scoring.score(exchange)
-            except Exception:  # the runner counts scorer errors; this guards the runner itself
-                log.exception("scoring_failed", request_id=exchange.request_id)
-        for sink in self.sinks:
-            try:
-                sink.record(exchange)
-            except Exception:
-                log.exception("record_failed", request_id=exchange.request_id)
+        try:
+            if self.scoring is not None:
+                try:
+                    exchange.scores = await self.scoring.score(exchange)
+                except Exception:  # the runner counts scorer errors; this guards the runner
+                    log.exception("scoring_failed", request_id=exchange.request_id)
+        finally:  # scoring cancelled at shutdown: the exchange is still recorded, unscored
+            for sink in self.sinks:
+                try:
+                    sink.record(exchange)
+                except Exception:
+                    log.exception("record_failed", request_id=exchange.request_id)

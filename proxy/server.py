@@ -5,26 +5,35 @@ Usable in-process (tests, the demo, benchmarks) with ports 0:
     server = ShadowtapServer(config)
     await server.start()          # server.proxy_port, server.admin_port are the bound ports
     ...
-    await server.stop()           # drain: primaries, then shadows, then scoring, then storage
+    await server.stop()           # drain within server.shutdown_grace_s, then flush storage
+
+aiohttp owns the lifecycle. The proxy app's resources are `cleanup_ctx` generators, set up in
+order at start and torn down in reverse after the listener has drained: the upstream sessions,
+then the recorder, then scoring, then the handler with its background shadows and exchanges.
+A stop therefore runs: no new connections; uploads in progress until half the grace (then
+503); requests in flight until the grace ends (then cancelled); shadows until the grace ends
+(then cancelled, recorded as such); scoring at most `SCORING_AFTER_GRACE_S` more (then the
+exchange is recorded unscored); the recorder's final flush; the admin listener last, so
+/readyz says "draining" and /metrics is scraped throughout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import gc
 import multiprocessing
 import random
 import time
-from typing import Any
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from shadowtap.admin import AdminAccess, build_admin_app
 from shadowtap.config import Config, split_host_port
-from shadowtap.exchange import ExchangeSink
 from shadowtap.handler import ProxyHandler
 from shadowtap.listener import (
     ClientLimits,
@@ -36,15 +45,75 @@ from shadowtap.listener import (
 )
 from shadowtap.log import get_logger
 from shadowtap.metrics import Metrics
-from shadowtap.pipeline import ExchangePipeline, Scoring
+from shadowtap.pipeline import ExchangePipeline
 from shadowtap.pricing import Prices
 from shadowtap.sampling import Draws, SamplingPolicy, ShadowBudget
-from shadowtap.shadow import shadow_targets
+from shadowtap.shadow import ShadowTarget, shadow_targets
 from shadowtap.tasks import TaskSet
+
+if TYPE_CHECKING:
+    from shadowtap.recorder import Recorder
+    from shadowtap.scorers.runner import ScoringRunner
 
 log = get_logger("shadowtap.server")
 # Descriptors assumed for shadows when their budget is unlimited (sampling.max_inflight = 0).
 DEFAULT_SHADOW_FDS = 64
+# Scoring of exchanges whose shadows ended at the grace's end: a short while more, then they
+# are recorded unscored.
+SCORING_AFTER_GRACE_S = 2.0
+# aiohttp waits for no handler at all when given 0: the least it is given.
+MIN_DRAIN_S = 0.05
+ADMIN_DRAIN_S = 1.0  # admin requests are short: a scrape, a probe, a page of /api
+
+PRIMARY_SESSION = web.AppKey("primary_session", aiohttp.ClientSession)
+SHADOW_SESSION = web.AppKey("shadow_session", aiohttp.ClientSession)
+RECORDER: web.AppKey[Recorder | None] = web.AppKey("recorder")
+SCORING: web.AppKey[ScoringRunner | None] = web.AppKey("scoring")
+HANDLER = web.AppKey("handler", ProxyHandler)
+
+
+@dataclass
+class Drain:
+    """The grace period of one stop: in-flight work ends by `deadline` (loop time)."""
+
+    grace_s: float
+    deadline: float | None = None
+
+    def begin(self) -> None:
+        self.deadline = asyncio.get_running_loop().time() + self.grace_s
+
+    def remaining(self) -> float:
+        if self.deadline is None:
+            return self.grace_s
+        return max(0.0, self.deadline - asyncio.get_running_loop().time())
+
+    def upload_cutoff(self) -> float:
+        """Uploads get half the grace; the request then still has the other half."""
+        assert self.deadline is not None
+        return self.deadline - self.grace_s / 2
+
+
+class DrainingRunner(web.AppRunner):
+    """An AppRunner whose drain ends with the grace, however long the uploads took.
+
+    aiohttp waits `shutdown_timeout` for a handler, then as long again after cancelling the
+    request's body, then cancels the handler: each wait gets half of what is left.
+    """
+
+    def __init__(self, app: web.Application, drain: Drain, **kwargs: Any) -> None:
+        super().__init__(app, shutdown_timeout=drain.grace_s / 2, **kwargs)
+        self._drain = drain
+
+    async def cleanup(self) -> None:
+        self._shutdown_timeout = max(MIN_DRAIN_S, self._drain.remaining() / 2)
+        await super().cleanup()
+
+
+@dataclass
+class Served:
+    runner: web.AppRunner
+    listener: Listener
+    port: int
 
 
 class ShadowtapServer:
@@ -57,100 +126,41 @@ class ShadowtapServer:
         self.config = config
         self.registry = registry if registry is not None else CollectorRegistry()
         self._rng = rng
-        self.proxy_port = 0
-        self.admin_port = 0
         self.ready = False
-        self.recorder: Any = None
-        self._scoring: Any = None
-        self._scoring_pool: concurrent.futures.ProcessPoolExecutor | None = None
-        self._runners: list[web.AppRunner] = []
-        self._listeners: list[Listener] = []
-        self._sessions: list[aiohttp.ClientSession] = []
         self.shadow_tasks = TaskSet()
         self.exchange_tasks = TaskSet()
+        self._drain = Drain(config.server.shutdown_grace_s)
+        self._targets: list[ShadowTarget] = shadow_targets(config)
+        self._app = web.Application(client_max_size=config.server.max_body_bytes)
+        self._proxy: Served | None = None
+        self._admin: Served | None = None
+
+    @property
+    def proxy_port(self) -> int:
+        return self._proxy.port if self._proxy is not None else 0
+
+    @property
+    def admin_port(self) -> int:
+        return self._admin.port if self._admin is not None else 0
+
+    @property
+    def handler(self) -> ProxyHandler:
+        return self._app[HANDLER]
+
+    @property
+    def recorder(self) -> Recorder | None:
+        return self._app.get(RECORDER)
 
     async def start(self) -> None:
-        config = self.config
-        targets = shadow_targets(config)
-        prices = {"primary": Prices.of(config.primary)}
-        prices |= {t.name: t.prices for t in targets}
+        config, targets = self.config, self._targets
+        prices = {"primary": Prices.of(config.primary)} | {t.name: t.prices for t in targets}
         self.metrics = Metrics(self.registry, enabled=config.server.metrics, prices=prices)
         self.metrics.prime(
             {"primary": "primary"} | {t.name: t.role for t in targets}, config.sampling.routes
         )
-        # Two pools: hung shadows can exhaust their own connections, never the primary's.
-        primary_session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-            auto_decompress=False,  # relay the primary's bytes exactly as encoded
-            timeout=aiohttp.ClientTimeout(total=None),
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-        )
-        # No pool limit: the shadow budget (and each judge's own) already bounds what is open,
-        # and a second limit here would only turn budgeted shadows into spurious timeouts.
-        shadow_session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0),
-            timeout=aiohttp.ClientTimeout(total=None),
-        )
-        self._sessions = [primary_session, shadow_session]
-
-        sinks: list[ExchangeSink] = []
-        if config.storage.enabled:
-            from shadowtap.recorder import Recorder  # loaded only when storage is on
-
-            self.recorder = Recorder(config.storage, self.metrics)
-            await asyncio.to_thread(self.recorder.start)
-            sinks.append(self.recorder)
-        scoring: Scoring | None = None
-        if config.scorers:
-            from shadowtap.scorers.registry import (
-                build_scorers,  # scorer deps load only when configured
-            )
-            from shadowtap.scorers.runner import ScoringRunner
-
-            if config.server.scoring_processes:
-                self._scoring_pool = concurrent.futures.ProcessPoolExecutor(
-                    config.server.scoring_processes, mp_context=multiprocessing.get_context("spawn")
-                )
-            self._scoring = scoring = ScoringRunner(
-                build_scorers(config.scorers), self.metrics, shadow_session, self._scoring_pool
-            )
-
-        self.handler = ProxyHandler(
-            primary_url=config.primary.url,
-            primary_timeout=aiohttp.ClientTimeout(total=config.primary.timeout_s),
-            max_body_bytes=config.server.max_body_bytes,
-            primary_session=primary_session,
-            shadow_session=shadow_session,
-            metrics=self.metrics,
-            pipeline=ExchangePipeline(scoring, sinks),
-            policy=SamplingPolicy(
-                rate=config.sampling.rate,
-                routes=frozenset(config.sampling.routes),
-                target_rates={t.name: t.rate for t in targets},
-            ),
-            draws=Draws(config.sampling.key, [t.name for t in targets], self._rng),
-            budget=ShadowBudget(config.sampling.max_inflight, config.sampling.max_per_second),
-            targets={t.name: t for t in targets},
-            shadow_tasks=self.shadow_tasks,
-            exchange_tasks=self.exchange_tasks,
-            primary_prices=prices["primary"],
-            target_secrets=tuple(secret for t in targets for secret in t.secrets()),
-        )
-        proxy_app = web.Application(client_max_size=config.server.max_body_bytes)
-        proxy_app.router.add_route("*", "/{tail:.*}", self.handler.handle)
-
-        api_routes: list[web.AbstractRouteDef] = []
-        if self.recorder is not None:
-            from shadowtap.recorder import api_routes as recorder_routes
-
-            api_routes = list(recorder_routes(self.recorder))
-        admin_app = build_admin_app(
-            self.registry,
-            lambda: self.ready,
-            api_routes,
-            access=AdminAccess.of(config.server),
-            health=self.recorder.health if self.recorder is not None else None,
-        )
+        app = self._app
+        app.cleanup_ctx.extend([self._sessions, self._recording, self._scoring, self._handling])
+        app.router.add_route("*", "/{tail:.*}", self._handle)
 
         server = config.server
         proxy_cap = fit_proxy_cap(
@@ -167,28 +177,48 @@ class ShadowtapServer:
                 open_file_limit=open_file_limit(),
             )
         # handler_cancellation: a client that disconnects cancels its upstream request at once.
-        self.proxy_port = await self._listen(
-            "proxy",
-            web.AppRunner(
-                proxy_app,
-                access_log=None,
-                handler_cancellation=True,
-                keepalive_timeout=server.idle_timeout_s,
-            ),
-            server.listen,
-            ClientLimits.of(server, proxy_cap),
+        proxy_runner = DrainingRunner(
+            app,
+            self._drain,
+            access_log=None,
+            handler_cancellation=True,
+            keepalive_timeout=server.idle_timeout_s,
         )
-        self.admin_port = await self._listen(
-            "admin",
-            web.AppRunner(admin_app, access_log=None, keepalive_timeout=server.idle_timeout_s),
-            server.admin_listen,
-            ClientLimits.of(server, server.admin_max_connections),
+        self._proxy = await self._serve(
+            "proxy", proxy_runner, server.listen, ClientLimits.of(server, proxy_cap)
         )
+        recorder = app[RECORDER]
+        api_routes: list[web.AbstractRouteDef] = []
+        if recorder is not None:
+            from shadowtap.recorder import api_routes as recorder_routes
+
+            api_routes = list(recorder_routes(recorder))
+        admin_app = build_admin_app(
+            self.registry,
+            lambda: self.ready,
+            api_routes,
+            access=AdminAccess.of(server),
+            health=recorder.health if recorder is not None else None,
+        )
+        admin_runner = web.AppRunner(
+            admin_app,
+            access_log=None,
+            keepalive_timeout=server.idle_timeout_s,
+            shutdown_timeout=ADMIN_DRAIN_S,
+        )
+        admin_limits = ClientLimits.of(server, server.admin_max_connections)
+        try:
+            self._admin = await self._serve(
+                "admin", admin_runner, server.admin_listen, admin_limits
+            )
+        except BaseException:
+            await self.stop()
+            raise
         self.ready = True
         log.info(
             "started",
-            listen=f"{split_host_port(config.server.listen)[0]}:{self.proxy_port}",
-            admin=f"{split_host_port(config.server.admin_listen)[0]}:{self.admin_port}",
+            listen=f"{split_host_port(server.listen)[0]}:{self.proxy_port}",
+            admin=f"{split_host_port(server.admin_listen)[0]}:{self.admin_port}",
             primary=config.primary.url,
             targets=[t.name for t in targets],
             sampling_rate=config.sampling.rate,
@@ -196,49 +226,121 @@ class ShadowtapServer:
             open_file_limit=open_file_limit(),
         )
 
-    async def _listen(
+    async def _serve(
         self, name: ListenerName, runner: web.AppRunner, address: str, limits: ClientLimits
-    ) -> int:
-        await runner.setup()
+    ) -> Served:
         listener = Listener(name, runner, limits, self.metrics)
-        bound = await listener.start(*split_host_port(address))
-        self._runners.append(runner)
-        self._listeners.append(listener)
-        return bound
+        try:
+            await runner.setup()  # the app's cleanup_ctx set-up runs here
+            port = await listener.start(*split_host_port(address))
+        except BaseException:
+            await runner.cleanup()  # tears down what was set up, in reverse
+            raise
+        return Served(runner, listener, port)
 
     async def stop(self) -> None:
-        """Stop accepting, let in-flight work finish within the grace period, flush, close."""
+        """Stop accepting, drain within the grace period, flush, close (see the module doc)."""
+        proxy, admin = self._proxy, self._admin
+        self._proxy = self._admin = None
         self.ready = False
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.server.shutdown_grace_s
-        if not self._runners:
-            return
-        proxy_runner, admin_runner = self._runners
-        proxy_listener, admin_listener = self._listeners
-        proxy_listener.close()  # no new connections; in-flight requests go on
-        if self.handler.inflight:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.handler.idle.wait(), deadline - loop.time())
-        await proxy_runner.cleanup()
-        if not await self.shadow_tasks.wait(max(0.0, deadline - loop.time())):
+        if proxy is not None:
+            self._drain.begin()
+            proxy.listener.close()
+            await proxy.listener.finish_uploads(self._drain.upload_cutoff())
+            await proxy.runner.cleanup()  # the drain, then the cleanup_ctx teardown
+        if admin is not None:
+            admin.listener.close()
+            await admin.runner.cleanup()
+        if proxy is not None:
+            log.info("stopped")
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        return await request.app[HANDLER].handle(request)
+
+    # -- the proxy app's resources, set up in this order and torn down in reverse ---------------
+    async def _sessions(self, app: web.Application) -> AsyncIterator[None]:
+        # Two pools: hung shadows can exhaust their own connections, never the primary's.
+        app[PRIMARY_SESSION] = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            auto_decompress=False,  # relay the primary's bytes exactly as encoded
+            timeout=aiohttp.ClientTimeout(total=None),
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+        )
+        # No pool limit: the shadow budget (and each judge's own) already bounds what is open,
+        # and a second limit here would only turn budgeted shadows into spurious timeouts.
+        app[SHADOW_SESSION] = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0),
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+        yield
+        await app[SHADOW_SESSION].close()
+        await app[PRIMARY_SESSION].close()
+
+    async def _recording(self, app: web.Application) -> AsyncIterator[None]:
+        recorder = None
+        if self.config.storage.enabled:
+            from shadowtap.recorder import Recorder  # loaded only when storage is on
+
+            recorder = Recorder(self.config.storage, self.metrics)
+            await asyncio.to_thread(recorder.start)
+        app[RECORDER] = recorder
+        yield
+        if recorder is not None:
+            await asyncio.to_thread(recorder.close)  # the final flush
+
+    async def _scoring(self, app: web.Application) -> AsyncIterator[None]:
+        config = self.config
+        runner = pool = None
+        if config.scorers:
+            from shadowtap.scorers.registry import build_scorers  # deps load only if configured
+            from shadowtap.scorers.runner import ScoringRunner
+
+            if config.server.scoring_processes:
+                pool = concurrent.futures.ProcessPoolExecutor(
+                    config.server.scoring_processes, mp_context=multiprocessing.get_context("spawn")
+                )
+            scorers = build_scorers(config.scorers)
+            runner = ScoringRunner(scorers, self.metrics, app[SHADOW_SESSION], pool)
+        app[SCORING] = runner
+        yield
+        if runner is not None:
+            await runner.close()
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+    async def _handling(self, app: web.Application) -> AsyncIterator[None]:
+        config, targets = self.config, self._targets
+        recorder = app[RECORDER]
+        app[HANDLER] = ProxyHandler(
+            primary_url=config.primary.url,
+            primary_timeout=aiohttp.ClientTimeout(total=config.primary.timeout_s),
+            max_body_bytes=config.server.max_body_bytes,
+            primary_session=app[PRIMARY_SESSION],
+            shadow_session=app[SHADOW_SESSION],
+            metrics=self.metrics,
+            pipeline=ExchangePipeline(app[SCORING], [recorder] if recorder is not None else []),
+            policy=SamplingPolicy(
+                rate=config.sampling.rate,
+                routes=frozenset(config.sampling.routes),
+                target_rates={t.name: t.rate for t in targets},
+            ),
+            draws=Draws(config.sampling.key, [t.name for t in targets], self._rng),
+            budget=ShadowBudget(config.sampling.max_inflight, config.sampling.max_per_second),
+            targets={t.name: t for t in targets},
+            shadow_tasks=self.shadow_tasks,
+            exchange_tasks=self.exchange_tasks,
+            primary_prices=Prices.of(config.primary),
+            target_secrets=tuple(secret for t in targets for secret in t.secrets()),
+        )
+        yield
+        # The listener has drained: shadows get what is left of the grace.
+        if not await self.shadow_tasks.wait(self._drain.remaining()):
             log.warning("shadows_cancelled", count=len(self.shadow_tasks))
-            await self.shadow_tasks.cancel_all()
-        # Scoring is bounded by the scorers' own timeouts; give it what is left, at least 5 s.
-        if not await self.exchange_tasks.wait(max(5.0, deadline - loop.time())):
-            await self.exchange_tasks.cancel_all()
-        if self._scoring is not None:
-            await self._scoring.close()
-        if self._scoring_pool is not None:
-            await asyncio.to_thread(self._scoring_pool.shutdown, wait=True, cancel_futures=True)
-        if self.recorder is not None:
-            await asyncio.to_thread(self.recorder.close)
-        for session in self._sessions:
-            await session.close()
-        admin_listener.close()
-        await admin_runner.cleanup()
-        self._runners = []
-        self._listeners = []
-        log.info("stopped")
+            await self.shadow_tasks.cancel_all()  # each is recorded "cancelled at shutdown"
+        scoring_s = max(self._drain.remaining(), SCORING_AFTER_GRACE_S)
+        if not await self.exchange_tasks.wait(scoring_s):
+            log.warning("scoring_cancelled", count=len(self.exchange_tasks))
+            await self.exchange_tasks.cancel_all()  # the pipeline records them unscored
 
 
 def tune_gc() -> None:

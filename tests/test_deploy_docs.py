@@ -8,6 +8,7 @@ import tomllib
 
 import pytest
 from shadowtap.cli import build_parser
+from shadowtap.server import SCORING_AFTER_GRACE_S
 
 from tests.kustomize import (
     BASE,
@@ -60,13 +61,11 @@ def test_the_grace_period_example_matches_the_manifests():
         r"the example: (\d+) \+ (\d+) \+ (\d+), rounded up to (\d+)", deploying_section()
     )
     assert shown
-    grace, shadow, flush, total = map(int, shown.groups())
+    grace, scoring, flush, total = map(int, shown.groups())
     assert grace == config["server"]["shutdown_grace_s"]
-    assert shadow == max(
-        c["timeout_s"] for c in [*config["candidates"].values(), config["secondary"]]
-    )
+    assert scoring == SCORING_AFTER_GRACE_S
     (spec,) = pod_specs(base)
-    assert total == spec["terminationGracePeriodSeconds"] >= grace + shadow + flush
+    assert total == spec["terminationGracePeriodSeconds"] >= grace + scoring + flush
 
 
 def test_the_fleet_report_command_is_accepted_by_the_cli():

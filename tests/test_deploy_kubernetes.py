@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import kubernetes_validate
 import pytest
 from shadowtap.config import ENV_PATTERN, Config, parse_config, split_host_port
+from shadowtap.server import SCORING_AFTER_GRACE_S
 
 from tests.kustomize import (
     BASE,
@@ -153,11 +154,9 @@ def test_the_sidecar_starts_before_and_stops_after_the_application(base):
 def test_termination_grace_covers_the_drain(base):
     config = loaded_config(base)
     (spec,) = pod_specs(base)
-    longest_shadow = max(
-        [c.timeout_s for c in config.candidates.values()] + [config.secondary.timeout_s]
-    )
+    # The grace bounds requests, uploads and shadows; then scoring, then the final flush.
     flush_s = config.storage.flush_interval_ms / 1000 + 5  # the last batch, plus writing it
-    drain = config.server.shutdown_grace_s + longest_shadow + flush_s
+    drain = config.server.shutdown_grace_s + SCORING_AFTER_GRACE_S + flush_s
     assert spec["terminationGracePeriodSeconds"] >= drain
 
 
