@@ -177,11 +177,11 @@ def test_tool_choice_round_trip(choice: dict[str, Any], tool_choice: Any, parall
         (messages(USER, tools=[{"name": "f", "input_schema": {}, "input_examples": [{}]}]), "input_examples"),  # noqa: E501
         (
             messages({"role": "user", "content": [{"type": "document", "source": {}}]}),
-            "a document block",
+            "a block of type document",
         ),
         (
             messages({"role": "assistant", "content": [{"type": "server_tool_use", "id": "s"}]}),
-            "a server_tool_use block",
+            "a block of type server_tool_use",
         ),
         (
             messages({"role": "user", "content": [{"type": "image", "source": {"type": "file"}}]}),

@@ -40,7 +40,11 @@ def split_at(body: bytes, cuts: list[int]) -> list[bytes]:
 
 
 def test_every_dialect_with_a_stream_reader_has_fixtures() -> None:
-    assert {dialect for dialect, _ in STREAMS} >= {"anthropic-messages"}
+    assert {dialect for dialect, _ in STREAMS} >= {
+        "openai-chat",
+        "anthropic-messages",
+        "openai-responses",
+    }
     assert len(STREAMS) >= 6
 
 

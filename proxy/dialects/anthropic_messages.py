@@ -168,7 +168,7 @@ def _read_part(block: dict[str, Any], where: str, request: NeutralRequest) -> Pa
             return Image(f"data:{media_type};base64,{data}")
         request.unportable.append(f"{where}: an image stored with the provider")
         return None
-    request.unportable.append(f"{where}: a {api_word(kind)} block")
+    request.unportable.append(f"{where}: a block of type {api_word(kind)}")
     return None
 
 
@@ -293,7 +293,7 @@ def _render_messages(messages: list[Message]) -> list[dict[str, Any]]:
                 gathering = True
             continue
         if not message.content and not message.tool_calls:
-            raise Untranslatable(f"an empty {message.role} message has no equivalent in {DIALECT}")
+            raise Untranslatable(f"an empty {message.role} message: no equivalent in {DIALECT}")
         blocks = [_render_part(part) for part in message.content]
         blocks += [
             {"type": "tool_use", "id": c.id, "name": c.name, "input": arguments_object(c.arguments)}

@@ -152,10 +152,24 @@ class NeutralRequest:
     dropped: list[str] = field(default_factory=list)  # fields left out: they ask nothing
 
     def settle(self) -> NeutralRequest:
-        """Spell settings that ask nothing as unset, so equal questions compare equal: with
-        tool use off (`tool_choice="none"`) whether calls may run in parallel means nothing."""
+        """Write the question one way, so that equal questions compare equal (every parser
+        ends with this): an assistant turn's text is one part, the model wrote it as one;
+        calls that follow an assistant turn belong to that turn; with tool use off
+        (`tool_choice="none"`) whether calls may run in parallel means nothing."""
         if self.tool_choice == "none":
             self.parallel_tool_calls = None
+        settled: list[Message] = []
+        for message in self.messages:
+            texts_only = all(isinstance(part, Text) for part in message.content)
+            if message.role == "assistant" and len(message.content) > 1 and texts_only:
+                message.content = [Text(message.text())]
+            previous = settled[-1] if settled else None
+            joins = previous is not None and previous.role == message.role == "assistant"
+            if previous is not None and joins and not message.content:
+                previous.tool_calls = previous.tool_calls + message.tool_calls
+                continue
+            settled.append(message)
+        self.messages = settled
         return self
 
     def refuse_unportable(self) -> None:

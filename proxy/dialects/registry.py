@@ -17,7 +17,13 @@ from typing import Any, Protocol
 
 import orjson
 from shadowtap.completion import Completion
-from shadowtap.dialects import anthropic_answer, anthropic_messages, openai_chat
+from shadowtap.dialects import (
+    anthropic_answer,
+    anthropic_messages,
+    openai_chat,
+    openai_responses,
+    responses_answer,
+)
 from shadowtap.dialects.neutral import (
     DEFAULT_OPTIONS,
     NeutralRequest,
@@ -28,6 +34,7 @@ from shadowtap.dialects.tables import (
     ANTHROPIC_MESSAGES,
     DIALECT_OF_PATH,
     OPENAI_CHAT,
+    OPENAI_RESPONSES,
     PATHS,
     QUESTION_HEADERS,
 )
@@ -80,6 +87,14 @@ DIALECTS: Mapping[str, Dialect] = {
         anthropic_messages.parse,
         anthropic_messages.render,
     ),
+    OPENAI_RESPONSES: Dialect(
+        OPENAI_RESPONSES,
+        PATHS[OPENAI_RESPONSES],
+        responses_answer.completion_from_json,
+        responses_answer.ResponsesStreamAssembler,
+        openai_responses.parse,
+        openai_responses.render,
+    ),
 }
 
 
@@ -126,7 +141,7 @@ def translate(
         carried = QUESTION_HEADERS.get(source, frozenset())
         for name in header_names:
             if name.lower() in carried:
-                raise Untranslatable(f"header {name.lower()} has no equivalent in {target}")
+                raise Untranslatable(f"header {name.lower()}: no equivalent in {target}")
         body = render(parse(request_json), model, options)
     try:
         return orjson.dumps(body)

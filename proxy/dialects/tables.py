@@ -290,12 +290,12 @@ def ensure_expressible(request: NeutralRequest, target: str) -> None:
 
     Example: a chat request with `stop` cannot be rendered for the Responses API:
         ensure_expressible(parse_chat({"messages": [...], "stop": ["END"]}), "openai-responses")
-        # Untranslatable: stop sequences have no equivalent in openai-responses
+        # Untranslatable: stop sequences: no equivalent in openai-responses
     """
     request.refuse_unportable()
     for feature, used, dialects in FEATURES:
         if target not in dialects and used(request):
-            raise Untranslatable(f"{feature} has no equivalent in {target}")
+            raise Untranslatable(f"{feature}: no equivalent in {target}")
     last = request.messages[-1] if request.messages else None
     if last is not None and last.role == "assistant":
         source_reads, target_reads = TRAILING_ASSISTANT[request.dialect], TRAILING_ASSISTANT[target]
