@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/recorder.py
 	$(BIN)/python bench/metrics.py
+	$(BIN)/python bench/replay.py
 	$(BIN)/python bench/scoring.py
 	$(BIN)/python bench/abuse.py
 

@@ -70,6 +70,15 @@ async def test_demo_verdicts_match_the_construction(tmp_path: Path) -> None:
         (exchanges,) = con.execute("SELECT count(*) FROM exchanges").fetchone() or (0,)
         targets = dict(con.execute("SELECT target, count(*) FROM responses GROUP BY 1").fetchall())
     assert exchanges == REQUESTS
-    assert targets == {
-        name: REQUESTS for name in ("primary", "secondary", "fast-agree", "paraphrase", "flaky")
-    }
+    # The live candidates, and the one the demo's last step replayed the traffic to.
+    live_and_replayed = (
+        "primary",
+        "secondary",
+        "fast-agree",
+        "paraphrase",
+        "flaky",
+        "next-release",
+    )
+    assert targets == {name: REQUESTS for name in live_and_replayed}
+    assert re.search(r"next-release — PASS — \d+ pairs \(\d+ replayed\)", output), output
+    assert f"shadowtap report --db {out / 'shadowtap.duckdb'}" in output

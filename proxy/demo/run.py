@@ -20,6 +20,7 @@ import orjson
 from rich.console import Console
 from shadowtap.config import Config, load_config
 from shadowtap.demo import traffic
+from shadowtap.demo.replay import replay_step
 from shadowtap.demo.setup import CANDIDATES, ModelProcess, demo_config, to_toml
 
 # How the simulated candidates were built to come out (see shadowtap.demo.profiles).
@@ -104,6 +105,10 @@ async def run_demo(
     db_path = Path(config.storage.path)
     html_path, json_path = out / "report.html", out / "report.json"
     verdicts = await asyncio.to_thread(_report, config, db_path, html_path, json_path, console)
+    # The loop's last step: this traffic, replayed to a model that was not there live.
+    verdicts |= await replay_step(
+        config_path, speed=speed, seed=seed, console=console, show_progress=show_progress
+    )
     return DemoResult(
         config_path=config_path,
         db_path=db_path,

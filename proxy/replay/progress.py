@@ -105,6 +105,7 @@ class ReplaySummary:
     recorded: int
     lost: int
     paced_rps: float | None = None  # the pacer's schedule over the run (with --rps)
+    priced: bool = True  # the candidate has prices configured, so spend is known
 
     @property
     def complete(self) -> bool:
@@ -129,7 +130,11 @@ class ReplaySummary:
         ]
         if self.paced_rps is not None and c.attempts > 1:
             parts.append(f"Paced at {self.paced_rps:.2f} requests/s.")
-        spend = f"Spend ${c.cost_usd:.4f}, {c.tokens:,} tokens"
+        spend = (
+            f"Spend ${c.cost_usd:.4f}, {c.tokens:,} tokens"
+            if self.priced
+            else f"{c.tokens:,} tokens (no prices configured for {self.candidate}: spend unknown)"
+        )
         if c.without_usage:
             spend += f" ({c.without_usage:,} answers reported no usage: a lower bound)"
         parts.append(spend + ".")

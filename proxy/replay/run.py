@@ -176,6 +176,7 @@ class ReplayRunner:
             stop_reason=self.stop_reason or self.exhausted,
             seconds=time.monotonic() - began,
             paced_rps=self.pacer.achieved_rps(),
+            priced=self.target.prices.cost_usd(0, 0) is not None,
             recorded=store.recorded,
             lost=store.lost,
         )
