@@ -1,16 +1,19 @@
 """The replay's side of the database: claims before sending, answers after, group-committed.
 
-One thread owns the DuckDB connection (DuckDB has one writer; its Python connection is not for
-concurrent use) and every read and write of the replay runs there. Two promises:
+The replay's process is DuckDB's one writer; a Python connection is not for concurrent use, so
+each connection is used by one thread only. Two promises:
 
 * **Nothing is sent twice.** Before a request goes out, its (request, candidate) claim is
-  committed to `replay_claims`; a later run leaves claimed requests alone. Each commit costs a
-  file sync (~4 ms here), so claims waiting at the same moment share one commit (group
-  commit, as databases do with their logs): the claim adds one commit's latency to a request,
-  never a commit per request to the run's throughput.
-* **Nothing answered is lost.** Answers (the candidate's `responses` row and its scores) ride in
-  the next commit, usually the one a moment later, through the recorder's own row builder
+  committed to `replay_claims`; a later run leaves claimed requests alone. A commit costs
+  milliseconds (a file sync), so claims waiting at the same moment share one (group commit,
+  as databases do with their logs): a claim adds one commit's latency to its request, never a
+  commit per request to the run's throughput.
+* **Nothing answered is lost.** Answers (the candidate's `responses` row and its scores) are
+  committed as they come, grouped the same way, through the recorder's own row builder
   (`shadowtap.recorder.rows.to_arrow`), so redaction and credential scrubbing are the storage's.
+
+Claims and answers are two lanes, each a thread with its own connection: a claim never waits
+behind a batch of answers being written.
 
 Example:
 
@@ -68,10 +71,16 @@ class ReplayStore:
         self.run_id = run_id
         self._privacy = privacy
         self._tasks = tasks
+        # Two lanes, each a thread with its own connection to the file: claims never queue
+        # behind a batch of answers being written (DuckDB runs both transactions at once; they
+        # touch different tables, so they never conflict).
         self._pool = concurrent.futures.ThreadPoolExecutor(1, "shadowtap-replay-db")
+        self._claim_con = con.cursor()
+        self._claim_pool = concurrent.futures.ThreadPoolExecutor(1, "shadowtap-replay-claims")
         self._claims: list[tuple[str, asyncio.Future[None]]] = []
         self._results: list[Exchange] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._claim_flusher: asyncio.Task[None] | None = None
+        self._result_flusher: asyncio.Task[None] | None = None
         self.recorded = 0  # answers committed
         self.lost = 0  # answers the database refused (counted, logged, the run goes on)
         self.commits = 0
@@ -81,11 +90,16 @@ class ReplayStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, fn, self.con, *args)
 
+    async def _on_claims(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._claim_pool, fn, self._claim_con, *args)
+
     async def claim(self, request_id: str) -> None:
         """Return once the claim is durable; raises StoreError when it cannot be written."""
         future = asyncio.get_running_loop().create_future()
         self._claims.append((request_id, future))
-        self._kick()
+        if self._claim_flusher is None or self._claim_flusher.done():
+            self._claim_flusher = self._tasks.spawn(self._flush_claims(), name="replay-claims")
         await future
 
     async def release(self, request_id: str) -> None:
@@ -98,20 +112,24 @@ class ReplayStore:
                 [request_id, self.target, self.run_id],
             )
 
-        await self.call(delete)  # claim() returned: the claim is committed already
+        await self._on_claims(delete)  # claim() returned: the claim is committed already
 
     def record(self, exchange: Exchange) -> None:
         """Queue an answered exchange (its candidate result and scores) for the next commit."""
         self._results.append(exchange)
-        self._kick()
+        if self._result_flusher is None or self._result_flusher.done():
+            self._result_flusher = self._tasks.spawn(self._flush_results(), name="replay-answers")
 
     async def drain(self) -> None:
         """Wait until everything queued is committed."""
-        while self._flusher is not None and not self._flusher.done():
-            await asyncio.shield(self._flusher)
+        for flusher in (self._claim_flusher, self._result_flusher):
+            while flusher is not None and not flusher.done():
+                await asyncio.shield(flusher)
 
     async def close(self) -> None:
         await self.drain()
+        await self._on_claims(lambda con: con.close())
+        self._claim_pool.shutdown(wait=True)
 
         def finish(con: duckdb.DuckDBPyConnection) -> None:
             with contextlib.suppress(duckdb.Error):
@@ -121,46 +139,44 @@ class ReplayStore:
         await self.call(finish)
         self._pool.shutdown(wait=True)
 
-    def _kick(self) -> None:
-        if self._flusher is None or self._flusher.done():
-            self._flusher = self._tasks.spawn(self._flush(), name="replay-commit")
-
-    async def _flush(self) -> None:
-        while self._claims or self._results:
+    async def _flush_claims(self) -> None:
+        while self._claims:
             claims, self._claims = self._claims, []
-            results, self._results = self._results, []
-            ids = [request_id for request_id, _ in claims]
             try:
-                lost = await self.call(self._commit, ids, results)
+                await self._on_claims(self._transaction, [r for r, _ in claims], [])
             except Exception as error:  # the claims are not durable: none of them may go out
                 failure = StoreError(f"cannot write to the database: {safe_error(error)}")
                 for _, future in claims:
                     if not future.done():
                         future.set_exception(failure)
-                self.lost += len(results)
-                log.error("replay_commit_failed", error=safe_error(error))
+                log.error("replay_claim_failed", error=safe_error(error))
                 continue
             self.commits += 1
-            self.recorded += len(results) - lost
-            self.lost += lost
             for _, future in claims:
                 if not future.done():
                     future.set_result(None)
 
+    async def _flush_results(self) -> None:
+        while self._results:
+            results, self._results = self._results, []
+            try:
+                lost = await self.call(self._commit, results)
+            except Exception as error:
+                lost = len(results)
+                log.error("replay_commit_failed", error=safe_error(error))
+            self.commits += 1
+            self.recorded += len(results) - lost
+            self.lost += lost
+
     # -- on the database thread ----------------------------------------------------------------
-    def _commit(
-        self, con: duckdb.DuckDBPyConnection, ids: list[str], results: list[Exchange]
-    ) -> int:
-        """One transaction with every claim and answer; returns how many answers were lost."""
+    def _commit(self, con: duckdb.DuckDBPyConnection, results: list[Exchange]) -> int:
+        """One transaction with every answer; returns how many answers were lost."""
         try:
-            self._transaction(con, ids, results)
+            self._transaction(con, [], results)
             return 0
         except Exception as error:
-            if not results:
-                raise
             log.warning("replay_batch_failed", size=len(results), error=safe_error(error))
-        # One bad answer must not cost the claims or the other answers: claims first, alone.
-        self._transaction(con, ids, [])
+        # One bad answer must not cost the others: each alone.
         lost = 0
         for exchange in results:
             try:
