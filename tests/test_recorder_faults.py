@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import duckdb
 import openai
 import orjson
+import pyarrow as pa
 import pytest
 from prometheus_client import CollectorRegistry
 from shadowtap.config import StorageConfig
@@ -344,3 +346,30 @@ async def test_serve_with_a_locked_database_serves_and_reports_degraded(
     assert log_events.count("recording_recovered") == 1
     assert b"Traceback" not in err
     assert len(stored_ids(path)) == 3  # queued while degraded, written once it recovered
+
+
+def test_a_value_duckdb_refuses_is_a_data_error_not_a_storage_fault(tmp_path: Path) -> None:
+    # A failed INSERT aborts the transaction; unregistering the batch's Arrow view inside it
+    # used to raise a TransactionException that hid the real error, so a refused value read
+    # as a storage failure (recording degraded, the whole batch lost).
+    from shadowtap.recorder.rows import Privacy, to_arrow
+    from shadowtap.recorder.store import Store, is_storage_error
+
+    store = Store.open(StorageConfig(path=str(tmp_path / "s.duckdb")))
+    try:
+        tables = to_arrow([synthetic_exchange(0)], Privacy("redacted"))
+        responses = tables["responses"]
+        status = responses.schema.get_field_index("status")
+        tables["responses"] = responses.set_column(
+            status, "status", pa.array([2**40] * responses.num_rows, pa.int64())
+        )
+        with pytest.raises(duckdb.Error) as refused:
+            store.insert(tables, ["r0"])
+        assert not is_storage_error(refused.value), refused.value
+        # The store is still usable, and the failed batch left nothing behind.
+        good = synthetic_exchange(1)
+        store.insert(to_arrow([good], Privacy("redacted")), [good.request_id])
+        rows = store.con.execute("SELECT request_id FROM exchanges").fetchall()
+        assert rows == [(good.request_id,)]
+    finally:
+        store.close()

@@ -97,32 +97,36 @@ class Store:
     def insert(self, tables: dict[str, pa.Table], request_ids: list[str]) -> None:
         """The batch's rows (and its Parquet-pending ids) in one transaction."""
         con = self.con
-        con.execute("BEGIN TRANSACTION")
+        views = {f"_batch_{table}": arrow for table, arrow in tables.items() if arrow.num_rows}
+        if self.config.parquet_dir is not None:
+            views["_batch_ids"] = pa.table({"request_id": pa.array(request_ids, pa.string())})
+        # Registered outside the transaction: unregistering inside a failed one raises a
+        # TransactionException that would hide the real error (a value DuckDB refused would
+        # then read as a storage failure).
+        for name, arrow in views.items():
+            con.register(name, arrow)
         try:
-            for table, arrow in tables.items():
-                if arrow.num_rows == 0:
-                    continue
-                name = f"_batch_{table}"
-                con.register(name, arrow)
-                try:
-                    cols = ", ".join(COLUMNS[table])
-                    con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name}")
-                finally:
-                    con.unregister(name)
-            if self.config.parquet_dir is not None:
-                ids = pa.table({"request_id": pa.array(request_ids, pa.string())})
-                con.register("_batch_ids", ids)
-                try:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for table in tables:
+                    if f"_batch_{table}" in views:
+                        cols = ", ".join(COLUMNS[table])
+                        con.execute(
+                            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _batch_{table}"
+                        )
+                if "_batch_ids" in views:
                     pending = parquet.PENDING_TABLE
                     con.execute(f"INSERT INTO {pending} SELECT request_id, NULL FROM _batch_ids")
-                finally:
-                    con.unregister("_batch_ids")
-            con.execute("COMMIT")
-        except BaseException:
-            # The failed statement may already have ended the transaction.
-            with contextlib.suppress(duckdb.Error):
-                con.execute("ROLLBACK")
-            raise
+                con.execute("COMMIT")
+            except BaseException:
+                # The failed statement may already have ended the transaction.
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                raise
+        finally:
+            for name in views:
+                with contextlib.suppress(duckdb.Error):
+                    con.unregister(name)
 
     def roll(self) -> int:
         assert self.config.parquet_dir is not None
