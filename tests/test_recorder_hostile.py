@@ -207,3 +207,24 @@ def test_hostile_values_never_cost_the_exchange(tmp_path: Path, bodies: str) -> 
         )
         # orjson cannot write it back: the request's own bytes are kept, as a JSON string.
         assert orjson.loads(deep) == '{"messages":"placeholder"}'
+
+
+def test_a_count_past_integer_alone_in_its_batch_is_stored_as_null(tmp_path: Path) -> None:
+    # Within 64 bits Arrow takes it, so the range check in Arrow (not the fallback for values
+    # past 64 bits in the test above) is what keeps DuckDB's INSERT from refusing the batch.
+    exchange = synthetic_exchange(0)
+    exchange.results["small"].completion.prompt_tokens = 2**40
+    exchange.results["primary"].completion.completion_tokens = -(2**31) - 1
+    plain = synthetic_exchange(1)
+    metrics = record_all(tmp_path, [exchange, plain])
+    assert_all_written(metrics, 2)
+    rows = stored(
+        tmp_path,
+        "SELECT target, prompt_tokens, completion_tokens FROM responses "
+        "WHERE request_id = ? ORDER BY target",
+        [exchange.request_id],
+    )
+    primary, secondary, small = rows
+    assert primary[2] is None and primary[1] == 31  # only the bad value is dropped
+    assert small[1] is None and small[2] == 48
+    assert secondary[1:] == (31, 48)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from shadowtap.completion import ToolCall
 from shadowtap.exchange import Exchange
 from shadowtap.redact import ExactSecrets, redact, redact_json_text
@@ -28,6 +29,7 @@ Secrets = ExactSecrets | None
 
 MODEL_MAX_CHARS = 256  # the "model" column is a label for grouping; the body keeps the rest
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+INT32_COLUMNS = ("status", "prompt_tokens", "completion_tokens")  # INTEGER in DuckDB
 
 ARROW_SCHEMAS: dict[str, pa.Schema] = {
     "exchanges": pa.schema(
@@ -102,8 +104,11 @@ class Privacy:
         """The client's `model` as text whatever its JSON type, scrubbed, then capped."""
         if value is None:
             return None
-        text = value if isinstance(value, str) else _json_or_repr(value)
-        return redact(text, pii=self.pii, secrets=secrets)[:MODEL_MAX_CHARS]
+        if isinstance(value, str):  # a label, like the response's model: exact secrets only
+            text = value if secrets is None else secrets.scrub(value)
+        else:  # any JSON the client sent: scrubbed like free text
+            text = redact(_json_or_repr(value), pii=self.pii, secrets=secrets)
+        return text[:MODEL_MAX_CHARS]
 
     def request_body(self, exchange: Exchange, secrets: Secrets = None) -> str | None:
         if not self.keep_bodies:
@@ -128,11 +133,18 @@ class Privacy:
                 [{"id": _exact(c.id, secrets), "name": _exact(c.name, secrets)} for c in calls]
             )
         pii = self.pii
+        if secrets is None:  # the common case, kept to one comprehension
+            return _dumps(
+                [
+                    {"id": c.id, "name": c.name, "arguments": redact(c.arguments, pii=pii)}
+                    for c in calls
+                ]
+            )
         return _dumps(
             [
                 {
                     "id": _exact(c.id, secrets),
-                    "name": _exact(c.name, secrets),
+                    "name": secrets.scrub(c.name),
                     "arguments": redact(c.arguments, pii=pii, secrets=secrets),
                 }
                 for c in calls
@@ -157,6 +169,8 @@ class Privacy:
 
     def metadatas(self, values: list[str | None], secrets: list[Secrets]) -> list[str | None]:
         pii = self.pii
+        if not any(secrets):  # no request in the batch carried a credential
+            return [None if v is None else redact(v, pii=pii) for v in values]
         return [
             None if v is None else redact(v, pii=pii, secrets=s)
             for v, s in zip(values, secrets, strict=True)
@@ -166,14 +180,24 @@ class Privacy:
     def labels(values: list[str | None], secrets: list[Secrets]) -> list[str | None]:
         """Short upstream or client labels (method, finish reason, model names): only the
         exact secrets are checked (one substring test); no shape fits in a label anyway."""
-        return [_exact(v, s) for v, s in zip(values, secrets, strict=True)]
+        return [
+            v if s is None or v is None else s.scrub(v)
+            for v, s in zip(values, secrets, strict=True)
+        ]
 
     def details(
         self, values: list[dict[str, Any] | None], secrets: list[Secrets]
     ) -> list[str | None]:
         if not self.keep_bodies:
             return [None] * len(values)
-        return [self.detail(v, s) for v, s in zip(values, secrets, strict=True)]
+        pii = self.pii
+        try:
+            return [
+                None if v is None else redact_json_text(v, pii=pii, secrets=s)
+                for v, s in zip(values, secrets, strict=True)
+            ]
+        except TypeError:  # a plug-in's detail orjson cannot write: one by one, see `detail`
+            return [self.detail(v, s) for v, s in zip(values, secrets, strict=True)]
 
 
 def _exact(value: str | None, secrets: Secrets) -> str | None:
@@ -219,11 +243,6 @@ def _json_or_repr(value: Any) -> str:
         return f"<{type(value).__name__} nested too deeply to show>"
 
 
-def _int32s(values: list[int | None]) -> list[int | None]:
-    # Counts come from the upstream's JSON; one past INTEGER's range must not cost the row.
-    return [v if v is None or INT32_MIN <= v <= INT32_MAX else None for v in values]
-
-
 def _secrets(exchanges: list[Exchange]) -> list[Secrets]:
     """Each exchange's exact secrets; most of a batch carries the same few keys, so each
     distinct set is prepared once."""
@@ -252,16 +271,43 @@ def _ms(seconds: float | None) -> float | None:
 def _table(name: str, columns: dict[str, list[Any]]) -> pa.Table:
     schema = ARROW_SCHEMAS[name]
     try:
-        return pa.Table.from_pydict(columns, schema=schema)
-    except UnicodeEncodeError:
-        pass  # a lone surrogate somewhere: rare, so only then is every string checked
+        table = pa.Table.from_pydict(columns, schema=schema)
+    except (UnicodeEncodeError, OverflowError):
+        # A lone surrogate, or a count past 64 bits: rare, so only then is every value checked.
+        table = pa.Table.from_pydict(_cleaned(columns, schema), schema=schema)
+    return _int32_checked(table)
+
+
+def _cleaned(columns: dict[str, list[Any]], schema: pa.Schema) -> dict[str, list[Any]]:
+    cleaned = dict(columns)
     for field in schema:
         values = columns[field.name]
         if field.type == pa.string():
-            columns[field.name] = [None if v is None else clean_text(v) for v in values]
+            cleaned[field.name] = [None if v is None else clean_text(v) for v in values]
         elif field.type == pa.list_(pa.string()):
-            columns[field.name] = [[clean_text(x) for x in v] for v in values]
-    return pa.Table.from_pydict(columns, schema=schema)
+            cleaned[field.name] = [[clean_text(x) for x in v] for v in values]
+        elif field.name in INT32_COLUMNS:
+            cleaned[field.name] = [
+                v if v is None or INT32_MIN <= v <= INT32_MAX else None for v in values
+            ]
+    return cleaned
+
+
+def _int32_checked(table: pa.Table) -> pa.Table:
+    """Counts come from the upstream's JSON; one past INTEGER's range must not cost the row:
+    it becomes NULL. Checked in Arrow (one min/max per column), not value by value."""
+    for name in INT32_COLUMNS:
+        if name not in table.column_names:
+            continue
+        column = table[name]
+        bounds = pc.min_max(column)
+        low, high = bounds["min"].as_py(), bounds["max"].as_py()
+        if low is None or (low >= INT32_MIN and high <= INT32_MAX):
+            continue
+        in_range = pc.and_(pc.greater_equal(column, INT32_MIN), pc.less_equal(column, INT32_MAX))
+        kept = pc.if_else(in_range, column, pa.scalar(None, pa.int64()))
+        table = table.set_column(table.schema.get_field_index(name), name, kept)
+    return table
 
 
 def to_arrow(exchanges: list[Exchange], privacy: Privacy) -> dict[str, pa.Table]:
@@ -299,7 +345,7 @@ def to_arrow(exchanges: list[Exchange], privacy: Privacy) -> dict[str, pa.Table]
                 "request_id": [e.request_id for e in ex for _ in e.results],
                 "target": [r.target for r in results],
                 "role": [r.role for r in results],
-                "status": _int32s([c.status for c in completions]),
+                "status": [c.status for c in completions],
                 "error": privacy.metadatas([c.error for c in completions], result_secrets),
                 "latency_ms": [_ms(c.latency_s) for c in completions],
                 "ttft_ms": [_ms(c.ttft_s) for c in completions],
@@ -311,8 +357,8 @@ def to_arrow(exchanges: list[Exchange], privacy: Privacy) -> dict[str, pa.Table]
                 "finish_reason": privacy.labels(
                     [c.finish_reason for c in completions], result_secrets
                 ),
-                "prompt_tokens": _int32s([c.prompt_tokens for c in completions]),
-                "completion_tokens": _int32s([c.completion_tokens for c in completions]),
+                "prompt_tokens": [c.prompt_tokens for c in completions],
+                "completion_tokens": [c.completion_tokens for c in completions],
                 "response_model": privacy.labels(
                     [c.response_model for c in completions], result_secrets
                 ),
