@@ -46,7 +46,8 @@ def test_rolled_partitions_read_back_equal_to_the_tables(tmp_path: Path) -> None
         time.sleep(0.05)
     assert len(partitions(base, "scores")) == 2
     for i in range(30, 40):
-        recorder.record(synthetic_exchange(i))
+        # NOW, not the clock: a run across midnight UTC would otherwise make a third day.
+        recorder.record(synthetic_exchange(i, started_at=NOW))
     recorder.close()  # rolls the rest
 
     expected_days = sorted({f"date={d:%Y-%m-%d}" for d in (NOW, two_days_ago)})
