@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/replay.py
 	$(BIN)/python bench/scoring.py
+	$(BIN)/python bench/embeddings.py
 	$(BIN)/python bench/abuse.py
 
 # requirements.lock pins every dependency (runtime and test) to what the suite passed with; the

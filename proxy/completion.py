@@ -6,6 +6,7 @@ so that scorers, the recorder and metrics never see wire formats.
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 
 
@@ -35,6 +36,8 @@ class Completion:
     # hidden reasoning (never in `text`), prompt tokens read from the provider's prompt cache.
     reasoning_tokens: int | None = None
     cached_tokens: int | None = None
+    # An embeddings answer: one vector per input, in input order (None for other answers).
+    embeddings: list[array[float]] | None = None
     latency_s: float | None = None
     ttft_s: float | None = None
     response_model: str | None = None

@@ -22,8 +22,8 @@ from shadowtap.scorers.runner import ScoringRunner
 from tests.exchanges import chat_exchange
 
 BUILTINS = (
-    "embedding_similarity, exact_match, json_match, json_schema_valid, length_ratio, llm_judge, "
-    "refusal, text_similarity, tool_calls"
+    "embedding_agreement, embedding_similarity, exact_match, json_match, json_schema_valid, "
+    "length_ratio, llm_judge, refusal, text_similarity, tool_calls"
 )
 SCORERS_DOC = Path(__file__).resolve().parent.parent / "docs" / "scorers.md"
 

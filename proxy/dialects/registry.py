@@ -20,6 +20,7 @@ from shadowtap.completion import Completion
 from shadowtap.dialects import (
     anthropic_answer,
     anthropic_messages,
+    embeddings,
     openai_chat,
     openai_responses,
     responses_answer,
@@ -34,6 +35,7 @@ from shadowtap.dialects.tables import (
     ANTHROPIC_MESSAGES,
     DIALECT_OF_PATH,
     OPENAI_CHAT,
+    OPENAI_EMBEDDINGS,
     OPENAI_RESPONSES,
     PATHS,
     QUESTION_HEADERS,
@@ -94,6 +96,13 @@ DIALECTS: Mapping[str, Dialect] = {
         responses_answer.ResponsesStreamAssembler,
         openai_responses.parse,
         openai_responses.render,
+    ),
+    # Embeddings requests are not translated (see embeddings.render for another model).
+    OPENAI_EMBEDDINGS: Dialect(
+        OPENAI_EMBEDDINGS,
+        PATHS[OPENAI_EMBEDDINGS],
+        embeddings.completion_from_json,
+        embeddings.EmbeddingsAssembler,
     ),
 }
 
