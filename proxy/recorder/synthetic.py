@@ -40,7 +40,6 @@ def synthetic_exchange(
         "temperature": 0.2,
     }
     raw = orjson.dumps(body)
-    usage = {"prompt_tokens": 31 + i % 7, "completion_tokens": 48 + i % 11}
 
     def completion(target: str, latency: float, status: int = 200) -> Completion:
         failed = status >= 400
@@ -55,7 +54,8 @@ def synthetic_exchange(
             latency_s=latency,
             ttft_s=latency / 4 if stream else None,
             response_model=None if failed else "gpt-4o-mini-2024-07-18",
-            **(usage if not failed else {}),
+            prompt_tokens=None if failed else 31 + i % 7,
+            completion_tokens=None if failed else 48 + i % 11,
         )
 
     results = {
