@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: test demo lint dashboards bench clean system-deps lock
+.PHONY: test check demo lint dashboards bench clean system-deps lock
 
 # The folders proxy/ and scorers/ install as the package `shadowtap`. A strict editable install
 # links each file into build/ (which mypy can follow, unlike an import hook), so a file added
@@ -34,6 +34,10 @@ test: $(STAMP) system-deps
 
 demo: $(STAMP)
 	$(BIN)/shadowtap demo
+
+# The edit loop: lint and the tests that start no program of their own (no apt, no network).
+check: $(STAMP) lint
+	$(BIN)/pytest -q -p no:cacheprovider -m "not slow"
 
 # What STYLE promises, enforced: formatting, lint rules and types (checked as installed).
 lint: $(STAMP)

@@ -21,6 +21,44 @@ settings.register_profile("ci", derandomize=True, database=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
+# Test modules that start programs of their own (shadowtap serve, the demo, pip, promtool,
+# Chromium, hadolint, yamllint) are `slow`: `make check` skips them for a fast edit loop, and
+# `make test` (CI) runs everything.
+SLOW_MODULES = frozenset(
+    {
+        "test_cli",
+        "test_dashboards",
+        "test_demo_e2e",
+        "test_deploy_compose",
+        "test_deploy_dockerfile",
+        "test_deploy_image",
+        "test_deploy_kustomize",
+        "test_deploy_yaml",
+        "test_metrics",
+        "test_metrics_endpoint",
+        "test_packaging",
+        "test_prometheus_dashboards",
+        "test_prometheus_rules",
+        "test_recorder_crash",
+        "test_recorder_faults",
+        "test_recorder_fleet",
+        "test_replay_resume",
+        "test_report_cli",
+        "test_report_html",
+        "test_report_sources",
+        "test_report_url_auth",
+        "test_scorers_registry",
+        "test_shutdown",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 StartFake = Callable[..., Awaitable[FakeModel]]
 
 
