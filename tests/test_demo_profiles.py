@@ -112,7 +112,7 @@ async def test_flaky_fails_at_its_rate_in_every_way(aiohttp_server: Any) -> None
     outcomes = server.app[STATE].outcomes
     assert set(outcomes) == {"ok", "error", "hang", "reset"}
     rate = sum(errors.values()) / n
-    assert 0.07 <= rate <= 0.25  # built for 15%
+    assert 0.15 <= rate <= 0.35  # built for 25%
     assert errors["InternalServerError"] == outcomes["error"]
     assert errors["APITimeoutError"] >= outcomes["hang"]  # the hangs never answered in time
     assert errors["APIConnectionError"] > 0  # resets drop the socket

@@ -1,5 +1,6 @@
-"""Interval code against reference computations: textbook Wilson values, the normal
-approximation where it is exact enough, coverage by simulation, and gate arithmetic."""
+"""Fixed-sample interval code against reference computations: textbook Wilson values, the
+normal approximation where it is exact enough, coverage by simulation. (The anytime intervals
+that decide the gates: tests/test_report_sequences.py.)"""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ from statistics import NormalDist, fmean, stdev
 
 import pytest
 from shadowtap.report import stats
-from shadowtap.report.gates import decide, more_pairs_needed, overall
-from shadowtap.report.stats import Interval
 
 Z95 = NormalDist().inv_cdf(0.975)
 
@@ -182,54 +181,3 @@ def test_degenerate_samples() -> None:
     assert agreeing.low == pytest.approx(1 - Z95**2 / (50 + Z95**2))
     zero = stats.bootstrap_quantile_ratios([1.0, 2.0], [0.0, 0.0], (0.5,), 0.95, "z")[0.5]
     assert zero.estimate is None
-
-
-def test_gate_verdicts_follow_the_interval() -> None:
-    passing = Interval(0.01, -0.01, 0.03, 200, "bootstrap")
-    failing = Interval(0.2, 0.15, 0.25, 200, "bootstrap")
-    straddling = Interval(0.04, 0.02, 0.07, 200, "bootstrap")
-    assert decide("agreement_drop", passing, 0.05, 200).verdict == "pass"
-    assert decide("agreement_drop", failing, 0.05, 200).verdict == "fail"
-    undecided = decide("agreement_drop", straddling, 0.05, 200)
-    assert undecided.verdict == "insufficient"
-    # distance 0.01, the interval's high side 0.03: n * (0.03 / 0.01)^2 = 1800, 1600 more
-    assert undecided.more_pairs == 1600
-    # A bootstrap interval on too few pairs decides nothing, however narrow it looks...
-    tiny = decide("agreement_drop", Interval(0.0, 0.0, 0.0, 8, "exact"), 0.05, 8, min_pairs=30)
-    assert tiny.verdict == "insufficient" and tiny.more_pairs == 22
-    # ...while a Wilson interval is honest at any n: 10 errors in 10 requests is a fail.
-    errors = stats.wilson(10, 10, 0.95)
-    assert decide("error_rate", errors, 0.02, 10, min_pairs=30).verdict == "fail"
-
-
-def test_more_pairs_needed_shrinks_the_interval_enough() -> None:
-    interval = Interval(1.3, 1.1, 1.6, 100, "bootstrap")
-    more = more_pairs_needed(interval, 1.5, 100)
-    assert more is not None
-    # Half-widths shrink as 1/sqrt(n): at 100 + more pairs the high side (0.3) is <= 0.2.
-    assert 0.3 * math.sqrt(100 / (100 + more)) <= 0.2 + 1e-9
-    assert 0.3 * math.sqrt(100 / (100 + more - 1)) > 0.2
-    assert more_pairs_needed(Interval(1.5, 1.4, 1.6, 100, "bootstrap"), 1.5, 100) is None
-
-
-def test_more_pairs_for_a_rate_recomputes_the_wilson_interval() -> None:
-    no_errors = stats.wilson(0, 120, 0.95)  # high 3.1%: cannot pass a 2% gate yet
-    gate = decide("error_rate", no_errors, 0.02, 120)
-    assert gate.verdict == "insufficient" and gate.more_pairs is not None
-    # 0 of n clears 2% once z^2 / (n + z^2) <= 0.02, i.e. n >= 189: 69 more (not the ~170 a
-    # 1/sqrt(n) rule would claim; near 0 the Wilson width shrinks like 1/n).
-    assert gate.more_pairs == 69
-    after = stats.wilson(0, 120 + gate.more_pairs, 0.95)
-    before = stats.wilson(0, 120 + gate.more_pairs - 1, 0.95)
-    assert after.high is not None and before.high is not None
-    assert after.high <= 0.02 < before.high
-
-
-def test_overall_verdict() -> None:
-    ok = decide("error_rate", stats.wilson(0, 500, 0.95), 0.02, 500)
-    bad = decide("error_rate", stats.wilson(100, 500, 0.95), 0.02, 500)
-    unsure = decide("error_rate", stats.wilson(4, 250, 0.95), 0.02, 250)
-    assert overall([ok, ok]) == ("pass", None)
-    assert overall([ok, bad, unsure]) == ("fail", None)
-    verdict, more = overall([ok, unsure])
-    assert verdict == "insufficient" and more == unsure.more_pairs and more

@@ -110,10 +110,10 @@ def demo_config(urls: dict[str, str], out: Path, speed: float) -> dict[str, Any]
         "storage": {"path": str(out / "shadowtap.duckdb"), "bodies": "full"},
         # Why these verdicts come out (see shadowtap.demo.profiles for how each model is built):
         # fast-agree's agreement has the noise floor's distribution (drop ~0 < 0.05), its p95
-        # latency is ~0.6x the primary's and it never errors (0 errors in a few hundred pairs
-        # puts the Wilson upper bound under 5%) -> pass. paraphrase's text similarity is ~0.3
-        # under the floor -> fail on agreement_drop. flaky errs on ~15% of requests, whose
-        # Wilson interval stays above 5% -> fail on error_rate.
+        # latency is ~0.6x the primary's and it never errors (0 errors in ~180 pairs put the
+        # anytime upper bound under 5%) -> pass. paraphrase's text similarity is ~0.4 under
+        # the floor -> fail on agreement_drop. flaky errs on ~25% of requests, whose anytime
+        # interval lies above 5% from ~150 requests on -> fail on error_rate.
         "gates": {
             "max_agreement_drop": 0.05,
             "scorers": GATED_SCORERS,

@@ -6,7 +6,6 @@ raw values); DuckDB does the filtering and fetches only the few example rows wit
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,8 +14,15 @@ from typing import Any
 from shadowtap.config import GatesConfig
 from shadowtap.report import stats
 from shadowtap.report.checks import JSON_VALIDITY, REFUSAL, named, response_checks, scorer_kinds
-from shadowtap.report.evidence import missing_scores
-from shadowtap.report.gates import decide, no_evidence, overall
+from shadowtap.report.gates import Levels, overall
+from shadowtap.report.judge import (
+    Candidate,
+    agreement_gates,
+    cost_gate,
+    error_gate,
+    gate_count,
+    latency_gate,
+)
 from shadowtap.report.measures import (
     NUMERIC_COLUMNS,
     Rows,
@@ -31,7 +37,6 @@ from shadowtap.report.measures import (
 )
 from shadowtap.report.model import (
     CandidateReport,
-    GateResult,
     LatencySummary,
     NoiseFloor,
     Report,
@@ -54,103 +59,6 @@ def _latency(rows: Rows, metric: str, confidence: float, label: str) -> LatencyS
     )
 
 
-NO_NOISE_FLOOR = (
-    "the drop is bounded against 1.0 (perfect agreement), which over-states it, so it can"
-    " pass but never fail. Add a noise floor: [secondary] rate = 0.1 asks the primary's model"
-    " again for a share of sampled requests; or, if the primary always answers the same, set"
-    " gates.primary_deterministic = true"
-)
-
-
-def _drop_against_one(rows: Rows, scorer: str, confidence: float, name: str) -> stats.Interval:
-    """1 - the candidate's mean: the drop if the noise floor were perfect agreement."""
-    mean = rows.mean(scorer, confidence, name)
-
-    def flip(value: float | None) -> float | None:
-        return None if value is None else 1 - value
-
-    return stats.Interval(flip(mean.estimate), flip(mean.high), flip(mean.low), mean.n, mean.method)
-
-
-def _agreement_gates(
-    source: Source,
-    name: str,
-    rows: Rows,
-    noise: Rows | None,
-    gates: GatesConfig,
-    scorers: list[str],
-) -> list[GateResult]:
-    """One gate per scorer: noise-floor mean - candidate mean <= max_agreement_drop.
-
-    The comparison rests on the smaller of the two samples: its `n` is min(candidate scores,
-    noise-floor scores), and both need `min_pairs` (README "Gates").
-    """
-    if gates.max_agreement_drop is None:
-        return []
-    limit, results = gates.max_agreement_drop, []
-    for scorer in scorers:
-        values = rows.scores(scorer)
-        if not values:
-            missing = missing_scores(source, rows, name, scorer)
-            results.append(
-                no_evidence("agreement_drop", limit, missing.reason, missing.note, scorer)
-            )
-            continue
-        floor = noise.scores(scorer) if noise is not None else []
-        if floor:
-            drop = stats.bootstrap_mean_difference(
-                floor, values, gates.confidence, f"{name}:{scorer}:drop"
-            )
-            note = f"{len(values):,} candidate vs {len(floor):,} noise-floor scores"
-            results.append(
-                decide(
-                    "agreement_drop",
-                    drop,
-                    limit,
-                    len(rows),
-                    min_pairs=gates.min_pairs,
-                    scorer=scorer,
-                    note=note,
-                )
-            )
-            continue
-        drop = _drop_against_one(rows, scorer, gates.confidence, name)
-        if gates.primary_deterministic:
-            note = "gates.primary_deterministic: the noise floor is 1.0 (perfect agreement)"
-            results.append(
-                decide(
-                    "agreement_drop",
-                    drop,
-                    limit,
-                    len(rows),
-                    min_pairs=gates.min_pairs,
-                    scorer=scorer,
-                    note=note,
-                )
-            )
-            continue
-        why = "no secondary data" if noise is None else "the secondary has no scores"
-        if noise is not None:
-            why += f" ({missing_scores(source, noise, 'secondary', scorer).note})"
-        gate = decide(
-            "agreement_drop",
-            drop,
-            limit,
-            len(rows),
-            min_pairs=gates.min_pairs,
-            scorer=scorer,
-            note=f"no noise floor for {scorer} ({why}): {NO_NOISE_FLOOR}",
-        )
-        if gate.verdict == "fail" or gate.reason == "undecided":
-            # Over (or around) the limit against 1.0 says nothing about the real drop, which
-            # may be far smaller: only a noise floor can show the candidate is worse.
-            gate.verdict, gate.reason = "insufficient", "no_noise_floor"
-            estimate = gate.value.estimate
-            gate.more_pairs = gate.more_pairs if estimate is not None and estimate < limit else None
-        results.append(gate)
-    return results
-
-
 def _candidate(
     source: Source,
     name: str,
@@ -161,8 +69,9 @@ def _candidate(
     kinds: dict[str, str],
     examples: int,
     configured: set[str],
+    candidates: int,
 ) -> CandidateReport:
-    confidence, notes = gates.confidence, []
+    confidence, notes = gates.confidence, list[str]()
     # Every scorer anyone has: the config, the noise floor and the candidate itself. A scorer
     # missing from the candidate's rows is a gate without evidence, not one to leave out.
     scorer_names = sorted(configured | rows.scorers() | (noise.scorers() if noise else set()))
@@ -184,53 +93,24 @@ def _candidate(
             )
         )
 
-    gate_results = _agreement_gates(source, name, rows, noise, gates, gates.scorers or scorer_names)
+    agreement = gates.scorers or scorer_names
+    levels = Levels.of(confidence, candidates, gate_count(gates, agreement))
+    judged = Candidate(source, name, rows, noise, gates, levels)
     latency = _latency(rows, "latency_ms", confidence, f"{name}:latency")
     ttft = _latency(rows, "ttft_ms", confidence, f"{name}:ttft")
-    if gates.max_p95_latency_ratio is not None:
-        gate_results.append(
-            decide(
-                "p95_latency_ratio",
-                latency.ratio_p95,
-                gates.max_p95_latency_ratio,
-                len(rows),
-                min_pairs=gates.min_pairs,
-            )
-        )
-
     answered = [r for r in rows.records if r["primary_ok"]]
     error_rate = stats.wilson(
         sum(1 for r in answered if not r["candidate_ok"]), len(answered), confidence
     )
-    if gates.max_error_rate is not None:
-        gate_results.append(
-            decide(
-                "error_rate",
-                error_rate,
-                gates.max_error_rate,
-                len(rows),
-                confidence=confidence,
-            )
+    gate_results = agreement_gates(judged, agreement) + [
+        gate
+        for gate in (
+            latency_gate(judged, latency),
+            error_gate(judged, error_rate),
+            cost_gate(judged),
         )
-
-    if gates.max_cost_ratio is not None:
-        cost_candidate, cost_primary = rows.paired("cost_usd")
-        if cost_candidate and math.fsum(cost_primary) > 0:
-            ratio = stats.bootstrap_paired(
-                cost_candidate, cost_primary, stats.sum_ratio, confidence, f"{name}:cost"
-            )
-            gate = decide(
-                "cost_ratio", ratio, gates.max_cost_ratio, len(rows), min_pairs=gates.min_pairs
-            )
-        else:
-            gate = no_evidence(
-                "cost_ratio",
-                gates.max_cost_ratio,
-                "no_data",
-                "no cost recorded: set price_per_1k_prompt and price_per_1k_completion for the"
-                " primary and the candidate",
-            )
-        gate_results.append(gate)
+        if gate is not None
+    ]
 
     verdict, more = overall(gate_results)
     present = rows.scorers()
@@ -279,13 +159,15 @@ def _candidate(
         ),
         breakdown=breakdown(rows, agreement_scorers),
         examples=fetch_examples(source, name, ranked, scores_by_id),
+        levels={"wrong_pass": levels.wrong_pass, "wrong_fail": levels.wrong_fail},
         notes=notes,
     )
 
 
 def _filter(source: Source, since: datetime | None, route: str | None) -> None:
     """Materialize the selected pairs once: every later query reads this small table."""
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[object] = []
     if since is not None:
         clauses.append("started_at >= ?")
         params.append(since)
@@ -378,7 +260,9 @@ def build_report(
         )
     configured = set(tables)
     reports = {
-        name: _candidate(source, name, rows, noise, gates, thresholds, kinds, examples, configured)
+        name: _candidate(
+            source, name, rows, noise, gates, thresholds, kinds, examples, configured, len(all_rows)
+        )
         for name, rows in all_rows.items()
     }
     for name, count in replayed_pairs(con).items():

@@ -1,108 +1,138 @@
-"""Turning intervals into verdicts: a gate passes or fails only when its interval clears it.
+"""Turning confidence sequences into verdicts: a gate passes or fails only when its anytime
+interval (`shadowtap.report.sequences`) clears the limit.
 
-Every gate has the form "value <= limit". With a two-sided interval at `confidence` (0.95):
+Every gate has the form "value <= limit":
 
-- `pass` when the whole interval is at or under the limit (high <= limit),
-- `fail` when the whole interval is over it (low > limit),
-- `insufficient` otherwise — the data cannot yet tell — with an estimate of how many more pairs
-  would decide it.
+- `pass` when the interval's high end is at or under the limit,
+- `fail` when its low end is over the limit,
+- `insufficient` otherwise — the data cannot yet tell, or there is no evidence at all — with
+  its `reason` and, where more data would help, an estimate of how many more pairs would
+  decide it. No evidence is never a pass.
 
-Each verdict is therefore wrong at most (1 - confidence) / 2 of the time (2.5%). A candidate
-passes only when every configured gate has evidence and passes (an intersection-union test,
-which needs no multiplicity correction); it fails when any gate fails, so with k gates a false
-`fail` can reach k x 2.5%. A gate without evidence is `insufficient` with its `reason`: no
-evidence is never a pass.
+The two ends carry their own error levels (`Levels`), so the report controls, across every
+gate and every candidate it shows and at every sample size (re-running it daily is fine):
+
+- a wrong `pass` (a candidate passes while one of its gates is truly over its limit) at
+  (1 - confidence) / 2 in all: each gate's high end is at (1 - confidence) / 2 / K for K
+  candidates. A candidate passes only when *every* gate passes (an intersection-union test),
+  so its gates need no correction among themselves;
+- a wrong `fail` (a candidate fails while all its gates are truly within their limits) at
+  (1 - confidence) / 2 in all: each gate's low end is at (1 - confidence) / 2 / (K x T) for
+  T gates of that candidate (Bonferroni), a gate made of several tests (slices) splitting its
+  share once more.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from shadowtap.report.model import GateResult, Reason, Verdict
-from shadowtap.report.stats import Interval, wilson
+from shadowtap.report.sequences import NormalSequence, RateSequence
+from shadowtap.report.stats import Interval
 
-# Bootstrap percentile intervals are too narrow on tiny samples (and degenerate ones like
-# all-1.0 scores have zero width), so gates based on them wait for this many pairs. Wilson
-# intervals stay honest at any n, so the error-rate gate does not wait.
+# The normal-mixture sequences rest on a central limit theorem, which needs some pairs: gates
+# built on them wait for this many. A rate's beta-binomial sequence is exact and does not wait.
 MIN_PAIRS = 30
+# `more_pairs` looks this far ahead at most; beyond it a gate is as good as a tie.
+HORIZON = 10**9
+
+Sequence = NormalSequence | RateSequence
 
 
-def more_pairs_needed(
-    value: Interval, limit: float, pairs: int, confidence: float = 0.95
-) -> int | None:
-    """How many more pairs would shrink the interval enough to clear `limit`.
+@dataclass(frozen=True, slots=True)
+class Levels:
+    """One-sided error levels of a gate's interval: its high end (a wrong pass) and its low
+    end (a wrong fail).
 
-    Keeping today's estimate: a Wilson interval is recomputed at larger n directly (its width
-    shrinks like 1/n near 0, not 1/sqrt(n)); any other interval's side facing the limit (half
-    width h, distance to the limit d) shrinks as 1/sqrt(n), clearing it at n * (h / d)^2.
-    None when the estimate sits on the limit: no amount of data decides a true tie.
+    Example: `Levels.of(0.95, candidates=2, gates=4)` -> `Levels(0.0125, 0.003125)`.
     """
-    if not value.defined or pairs <= 0:
+
+    wrong_pass: float
+    wrong_fail: float
+
+    @classmethod
+    def of(cls, confidence: float, candidates: int, gates: int) -> Levels:
+        half = (1 - confidence) / 2
+        per_candidate = half / max(candidates, 1)
+        return cls(per_candidate, per_candidate / max(gates, 1))
+
+    def split(self, tests: int) -> Levels:
+        """Levels for each of `tests` tests that make up one gate: every test must pass for
+        the gate to pass (no correction), any test failing fails it (Bonferroni)."""
+        return Levels(self.wrong_pass, self.wrong_fail / max(tests, 1))
+
+
+def more_pairs_needed(sequence: Sequence, limit: float) -> int | None:
+    """How many more observations would decide the gate if the estimate stayed where it is:
+    the smallest n' whose projected interval clears the limit, minus today's n. None for a
+    tie (an estimate on the limit, which no amount of data decides)."""
+    current = sequence.interval()
+    if current.estimate is None or sequence.n <= 0 or current.estimate == limit:
         return None
-    assert value.estimate is not None and value.low is not None and value.high is not None
-    distance = limit - value.estimate
-    if distance == 0:
-        return None
-    if value.method == "wilson" and value.n > 0:
-        return _wilson_more(value.estimate, value.n, limit, confidence, pairs / value.n)
-    half = value.high - value.estimate if distance > 0 else value.estimate - value.low
-    # A bound from "0 of n" shrinks like 1/n; other widths like 1/sqrt(n).
-    power = 1 if value.method == "wilson-bound" else 2
-    needed = pairs * (half / abs(distance)) ** power
-    return max(1, math.ceil(needed - pairs - 1e-9))  # 1e-9: 225.00000000000006 is 225
+    below = current.estimate < limit
 
+    def decides(n: int) -> bool:
+        value = sequence.at(n)
+        if value.low is None or value.high is None:
+            return False
+        return value.high <= limit if below else value.low > limit
 
-def _wilson_more(rate: float, n: int, limit: float, confidence: float, scale: float) -> int:
-    def clears(size: int) -> bool:
-        interval = wilson(rate * size, size, confidence)
-        assert interval.low is not None and interval.high is not None
-        return interval.high <= limit if rate < limit else interval.low > limit
-
-    low, high = n, n * 2
-    while not clears(high):
+    low, high = sequence.n, sequence.n * 2
+    while not decides(high):
+        if high > HORIZON:
+            return None
         low, high = high, high * 2
-    while high - low > 1:  # smallest size that clears, by bisection
+    while high - low > 1:  # the smallest size that decides, by bisection
         middle = (low + high) // 2
-        low, high = (low, middle) if clears(middle) else (middle, high)
-    return max(1, math.ceil((high - n) * scale))
+        low, high = (low, middle) if decides(middle) else (middle, high)
+    return high - sequence.n
 
 
 def decide(
     gate: str,
-    value: Interval,
+    sequence: Sequence,
     limit: float,
     pairs: int,
     *,
     min_pairs: int = MIN_PAIRS,
-    confidence: float = 0.95,
+    fixed: Interval | None = None,
     scorer: str | None = None,
     note: str | None = None,
+    plan: bool = True,
 ) -> GateResult:
-    """The verdict of one gate on one candidate (`pairs` = that candidate's pair count; the
-    interval's own `n` is how many of them the statistic rests on)."""
+    """The verdict of one gate on one candidate.
+
+    `pairs` is the candidate's pair count; `sequence.n` is how many of them the statistic
+    rests on (latency needs both sides to have answered; the agreement drop rests on the
+    smaller of candidate and noise floor). `fixed` is the fixed-sample interval, shown beside
+    the anytime one. `plan = False` skips the `more_pairs` estimate (the verdict is the same),
+    for callers deciding many tests at once.
+    """
+    value = sequence.interval()
     result = GateResult(gate, limit, value, "insufficient", scorer=scorer, note=note)
-    result.reason = "too_few_pairs"
-    # The statistic may rest on fewer pairs than the candidate has (latency needs both sides
-    # to have answered, the drop the smaller of candidate and noise floor); scale "more of
-    # those" back to "more pairs" by their share, assuming the share stays as it is.
-    share = value.n / pairs if pairs and value.n else 1.0
-    if value.n == 0 or (value.method == "wilson" and not value.defined):
+    result.fixed = fixed
+    # Scale "more of the statistic's observations" back to "more pairs" by their share,
+    # assuming the share stays as it is.
+    share = sequence.n / pairs if pairs and sequence.n else 1.0
+    if value.n == 0 or not value.defined:
         result.reason = "no_data"
         return result
-    if value.method != "wilson" and value.n < min_pairs:
-        short = math.ceil((min_pairs - value.n) / share)
-        result.more_pairs = max(short, more_pairs_needed(value, limit, pairs) or 0)
-        return result
-    if not value.defined:
-        return result
     assert value.low is not None and value.high is not None
+    if isinstance(sequence, NormalSequence) and sequence.n < min_pairs:
+        result.reason = "too_few_pairs"
+        short = math.ceil((min_pairs - sequence.n) / share)
+        ahead = more_pairs_needed(sequence, limit) if plan else None
+        result.more_pairs = max(short, math.ceil((ahead or 0) / share))
+        return result
     if value.high <= limit:
-        result.verdict, result.reason = "pass", None
+        result.verdict = "pass"
     elif value.low > limit:
-        result.verdict, result.reason = "fail", None
+        result.verdict = "fail"
     else:
         result.reason = "undecided"
-        result.more_pairs = more_pairs_needed(value, limit, pairs, confidence)
+        ahead = more_pairs_needed(sequence, limit) if plan else None
+        result.more_pairs = None if ahead is None else max(1, math.ceil(ahead / share))
     return result
 
 

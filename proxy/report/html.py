@@ -13,6 +13,7 @@ from shadowtap.report.gates import verdict_line
 from shadowtap.report.model import CandidateReport, Report
 from shadowtap.report.plots import Series, agreement_histogram, latency_histogram
 from shadowtap.report.text import (
+    error_control,
     format_interval,
     format_number,
     format_percent,
@@ -91,12 +92,14 @@ def _gates(c: CandidateReport) -> str:
             [
                 _td(f"{g.gate} [{g.scorer}]" if g.scorer else g.gate),
                 _td(format_interval(g.value, percent), True),
+                _td(format_interval(g.fixed, percent), True),
                 _td(format_percent(g.limit) if percent else format_number(g.limit), True),
                 f"<td>{_badge(g.verdict)}</td>",
                 _td(note.strip() or ""),
             ]
         )
-    return _table(["gate", "measured [interval]", "limit", "verdict", "note"], rows)
+    headers = ["gate", "measured [anytime interval]", "fixed-n interval", "limit", "verdict"]
+    return _table([*headers, "note"], rows)
 
 
 def _agreement(c: CandidateReport) -> str:
@@ -255,6 +258,7 @@ def render_html(report: Report) -> str:
     if report.route is not None:
         scope.append(f"route {report.route}")
     scope.append(f"{report.confidence:.0%} confidence intervals")
+    scope.append(error_control(report))
     cards = "".join(
         f'<div class="card"><strong>{_e(c.name)}</strong> {_badge(c.verdict)}'
         f'<div class="meta">{c.pairs:,} pairs</div>'

@@ -43,6 +43,9 @@ class GateResult:
     more_pairs: int | None = None  # insufficient: about how many more pairs would decide it
     note: str | None = None
     reason: Reason | None = None  # set exactly when the verdict is insufficient
+    # The fixed-sample interval at `confidence`, for reference: valid only at a sample size
+    # fixed in advance, so it never decides (`value`, the anytime interval, does).
+    fixed: Interval | None = None
 
 
 @dataclass(slots=True)
@@ -130,6 +133,9 @@ class CandidateReport:
     breakdown: list[BreakdownRow]
     examples: list[Example]
     latency_histogram: list[int] = field(default_factory=list)  # on Report.latency_edges_ms
+    # One-sided error level of each gate's high end (a wrong pass) and low end (a wrong fail),
+    # after the correction for the report's candidates and this candidate's gates.
+    levels: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     replayed_pairs: int = 0  # pairs answered by `shadowtap replay` (latency gate marked)
 

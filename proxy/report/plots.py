@@ -93,7 +93,9 @@ def agreement_histogram(
     scorer: str, candidate: Series, noise: Series | None, threshold: float | None
 ) -> str:
     """Scores in [0, 1] of the candidate beside the noise floor, threshold marked."""
-    series = [candidate] + ([noise] if noise is not None and sum(noise.counts) else [])
+    series = [candidate]
+    if noise is not None and any(noise.counts):
+        series.append(noise)
     y_max = _y_max(series)
     body = _axes(y_max, f"{scorer} score (1 = agrees with the primary)") + _bars(series, y_max)
     plot_w = WIDTH - LEFT - RIGHT

@@ -79,6 +79,16 @@ def verdict_summary(candidate: CandidateReport) -> str:
     return "every gate's interval clears its limit"
 
 
+def error_control(report: Report) -> str:
+    """What the verdicts promise, in one sentence (README "Gates")."""
+    half = (1 - report.confidence) / 2
+    return (
+        f"Verdicts use anytime-valid intervals: across all {len(report.candidates)} candidates,"
+        f" their gates and every re-run, a wrong pass and a wrong fail each have at most a"
+        f" {half:.1%} chance."
+    )
+
+
 def gate_name(gate: GateResult) -> str:
     return f"{gate.gate}[{gate.scorer}]" if gate.scorer else gate.gate
 
@@ -107,8 +117,11 @@ def _overview(report: Report) -> Table:
 
 
 def _gates(candidate: CandidateReport) -> Table:
-    table = Table(title="Gates", title_justify="left")
-    for column in ("gate", "measured [interval]", "limit", "verdict", "note"):
+    table = Table(
+        title="Gates (anytime intervals decide; the fixed-n one is for reference)",
+        title_justify="left",
+    )
+    for column in ("gate", "measured [anytime]", "fixed-n", "limit", "verdict", "note"):
         table.add_column(column)
     for gate in candidate.gates:
         name = f"{gate.gate} [{gate.scorer}]" if gate.scorer else gate.gate
@@ -120,6 +133,7 @@ def _gates(candidate: CandidateReport) -> Table:
             table,
             name,
             format_interval(gate.value, percent),
+            format_interval(gate.fixed, percent),
             format_percent(gate.limit) if percent else format_number(gate.limit),
             Text(gate.verdict, style=GATE_STYLE[gate.verdict]),
             note.strip(),
@@ -278,6 +292,7 @@ def print_report(report: Report, console: Console) -> None:
     console.print(
         Text("shadowtap report", style="bold"), Text("· " + " · ".join(scope)), soft_wrap=True
     )
+    console.print(Text(error_control(report), style="dim"), soft_wrap=True)
     if report.noise is not None:
         floor = ", ".join(f"{k} {format_interval(v)}" for k, v in report.noise.scorers.items())
         console.print(

@@ -1,0 +1,223 @@
+"""One candidate's gates: each measure as a confidence sequence, decided against its limit.
+
+`build` computes the evidence (scores, latencies, costs) once; this module turns it into
+`GateResult`s with the error levels of `shadowtap.report.gates.Levels`, so every gate of every
+candidate is held to the same, stated error control (README "Gates").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from shadowtap.config import GatesConfig
+from shadowtap.report import stats
+from shadowtap.report.evidence import missing_scores
+from shadowtap.report.gates import Levels, decide, no_evidence
+from shadowtap.report.measures import Rows
+from shadowtap.report.model import GateResult, LatencySummary
+from shadowtap.report.sequences import (
+    Moments,
+    NormalSequence,
+    RateSequence,
+    difference_sequence,
+)
+from shadowtap.report.sources import Source
+
+NO_NOISE_FLOOR = (
+    "the drop is bounded against 1.0 (perfect agreement), which over-states it, so it can"
+    " pass but never fail. Add a noise floor: [secondary] rate = 0.1 asks the primary's model"
+    " again for a share of sampled requests; or, if the primary always answers the same, set"
+    " gates.primary_deterministic = true"
+)
+
+
+@dataclass(slots=True)
+class Candidate:
+    """What every gate of one candidate reads."""
+
+    source: Source
+    name: str
+    rows: Rows
+    noise: Rows | None
+    gates: GatesConfig
+    levels: Levels
+
+
+def gate_count(gates: GatesConfig, agreement_scorers: list[str]) -> int:
+    """How many gates can fail a candidate: the `T` its fail levels are divided by."""
+    count = len(agreement_scorers) if gates.max_agreement_drop is not None else 0
+    others = (gates.max_p95_latency_ratio, gates.max_error_rate, gates.max_cost_ratio)
+    return count + sum(1 for limit in others if limit is not None)
+
+
+def _log_ratio(fixed: stats.Interval, confidence: float, levels: Levels) -> NormalSequence | None:
+    """A ratio's anytime sequence on the log scale, its standard error read off the bootstrap
+    interval (a ratio's log is close to symmetric, so the interval's log width is 2 z se)."""
+    if fixed.estimate is None or fixed.estimate <= 0:
+        return None
+    if fixed.low is None or fixed.high is None or fixed.low <= 0:
+        return None
+    error = (math.log(fixed.high) - math.log(fixed.low)) / (2 * stats.z_for(confidence))
+    return NormalSequence(
+        math.log(fixed.estimate),
+        error,
+        fixed.n,
+        levels.wrong_fail,
+        levels.wrong_pass,
+        log=True,
+    )
+
+
+def agreement_gates(c: Candidate, scorers: list[str]) -> list[GateResult]:
+    """One gate per scorer: noise-floor mean - candidate mean <= max_agreement_drop.
+
+    The comparison rests on the smaller of the two samples: its `n` is min(candidate scores,
+    noise-floor scores), and both need `min_pairs` (README "Gates").
+    """
+    gates, limit = c.gates, c.gates.max_agreement_drop
+    if limit is None:
+        return []
+    results = []
+    for scorer in scorers:
+        values = c.rows.scores(scorer)
+        if not values:
+            missing = missing_scores(c.source, c.rows, c.name, scorer)
+            results.append(
+                no_evidence("agreement_drop", limit, missing.reason, missing.note, scorer)
+            )
+            continue
+        sample = Moments.of(values)
+        floor = c.noise.scores(scorer) if c.noise is not None else []
+        if floor:
+            drop = difference_sequence(
+                Moments.of(floor), sample, c.levels.wrong_fail, c.levels.wrong_pass
+            )
+            fixed = stats.bootstrap_mean_difference(
+                floor, values, gates.confidence, f"{c.name}:{scorer}:drop"
+            )
+            note = f"{len(values):,} candidate vs {len(floor):,} noise-floor scores"
+            results.append(
+                decide(
+                    "agreement_drop",
+                    drop,
+                    limit,
+                    len(c.rows),
+                    min_pairs=gates.min_pairs,
+                    fixed=fixed,
+                    scorer=scorer,
+                    note=note,
+                )
+            )
+            continue
+        results.append(_against_one(c, scorer, sample, limit))
+    return results
+
+
+def _against_one(c: Candidate, scorer: str, sample: Moments, limit: float) -> GateResult:
+    """The drop if the noise floor were perfect agreement: 1 - the candidate's mean."""
+    drop = NormalSequence(
+        1 - sample.mean, sample.standard_error, sample.n, c.levels.wrong_fail, c.levels.wrong_pass
+    )
+    mean = c.rows.mean(scorer, c.gates.confidence, c.name)
+    fixed = stats.Interval(
+        None if mean.estimate is None else 1 - mean.estimate,
+        None if mean.high is None else 1 - mean.high,
+        None if mean.low is None else 1 - mean.low,
+        mean.n,
+        mean.method,
+    )
+    pairs, min_pairs = len(c.rows), c.gates.min_pairs
+    if c.gates.primary_deterministic:
+        note = "gates.primary_deterministic: the noise floor is 1.0 (perfect agreement)"
+        return decide(
+            "agreement_drop",
+            drop,
+            limit,
+            pairs,
+            min_pairs=min_pairs,
+            fixed=fixed,
+            scorer=scorer,
+            note=note,
+        )
+    why = "no secondary data"
+    if c.noise is not None:
+        missing = missing_scores(c.source, c.noise, "secondary", scorer)
+        why = f"the secondary has no scores: {missing.note}"
+    gate = decide(
+        "agreement_drop",
+        drop,
+        limit,
+        pairs,
+        min_pairs=min_pairs,
+        fixed=fixed,
+        scorer=scorer,
+        note=f"no noise floor for {scorer} ({why}): {NO_NOISE_FLOOR}",
+    )
+    if gate.verdict == "fail" or gate.reason == "undecided":
+        # Over (or around) the limit against 1.0 says nothing about the real drop, which may be
+        # far smaller: only a noise floor can show the candidate is worse.
+        gate.verdict, gate.reason = "insufficient", "no_noise_floor"
+        estimate = gate.value.estimate
+        gate.more_pairs = gate.more_pairs if estimate is not None and estimate < limit else None
+    return gate
+
+
+def latency_gate(c: Candidate, latency: LatencySummary) -> GateResult | None:
+    limit = c.gates.max_p95_latency_ratio
+    if limit is None:
+        return None
+    sequence = _log_ratio(latency.ratio_p95, c.gates.confidence, c.levels)
+    if sequence is None:
+        return no_evidence(
+            "p95_latency_ratio",
+            limit,
+            "no_data",
+            f"{latency.pairs:,} requests answered by both sides: no interval of the ratio",
+            value=latency.ratio_p95,
+        )
+    return decide(
+        "p95_latency_ratio",
+        sequence,
+        limit,
+        len(c.rows),
+        min_pairs=c.gates.min_pairs,
+        fixed=latency.ratio_p95,
+    )
+
+
+def error_gate(c: Candidate, fixed: stats.Interval) -> GateResult | None:
+    """Candidate failures on requests the primary answered (a bad request that fails
+    everywhere does not count against the candidate)."""
+    limit = c.gates.max_error_rate
+    if limit is None:
+        return None
+    answered = [r for r in c.rows.records if r["primary_ok"]]
+    errors = sum(1 for r in answered if not r["candidate_ok"])
+    sequence = RateSequence(
+        errors, len(answered), c.levels.wrong_fail, c.levels.wrong_pass, center=limit
+    )
+    return decide("error_rate", sequence, limit, len(c.rows), fixed=fixed)
+
+
+def cost_gate(c: Candidate) -> GateResult | None:
+    limit = c.gates.max_cost_ratio
+    if limit is None:
+        return None
+    cost_candidate, cost_primary = c.rows.paired("cost_usd")
+    if cost_candidate and math.fsum(cost_primary) > 0:
+        fixed = stats.bootstrap_paired(
+            cost_candidate, cost_primary, stats.sum_ratio, c.gates.confidence, f"{c.name}:cost"
+        )
+        sequence = _log_ratio(fixed, c.gates.confidence, c.levels)
+        if sequence is not None:
+            return decide(
+                "cost_ratio", sequence, limit, len(c.rows), min_pairs=c.gates.min_pairs, fixed=fixed
+            )
+    return no_evidence(
+        "cost_ratio",
+        limit,
+        "no_data",
+        "no cost recorded: set price_per_1k_prompt and price_per_1k_completion for the"
+        " primary and the candidate",
+    )
