@@ -52,6 +52,8 @@ class Exchange:
     request_body: bytes
     request_json: dict[str, Any] | None
     header_names: list[str] = field(default_factory=list)  # allow-listed names only, never values
+    # Values of the headers `[report] slice_by` names (never credentials), for report slices.
+    slice_headers: dict[str, str] = field(default_factory=dict)
     results: dict[str, TargetResult] = field(default_factory=dict)
     scores: list[Score] = field(default_factory=list)
     # The exact credential values the request carried (auth headers, query values): whatever

@@ -18,7 +18,12 @@ from aiohttp import web
 from shadowtap.completion import Completion
 from shadowtap.exchange import Exchange, TargetResult
 from shadowtap.forward import Capture, forward_primary
-from shadowtap.headers import error_response, header_credentials, stored_header_names
+from shadowtap.headers import (
+    error_response,
+    header_credentials,
+    slice_header_values,
+    stored_header_names,
+)
 from shadowtap.ids import uuid7
 from shadowtap.log import get_logger
 from shadowtap.metrics import Metrics
@@ -105,6 +110,7 @@ class ProxyHandler:
     exchange_tasks: TaskSet
     primary_prices: Prices
     target_secrets: tuple[str, ...] = ()  # configured keys of the shadow targets
+    slice_headers: tuple[str, ...] = ()  # [report] slice_by headers whose values are stored
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
@@ -209,6 +215,7 @@ class ProxyHandler:
             request_body=body,
             request_json=request_json,
             header_names=stored_header_names(request.headers.keys()),
+            slice_headers=slice_header_values(request.headers, self.slice_headers),
             credentials=self._credentials(request, path_qs),
         )
         bodies = ShadowBodies(body, request_json)

@@ -331,6 +331,7 @@ class ShadowtapServer:
             exchange_tasks=self.exchange_tasks,
             primary_prices=Prices.of(config.primary),
             target_secrets=tuple(secret for t in targets for secret in t.secrets()),
+            slice_headers=config.report.slice_headers(),
         )
         yield
         # The listener has drained: shadows get what is left of the grace.

@@ -79,6 +79,7 @@ def test_gates_come_from_the_config(
         (["--db", "{db}", "--candidate", "nope"], "no pairs for candidate nope"),
         (["--db", "{db}", "--config", "{tmp}/bad.toml"], "gates.max_latency: unknown key"),
         (["--db", "{db}", "--config", "{tmp}/range.toml"], "gates.confidence"),
+        (["--db", "{db}", "--config", "{tmp}/slice.toml"], "report.slice_by"),
         (["--parquet", "{tmp}"], "no Parquet files"),
         (["--db", "{db}", "--examples", "-1"], "--examples"),
     ],
@@ -92,6 +93,9 @@ def test_bad_input_exits_2_with_one_line(
 ) -> None:
     (tmp_path / "bad.toml").write_text("[gates]\nmax_latency = 2\n", encoding="utf-8")
     (tmp_path / "range.toml").write_text("[gates]\nconfidence = 1.5\n", encoding="utf-8")
+    (tmp_path / "slice.toml").write_text(
+        '[report]\nslice_by = ["header:authorization"]\n', encoding="utf-8"
+    )
     argv = ["report", *(a.format(tmp=tmp_path, db=db) for a in args)]
     assert main(argv) == 2
     captured = capsys.readouterr()

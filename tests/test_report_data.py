@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Literal
 
 import duckdb
 from prometheus_client import CollectorRegistry
-from shadowtap.completion import Completion
+from shadowtap.completion import Completion, ToolCall
 from shadowtap.config import StorageConfig
 from shadowtap.exchange import Exchange, Score, TargetResult
 from shadowtap.ids import uuid7
@@ -39,6 +40,10 @@ class Behaviour:
     # What the similarity scorer stored: a score, an error (it raised), NULL (not applicable),
     # or no row at all (not configured for this target).
     scoring: Literal["score", "error", "not_applicable", "absent"] = "score"
+    # On requests that declare tools (make_exchanges' tools_every): the similarity there
+    # (default: `agreement`) and how its tool call comes out.
+    tool_agreement: tuple[float, float] | Literal["same"] | None = "same"
+    tool_call: Literal["ok", "unknown_tool", "unparseable", "off_schema"] = "ok"
 
 
 NOISE = Behaviour()  # the primary's model again: similarity ~ Beta(18, 2), mean 0.9
@@ -47,6 +52,25 @@ PARAPHRASE = Behaviour(agreement=(6.0, 4.0))  # mean 0.6: a drop of 0.3 against 
 SLOW = Behaviour(latency_factor=2.0)
 FLAKY = Behaviour(error_rate=0.2)
 PRICEY = Behaviour(cost_factor=3.0)
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+TOOL_CALLS = {
+    "ok": ToolCall("get_weather", '{"city": "Oslo"}', "call_1"),
+    "unknown_tool": ToolCall("get_wether", '{"city": "Oslo"}', "call_1"),
+    "unparseable": ToolCall("get_weather", '{"city": "Oslo"', "call_1"),
+    "off_schema": ToolCall("get_weather", '{"town": 42}', "call_1"),
+}
 
 
 def _completion(text: str | None, latency_ms: float, stream: bool, error: bool) -> Completion:
@@ -77,6 +101,8 @@ def make_exchanges(
     seed: int = 0,
     secondary: Behaviour | None = NOISE,
     secondary_every: int = 1,  # the secondary answers every k-th request (its sampling rate)
+    tools_every: int = 0,  # every k-th request declares a tool the primary calls (0: none)
+    slice_headers: Callable[[int], dict[str, str]] | None = None,  # request i's slice headers
     start: datetime = START,
     question: str = "Question {i}: summarise <b>ticket</b> #{i} & reply",
 ) -> list[Exchange]:
@@ -84,6 +110,7 @@ def make_exchanges(
     exchanges = []
     for i in range(n):
         stream = i % 2 == 0
+        tools = bool(tools_every) and i % tools_every == tools_every - 1
         prompt = question.format(i=i)
         primary_text = f"Primary answer {i}: the ticket is about billing."
         primary_ms = rng.lognormvariate(math.log(800), 0.5)
@@ -95,6 +122,8 @@ def make_exchanges(
                 cost_usd=0.002,
             )
         }
+        if tools:
+            results["primary"].completion.tool_calls = [TOOL_CALLS["ok"]]
         scores: list[Score] = []
         shadows = dict(candidates)
         if secondary is not None and i % secondary_every == 0:
@@ -102,10 +131,13 @@ def make_exchanges(
         for name, behaviour in shadows.items():
             failed = rng.random() < behaviour.error_rate
             ms = primary_ms * behaviour.latency_factor * rng.lognormvariate(0, 0.1)
-            if behaviour.agreement is None:
+            agreement = behaviour.agreement
+            if tools and behaviour.tool_agreement != "same":
+                agreement = behaviour.tool_agreement
+            if agreement is None:
                 similarity, text = 1.0, primary_text
             else:
-                similarity = rng.betavariate(*behaviour.agreement)
+                similarity = rng.betavariate(*agreement)
                 text = f"{name} says {i}: something about money ({similarity:.2f})"
             role = "secondary" if name == "secondary" else "candidate"
             results[name] = TargetResult(
@@ -114,9 +146,11 @@ def make_exchanges(
                 _completion(text, ms, stream, failed),
                 cost_usd=None if failed else 0.002 * behaviour.cost_factor,
             )
+            if tools and not failed:
+                results[name].completion.tool_calls = [TOOL_CALLS[behaviour.tool_call]]
             if not failed and behaviour.scoring != "absent":
                 scores.append(_score(name, similarity, behaviour))
-        body = {
+        body: dict[str, object] = {
             "model": MODELS[i % 2],
             "stream": stream,
             "messages": [
@@ -124,6 +158,8 @@ def make_exchanges(
                 {"role": "user", "content": prompt},
             ],
         }
+        if tools:
+            body["tools"] = [WEATHER_TOOL]
         exchanges.append(
             Exchange(
                 request_id=uuid7(),
@@ -137,6 +173,7 @@ def make_exchanges(
                 request_json=body,
                 results=results,
                 scores=scores,
+                slice_headers=slice_headers(i) if slice_headers else {},
             )
         )
     return exchanges

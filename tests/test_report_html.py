@@ -157,7 +157,7 @@ async def test_the_error_detection_itself_works(page: Page, tmp_path: Path) -> N
 
 async def test_html_report_renders_cleanly_in_chromium(page: Page, tmp_path: Path) -> None:
     candidates = {"same": NOISE, "paraphrase": PARAPHRASE, "slow": SLOW}
-    exchanges = make_exchanges(120, candidates, seed=17, question=HOSTILE)
+    exchanges = make_exchanges(240, candidates, seed=17, question=HOSTILE)
     db = write(exchanges, tmp_path / "html.duckdb")
     report = await asyncio.to_thread(build_report, open_db(db), GatesConfig(), examples=4)
     html = tmp_path / "report.html"
@@ -175,7 +175,7 @@ async def test_html_report_renders_cleanly_in_chromium(page: Page, tmp_path: Pat
     # One agreement histogram (one scorer) and one latency plot per candidate, with bars.
     assert facts["svgs"] == 2 * len(candidates)
     assert facts["bars"] > 20 * len(candidates)
-    # Per candidate: gates, agreement, latency, reliability, breakdown, examples.
+    # Per candidate: gates, agreement, latency, reliability, slices, examples.
     assert facts["tables"] == 6 * len(candidates)
     assert facts["exampleRows"] == 4 * len(candidates)
     assert sorted(facts["badges"]) == sorted(c.verdict for c in report.candidates.values()), facts[

@@ -62,7 +62,7 @@ def test_candidates_like_the_primary_pass(known: Report) -> None:
 @pytest.mark.parametrize(
     ("name", "gate"),
     [
-        ("paraphrase", "agreement_drop"),
+        ("paraphrase", "agreement_drop"),  # and on every slice: see below
         ("slow", "p95_latency_ratio"),
         ("flaky", "error_rate"),
         ("pricey", "cost_ratio"),
@@ -72,8 +72,10 @@ def test_a_worse_candidate_fails_on_its_gate_and_only_that(
     known: Report, name: str, gate: str
 ) -> None:
     assert known.candidates[name].verdict == "fail"
-    assert failed(known, name) == {gate}
-    others = [g for g in known.candidates[name].gates if g.gate != gate]
+    # A candidate worse everywhere is worse on every slice too.
+    expected = {gate, "slice_drop"} if gate == "agreement_drop" else {gate}
+    assert failed(known, name) == expected
+    others = [g for g in known.candidates[name].gates if g.gate not in expected]
     assert all(g.verdict == "pass" for g in others), render_text(known)
 
 
@@ -102,12 +104,16 @@ def test_measures_match_how_the_data_was_made(known: Report) -> None:
 
 def test_breakdown_and_examples(known: Report) -> None:
     paraphrase = known.candidates["paraphrase"]
-    assert sum(row.pairs for row in paraphrase.breakdown) == paraphrase.pairs == PAIRS
-    assert {(row.route, row.model) for row in paraphrase.breakdown} == {
-        (route, model)
-        for route in ("/v1/chat/completions", "/v1/responses")
-        for model in ("gpt-4o", "gpt-4o-mini")
-    }
+    routes = [row for row in paraphrase.slices if row.dimension == "route"]
+    assert sum(row.pairs for row in routes) == paraphrase.pairs == PAIRS
+    assert {row.name for row in paraphrase.slices} == {
+        "route=/v1/chat/completions",
+        "route=/v1/responses",
+        "model=gpt-4o",
+        "model=gpt-4o-mini",
+        "stream=yes",
+        "stream=no",
+    }  # one value only (tools, JSON mode, prompt length, turns): no slice
     examples = paraphrase.examples
     assert len(examples) == 3
     lowest = [e.scores["similarity"] for e in examples]
@@ -150,7 +156,7 @@ def test_filters(known_db: Path) -> None:
     # exchange i started at minute i and went to ROUTES[i % 3]
     expected = sum(1 for i in range(200, PAIRS) if ROUTES[i % 3] == "/v1/responses")
     assert report.candidates["slow"].pairs == expected
-    assert {row.route for row in report.candidates["slow"].breakdown} == {"/v1/responses"}
+    assert not [row for row in report.candidates["slow"].slices if row.dimension == "route"]
     with pytest.raises(SourceError, match="no pairs for candidate nope"):
         build_report(open_db(known_db), GATES, candidates=["nope"])
 

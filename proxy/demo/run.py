@@ -1,9 +1,10 @@
 """`shadowtap demo`: the whole loop on simulated models, no API keys and no network.
 
-Starts four simulated models (a primary and three candidates built to pass, fail on
-agreement and fail on errors), writes a config into --out, runs shadowtap in-process in front
-of them, drives a few hundred requests through the official `openai` client, stops shadowtap
-(flushing storage) and prints the report with the paths of the DuckDB file and HTML report.
+Starts five simulated models (a primary and four candidates built to pass, fail on
+agreement, fail on broken tool calls and fail on errors), writes a config into --out, runs
+shadowtap in-process in front of them, drives a few hundred requests through the official
+`openai` client, stops shadowtap (flushing storage) and prints the report with the paths of
+the DuckDB file and HTML report.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from shadowtap.demo.replay import replay_step
 from shadowtap.demo.setup import CANDIDATES, ModelProcess, demo_config, to_toml
 
 # How the simulated candidates were built to come out (see shadowtap.demo.profiles).
-EXPECTED = {"fast-agree": "pass", "paraphrase": "fail", "flaky": "fail"}
+EXPECTED = {"fast-agree": "pass", "paraphrase": "fail", "tool-breaker": "fail", "flaky": "fail"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -139,7 +140,9 @@ def _report(
     """Build, print and save the report; returns each candidate's verdict."""
     from shadowtap.report.command import build_report, print_report, report_json, write_html
 
-    report = build_report(db_path, config.gates)
+    report = build_report(
+        db_path, config.gates, scorers=config.scorers, slice_by=config.report.slice_by
+    )
     print_report(report, console)
     write_html(report, html_path)
     data: dict[str, Any] = report_json(report)

@@ -43,6 +43,7 @@ ARROW_SCHEMAS: dict[str, pa.Schema] = {
             ("stream", pa.bool_()),
             ("request_body", pa.string()),
             ("header_names", pa.list_(pa.string())),
+            ("slice_headers", pa.string()),
         ]
     ),
     "responses": pa.schema(
@@ -123,6 +124,12 @@ class Privacy:
         # Not JSON: stored as a JSON string so the column stays valid JSON.
         raw = bytes(exchange.request_body).decode("utf-8", "replace")
         return _dumps(redact(raw, pii=self.pii, secrets=secrets))
+
+    def slice_headers(self, values: dict[str, str], secrets: Secrets = None) -> str | None:
+        """The [report] slice_by headers' values (e.g. a tenant), scrubbed like any text."""
+        if not values:
+            return None
+        return _dumps({k: redact(v, pii=self.pii, secrets=secrets) for k, v in values.items()})
 
     def tool_calls(self, calls: list[ToolCall], secrets: Secrets = None) -> str | None:
         if not calls:
@@ -337,6 +344,7 @@ def to_arrow(exchanges: list[Exchange], privacy: Privacy) -> dict[str, pa.Table]
                 "stream": [e.stream if isinstance(e.stream, bool) else None for e in ex],
                 "request_body": [privacy.request_body(e, s) for e, s in pairs],
                 "header_names": [[name.lower() for name in e.header_names] for e in ex],
+                "slice_headers": [privacy.slice_headers(e.slice_headers, s) for e, s in pairs],
             },
         ),
         "responses": _table(

@@ -90,6 +90,14 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        # The values of the headers `[report] slice_by` names (never a credential header; the
+        # config refuses those), so the report can slice by tenant and the like.
+        4,
+        """
+        ALTER TABLE exchanges ADD COLUMN slice_headers JSON;
+        """,
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -106,6 +114,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "stream",
         "request_body",
         "header_names",
+        "slice_headers",
     ),
     "responses": (
         "request_id",
@@ -154,7 +163,7 @@ WITH score_maps AS (
 )
 SELECT
     e.request_id, e.started_at, e.method, e.path, e.route, e.model, e.stream,
-    e.request_body, e.header_names,
+    e.request_body, e.header_names, {slice_headers} AS slice_headers,
     c.target, c.role,
     {side_columns},
     coalesce(s.scores, MAP {{}}::MAP(VARCHAR, DOUBLE)) AS scores
@@ -188,6 +197,9 @@ def create_pairs_view(
     `read_parquet('/data/responses/*/*.parquet', hive_partitioning = true)`.
     """
     present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {responses}").fetchall()}
+    exchange_columns = {
+        row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {exchanges}").fetchall()
+    }
 
     def side(alias: str, col: str) -> str:
         return f"{alias}.{col}" if col in present else ADDED_RESPONSE_COLUMNS[col]
@@ -204,6 +216,10 @@ def create_pairs_view(
             responses=responses,
             scores=scores,
             side_columns=sides,
+            # Added by migration 4: exchanges rolled to Parquet before it have none.
+            slice_headers="e.slice_headers"
+            if "slice_headers" in exchange_columns
+            else "CAST(NULL AS JSON)",
         )
     )
 

@@ -6,14 +6,15 @@ raw values); DuckDB does the filtering and fetches only the few example rows wit
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from shadowtap.config import GatesConfig
 from shadowtap.report import stats
-from shadowtap.report.checks import JSON_VALIDITY, REFUSAL, named, response_checks, scorer_kinds
+from shadowtap.report.checks import JSON_VALIDITY, REFUSAL, named, scorer_kinds
 from shadowtap.report.gates import Levels, overall
 from shadowtap.report.judge import (
     Candidate,
@@ -22,11 +23,11 @@ from shadowtap.report.judge import (
     error_gate,
     gate_count,
     latency_gate,
+    reliability_gates,
 )
 from shadowtap.report.measures import (
     NUMERIC_COLUMNS,
     Rows,
-    breakdown,
     fetch_examples,
     latency_edges,
     latency_histogram,
@@ -42,7 +43,11 @@ from shadowtap.report.model import (
     Report,
     ScorerSummary,
 )
+from shadowtap.report.reliability import CHECKS, answers, check
 from shadowtap.report.replayed import mark_replayed, replayed_pairs
+from shadowtap.report.sequences import RateSequence
+from shadowtap.report.slice_measures import measure_slices, slice_gate
+from shadowtap.report.slices import SliceKey, prepare, request_values, slices_of
 from shadowtap.report.sources import Source, SourceError, open_path
 
 
@@ -59,27 +64,50 @@ def _latency(rows: Rows, metric: str, confidence: float, label: str) -> LatencyS
     )
 
 
-def _candidate(
-    source: Source,
-    name: str,
-    rows: Rows,
-    noise: Rows | None,
-    gates: GatesConfig,
-    thresholds: dict[str, float],
-    kinds: dict[str, str],
-    examples: int,
-    configured: set[str],
-    candidates: int,
-) -> CandidateReport:
+@dataclass(slots=True)
+class Context:
+    """What every candidate of one report is measured against."""
+
+    source: Source
+    noise: Rows | None
+    gates: GatesConfig
+    thresholds: dict[str, float]
+    kinds: dict[str, str]
+    examples: int
+    configured: set[str]  # the config's scorer names
+    candidates: int  # how many the report shows: the wrong-pass level is split among them
+    slices: dict[SliceKey, set[str]]
+
+
+def _counts(outcomes: Iterable[dict[str, bool | None]]) -> dict[str, tuple[int, int]]:
+    """check -> (broken, applicable) over answers."""
+    counts = {name: [0, 0] for name in CHECKS}
+    for outcome in outcomes:
+        for name, broken in outcome.items():
+            if broken is not None:
+                counts[name][0] += broken
+                counts[name][1] += 1
+    return {name: (hits, n) for name, (hits, n) in counts.items()}
+
+
+def _rates(counts: dict[str, tuple[int, int]], levels: Levels) -> dict[str, stats.Interval]:
+    return {
+        name: RateSequence(hits, n, levels.wrong_fail, levels.wrong_pass).interval()
+        for name, (hits, n) in counts.items()
+    }
+
+
+def _candidate(ctx: Context, name: str, rows: Rows) -> CandidateReport:
+    gates, noise = ctx.gates, ctx.noise
     confidence, notes = gates.confidence, list[str]()
     # Every scorer anyone has: the config, the noise floor and the candidate itself. A scorer
     # missing from the candidate's rows is a gate without evidence, not one to leave out.
-    scorer_names = sorted(configured | rows.scorers() | (noise.scorers() if noise else set()))
+    scorer_names = sorted(ctx.configured | rows.scorers() | (noise.scorers() if noise else set()))
     summaries = []
     for scorer in scorer_names:
         values = rows.scores(scorer)
         floor = noise.scores(scorer) if noise else []
-        threshold = thresholds.get(scorer)
+        threshold = ctx.thresholds.get(scorer)
         summaries.append(
             ScorerSummary(
                 scorer=scorer,
@@ -94,36 +122,41 @@ def _candidate(
         )
 
     agreement = gates.scorers or scorer_names
-    levels = Levels.of(confidence, candidates, gate_count(gates, agreement))
-    judged = Candidate(source, name, rows, noise, gates, levels)
+    levels = Levels.of(confidence, ctx.candidates, gate_count(gates, agreement))
+    judged = Candidate(ctx.source, name, rows, noise, gates, levels)
     latency = _latency(rows, "latency_ms", confidence, f"{name}:latency")
     ttft = _latency(rows, "ttft_ms", confidence, f"{name}:ttft")
     answered = [r for r in rows.records if r["primary_ok"]]
     error_rate = stats.wilson(
         sum(1 for r in answered if not r["candidate_ok"]), len(answered), confidence
     )
+    con = ctx.source.con
+    checks = {a.request_id: check(a) for a in answers(con, name, "candidate")}
+    primary_checks = [check(a) for a in answers(con, name, "primary")]
+    counts = _counts(checks.values())
+    slices, tests = measure_slices(judged, agreement, ctx.slices, checks)
+    if not ctx.slices:  # nothing splits the traffic: the one slice is all of it
+        everything = {SliceKey("all", "all"): {r["request_id"] for r in rows.records}}
+        tests = measure_slices(judged, agreement, everything, checks)[1]
     gate_results = agreement_gates(judged, agreement) + [
         gate
         for gate in (
             latency_gate(judged, latency),
             error_gate(judged, error_rate),
             cost_gate(judged),
+            *reliability_gates(judged, counts),
+            slice_gate(judged, tests),
         )
         if gate is not None
     ]
 
     verdict, more = overall(gate_results)
     present = rows.scorers()
-    checks = response_checks(source, name, kinds, present, confidence)
-    validity = named(kinds, JSON_VALIDITY, present)
-    refusal = named(kinds, REFUSAL, present)
-    valid = rows.scores(validity) if validity else []
-    refusals = rows.scores(refusal) if refusal else []
+    validity = named(ctx.kinds, JSON_VALIDITY, present)
+    refusal = named(ctx.kinds, REFUSAL, present)
     # Examples rank by the comparing scorers: a per-response check is not a disagreement.
-    agreement_scorers = [
-        s for s in (gates.scorers or scorer_names) if s not in (validity, refusal)
-    ] or scorer_names
-    ranked = rank_disagreeing(rows, agreement_scorers, examples)
+    agreement_scorers = [s for s in agreement if s not in (validity, refusal)] or scorer_names
+    ranked = rank_disagreeing(rows, agreement_scorers, ctx.examples)
     scores_by_id = {r["request_id"]: r["scores"] for r in rows.records}
     return CandidateReport(
         name=name,
@@ -143,22 +176,10 @@ def _candidate(
         ),
         usage_primary=usage(rows, "primary"),
         usage_candidate=usage(rows, "candidate"),
-        json_valid=checks.json_valid
-        or (
-            stats.wilson(sum(1 for v in valid if v >= 0.5), len(valid), confidence)
-            if valid
-            else None
-        ),
-        json_valid_primary=checks.json_valid_primary,
-        refusal_rate=checks.refusal_rate,
-        refusal_rate_primary=checks.refusal_rate_primary,
-        refusal_mismatch=(
-            stats.wilson(sum(1 for v in refusals if v < 0.5), len(refusals), confidence)
-            if refusals
-            else None
-        ),
-        breakdown=breakdown(rows, agreement_scorers),
-        examples=fetch_examples(source, name, ranked, scores_by_id),
+        reliability=_rates(counts, levels),
+        reliability_primary=_rates(_counts(primary_checks), levels),
+        slices=slices,
+        examples=fetch_examples(ctx.source, name, ranked, scores_by_id),
         levels={"wrong_pass": levels.wrong_pass, "wrong_fail": levels.wrong_fail},
         notes=notes,
     )
@@ -188,12 +209,14 @@ def build_report(
     route: str | None = None,
     examples: int = 5,
     scorers: Mapping[str, Mapping[str, Any]] | None = None,
+    slice_by: Sequence[str] = (),
 ) -> Report:
     """Measure every candidate (or the named ones) and decide each against `gates`.
 
     `scorers` is the config's [scorers] tables (name -> {"type": ..., "threshold": ...}), used
     where the source does not say: which stored scorer is the JSON-validity or refusal check
-    (the stored details tell too), and thresholds the live API does not carry.
+    (the stored details tell too), and thresholds the live API does not carry. `slice_by` is
+    `[report] slice_by`: the request fields and headers to slice by besides the built-in ones.
 
     Raises `SourceError` (one line) when a named candidate has no pairs in the selection.
     """
@@ -258,13 +281,12 @@ def build_report(
             f"no threshold known for {', '.join(unknown)}: the source does not store them"
             " (the live API does not); pass --config to take them from [scorers]"
         )
-    configured = set(tables)
-    reports = {
-        name: _candidate(
-            source, name, rows, noise, gates, thresholds, kinds, examples, configured, len(all_rows)
-        )
-        for name, rows in all_rows.items()
-    }
+    dimensions = prepare(source, slice_by)
+    slices = slices_of(dimensions, request_values(source, dimensions))
+    ctx = Context(
+        source, noise, gates, thresholds, kinds, examples, set(tables), len(all_rows), slices
+    )
+    reports = {name: _candidate(ctx, name, rows) for name, rows in all_rows.items()}
     for name, count in replayed_pairs(con).items():
         if name in reports:
             mark_replayed(reports[name], count)

@@ -10,16 +10,17 @@ from html import escape
 from pathlib import Path
 
 from shadowtap.report.gates import verdict_line
-from shadowtap.report.model import CandidateReport, Report
-from shadowtap.report.plots import Series, agreement_histogram, latency_histogram
-from shadowtap.report.text import (
-    error_control,
+from shadowtap.report.layout import (
+    SLICE_COLUMNS,
     format_interval,
     format_number,
     format_percent,
-    format_scores,
-    verdict_summary,
+    reliability_rows,
+    slice_cells,
 )
+from shadowtap.report.model import CandidateReport, Report
+from shadowtap.report.plots import Series, agreement_histogram, latency_histogram
+from shadowtap.report.text import error_control, format_scores, verdict_summary
 
 PRIMARY_COLOUR, CANDIDATE_COLOUR, NOISE_COLOUR = "#4b6cb7", "#e07b39", "#7a7a7a"
 EXAMPLE_CHARS = 4000  # per text cell; longer stored texts are cut, and say so
@@ -164,55 +165,17 @@ def _latency(report: Report, c: CandidateReport) -> str:
 
 
 def _reliability(c: CandidateReport) -> str:
-    p, k = c.usage_primary, c.usage_candidate
-    rows = [
-        ["errors (requests the primary answered)", "", format_interval(c.error_rate, True)],
-        [
-            "errors (all pairs)",
-            format_interval(c.primary_error_rate, True),
-            format_interval(c.error_rate_all, True),
-        ],
-        [
-            "JSON schema valid",
-            format_interval(c.json_valid_primary, True),
-            format_interval(c.json_valid, True),
-        ],
-        [
-            "refused",
-            format_interval(c.refusal_rate_primary, True),
-            format_interval(c.refusal_rate, True),
-        ],
-        ["one side refused (refusal scorer)", "", format_interval(c.refusal_mismatch, True)],
-        [
-            "prompt tokens / 1k requests",
-            format_number(p.prompt_tokens),
-            format_number(k.prompt_tokens),
-        ],
-        [
-            "completion tokens / 1k requests",
-            format_number(p.completion_tokens),
-            format_number(k.completion_tokens),
-        ],
-        ["cost USD / 1k requests", format_number(p.cost_usd), format_number(k.cost_usd)],
-    ]
-    cells = [[_td(r[0]), _td(r[1], True), _td(r[2], True)] for r in rows]
+    cells = [[_td(r[0]), _td(r[1], True), _td(r[2], True)] for r in reliability_rows(c)]
     return _table(["measure", "primary", "candidate"], cells)
 
 
-def _breakdown(c: CandidateReport) -> str:
+def _slices(c: CandidateReport) -> str:
+    if not c.slices:
+        return '<p class="empty">No dimension splits this traffic.</p>'
     rows = [
-        [
-            _td(b.route),
-            _td(b.model),
-            _td(f"{b.pairs:,}", True),
-            _td(", ".join(f"{k} {format_number(v)}" for k, v in b.agreement.items())),
-            _td(format_percent(b.error_rate), True),
-            _td(format_number(b.latency_ratio_p50), True),
-        ]
-        for b in c.breakdown
+        [_td(cell, numeric=i > 0) for i, cell in enumerate(slice_cells(row))] for row in c.slices
     ]
-    headers = ["route", "requested model", "pairs", "agreement", "errors", "latency ratio p50"]
-    return _table(headers, rows)
+    return _table(SLICE_COLUMNS, rows, "slices")
 
 
 def _examples(c: CandidateReport) -> str:
@@ -246,7 +209,7 @@ def _candidate(report: Report, c: CandidateReport) -> str:
         f"<h3>Agreement with the primary</h3>{_agreement(c)}"
         f"<h3>Latency</h3>{_latency(report, c)}"
         f"<h3>Reliability, tokens and cost</h3>{_reliability(c)}"
-        f"<h3>By route and requested model</h3>{_breakdown(c)}"
+        f"<h3>Where it breaks (worst slices first)</h3>{_slices(c)}"
         f"<h3>Most disagreeing pairs (as stored)</h3>{_examples(c)}</section>"
     )
 

@@ -44,11 +44,56 @@ class Candidate:
     levels: Levels
 
 
+# Reliability gates: gate name -> (config key's check in shadowtap.report.reliability).
+RELIABILITY_GATES = {
+    "empty_rate": "empty",
+    "invalid_json_rate": "invalid_json",
+    "schema_invalid_rate": "schema_invalid",
+    "invalid_tool_call_rate": "invalid_tool_call",
+    "truncation_rate": "truncated",
+    "refusal_rate": "refused",
+}
+
+
 def gate_count(gates: GatesConfig, agreement_scorers: list[str]) -> int:
-    """How many gates can fail a candidate: the `T` its fail levels are divided by."""
+    """How many gates can fail a candidate: the `T` its fail levels are divided by (the slice
+    gate counts once; its slices split its share)."""
     count = len(agreement_scorers) if gates.max_agreement_drop is not None else 0
-    others = (gates.max_p95_latency_ratio, gates.max_error_rate, gates.max_cost_ratio)
+    others = [
+        gates.max_p95_latency_ratio,
+        gates.max_error_rate,
+        gates.max_cost_ratio,
+        gates.max_slice_drop,
+        *(getattr(gates, f"max_{gate}") for gate in RELIABILITY_GATES),
+    ]
     return count + sum(1 for limit in others if limit is not None)
+
+
+def reliability_gates(c: Candidate, counts: dict[str, tuple[int, int]]) -> list[GateResult]:
+    """`max_<check>_rate` gates on the candidate's own answers: counts is check -> (broken,
+    applicable answers)."""
+    results = []
+    for gate, check in RELIABILITY_GATES.items():
+        limit = getattr(c.gates, f"max_{gate}")
+        if limit is None:
+            continue
+        broken, applicable = counts.get(check, (0, 0))
+        if applicable == 0:
+            results.append(
+                no_evidence(
+                    gate,
+                    limit,
+                    "not_applicable",
+                    f"no successful answer of {c.name} that the {check} check applies to",
+                )
+            )
+            continue
+        sequence = RateSequence(
+            broken, applicable, c.levels.wrong_fail, c.levels.wrong_pass, center=limit
+        )
+        note = f"{broken:,} of {applicable:,} applicable answers"
+        results.append(decide(gate, sequence, limit, len(c.rows), note=note))
+    return results
 
 
 def _log_ratio(fixed: stats.Interval, confidence: float, levels: Levels) -> NormalSequence | None:

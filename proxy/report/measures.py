@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from shadowtap.report import stats
-from shadowtap.report.model import BreakdownRow, Example, Usage
+from shadowtap.report.model import Example, Usage
 from shadowtap.report.sources import Source
 
 HISTOGRAM_BINS = 20
@@ -172,46 +171,6 @@ def rank_disagreeing(rows: Rows, scorers: list[str], limit: int) -> list[str]:
             ranked.append((stats.mean(values), r["request_id"]))
     ranked.sort()
     return [request_id for _, request_id in ranked[:limit]]
-
-
-def breakdown(rows: Rows, scorers: list[str]) -> list[BreakdownRow]:
-    groups: dict[tuple[str | None, str | None], list[dict[str, Any]]] = defaultdict(list)
-    for r in rows.records:
-        groups[(r["route"], r["model"])].append(r)
-    result = []
-
-    def order(item: tuple[tuple[str | None, str | None], list[dict[str, Any]]]) -> tuple:
-        (route, model), members = item
-        return (-len(members), route or "", model or "")
-
-    for (route, model), members in sorted(groups.items(), key=order):
-        sub = Rows.of(members)
-        answered = [r for r in members if r["primary_ok"]]
-        candidate, primary = sub.paired("latency_ms")
-        result.append(
-            BreakdownRow(
-                route=route,
-                model=model,
-                pairs=len(members),
-                agreement={s: (stats.mean(v) if (v := sub.scores(s)) else None) for s in scorers},
-                error_rate=(
-                    sum(1 for r in answered if not r["candidate_ok"]) / len(answered)
-                    if answered
-                    else None
-                ),
-                latency_ratio_p50=_ratio_of_medians(candidate, primary),
-            )
-        )
-    return result
-
-
-def _ratio_of_medians(candidate: list[float], primary: list[float]) -> float | None:
-    if not candidate:
-        return None
-    try:
-        return stats.quantile_ratio(0.5)(candidate, primary)
-    except ZeroDivisionError:
-        return None
 
 
 def fetch_examples(

@@ -46,6 +46,7 @@ class GateResult:
     # The fixed-sample interval at `confidence`, for reference: valid only at a sample size
     # fixed in advance, so it never decides (`value`, the anytime interval, does).
     fixed: Interval | None = None
+    slice: str | None = None  # slice_drop: the slice the value is from, e.g. "tools=yes"
 
 
 @dataclass(slots=True)
@@ -84,16 +85,6 @@ class Usage:
 
 
 @dataclass(slots=True)
-class BreakdownRow:
-    route: str | None
-    model: str | None  # the model the client asked for
-    pairs: int
-    agreement: dict[str, float | None]  # mean per scorer
-    error_rate: float | None
-    latency_ratio_p50: float | None
-
-
-@dataclass(slots=True)
 class Example:
     """One of the most disagreeing pairs, as stored (so redacted where storage redacts)."""
 
@@ -111,6 +102,29 @@ class Example:
 
 
 @dataclass(slots=True)
+class SliceRow:
+    """One slice of traffic (e.g. `tools=yes`), measured like the whole candidate.
+
+    Every interval is anytime-valid; its low end is corrected for every slice and scorer shown
+    (so a slice whose low end is over a limit is worse with the report's wrong-fail guarantee),
+    its high end is at the gates' wrong-pass level.
+    """
+
+    dimension: str  # route, model, stream, tools, structured, prompt_tokens, turns, slice_by
+    value: str
+    pairs: int
+    drop: dict[str, Interval]  # per agreement scorer: the slice's noise floor - candidate mean
+    error_rate: Interval  # candidate failures on requests the primary answered
+    reliability: dict[str, Interval]  # per check (shadowtap.report.reliability.CHECKS)
+    latency_ratio: Interval  # geometric mean of candidate / primary latency, same requests
+    examples: list[Example] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.dimension}={self.value}"
+
+
+@dataclass(slots=True)
 class CandidateReport:
     name: str
     verdict: Verdict
@@ -125,12 +139,11 @@ class CandidateReport:
     primary_error_rate: Interval
     usage_primary: Usage
     usage_candidate: Usage
-    json_valid: Interval | None  # json_schema_valid: share of applicable answers that validate
-    json_valid_primary: Interval | None  # the same for the primary (needs per-score rows)
-    refusal_rate: Interval | None  # refusal scorer: share of answers that refused
-    refusal_rate_primary: Interval | None
-    refusal_mismatch: Interval | None  # refusal scorer: share where only one side refused
-    breakdown: list[BreakdownRow]
+    # Functional reliability per check (shadowtap.report.reliability): the share of applicable
+    # answers that are broken, for the candidate and for the primary on the same requests.
+    reliability: dict[str, Interval]
+    reliability_primary: dict[str, Interval]
+    slices: list[SliceRow]  # where it breaks: worst first
     examples: list[Example]
     latency_histogram: list[int] = field(default_factory=list)  # on Report.latency_edges_ms
     # One-sided error level of each gate's high end (a wrong pass) and low end (a wrong fail),

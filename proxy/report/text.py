@@ -12,34 +12,20 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 from shadowtap.report.gates import verdict_line
+from shadowtap.report.layout import (
+    SHOWN_SLICES,
+    SLICE_COLUMNS,
+    format_interval,
+    format_number,
+    format_percent,
+    reliability_rows,
+    slice_cells,
+)
 from shadowtap.report.model import CandidateReport, GateResult, Report
-from shadowtap.report.stats import Interval
 
 VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "insufficient": "bold yellow"}
 GATE_STYLE = VERDICT_STYLE
 EXCERPT = 160  # characters of each example text shown in the terminal
-
-
-def format_number(value: float | None, digits: int = 3) -> str:
-    if value is None:
-        return "—"
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.{digits}g}"
-
-
-def format_percent(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
-
-
-def format_interval(value: Interval | None, percent: bool = False) -> str:
-    """`0.912 [0.901, 0.922]`, or just the estimate when no interval exists."""
-    if value is None or value.estimate is None:
-        return "—"
-    show = format_percent if percent else format_number
-    if value.low is None or value.high is None:
-        return f"{show(value.estimate)} (n={value.n})"
-    return f"{show(value.estimate)} [{show(value.low)}, {show(value.high)}]"
 
 
 def excerpt(text: str | None, limit: int = EXCERPT) -> str:
@@ -183,67 +169,25 @@ def _reliability(candidate: CandidateReport) -> Table:
     table.add_column("measure")
     table.add_column("primary")
     table.add_column("candidate")
-    _add_row(
-        table,
-        "errors (requests the primary answered)",
-        "",
-        format_interval(candidate.error_rate, True),
-    )
-    _add_row(
-        table,
-        "errors (all pairs)",
-        format_interval(candidate.primary_error_rate, True),
-        format_interval(candidate.error_rate_all, True),
-    )
-    _add_row(
-        table,
-        "JSON schema valid",
-        format_interval(candidate.json_valid_primary, True),
-        format_interval(candidate.json_valid, True),
-    )
-    _add_row(
-        table,
-        "refused",
-        format_interval(candidate.refusal_rate_primary, True),
-        format_interval(candidate.refusal_rate, True),
-    )
-    _add_row(
-        table,
-        "one side refused (refusal scorer)",
-        "",
-        format_interval(candidate.refusal_mismatch, True),
-    )
-    p, c = candidate.usage_primary, candidate.usage_candidate
-    _add_row(
-        table,
-        "prompt tokens / 1k req",
-        format_number(p.prompt_tokens),
-        format_number(c.prompt_tokens),
-    )
-    _add_row(
-        table,
-        "completion tokens / 1k req",
-        format_number(p.completion_tokens),
-        format_number(c.completion_tokens),
-    )
-    _add_row(table, "cost USD / 1k req", format_number(p.cost_usd), format_number(c.cost_usd))
+    for row in reliability_rows(candidate):
+        _add_row(table, *row)
     return table
 
 
-def _breakdown(candidate: CandidateReport) -> Table:
-    table = Table(title="By route and requested model", title_justify="left")
-    for column in ("route", "model", "pairs", "agreement", "errors", "latency ratio p50"):
-        table.add_column(column)
-    for row in candidate.breakdown:
-        _add_row(
-            table,
-            row.route or "—",
-            row.model or "—",
-            f"{row.pairs:,}",
-            ", ".join(f"{k} {format_number(v)}" for k, v in row.agreement.items()),
-            format_percent(row.error_rate),
-            format_number(row.latency_ratio_p50),
-        )
+def _slices(candidate: CandidateReport) -> Table:
+    shown = candidate.slices[:SHOWN_SLICES]
+    more = len(candidate.slices) - len(shown)
+    title = "Where it breaks (worst slices first" + (
+        f"; {more} more in --json/--html)" if more else ")"
+    )
+    table = Table(title=title, title_justify="left")
+    cells = [slice_cells(row) for row in shown]
+    # Columns no slice has a value for (no JSON-mode requests, say) only take width.
+    keep = [i for i in range(len(SLICE_COLUMNS)) if i < 3 or any(c[i] != "—" for c in cells)]
+    for i in keep:
+        table.add_column(SLICE_COLUMNS[i], overflow="fold")
+    for row in cells:
+        _add_row(table, *(row[i] for i in keep))
     return table
 
 
@@ -268,7 +212,7 @@ def candidate_panel(candidate: CandidateReport) -> Panel:
         _agreement(candidate),
         _latency(candidate),
         _reliability(candidate),
-        _breakdown(candidate),
+        _slices(candidate),
     ]
     if candidate.examples:
         parts.append(_examples(candidate))
