@@ -131,3 +131,49 @@ def test_latency_is_log_normal_around_each_profiles_median() -> None:
         assert abs(scaled * 10 / profile.ttft_median_s - 1) < 0.1
     assert medians["fast-agree"] < 0.7 * medians["primary"]
     assert medians["primary"] < medians["paraphrase"] < 1.3 * medians["primary"]
+
+
+def test_tool_breaker_breaks_its_tool_calls_and_nothing_else() -> None:
+    from shadowtap.demo.answers import answer
+    from shadowtap.report.reliability import Answer, check
+
+    rng, asks = random.Random(5), []
+    while len(asks) < 300:
+        kwargs = prompts.request(len(asks), rng)
+        if kwargs.get("tools") and kwargs["messages"][-1]["role"] == "user":
+            asks.append(kwargs)
+
+    def broken_share(profile: str) -> float:
+        model_rng, broken, calls = random.Random(6), 0, 0
+        for body in asks:
+            reply = answer(body, PROFILES[profile].style, model_rng)
+            if not reply.tool_calls:
+                continue
+            stored = json.dumps(reply.tool_calls)  # as the recorder stores them
+            outcome = check(
+                Answer(
+                    "r",
+                    True,
+                    "tool_calls",
+                    True,
+                    None,
+                    None,
+                    stored,
+                    None,
+                    None,
+                    json.dumps(body["tools"]),
+                )
+            )
+            calls += 1
+            broken += bool(outcome["invalid_tool_call"])
+        assert calls > 200
+        return broken / calls
+
+    assert broken_share("primary") == 0.0
+    assert 0.8 <= broken_share("tool-breaker") <= 0.97  # built for 90%
+    # Prose is the primary's (same noise): its text agreement is the noise floor's.
+    body = {"messages": CHATS[0]}
+    texts = {
+        answer(body, PROFILES[p].style, random.Random(1)).text for p in ("primary", "tool-breaker")
+    }
+    assert len(texts) == 1

@@ -35,6 +35,8 @@ FACTS_JS = """JSON.stringify({
   bars: document.querySelectorAll('svg rect').length,
   tables: document.querySelectorAll('table').length,
   exampleRows: document.querySelectorAll('table.examples tbody tr').length,
+  diffRows: document.querySelectorAll('table.diff tbody tr').length,
+  marks: Array.from(document.querySelectorAll('table.diff mark')).map(e => e.className),
   badges: Array.from(document.querySelectorAll('.card .verdict')).map(e => e.textContent),
   pwned: window.pwned === undefined ? null : String(window.pwned),
   images: document.images.length,
@@ -175,9 +177,16 @@ async def test_html_report_renders_cleanly_in_chromium(page: Page, tmp_path: Pat
     # One agreement histogram (one scorer) and one latency plot per candidate, with bars.
     assert facts["svgs"] == 2 * len(candidates)
     assert facts["bars"] > 20 * len(candidates)
-    # Per candidate: gates, agreement, latency, reliability, slices, examples.
-    assert facts["tables"] == 6 * len(candidates)
-    assert facts["exampleRows"] == 4 * len(candidates)
+    # Per candidate: gates, agreement, latency, reliability, slices, examples, and one table
+    # of pairs for each of its worst slices.
+    worst = sum(1 for c in report.candidates.values() for row in c.slices if row.examples)
+    assert worst == 3 * len(candidates)
+    assert facts["tables"] == 6 * len(candidates) + worst
+    diff_rows = sum(len(row.examples) for c in report.candidates.values() for row in c.slices)
+    assert facts["diffRows"] == diff_rows > 0
+    assert facts["exampleRows"] == 4 * len(candidates) + diff_rows
+    # The worst slices' pairs side by side, the differing words marked on both sides.
+    assert {"del", "ins"} <= set(facts["marks"])
     assert sorted(facts["badges"]) == sorted(c.verdict for c in report.candidates.values()), facts[
         "badges"
     ]

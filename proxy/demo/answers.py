@@ -35,6 +35,7 @@ class Style:
     paraphrase: bool = False  # reword everything and restructure
     json_break_rate: float = 0.0  # emit invalid JSON in JSON mode
     tool_drift_rate: float = 0.0  # pick other argument values for a tool call
+    tool_break_rate: float = 0.0  # call an undeclared tool, or with arguments that do not fit
 
 
 @dataclass(slots=True)
@@ -125,7 +126,20 @@ def _tool_call(
         "name": str(tool.get("name", "tool")),
         "arguments": orjson.dumps(args).decode(),
     }
+    if rng.random() < style.tool_break_rate:
+        call = _broken(call, rng)
     return Answer(text=None, tool_calls=[call], finish_reason="tool_calls")
+
+
+def _broken(call: dict[str, str], rng: random.Random) -> dict[str, str]:
+    """What a model weak at tool use emits: a tool name that was never declared, arguments cut
+    off mid-JSON, or arguments in a shape the tool's parameters do not allow."""
+    kind = rng.choice(("unknown tool", "cut arguments", "wrong shape"))
+    if kind == "unknown tool":
+        return {**call, "name": call["name"].replace("_", "") + "_v2"}
+    if kind == "cut arguments":
+        return {**call, "arguments": call["arguments"][: max(1, len(call["arguments"]) // 2)]}
+    return {**call, "arguments": orjson.dumps({"input": call["arguments"]}).decode()}
 
 
 def _tool_result_lead(message: dict[str, Any]) -> list[str]:

@@ -13,6 +13,10 @@ Why each candidate gets the verdict the demo expects (the gates are in `shadowta
   similarity and exact/JSON/tool agreement sit far below the noise floor: it fails the agreement
   gate by a wide margin. Its answers are longer and start later, so it is ~15% slower: inside
   the latency gate, so agreement is the failing gate rather than latency.
+* `tool-breaker` answers prose and JSON like the primary (same noise, same speed), so it is
+  fine on average, but 90% of its tool calls are broken (an undeclared tool, arguments cut
+  off, or arguments off the tool's parameters): it fails `max_invalid_tool_call_rate`, and the
+  report's "where it breaks" puts the `tools=yes` slice first.
 * `flaky` answers exactly like the primary but fails ~25% of requests (500/503s, hangs past
   the shadow timeout, connection resets): its error rate's anytime interval lies above the 5%
   gate from ~150 requests on, even corrected for every candidate and gate, so it fails on
@@ -88,6 +92,13 @@ PROFILES: dict[str, Profile] = {
         ttft_median_s=0.46,
         ttft_sigma=0.35,
         token_median_s=0.016,
+    ),
+    "tool-breaker": Profile(
+        name="tool-breaker",
+        style=Style(noise_rate=NOISE, tool_break_rate=0.9),
+        ttft_median_s=0.30,
+        ttft_sigma=0.30,
+        token_median_s=0.012,
     ),
     "flaky": Profile(
         name="flaky",

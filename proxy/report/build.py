@@ -42,6 +42,7 @@ from shadowtap.report.model import (
     NoiseFloor,
     Report,
     ScorerSummary,
+    SliceRow,
 )
 from shadowtap.report.reliability import CHECKS, answers, check
 from shadowtap.report.replayed import mark_replayed, replayed_pairs
@@ -95,6 +96,26 @@ def _rates(counts: dict[str, tuple[int, int]], levels: Levels) -> dict[str, stat
         name: RateSequence(hits, n, levels.wrong_fail, levels.wrong_pass).interval()
         for name, (hits, n) in counts.items()
     }
+
+
+WORST_SLICES_SHOWN = 3  # slices whose most disagreeing pairs the HTML shows side by side
+EXAMPLES_PER_SLICE = 2
+
+
+def _slice_examples(
+    ctx: Context,
+    name: str,
+    rows: Rows,
+    worst: list[SliceRow],
+    scores: dict[str, dict[str, float | None]],
+) -> None:
+    """The most disagreeing pairs of each of the worst slices, by every scorer the pairs have
+    (on a tool-call slice that is the tool_calls scorer, not the text one)."""
+    for row in worst:
+        ids = ctx.slices.get(SliceKey(row.dimension, row.value), set())
+        members = Rows.of([r for r in rows.records if r["request_id"] in ids])
+        ranked = rank_disagreeing(members, sorted(members.scorers()), EXAMPLES_PER_SLICE)
+        row.examples = fetch_examples(ctx.source, name, ranked, scores)
 
 
 def _candidate(ctx: Context, name: str, rows: Rows) -> CandidateReport:
@@ -158,6 +179,7 @@ def _candidate(ctx: Context, name: str, rows: Rows) -> CandidateReport:
     agreement_scorers = [s for s in agreement if s not in (validity, refusal)] or scorer_names
     ranked = rank_disagreeing(rows, agreement_scorers, ctx.examples)
     scores_by_id = {r["request_id"]: r["scores"] for r in rows.records}
+    _slice_examples(ctx, name, rows, slices[:WORST_SLICES_SHOWN], scores_by_id)
     return CandidateReport(
         name=name,
         verdict=verdict,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
+from shadowtap.report.diff import mark_differences
 from shadowtap.report.gates import verdict_line
 from shadowtap.report.layout import (
     SLICE_COLUMNS,
@@ -18,7 +19,7 @@ from shadowtap.report.layout import (
     reliability_rows,
     slice_cells,
 )
-from shadowtap.report.model import CandidateReport, Report
+from shadowtap.report.model import CandidateReport, Example, Report
 from shadowtap.report.plots import Series, agreement_histogram, latency_histogram
 from shadowtap.report.text import error_control, format_scores, verdict_summary
 
@@ -49,6 +50,8 @@ svg .axis { stroke: #888; } svg .grid { stroke: #eee; }
 svg .tick, svg .legend, svg .label { font: 11px system-ui, sans-serif; fill: #444; }
 svg .threshold { stroke: #b71c1c; stroke-dasharray: 4 3; stroke-width: 1.5; }
 table.examples td { width: 25%; }
+h4 { font-size: 14px; margin: 14px 0 4px; }
+mark.del { background: #fde0dc; color: inherit; } mark.ins { background: #d8f3dc; color: inherit; }
 pre { white-space: pre-wrap; word-break: break-word; margin: 0; font: 12px/1.4 ui-monospace,
       SFMono-Regular, Menlo, monospace; max-height: 320px; overflow: auto; }
 """
@@ -199,6 +202,42 @@ def _replayed(c: CandidateReport) -> str:
     return f" ({c.replayed_pairs:,} replayed)" if c.replayed_pairs else ""
 
 
+def _sides(x: Example) -> tuple[str, str]:
+    """Each side's answer as one text: its words, then its tool calls, cut to EXAMPLE_CHARS."""
+    candidate = x.candidate_text if x.candidate_text is not None else x.candidate_error
+    if x.candidate_tool_calls:
+        candidate = f"{candidate or ''}\n[tool calls] {x.candidate_tool_calls}"
+    primary = x.primary_text
+    if x.primary_tool_calls:
+        primary = f"{primary or ''}\n[tool calls] {x.primary_tool_calls}"
+    return (primary or "")[:EXAMPLE_CHARS], (candidate or "")[:EXAMPLE_CHARS]
+
+
+def _worst_slices(c: CandidateReport) -> str:
+    """The worst slices' most disagreeing pairs, the differing words marked on each side."""
+    parts = []
+    for row in c.slices:
+        if not row.examples:
+            continue
+        rows = []
+        for x in row.examples:
+            primary, candidate = mark_differences(*_sides(x))
+            meta = f"{x.request_id}\n{format_scores(x.scores)}"
+            rows.append(
+                [
+                    _pre(x.request),
+                    f"<td><pre>{primary}</pre></td>",
+                    f"<td><pre>{candidate}</pre></td>",
+                    _pre(meta),
+                ]
+            )
+        headers = ["request", "primary", c.name, "request id · scores"]
+        parts.append(f"<h4>{_e(row.name)}</h4>" + _table(headers, rows, "examples diff"))
+    if not parts:
+        return '<p class="empty">No slice to show.</p>'
+    return "".join(parts)
+
+
 def _candidate(report: Report, c: CandidateReport) -> str:
     notes = "".join(f'<p class="note">{_e(n)}</p>' for n in c.notes)
     return (
@@ -210,6 +249,8 @@ def _candidate(report: Report, c: CandidateReport) -> str:
         f"<h3>Latency</h3>{_latency(report, c)}"
         f"<h3>Reliability, tokens and cost</h3>{_reliability(c)}"
         f"<h3>Where it breaks (worst slices first)</h3>{_slices(c)}"
+        f"<h3>Where it breaks: the worst slices' pairs, differences marked</h3>"
+        f"{_worst_slices(c)}"
         f"<h3>Most disagreeing pairs (as stored)</h3>{_examples(c)}</section>"
     )
 
