@@ -114,7 +114,7 @@ def measure_slices(
                 latency_ratio=_latency_ratio(members, levels),
             )
         )
-    rows.sort(key=_badness, reverse=True)
+    rows.sort(key=_badness)
     return rows, tests
 
 
@@ -142,17 +142,18 @@ def _drop_test(
     return DropTest(key, scorer, sequence, against_one=not c.gates.primary_deterministic)
 
 
-def _badness(row: SliceRow) -> tuple[float, float]:
-    """Worst first: the largest quantity the slice is *surely* bad by (the low end of its
-    agreement drop, error rate or any breakage rate, all shares in [0, 1]); on a tie the
-    smaller slice, which says more precisely where (tools=yes before structured=none when
-    both hold the same broken tool calls)."""
+def _badness(row: SliceRow) -> tuple[float, int, str, str]:
+    """Sort key, worst first: the largest quantity the slice is *surely* bad by (the low end
+    of its agreement drop, error rate or any breakage rate, all shares in [0, 1]); on a tie
+    the smaller slice, which says more precisely where (tools=yes before structured=none when
+    both hold the same broken tool calls); then by name, so every source orders alike."""
 
     def low(value: Interval | None) -> float:
         return -math.inf if value is None or value.low is None else value.low
 
     values = [*row.drop.values(), row.error_rate, *row.reliability.values()]
-    return (max((low(v) for v in values), default=-math.inf), -row.pairs)
+    worst = max((low(v) for v in values), default=-math.inf)
+    return (-worst, row.pairs, row.dimension, row.value)
 
 
 def slice_gate(c: Candidate, tests: list[DropTest]) -> GateResult | None:
