@@ -36,6 +36,8 @@ async def test_forever_runs_at_the_rate_until_stopped(aiohttp_server: Any) -> No
         console=Console(file=out),
         show_progress=False,
     )
-    # ~20 in the second, paced rather than as fast as possible; errors counted, not raised.
-    assert 12 <= stats.sent <= 30
+    # ~20 in the second, paced rather than as fast as possible (unpaced, the fake answers
+    # hundreds); errors counted, not raised. No tight lower bound: a busy machine (2 cores
+    # shared by several test runs) sends fewer in the second, which says nothing of pacing.
+    assert 3 <= stats.sent <= 30
     assert stats.ok + sum(stats.errors.values()) == stats.sent
