@@ -112,7 +112,7 @@ async def test_flaky_fails_at_its_rate_in_every_way(aiohttp_server: Any) -> None
     outcomes = server.app[STATE].outcomes
     assert set(outcomes) == {"ok", "error", "hang", "reset"}
     rate = sum(errors.values()) / n
-    assert 0.15 <= rate <= 0.35  # built for 25%
+    assert 0.12 <= rate <= 0.4  # built for 25%: about 4 standard deviations each side
     assert errors["InternalServerError"] == outcomes["error"]
     assert errors["APITimeoutError"] >= outcomes["hang"]  # the hangs never answered in time
     assert errors["APIConnectionError"] > 0  # resets drop the socket
