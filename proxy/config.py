@@ -88,10 +88,15 @@ class ServerConfig(Strict):
     shutdown_grace_s: PositiveSeconds = 30.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics: bool = True
-    # CPU scorers run in this many worker processes (0: two threads in this process). Threads
-    # share the GIL with the event loop, so under a tight CPU limit processes keep the primary
-    # path's latency steadier, at the price of memory and copying each pair across.
+    # CPU scorers run in this many worker processes (0, once "threads", now means the default:
+    # threads cannot be stopped). A pair's scorer running past its time limit (its own
+    # timeout_s, else scoring_timeout_s) gets its worker killed and replaced, and an error.
     scoring_processes: Annotated[int, Field(ge=0, le=64)] = 0
+    scoring_timeout_s: PositiveSeconds = 2.0
+    # Jobs (one per exchange) waiting for a free worker; beyond, pairs are skipped and counted.
+    scoring_queue_max: Annotated[int, Field(gt=0)] = 100
+    # A pair whose texts (and request body, for a scorer that reads it) are longer is skipped.
+    scoring_max_pair_chars: Annotated[int, Field(gt=0)] = 1_000_000
     # /api/* serves stored prompts and answers: it needs `Authorization: Bearer <admin_token>`
     # and is refused when no token is set. /metrics, /healthz and /readyz stay open.
     admin_token: SecretStr | None = None

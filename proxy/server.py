@@ -20,9 +20,7 @@ exchange is recorded unscored); the recorder's final flush; the admin listener l
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import gc
-import multiprocessing
 import random
 import time
 from collections.abc import AsyncIterator
@@ -290,23 +288,20 @@ class ShadowtapServer:
 
     async def _scoring(self, app: web.Application) -> AsyncIterator[None]:
         config = self.config
-        runner = pool = None
+        runner = None
         if config.scorers:
+            from shadowtap.scorers.pool import CpuSettings
             from shadowtap.scorers.registry import build_scorers  # deps load only if configured
             from shadowtap.scorers.runner import ScoringRunner
 
-            if config.server.scoring_processes:
-                pool = concurrent.futures.ProcessPoolExecutor(
-                    config.server.scoring_processes, mp_context=multiprocessing.get_context("spawn")
-                )
             scorers = build_scorers(config.scorers)
-            runner = ScoringRunner(scorers, self.metrics, app[SHADOW_SESSION], pool)
+            settings = CpuSettings.of(config.server)
+            runner = ScoringRunner(scorers, self.metrics, app[SHADOW_SESSION], settings)
+            runner.start()  # worker processes boot while the proxy starts listening
         app[SCORING] = runner
         yield
         if runner is not None:
-            await runner.close()
-        if pool is not None:
-            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+            await runner.close()  # kills workers still running after a short wait
 
     async def _handling(self, app: web.Application) -> AsyncIterator[None]:
         config, targets = self.config, self._targets

@@ -18,10 +18,16 @@ A scorer is built once at start from its config table. The table's keys are vali
 scorer's `Options` (a pydantic model with `extra="forbid"`, so a typo stops the start naming the
 key); every scorer accepts `type`, `threshold` and `rate`. There are two kinds:
 
-* `CpuScorer` — `score(pair)` is a plain function, run in a thread pool, off the event loop.
-  Keep each call bounded: a single long C call that holds the GIL (a regex over megabytes, an
-  edit distance over 100 kB strings) still stalls the proxy. Scorers see whole answers, so cap
-  the work (see `text_similarity`'s `max_tokens`).
+* `CpuScorer` — `score(pair)` is a plain function, run in a scoring worker process
+  (`shadowtap.scorers.pool`), never in the proxy's process: a scorer stuck in a regex or a
+  loop cannot stall the event loop, and one that runs past its time limit (its `timeout_s`
+  option, or `server.scoring_timeout_s`, 2 s by default) has its worker killed and replaced —
+  the pair's score becomes an error ("timed out after 2 s"), counted like any other. So a CPU
+  scorer must pickle (the workers get a copy, built once at start; keep heavy clients out of
+  `__init__` or make them lazy) and must be importable by its module path (not defined in
+  `__main__` or inside a function). A pair whose texts are over `server.scoring_max_pair_chars`
+  is skipped, not sent. Set `reads_request = False` when `score` never looks at
+  `pair.request`: the request body is then neither sent nor counted against that bound.
 * `IoScorer` — `async score(pair, session)` for scorers that call a model (judges, embedding
   endpoints) through the proxy's shared `aiohttp.ClientSession`; the runner bounds each call
   by the scorer's `timeout_s`.
@@ -56,6 +62,7 @@ and in `shadowtap.toml`: `[scorers.first_word]` / `type = "same_first_word"` / `
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, TypeVar
@@ -80,6 +87,9 @@ class ScorerOptions(BaseModel):
     threshold: Fraction = 0.8
     # Share of sampled exchanges this scorer looks at (judges cost money; text distance does not).
     rate: Fraction = 1.0
+    # A CPU scorer's hard time limit per pair (None: server.scoring_timeout_s); an I/O
+    # scorer's timeout per call.
+    timeout_s: Annotated[float, Field(gt=0)] | None = None
 
 
 class IoScorerOptions(ScorerOptions):
@@ -144,6 +154,9 @@ class Scorer(ABC, Generic[OptionsT]):
 
 class CpuScorer(Scorer[OptionsT]):
     cpu_bound = True
+    # False: `pair.request` is always None for this scorer, and the request body is not sent
+    # to the worker with its pairs.
+    reads_request: ClassVar[bool] = True
 
     @abstractmethod
     def score(self, pair: Pair) -> Result:
@@ -157,6 +170,27 @@ class IoScorer(Scorer[OptionsT]):
     @abstractmethod
     async def score(self, pair: Pair, session: aiohttp.ClientSession) -> Result:
         """As `CpuScorer.score`, awaiting I/O through the proxy's shared session."""
+
+
+# Float noise (0.1 + 0.2 style) may push a computed score a hair outside [0, 1]: clamp that,
+# but a scorer returning 1.5 is a bug and is reported as an error.
+SCORE_SLACK = 1e-9
+
+
+def check_result(result: Result) -> tuple[float | None, dict[str, Any] | None]:
+    """(score, detail) from what a scorer returned; a malformed result raises (a scorer error)."""
+    detail = None
+    raw: object = result
+    if isinstance(result, Verdict):
+        raw, detail = result.score, result.detail
+    if raw is None:
+        return None, detail
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise TypeError(f"score must be a float or None (got {type(raw).__name__})")
+    value = float(raw)
+    if not math.isfinite(value) or not -SCORE_SLACK <= value <= 1 + SCORE_SLACK:
+        raise ValueError(f"score must be in [0, 1] (got {value!r})")
+    return min(1.0, max(0.0, value)), detail
 
 
 def answer_texts(pair: Pair) -> tuple[str, str] | None:

@@ -22,6 +22,7 @@ class ExactMatchOptions(ScorerOptions):
 
 class ExactMatch(CpuScorer[ExactMatchOptions]):
     Options = ExactMatchOptions
+    reads_request = False
 
     def _normalize(self, text: str) -> str:
         text = " ".join(unicodedata.normalize("NFC", text).split())

@@ -86,6 +86,7 @@ class Tally:
 
 class JsonMatch(CpuScorer[JsonMatchOptions]):
     Options = JsonMatchOptions
+    reads_request = False
 
     def __init__(self, name: str, options: JsonMatchOptions) -> None:
         super().__init__(name, options)

@@ -90,6 +90,7 @@ def _build(schema: dict[str, Any]) -> Any:
 
 class JsonSchemaValid(CpuScorer[ScorerOptions]):
     per_response = True
+    reads_request = True  # the schema is in the request
 
     def score(self, pair: Pair) -> Result:
         from jsonschema import exceptions

@@ -23,6 +23,7 @@ class LengthRatioOptions(ScorerOptions):
 
 class LengthRatio(CpuScorer[LengthRatioOptions]):
     Options = LengthRatioOptions
+    reads_request = False
 
     def _length(self, text: str) -> int:
         return len(text.split()) if self.options.unit == "words" else len(text.strip())

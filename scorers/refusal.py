@@ -61,6 +61,7 @@ class RefusalOptions(ScorerOptions):
 
 class Refusal(CpuScorer[RefusalOptions]):
     Options = RefusalOptions
+    reads_request = False
 
     def __init__(self, name: str, options: RefusalOptions) -> None:
         super().__init__(name, options)

@@ -2,43 +2,53 @@
 
 For each non-primary target in `exchange.results` (candidates and the secondary) every scorer
 sees the same `Pair`; per-response scorers also see the primary on its own. CPU-bound scorers
-of one exchange run together as one job in a thread pool, so the event loop only awaits;
-I/O scorers run concurrently on the loop, each bounded by its `timeout_s`.
+of one exchange run together as one job on a scoring worker process (`WorkerPool`), each pair
+under its scorer's hard time limit, so the event loop only awaits; I/O scorers run
+concurrently on the loop, each bounded by its `timeout_s`.
 
-The executor defaults to two threads. Threads still share the GIL with the event loop, so
-on a machine short of CPU (a sidecar under a CPU limit) a scorer thread descheduled while it
-holds the GIL stalls the loop too; a `ProcessPoolExecutor` (spawn context) avoids that, and
-built-in scorers and pairs pickle for it (third-party CPU scorers must pickle too).
+What is sent to a worker is bounded: a pair whose texts (both answers' text and tool-call
+arguments, plus the request body for a scorer that reads the request) are over
+`max_pair_chars` is not sent but skipped (`detail.skipped`), and a job that finds `queue_max`
+jobs already waiting for a worker is skipped whole ("scoring queue full"). Both count in
+`shadowtap_scorer_skipped_total`: shed load, not a scorer's fault.
 
-`score` never raises (short of cancellation): a scorer's exception becomes a `Score` with
-`error` set, is counted in `shadowtap_scorer_errors_total` and logged without its message
-(messages can quote model output). Scores are observed in `shadowtap_agreement_score`, and
-those under the scorer's threshold in `shadowtap_disagreements_total`.
+`score` never raises (short of cancellation): a scorer's exception, a pair over its time limit
+and a worker that died become a `Score` with `error` set, counted in
+`shadowtap_scorer_errors_total` and logged without its message (messages can quote model
+output). Scores are observed in `shadowtap_agreement_score`, and those under the scorer's
+threshold in `shadowtap_disagreements_total`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import hashlib
-import math
 from typing import Any
 
 import aiohttp
 from shadowtap.completion import Completion
+from shadowtap.config import ConfigError
 from shadowtap.exchange import Exchange, Score
 from shadowtap.log import get_logger
 from shadowtap.metrics import Metrics
-from shadowtap.scorers.base import CpuScorer, IoScorer, Pair, Result, Scorer, ScorerSkipped, Verdict
+from shadowtap.scorers.base import (
+    CpuScorer,
+    IoScorer,
+    Pair,
+    Result,
+    Scorer,
+    ScorerSkipped,
+    check_result,
+)
+from shadowtap.scorers.pool import CpuSettings, QueueFull, WorkerPool
+from shadowtap.scorers.worker import Job, Task
 
 log = get_logger("shadowtap.scorers")
 
 MAX_ERROR_CHARS = 500
-# Float noise (0.1 + 0.2 style) may push a computed score a hair outside [0, 1]: clamp that,
-# but a scorer returning 1.5 is a bug and is reported as an error.
-SCORE_SLACK = 1e-9
+IO_TIMEOUT_S = 30.0  # an I/O scorer whose options have no timeout_s
 
-Job = tuple[Scorer[Any], Pair]
+Planned = tuple[Scorer[Any], Pair]
 
 
 def sampled(rate: float, request_id: str, scorer: str) -> bool:
@@ -64,17 +74,18 @@ def _failed_side(pair: Pair, per_response: bool) -> str | None:
 
 def to_score(scorer: Scorer[Any], pair: Pair, result: Result) -> Score:
     """Check and wrap what a scorer returned; a malformed result raises (a scorer error)."""
-    detail = None
-    if isinstance(result, Verdict):
-        result, detail = result.score, result.detail
-    if result is not None:
-        if isinstance(result, bool) or not isinstance(result, int | float):
-            raise TypeError(f"score must be a float or None (got {type(result).__name__})")
-        value = float(result)
-        if not math.isfinite(value) or not -SCORE_SLACK <= value <= 1 + SCORE_SLACK:
-            raise ValueError(f"score must be in [0, 1] (got {value!r})")
-        result = min(1.0, max(0.0, value))
-    return Score(pair.target_name, scorer.name, result, detail, None, scorer.threshold)
+    score, detail = check_result(result)
+    return Score(pair.target_name, scorer.name, score, detail, None, scorer.threshold)
+
+
+def pair_chars(pair: Pair) -> int:
+    """What a pair would carry to a worker, in characters (the request body aside)."""
+    sides = (pair.target,) if pair.primary is pair.target else (pair.primary, pair.target)
+    total = 0
+    for completion in sides:
+        total += len(completion.text or "")
+        total += sum(len(call.name) + len(call.arguments) for call in completion.tool_calls)
+    return total
 
 
 def _error_score(scorer: Scorer[Any], pair: Pair, error: BaseException) -> Score:
@@ -87,42 +98,45 @@ def _unscored(scorer: Scorer[Any], pair: Pair, detail: dict[str, Any]) -> Score:
     return Score(pair.target_name, scorer.name, None, detail, None, scorer.threshold)
 
 
-def _score_cpu(scorer: CpuScorer[Any], pair: Pair) -> Score:
-    try:
-        return to_score(scorer, pair, scorer.score(pair))
-    except ScorerSkipped as skipped:
-        return _unscored(scorer, pair, {"skipped": str(skipped)})
-    except Exception as error:
-        return _error_score(scorer, pair, error)
-
-
-def run_cpu_jobs(jobs: list[tuple[CpuScorer[Any], Pair]]) -> list[Score]:
-    """Executed in the pool: one hop off the loop per exchange, not one per scorer."""
-    return [_score_cpu(scorer, pair) for scorer, pair in jobs]
-
-
 class ScoringRunner:
     def __init__(
         self,
         scorers: list[Scorer[Any]],
         metrics: Metrics,
         session: aiohttp.ClientSession,
-        executor: concurrent.futures.Executor | None = None,
+        settings: CpuSettings | None = None,
     ) -> None:
         self.scorers = scorers
         self.metrics = metrics
         self.session = session
-        self._owns_executor = executor is None
-        # Two workers: scorers are short, and the proxy is meant to share small machines.
-        self.executor = executor or concurrent.futures.ThreadPoolExecutor(
-            max_workers=2, thread_name_prefix="shadowtap-scorer"
-        )
+        self.settings = settings or CpuSettings()
+        cpu = [scorer for scorer in scorers if isinstance(scorer, CpuScorer)]
+        self._cpu_index = {id(scorer): index for index, scorer in enumerate(cpu)}
+        self.pool: WorkerPool | None = None
+        if cpu:
+            problem = WorkerPool.check_picklable(cpu)
+            if problem is not None:
+                raise ConfigError(
+                    f"config error: scorers.{problem[0]}: a CPU scorer runs in a worker process "
+                    f"and must pickle ({problem[1]})"
+                )
+            self.pool = WorkerPool(cpu, self.settings.processes, self.settings.queue_max)
 
-    def pairs(self, exchange: Exchange) -> list[Job]:
+    def start(self) -> None:
+        """Start the worker processes now rather than on the first exchange."""
+        if self.pool is not None:
+            self.pool.start()
+
+    async def wait_ready(self) -> bool:
+        """Start the workers and wait for one to be ready (batch runs); True if there is one,
+        or no CPU scorer needs one."""
+        return True if self.pool is None else await self.pool.wait_ready()
+
+    def pairs(self, exchange: Exchange) -> list[Planned]:
         primary = exchange.primary
         if primary is None:
             return []
-        jobs: list[Job] = []
+        jobs: list[Planned] = []
         for scorer in self.scorers:
             if not sampled(scorer.rate, exchange.request_id, scorer.name):
                 continue
@@ -178,28 +192,72 @@ class ScoringRunner:
                 )
         waits: list[Any] = [self._run_io(i, s, p) for i, s, p in io]
         if cpu:
-            waits.append(self._run_cpu(cpu))
+            waits.append(self._run_cpu(exchange, cpu))
         for batch in await asyncio.gather(*waits):
             for index, score in batch:
                 results[index] = score
         return [score for score in results if score is not None]
 
     async def _run_cpu(
-        self, cpu: list[tuple[int, CpuScorer[Any], Pair]]
+        self, exchange: Exchange, cpu: list[tuple[int, CpuScorer[Any], Pair]]
     ) -> list[tuple[int, Score]]:
-        loop = asyncio.get_running_loop()
-        try:
-            scores = await loop.run_in_executor(
-                self.executor, run_cpu_jobs, [(s, p) for _, s, p in cpu]
+        assert self.pool is not None  # built whenever there is a CPU scorer
+        limit = self.settings.max_pair_chars
+        done: list[tuple[int, Score]] = []
+        sent: list[tuple[int, CpuScorer[Any], Pair]] = []
+        tasks: list[Task] = []
+        limits: list[float] = []
+        completions: list[Completion] = []
+        positions: dict[int, int] = {}  # one copy of each answer per job, however many pairs
+
+        def position(completion: Completion) -> int:
+            if id(completion) not in positions:
+                positions[id(completion)] = len(completions)
+                completions.append(completion)
+            return positions[id(completion)]
+
+        reads_request = False
+        for index, scorer, pair in cpu:
+            size = pair_chars(pair) + (len(exchange.request_body) if scorer.reads_request else 0)
+            if size > limit:
+                done.append(
+                    (index, _unscored(scorer, pair, {"skipped": f"pair over {limit} characters"}))
+                )
+                continue
+            reads_request = reads_request or scorer.reads_request
+            task = Task(
+                self._cpu_index[id(scorer)],
+                position(pair.primary),
+                position(pair.target),
+                pair.target_name,
+                pair.role,
             )
-        except Exception as error:  # executor shut down or broken: every job failed
-            scores = [_error_score(s, p, error) for _, s, p in cpu]
-        return [(index, score) for (index, _, _), score in zip(cpu, scores, strict=True)]
+            tasks.append(task)
+            limits.append(scorer.options.timeout_s or self.settings.timeout_s)
+            sent.append((index, scorer, pair))
+        if not tasks:
+            return done
+        job = Job(
+            exchange.request_body if reads_request else None, tuple(completions), tuple(tasks)
+        )
+        try:
+            outcomes = await self.pool.run(job, limits)
+        except QueueFull:
+            skipped = {"skipped": "scoring queue full"}
+            return done + [(index, _unscored(s, p, skipped)) for index, s, p in sent]
+        for (index, scorer, pair), (score, detail, error) in zip(sent, outcomes, strict=True):
+            done.append(
+                (
+                    index,
+                    Score(pair.target_name, scorer.name, score, detail, error, scorer.threshold),
+                )
+            )
+        return done
 
     async def _run_io(
         self, index: int, scorer: IoScorer[Any], pair: Pair
     ) -> list[tuple[int, Score]]:
-        timeout_s = getattr(scorer.options, "timeout_s", 30.0)
+        timeout_s = scorer.options.timeout_s or IO_TIMEOUT_S
         try:
             async with asyncio.timeout(timeout_s):
                 result = await scorer.score(pair, self.session)
@@ -218,6 +276,5 @@ class ScoringRunner:
                 await scorer.close()
             except Exception as error:
                 log.warning("scorer_close_failed", scorer=scorer.name, error=type(error).__name__)
-        if self._owns_executor:
-            # Not waiting on the loop: a running scorer finishes in its thread on its own.
-            self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.pool is not None:
+            await self.pool.close()

@@ -47,6 +47,7 @@ class TextSimilarityOptions(ScorerOptions):
 
 class TextSimilarity(CpuScorer[TextSimilarityOptions]):
     Options = TextSimilarityOptions
+    reads_request = False
 
     def score(self, pair: Pair) -> Result:
         # Imported here, not at module import: the proxy pays for it only when configured.

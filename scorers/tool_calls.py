@@ -37,6 +37,8 @@ def canonical_arguments(call: ToolCall) -> str:
 
 
 class ToolCalls(CpuScorer[ScorerOptions]):
+    reads_request = False
+
     def score(self, pair: Pair) -> Result:
         primary, target = pair.primary.tool_calls, pair.target.tool_calls
         if not primary and not target:

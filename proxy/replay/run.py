@@ -238,7 +238,9 @@ class ReplayRunner:
         metrics = Metrics(CollectorRegistry(), prices={self.target.name: self.target.prices})
         # Judges get their own connections: the candidate's are limited to the concurrency.
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
-        return ScoringRunner(build_scorers(self.config.scorers), metrics, session)
+        runner = ScoringRunner(build_scorers(self.config.scorers), metrics, session)
+        await runner.wait_ready()  # CPU scorers run in worker processes: start them first
+        return runner
 
     async def _one(
         self,
