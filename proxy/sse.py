@@ -94,7 +94,10 @@ class SSEDecoder:
             if line.startswith(_BOM):
                 line = line[len(_BOM) :]
         if not line:
-            return self._dispatch() if self._data else self._reset()
+            if self._data:
+                return self._dispatch()
+            self._reset()
+            return None
         if line[0] == 0x3A:  # ":" starts a comment, e.g. ": keep-alive"
             return None
         name, colon, value = line.partition(b":")
@@ -121,4 +124,3 @@ class SSEDecoder:
     def _reset(self) -> None:
         self._data = []
         self._event = None
-        return None

@@ -11,7 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shadowtap.completion import Completion, ToolCall
-from shadowtap.normalize import StreamAssembler, completion_from_json, normalize
+from shadowtap.normalize import (
+    MAX_JSON_VALUES,
+    StreamAssembler,
+    completion_from_json,
+    normalize,
+)
 from shadowtap.sse import ServerSentEvent, SSEDecoder
 
 # --- fixtures shaped exactly like api.openai.com answers ---------------------------------
@@ -464,3 +469,32 @@ def test_never_raises_on_arbitrary_input(value: object, status: int, noise: byte
     assert completion_from_json(noise, status).status == status
     sse = b"data: " + body + b"\n\n" + noise
     assert assemble([sse[:7], sse[7:]], status)[0].status == status
+
+
+# --- bounds: one parse on the event loop stays a few milliseconds -----------------------
+
+
+def test_a_body_with_too_many_json_values_is_not_parsed() -> None:
+    flood = b'{"choices": [' + b"{}," * 60_000 + b"{}]}"  # 60k objects: ~3 ms and 5 MB parsed
+    completion = completion_from_json(flood, 200)
+    assert completion.error == "invalid response body: more than 50000 JSON values, not parsed"
+    error = completion_from_json(flood, 500)
+    assert error.error == "HTTP 500"
+    long_text = orjson.dumps({"choices": [{"message": {"content": "x" * 500_000}}]})
+    assert completion_from_json(long_text, 200).text == "x" * 500_000  # long, not complex
+
+
+def test_a_known_value_count_is_trusted_without_counting_again() -> None:
+    body = b'{"choices": [{"message": {"content": "' + b"a" * 200_000 + b'"}}]}'
+    assert completion_from_json(body, 200, values=10).text == "a" * 200_000
+    assert completion_from_json(body, 200, values=MAX_JSON_VALUES + 1).error is not None
+
+
+def test_a_stream_event_too_large_to_parse_is_reported_not_parsed() -> None:
+    assembler = StreamAssembler()
+    assembler.feed(b'data: {"choices":[{"index":0,"delta":{"content":"ok"}}]}\n\n')
+    assembler.feed(b"data: [" + b"0," * 60_000 + b"0]\n\n")
+    assembler.feed(b"data: [DONE]\n\n")
+    completion = assembler.finish(200)
+    assert completion.text == "ok"
+    assert completion.error == "invalid stream: an event too large to parse (120003 bytes)"
