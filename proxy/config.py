@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+MiB = 1024 * 1024
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 RESERVED_TARGETS = frozenset({"primary", "secondary"})
 MIN_ADMIN_TOKEN_CHARS = 16
@@ -159,6 +160,21 @@ class SamplingConfig(Strict):
     key: str | None = None
     max_inflight: Annotated[int, Field(ge=0)] = 64
     max_per_second: Annotated[float, Field(ge=0)] = 50.0
+    # Byte and time bounds on shadow work (see shadowtap.budget). A request body above
+    # max_body_bytes is forwarded but not sampled: 2 MiB holds ~500k tokens of text, past
+    # every common model's context window, while one sampled request costs ~3x its size.
+    max_body_bytes: Annotated[int, Field(gt=0)] = 2 * MiB
+    # Everything held for shadows, scoring and recording; over it, requests are not sampled
+    # (0 = no limit). Well under the 1 GiB the shipped sidecar gets, with room for the rest.
+    max_held_bytes: Annotated[int, Field(ge=0)] = 256 * MiB
+    # One answer read for shadowing (each shadow's and the primary's side copy): a 16k-token
+    # answer streamed with OpenAI's ~220-byte events is ~3.5 MB.
+    max_answer_bytes: Annotated[int, Field(gt=0)] = 4 * MiB
+    # Per shadow target: bytes read per second (0 = no limit) and the share of the event loop
+    # its answers may take to parse (0 = no limit); over either, reading waits (TCP
+    # backpressure slows the target) and new shadows to it are shed.
+    max_read_bytes_per_second: Annotated[int, Field(ge=0)] = 8 * MiB
+    max_loop_share: Annotated[float, Field(ge=0, le=1)] = 0.05
 
     @field_validator("key")
     @classmethod

@@ -15,9 +15,11 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+from shadowtap.answer import AnswerReader
+from shadowtap.bounds import Admission, ShadowBounds
 from shadowtap.completion import Completion
 from shadowtap.exchange import Exchange, TargetResult
-from shadowtap.forward import Capture, forward_primary
+from shadowtap.forward import forward_primary
 from shadowtap.headers import (
     error_response,
     header_credentials,
@@ -37,6 +39,8 @@ from shadowtap.sampling import (
     ShadowBudget,
     decide_sampling,
     match_route,
+    parse_request,
+    shed_for_memory,
 )
 from shadowtap.shadow import ShadowBodies, ShadowTarget, UnencodableBody, call_shadow
 from shadowtap.tasks import TaskSet
@@ -85,14 +89,6 @@ def requested_model(request_json: dict[str, Any] | None) -> str | None:
         return f"<{type(model).__name__}>"
 
 
-def parse_json_object(body: bytes) -> tuple[bool, dict[str, Any] | None]:
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return False, None
-    return isinstance(parsed, dict), parsed if isinstance(parsed, dict) else None
-
-
 @dataclass
 class ProxyHandler:
     primary_url: str
@@ -109,6 +105,7 @@ class ProxyHandler:
     shadow_tasks: TaskSet
     exchange_tasks: TaskSet
     primary_prices: Prices
+    bounds: ShadowBounds
     target_secrets: tuple[str, ...] = ()  # configured keys of the shadow targets
     slice_headers: tuple[str, ...] = ()  # [report] slice_by headers whose values are stored
 
@@ -129,20 +126,31 @@ class ProxyHandler:
                 "invalid_request_error",
             )
         route = match_route(request.path, self.policy.routes) if request.method == "POST" else None
-        capture: Capture | None = None
-        primary_done: asyncio.Future[Capture] | None = None
+        capture: AnswerReader | None = None
+        primary_done: asyncio.Future[AnswerReader] | None = None
         decision = NOT_ELIGIBLE
+        admission: Admission | None = None
         try:
-            decision, request_json = self._decide(request, route, body)
-            if decision.sampled:
-                capture = Capture(time.perf_counter())
+            decision, request_json, admission = self._decide(request, route, body)
+            if decision.sampled and admission is not None:
+                capture = self.bounds.reader("primary", admission.hold)
                 primary_done = asyncio.get_running_loop().create_future()
                 self._fan_out_shadows(
-                    request, path_qs, route or "", body, request_json, decision, primary_done
+                    request,
+                    path_qs,
+                    route or "",
+                    body,
+                    request_json,
+                    decision,
+                    primary_done,
+                    admission,
                 )
         except Exception:  # shadowing is best effort: its bugs must never fail the primary
             log.exception("shadowing_failed", path=request.path)
             capture = primary_done = None
+            if admission is not None:
+                admission.hold.close()
+        request_json = None  # parsed to decide: never held while the primary answers
 
         status: int | None = None
         try:
@@ -163,7 +171,7 @@ class ProxyHandler:
                 "primary",
                 status,
                 latency,
-                capture.ttft_s if capture else None,
+                None,  # a sampled answer's is known once its side copy is parsed (_complete)
             )
             if capture is not None and primary_done is not None:
                 capture.finish()
@@ -180,17 +188,34 @@ class ProxyHandler:
     # -- decide_sampling --------------------------------------------------------------------------
     def _decide(
         self, request: web.Request, route: str | None, body: bytes
-    ) -> tuple[SamplingDecision, dict[str, Any] | None]:
+    ) -> tuple[SamplingDecision, dict[str, Any] | None, Admission | None]:
         if route is None:
-            return NOT_ELIGIBLE, None
-        json_ok, request_json = parse_json_object(body)
+            return NOT_ELIGIBLE, None, None
+        too_large = len(body) > self.policy.max_body_bytes  # not even parsed
+        request_json, values = (None, None) if too_large else parse_request(body)
         draws = self.draws.draw(self.draws.sticky_value(request.headers, request_json))
-        decision = decide_sampling(route, json_ok, draws, self.policy, self.budget.free())
+        decision = decide_sampling(
+            route,
+            request_json is not None,
+            draws,
+            self.policy,
+            self.budget.free(),
+            len(body),
+            values,
+            self.bounds.owing(),
+        )
+        admission = None
+        if decision.sampled:
+            copies = len({self.targets[name].model for name in decision.targets} - {None})
+            admission = self.bounds.admit(body, values, copies)
+            if admission is None:
+                decision = shed_for_memory(decision)
         self.metrics.observe_sampling(route, decision.reason)
         for target in decision.shed:
             self.metrics.shadow_shed(target)
-            log.info("shadow_shed", target=target, route=route)
-        return decision, request_json
+        if decision.shed:
+            self.bounds.log_shed(route, decision)
+        return decision, request_json, admission
 
     # -- fan_out_shadows --------------------------------------------------------------------------
     def _fan_out_shadows(
@@ -201,7 +226,8 @@ class ProxyHandler:
         body: bytes,
         request_json: dict[str, Any] | None,
         decision: SamplingDecision,
-        primary_done: asyncio.Future[Capture],
+        primary_done: asyncio.Future[AnswerReader],
+        admission: Admission,
     ) -> None:
         request_id = uuid7()
         exchange = Exchange(
@@ -213,21 +239,23 @@ class ProxyHandler:
             model=requested_model(request_json),
             stream=request_json.get("stream") is True if request_json else False,
             request_body=body,
-            request_json=request_json,
+            request_json=None,  # parsed again for the scorers only (ExchangePipeline)
             header_names=stored_header_names(request.headers.keys()),
             slice_headers=slice_header_values(request.headers, self.slice_headers),
             credentials=self._credentials(request, path_qs),
         )
-        bodies = ShadowBodies(body, request_json)
+        rewrites = any(self.targets[name].model for name in decision.targets)
+        bodies = ShadowBodies(body, request_json if rewrites else None)
         tasks = []
         self.budget.acquire(len(decision.targets))
         for name in decision.targets:
             target = self.targets[name]
-            coro = self._shadow(exchange, target, request, path_qs, bodies)
+            coro = self._shadow(exchange, target, request, path_qs, bodies, admission)
             tasks.append(self.shadow_tasks.spawn(coro, name=f"shadow:{name}:{request_id}"))
-        self.exchange_tasks.spawn(
-            self._complete(exchange, primary_done, tasks), name=f"exchange:{request_id}"
+        completing = self.exchange_tasks.spawn(
+            self._complete(exchange, primary_done, tasks, admission), name=f"exchange:{request_id}"
         )
+        completing.add_done_callback(admission.release_unless_handed_over)
 
     def _credentials(self, request: web.Request, path_qs: str) -> tuple[str, ...]:
         """Every secret this exchange's stored text must never show: the client's own (its
@@ -242,10 +270,12 @@ class ProxyHandler:
         request: web.Request,
         path_qs: str,
         bodies: ShadowBodies,
+        admission: Admission,
     ) -> None:
         self.metrics.shadow_started(target.name)
         completion = Completion(error="shadow did not run")
         outcome = "error"
+        reader = self.bounds.reader(target.name, admission.hold)
         try:
             completion, outcome = await call_shadow(
                 self.shadow_session,
@@ -254,6 +284,7 @@ class ProxyHandler:
                 shadow_target(path_qs, target.forward_query),
                 bodies.for_model(target.model),
                 request.headers,
+                reader,
             )
         except UnencodableBody as error:
             completion, outcome = Completion(error=f"not sent: {error}"), "skipped"
@@ -265,6 +296,7 @@ class ProxyHandler:
             completion = Completion(error=f"internal error: {type(error).__name__}")
         finally:
             self.budget.release()
+            self.bounds.observe(reader)
             cost = target.prices.cost_usd(completion.prompt_tokens, completion.completion_tokens)
             exchange.results[target.name] = TargetResult(target.name, target.role, completion, cost)
             self.metrics.shadow_finished(target.name, outcome)
@@ -294,17 +326,29 @@ class ProxyHandler:
     async def _complete(
         self,
         exchange: Exchange,
-        primary_done: asyncio.Future[Capture],
+        primary_done: asyncio.Future[AnswerReader],
         shadows: list[asyncio.Task[None]],
+        admission: Admission,
     ) -> None:
         capture = await primary_done
         try:
-            primary = capture.completion()
+            primary = await capture.completion()  # parsed within the primary's pace
+        except asyncio.CancelledError:  # shutdown: the exchange is still recorded, unparsed
+            capture.abandon()
+            exchange.results["primary"] = TargetResult(
+                "primary", "primary", Completion(status=capture.status, error="cancelled")
+            )
+            admission.hand_over(exchange)
+            self.pipeline.record(exchange)
+            raise
         except Exception as error:  # a normalizer bug loses this pair's text, nothing else
             log.exception("normalize_failed", request_id=exchange.request_id)
             primary = Completion(status=capture.status, error=f"internal error: {error!r}"[:300])
+        self.bounds.observe(capture)
+        self.metrics.observe_ttft(exchange.route, "primary", "primary", primary.ttft_s)
         cost = self.primary_prices.cost_usd(primary.prompt_tokens, primary.completion_tokens)
         exchange.results["primary"] = TargetResult("primary", "primary", primary, cost)
         self.metrics.observe_usage("primary", primary.prompt_tokens, primary.completion_tokens)
         await asyncio.gather(*shadows, return_exceptions=True)
-        await self.pipeline.finish(exchange)
+        admission.hand_over(exchange)
+        await self.pipeline.finish(exchange, admission.transient)

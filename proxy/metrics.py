@@ -25,6 +25,7 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60,
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 SHADOW_OUTCOMES = ("ok", "error", "timeout", "shed")
+ANSWER_CUTS = ("size", "memory")  # the bound that stopped reading an answer
 
 
 def status_class(status: int | None) -> str:
@@ -96,7 +97,8 @@ class _PerRequestCollector(Collector):
                 ttft.add_metric(list(key), _buckets(series.ttft), series.ttft_sum)
         sampling = CounterMetricFamily(
             "shadowtap_sampling_decisions",
-            "Sampling decisions on eligible routes (sampled, not_sampled, shed, invalid_json).",
+            "Sampling decisions on eligible routes (sampled, not_sampled, shed, memory, "
+            "too_large, invalid_json).",
             labels=["route", "outcome"],
         )
         for (route, outcome), count in list(self.sampling.items()):
@@ -164,6 +166,32 @@ class Metrics:
         self.shadow_inflight = Gauge(
             "shadowtap_shadow_inflight",
             "Shadow requests currently in flight.",
+            ["target"],
+            registry=r,
+        )
+        self.held_bytes = Gauge(
+            "shadowtap_held_bytes",
+            "Bytes held for shadows, scoring and recording, against sampling.max_held_bytes.",
+            registry=r,
+        )
+        self.answer_bytes = Counter(
+            "shadowtap_answer_bytes",
+            "Decoded bytes read from answers for shadowing: each shadow's, and the primary's "
+            "side copy (target primary).",
+            ["target"],
+            registry=r,
+        )
+        self.answers_cut = Counter(
+            "shadowtap_answers_cut",
+            "Answers not read whole because a bound was reached: size (sampling."
+            "max_answer_bytes) or memory (sampling.max_held_bytes).",
+            ["target", "kind"],
+            registry=r,
+        )
+        self.throttled = Counter(
+            "shadowtap_shadow_throttled_seconds",
+            "Time answers waited for their target's read budget (sampling."
+            "max_read_bytes_per_second, max_loop_share); a shadow's latency includes it.",
             ["target"],
             registry=r,
         )
@@ -258,6 +286,8 @@ class Metrics:
         self._inflight = _Children(self.shadow_inflight)
         self._agreement = _Children(self.agreement)
         self._disagreements = _Children(self.disagreements)
+        self._answer_bytes = _Children(self.answer_bytes)
+        self._answers_cut = _Children(self.answers_cut)
 
     # -- the proxy ----------------------------------------------------------------------------
     def observe_response(
@@ -280,6 +310,14 @@ class Metrics:
         if ttft_s is not None:
             series.ttft[bisect_left(LATENCY_BUCKETS, ttft_s)] += 1
             series.ttft_sum += ttft_s
+
+    def observe_ttft(self, route: str, target: str, role: str, ttft_s: float | None) -> None:
+        """A time to first token known only after the answer was parsed (the primary's)."""
+        if not self.enabled or ttft_s is None:
+            return
+        series = self._per_request.series(route, target, role)
+        series.ttft[bisect_left(LATENCY_BUCKETS, ttft_s)] += 1
+        series.ttft_sum += ttft_s
 
     def observe_usage(
         self, target: str, prompt_tokens: int | None, completion_tokens: int | None
@@ -313,6 +351,23 @@ class Metrics:
     def shadow_shed(self, target: str) -> None:
         if self.enabled:
             self._shadow_requests(target, "shed").inc()
+
+    def observe_answer(self, target: str, size: int, cut: str | None) -> None:
+        """One answer read for shadowing: its decoded bytes, and the bound that cut it."""
+        if not self.enabled:
+            return
+        if size:
+            self._answer_bytes(target).inc(size)
+        if cut is not None:
+            self._answers_cut(target, cut).inc()
+
+    def throttled_for(self, target: str) -> Callable[[float], None]:
+        """The callback a target's `Pace` calls with each wait (seconds)."""
+        counter = self.throttled.labels(target)
+        return counter.inc if self.enabled else lambda _seconds: None
+
+    def track_held_bytes(self, held: Callable[[], float]) -> None:
+        self.held_bytes.set_function(held)
 
     # -- scoring --------------------------------------------------------------------------------
     def observe_score(self, target: str, scorer: str, score: float, threshold: float) -> None:
@@ -370,6 +425,10 @@ class Metrics:
         if not self.enabled:
             return
         for target, role in targets.items():
+            self.answer_bytes.labels(target)
+            for kind in ANSWER_CUTS:
+                self.answers_cut.labels(target, kind)
+            self.throttled.labels(target)
             if role != "primary":
                 self.shadow_inflight.labels(target)
                 for outcome in SHADOW_OUTCOMES:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from multidict import CIMultiDictProxy
+from shadowtap.normalize import COUNT_FROM, MAX_JSON_VALUES, json_values_bound, too_many_values
 
 UNSAMPLED_ROUTE = "other"  # the metrics label for every path outside `sampling.routes`
 
@@ -25,12 +27,15 @@ class SamplingPolicy:
     rate: float
     routes: frozenset[str]
     target_rates: Mapping[str, float]  # shadow target -> share of sampled requests it receives
+    max_body_bytes: int = 0  # larger requests are never sampled (0 = no limit)
 
 
 @dataclass(frozen=True, slots=True)
 class SamplingDecision:
     sampled: bool
-    reason: str  # "not_eligible" | "invalid_json" | "not_sampled" | "sampled" | "shed"
+    # "not_eligible" | "too_large" | "invalid_json" | "not_sampled" | "sampled" | "shed" |
+    # "memory" (the byte budget had no room: see `shed_for_memory`)
+    reason: str
     targets: tuple[str, ...] = ()  # shadows to send
     shed: tuple[str, ...] = ()  # shadows chosen by rate but over budget: counted, never sent
 
@@ -45,20 +50,72 @@ def decide_sampling(
     draws: Mapping[str, float],
     policy: SamplingPolicy,
     budget_free: int,
+    body_bytes: int = 0,
+    body_values: int | None = None,
+    owing: Collection[str] = (),
 ) -> SamplingDecision:
-    """Decide for one request. `draws[""]` decides the request, `draws[target]` each target."""
+    """Decide for one request. `draws[""]` decides the request, `draws[target]` each target.
+
+    A body over `policy.max_body_bytes`, or with more JSON values than the event loop parses
+    (`body_values`, counted for long bodies only), is too large to shadow. `owing`: targets
+    that overspent their read budget (bytes per second or loop share); they are shed like
+    targets over the count budget, so a flooding target gets fewer shadows.
+    """
     if route is None:
         return SamplingDecision(False, "not_eligible")
+    if (policy.max_body_bytes and body_bytes > policy.max_body_bytes) or (
+        body_values is not None and body_values > MAX_JSON_VALUES
+    ):
+        return SamplingDecision(False, "too_large")
     if not request_json_ok:
         # The primary will answer with its own error; a shadow of a broken request teaches nothing.
         return SamplingDecision(False, "invalid_json")
     if draws[""] >= policy.rate:
         return SamplingDecision(False, "not_sampled")
     chosen = [t for t, rate in policy.target_rates.items() if draws[t] < rate]
-    targets, shed = tuple(chosen[:budget_free]), tuple(chosen[budget_free:])
+    ready = [t for t in chosen if t not in owing]
+    targets = tuple(ready[:budget_free])
+    shed = tuple(t for t in chosen if t not in targets)
     if not targets and shed:
         return SamplingDecision(False, "shed", (), shed)
     return SamplingDecision(True, "sampled", targets, shed)
+
+
+def shed_for_memory(decision: SamplingDecision) -> SamplingDecision:
+    """A sampled decision whose request did not fit in the memory budget: every target shed."""
+    return SamplingDecision(False, "memory", (), decision.targets + decision.shed)
+
+
+def parse_request(body: bytes) -> tuple[dict[str, Any] | None, int | None]:
+    """The request body as a JSON object (None when it is not one, or has more values than
+    the event loop parses), and the bound on its JSON values when it had to be counted."""
+    values = json_values_bound(body) if len(body) >= COUNT_FROM else None
+    if too_many_values(body, values):
+        return None, values
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None, values
+    return (parsed if isinstance(parsed, dict) else None), values
+
+
+class OncePerSecond:
+    """For log lines about shedding: at most one a second, saying how many were not logged."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._next = 0.0
+        self._quiet = 0
+
+    def due(self) -> int | None:
+        """None: stay quiet; otherwise log now, with this many events since the last line."""
+        now = self._clock()
+        if now < self._next:
+            self._quiet += 1
+            return None
+        self._next = now + 1.0
+        quiet, self._quiet = self._quiet, 0
+        return quiet
 
 
 def _unit_hash(text: str) -> float:

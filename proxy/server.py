@@ -31,6 +31,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from shadowtap.admin import AdminAccess, build_admin_app
+from shadowtap.bounds import ShadowBounds
 from shadowtap.config import Config, split_host_port
 from shadowtap.handler import ProxyHandler
 from shadowtap.listener import (
@@ -318,6 +319,7 @@ class ShadowtapServer:
                 rate=config.sampling.rate,
                 routes=frozenset(config.sampling.routes),
                 target_rates={t.name: t.rate for t in targets},
+                max_body_bytes=config.sampling.max_body_bytes,
             ),
             draws=Draws(config.sampling.key, [t.name for t in targets], self._rng),
             budget=ShadowBudget(config.sampling.max_inflight, config.sampling.max_per_second),
@@ -327,6 +329,7 @@ class ShadowtapServer:
             primary_prices=Prices.of(config.primary),
             target_secrets=tuple(secret for t in targets for secret in t.secrets()),
             slice_headers=config.report.slice_headers(),
+            bounds=ShadowBounds(config.sampling, [t.name for t in targets], self.metrics),
         )
         yield
         # The listener has drained: shadows get what is left of the grace.

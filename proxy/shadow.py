@@ -6,6 +6,7 @@ A shadow call never raises: whatever the target does — hang, 500, reset, garba
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,14 +14,15 @@ from typing import Any
 import aiohttp
 import orjson
 from multidict import CIMultiDictProxy
+from shadowtap.answer import AnswerLimits, AnswerReader
+from shadowtap.budget import Pace
 from shadowtap.completion import Completion
-from shadowtap.config import Config
+from shadowtap.config import Config, SamplingConfig
 from shadowtap.exchange import Role
 from shadowtap.headers import shadow_request_headers
-from shadowtap.normalize import StreamAssembler, completion_from_json
 from shadowtap.pricing import Prices
 
-SHADOW_MAX_BYTES = 16 * 1024 * 1024
+DEFAULT_ANSWER_BYTES = SamplingConfig().max_answer_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,46 +115,43 @@ async def call_shadow(
     path_qs: str,
     body: bytes,
     client_headers: CIMultiDictProxy[str],
+    reader: AnswerReader | None = None,
 ) -> tuple[Completion, str]:
-    """Send one shadow request; return its `Completion` and outcome (ok, error, timeout)."""
+    """Send one shadow request; return its `Completion` and outcome (ok, error, timeout).
+
+    The answer is read by `reader`, within its cap and its target's pace (the proxy's; by
+    default the answer cap alone, for callers off the primary's path such as replay);
+    `timeout_s` bounds the whole call, waits for the pace included.
+    """
+    if reader is None:
+        reader = AnswerReader(target.name, Pace(0, 0, 0), AnswerLimits(DEFAULT_ANSWER_BYTES))
     headers = shadow_request_headers(
         client_headers, target.api_key, target.headers, target.forward_client_auth
     )
-    started = time.perf_counter()
-    ttft: float | None = None
+    headers["Accept-Encoding"] = "gzip, deflate"  # what the reader decodes, a slice at a time
+    reader.started = started = time.perf_counter()
     try:
-        async with session.request(
-            method,
-            target.url + path_qs,
-            data=body,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=target.timeout_s),
-            allow_redirects=False,
-        ) as response:
-            streamed = response.headers.get("Content-Type", "").startswith("text/event-stream")
-            assembler = StreamAssembler() if streamed else None
-            buffer = bytearray()
-            received = 0
-            async for chunk in response.content.iter_any():
-                received += len(chunk)
-                if received > SHADOW_MAX_BYTES:  # a runaway target must not grow our memory
-                    raise ValueError(f"answer larger than {SHADOW_MAX_BYTES} bytes")
-                if assembler is not None:
-                    if assembler.feed(chunk) and ttft is None:
-                        ttft = time.perf_counter() - started
-                else:
-                    buffer += chunk
-            if assembler is not None:
-                completion = assembler.finish(response.status)
-            else:
-                completion = completion_from_json(bytes(buffer), response.status)
+        async with asyncio.timeout(target.timeout_s):
+            async with session.request(
+                method,
+                target.url + path_qs,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                auto_decompress=False,
+            ) as response:
+                await reader.read(response)
+            completion = await reader.completion()
     except TimeoutError:
+        reader.abandon()
         return Completion(
             error=f"timed out after {target.timeout_s:g}s", latency_s=time.perf_counter() - started
         ), "timeout"
-    except (aiohttp.ClientError, ValueError, OSError) as error:
+    except (aiohttp.ClientError, OSError) as error:
+        reader.abandon()
         message = f"{type(error).__name__}: {error}"[:300]
         return Completion(error=message, latency_s=time.perf_counter() - started), "error"
-    completion.latency_s = time.perf_counter() - started
-    completion.ttft_s = ttft
+    except BaseException:
+        reader.abandon()
+        raise
     return completion, "ok" if completion.ok else "error"

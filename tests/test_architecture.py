@@ -11,7 +11,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = {"duckdb", "pyarrow", "rapidfuzz", "jsonschema", "re2", "numpy"}
-REQUEST_PATH = ["handler", "forward", "shadow", "sampling", "normalize", "sse", "pipeline"]
+REQUEST_PATH = [
+    *("handler", "forward", "shadow", "sampling", "normalize", "sse", "pipeline"),
+    *("answer", "bounds", "budget"),
+]
 
 
 def module_file(name: str) -> Path:

@@ -11,21 +11,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 from tests.conftest import StartFake, StartShadowtap, make_config
-
-CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "Name a prime."}]}
-
-
-async def post(port: int, payload: dict, **headers: str) -> tuple[int, bytes]:
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
-            f"http://127.0.0.1:{port}/v1/chat/completions", json=payload, headers=headers
-        ) as response:
-            return response.status, await response.read()
-
-
-async def drain(server) -> None:
-    await server.shadow_tasks.wait(10)
-    await server.exchange_tasks.wait(10)
+from tests.shadowing import CHAT, RecordingSink, drain, post, post_direct
 
 
 async def test_sampling_rate_is_within_a_binomial_bound(
@@ -152,12 +138,6 @@ async def test_failing_candidates_leave_primary_answers_unchanged(
         assert registry.get_sample_value("shadowtap_shadow_inflight", {"target": name}) == 0
 
 
-async def post_direct(url: str, payload: dict) -> tuple[int, bytes]:
-    async with aiohttp.ClientSession() as session:
-        async with session.post(url + "/v1/chat/completions", json=payload) as response:
-            return response.status, await response.read()
-
-
 async def test_over_budget_shadows_are_shed_and_counted(
     start_fake: StartFake, start_shadowtap: StartShadowtap
 ) -> None:
@@ -225,15 +205,6 @@ async def test_exchange_reaches_the_pipeline_with_every_target(
     assert orjson.loads(exchange.request_body)["stream"] is True
     # the secondary is the client's own provider: it gets the client's credentials by default
     assert primary.chat_requests()[1].headers["Authorization"] == "Bearer sk-x"
-
-
-class RecordingSink:
-    def __init__(self, seen: list) -> None:
-        self.seen = seen
-
-    def record(self, exchange) -> bool:
-        self.seen.append(exchange)
-        return True
 
 
 async def test_no_inflight_limit_means_no_connection_limit_either(

@@ -5,7 +5,15 @@ from __future__ import annotations
 import random
 
 from multidict import CIMultiDict, CIMultiDictProxy
-from shadowtap.sampling import Draws, SamplingPolicy, ShadowBudget, decide_sampling
+from shadowtap.sampling import (
+    Draws,
+    OncePerSecond,
+    SamplingPolicy,
+    ShadowBudget,
+    decide_sampling,
+    parse_request,
+    shed_for_memory,
+)
 
 POLICY = SamplingPolicy(
     rate=0.5, routes=frozenset({"/v1/chat/completions"}), target_rates={"a": 1.0, "b": 0.2}
@@ -68,3 +76,43 @@ def test_budget_limits_inflight_and_rate() -> None:
     unlimited = ShadowBudget(max_inflight=0, max_per_second=0)
     unlimited.acquire(1000)
     assert unlimited.free() > 1000
+
+
+def test_too_large_requests_are_never_sampled() -> None:
+    policy = SamplingPolicy(
+        rate=1.0, routes=POLICY.routes, target_rates={"a": 1.0}, max_body_bytes=1000
+    )
+    route = "/v1/chat/completions"
+    assert decide_sampling(route, True, draws(0.0), policy, 10, body_bytes=1000).sampled
+    over = decide_sampling(route, True, draws(0.0), policy, 10, body_bytes=1001)
+    assert not over.sampled and over.reason == "too_large"
+    complex_body = decide_sampling(route, False, draws(0.0), policy, 10, 10, body_values=50_001)
+    assert complex_body.reason == "too_large"  # not "invalid_json": it is JSON, just too big
+
+
+def test_targets_that_owe_their_read_budget_are_shed() -> None:
+    route = "/v1/chat/completions"
+    decision = decide_sampling(route, True, draws(0.1, b=0.1), POLICY, 10, owing=["a"])
+    assert decision.sampled and decision.targets == ("b",) and decision.shed == ("a",)
+    all_owe = decide_sampling(route, True, draws(0.1, b=0.1), POLICY, 10, owing=["a", "b"])
+    assert not all_owe.sampled and all_owe.reason == "shed"
+    memory = shed_for_memory(decision)
+    assert not memory.sampled and memory.reason == "memory" and memory.shed == ("b", "a")
+
+
+def test_request_parsing_counts_values_only_for_long_bodies() -> None:
+    assert parse_request(b'{"a": [1, 2]}') == ({"a": [1, 2]}, None)
+    assert parse_request(b"[1]") == (None, None)  # JSON, but not an object
+    assert parse_request(b"{nope") == (None, None)
+    flood = b'{"a": [' + b"0," * 60_000 + b"0]}"
+    parsed, values = parse_request(flood)
+    assert parsed is None and values is not None and values > 60_000
+
+
+def test_shed_lines_are_logged_once_a_second_with_the_count_between() -> None:
+    now = [0.0]
+    gate = OncePerSecond(clock=lambda: now[0])
+    assert gate.due() == 0
+    assert gate.due() is None and gate.due() is None
+    now[0] += 1.0
+    assert gate.due() == 2

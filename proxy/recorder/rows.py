@@ -14,6 +14,7 @@ leaves this module.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -114,9 +115,15 @@ class Privacy:
     def request_body(self, exchange: Exchange, secrets: Secrets = None) -> str | None:
         if not self.keep_bodies:
             return None
-        if exchange.request_json is not None:
+        # The proxy keeps only the raw body (never raw and parsed at once): parsed here, on
+        # the writer's thread, when no earlier stage left it parsed.
+        parsed = exchange.request_json
+        if parsed is None:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                parsed = orjson.loads(exchange.request_body)
+        if isinstance(parsed, dict):
             try:
-                return redact_json_text(exchange.request_json, pii=self.pii, secrets=secrets)
+                return redact_json_text(parsed, pii=self.pii, secrets=secrets)
             except TypeError:
                 pass  # orjson cannot write it back (see module docstring): the raw text below
         if not exchange.request_body:

@@ -1,0 +1,245 @@
+"""Byte and time budgets for shadow work: memory held, bytes read per second, loop time spent.
+
+Shadowing must never cost the primary path more than a bounded share of the process, whatever
+a client or a candidate sends. Counting requests is not enough (one 50 MB prompt weighs as
+much as ten thousand small ones), so three budgets bound what shadow work may take:
+
+`MemoryBudget` — bytes held for shadows, scoring and recording (`sampling.max_held_bytes`).
+Each sampled exchange takes a `Hold` when it is admitted and grows it while answers are read;
+a request that does not fit is not sampled, an answer that does not fit is cut. New exchanges
+are admitted only below `ADMIT_SHARE` of the limit, so the exchanges already admitted keep
+room for their answers instead of all being cut together.
+
+`Pace` — per target, how fast its answers may be read (`sampling.max_read_bytes_per_second`)
+and what share of the event loop parsing them may take (`sampling.max_loop_share`). Both are
+token buckets that go into debt: a reader that overspent waits before it reads or parses
+again, so TCP backpressure slows the target down and the loop stays free for the primary.
+
+Example:
+    memory = MemoryBudget(256 * MiB)
+    hold = memory.admit(len(body) * 3)      # None: shed, the request is not sampled
+    if hold is not None and not hold.grow(len(chunk)):
+        ...                                 # the answer no longer fits: cut it
+    hold.close()                            # every byte back, once
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+MiB = 1024 * 1024
+ADMIT_SHARE = 0.75  # new exchanges only below this share of the limit; answers may use the rest
+LOOP_BURST_S = 0.05  # loop time a target may spend at once before its share applies
+# The most parsing one byte can cost (a stream of `data: {}` events, ~280 ns a byte measured):
+# the ceiling of what a turn is charged (see `Turn`).
+WORST_NS_PER_BYTE = 300
+TURN_OVERHEAD_S = 20e-6
+TURN_S = 0.0005  # a turn ends after this long: the loop is never held much longer
+
+
+# What one parsed JSON value costs in Python beside its text: a dict, list, str or number
+# object (28-184 bytes) and its slot in the container. Measured on chat requests (messages
+# of two keys) and on `[{},{},...]`, the worst case per input byte.
+PARSED_VALUE_BYTES = 80
+
+
+def request_hold_bytes(size: int, values: int, copies: int) -> tuple[int, int]:
+    """What a sampled request of `size` bytes holds: (lasting, transient) bytes.
+
+    Lasting: the raw body, kept until the exchange is recorded. Transient, given back once
+    scoring is over: the parsed request (its text plus `values` times PARSED_VALUE_BYTES; it
+    exists while shadow bodies are built and while scorers read it) and `copies` re-encoded
+    shadow bodies (one per distinct `model` the targets set). Answers are charged as read.
+    """
+    return size, size + values * PARSED_VALUE_BYTES + copies * size
+
+
+class MemoryBudget:
+    """At most `limit` bytes held by all sampled exchanges together (0 = no limit)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._admit_below = int(limit * ADMIT_SHARE)
+
+    def admit(self, size: int) -> Hold | None:
+        """A hold of `size` bytes for a new exchange, or None when it does not fit."""
+        if self.limit and self.held + size > self._admit_below:
+            return None
+        self.held += size
+        return Hold(self, size)
+
+    def _grow(self, size: int) -> bool:
+        if self.limit and self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def release(self, size: int) -> None:
+        self.held -= size
+
+
+class Hold:
+    """The bytes one exchange holds. `close` gives back whatever is left, exactly once."""
+
+    __slots__ = ("_budget", "size")
+
+    def __init__(self, budget: MemoryBudget, size: int) -> None:
+        self._budget: MemoryBudget | None = budget
+        self.size = size
+
+    def grow(self, size: int) -> bool:
+        """Take `size` more bytes; False (nothing taken) when the budget is full or closed."""
+        if self._budget is None or not self._budget._grow(size):
+            return False
+        self.size += size
+        return True
+
+    def force(self, size: int) -> None:
+        """Count `size` bytes already in memory, over the limit if need be (accounting must
+        match what is held; admission stops until the budget drains)."""
+        if self._budget is not None:
+            self._budget.held += size
+            self.size += size
+
+    def shrink(self, size: int) -> None:
+        size = min(size, self.size)
+        if self._budget is not None and size > 0:
+            self._budget.release(size)
+            self.size -= size
+
+    def close(self) -> None:
+        budget, self._budget = self._budget, None
+        if budget is not None:
+            budget.release(self.size)
+            self.size = 0
+
+
+class _Bucket:
+    """A token bucket that may go into debt: spend first, then wait until the debt is repaid."""
+
+    __slots__ = ("_clock", "_last", "capacity", "rate", "tokens")
+
+    def __init__(self, rate: float, capacity: float, clock: Callable[[], float]) -> None:
+        self.rate = rate
+        self.capacity = capacity
+        self.tokens = capacity
+        self._clock = clock
+        self._last = clock()
+
+    def spend(self, amount: float) -> None:
+        self._refill()
+        self.tokens -= amount
+
+    def wait_s(self) -> float:
+        """0 when the bucket is not in debt; otherwise the seconds until it holds a quarter
+        of its burst again, so a throttled reader wakes a few times a second, not after
+        every slice (each wake-up is a pass of the event loop)."""
+        if not self.rate:
+            return 0.0
+        self._refill()
+        return (self.capacity / 4 - self.tokens) / self.rate if self.tokens < 0 else 0.0
+
+    def strained(self) -> bool:
+        """More than half the burst is spent: recent use is above the rate."""
+        if not self.rate:
+            return False
+        self._refill()
+        return self.tokens < self.capacity / 2
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.rate)
+        self._last = now
+
+
+class Pace:
+    """How fast one target's answers are read and parsed.
+
+    `bytes_per_second` (0 = unlimited) with a burst of one whole answer (`burst_bytes`), so a
+    single healthy answer is never slowed; `loop_share` (0 = unlimited) of the event loop's
+    time for parsing, measured, with a burst of `LOOP_BURST_S`. `turn()` serialises the
+    parsing of one target's answers, so a hundred concurrent streams of one target cannot
+    parse a hundred slices in one pass of the event loop.
+    """
+
+    def __init__(
+        self,
+        bytes_per_second: float,
+        burst_bytes: int,
+        loop_share: float,
+        clock: Callable[[], float] = time.monotonic,
+        on_wait: Callable[[float], None] | None = None,
+    ) -> None:
+        self._bytes = _Bucket(bytes_per_second, burst_bytes, clock)
+        self._loop = _Bucket(loop_share, LOOP_BURST_S, clock)
+        self._lock = asyncio.Lock()
+        self._on_wait = on_wait
+        self.waited_s = 0.0  # total time readers waited for this pace
+
+    def owes(self) -> bool:
+        """True while the target uses more than either budget allows (over half of a burst
+        spent): new shadows to it are shed, so the ones in flight are not slowed further.
+        Debt alone would not do: readers keep a throttled bucket hovering around zero."""
+        return self._bytes.strained() or self._loop.strained()
+
+    async def read(self, size: int) -> None:
+        """Account `size` bytes read; wait first if earlier reads overspent the byte rate."""
+        await self._wait(self._bytes)
+        self._bytes.spend(size)
+
+    async def turn(self) -> Turn:
+        """Wait for this target's turn to parse (one reader at a time), then for its loop-time
+        debt to be repaid. The caller parses, tells the turn how many bytes (`add`), and
+        `end`s it within `TURN_S`, then yields to the loop."""
+        await self._lock.acquire()
+        try:
+            await self._wait(self._loop)
+        except BaseException:
+            self._lock.release()
+            raise
+        return Turn(self)
+
+    async def _wait(self, bucket: _Bucket) -> None:
+        delay = bucket.wait_s()
+        while delay > 0:
+            self.waited_s += delay
+            if self._on_wait is not None:
+                self._on_wait(delay)
+            await asyncio.sleep(delay)
+            delay = bucket.wait_s()
+
+
+class Turn:
+    """One turn of parsing for one target: timed, charged to its pace, then the next reader's.
+
+    Charged what it took, but never more than its bytes could cost (`WORST_NS_PER_BYTE`): a
+    turn during which a busy machine descheduled the process is not charged the time it did
+    not run. Usable as a context manager for a single piece of work.
+    """
+
+    __slots__ = ("_pace", "_started", "size")
+
+    def __init__(self, pace: Pace) -> None:
+        self._pace = pace
+        self._started = time.perf_counter()
+        self.size = 0
+
+    def add(self, size: int) -> None:
+        self.size += size
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._started
+
+    def end(self) -> None:
+        most = self.size * WORST_NS_PER_BYTE * 1e-9 + TURN_OVERHEAD_S
+        self._pace._loop.spend(min(self.elapsed(), most))
+        self._pace._lock.release()
+
+    def __enter__(self) -> Turn:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.end()

@@ -1,0 +1,102 @@
+"""AnswerReader in push mode (the primary's side copy): bounded, lazy, exact about memory."""
+
+from __future__ import annotations
+
+import zlib
+
+import orjson
+from shadowtap.answer import SLICE_BYTES, AnswerLimits, AnswerReader, completion_bytes
+from shadowtap.budget import MemoryBudget, Pace
+
+MiB = 1024 * 1024
+UNLIMITED = Pace(bytes_per_second=0, burst_bytes=0, loop_share=0)
+
+
+def event(text: str) -> bytes:
+    delta = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+    return b"data: " + orjson.dumps(delta) + b"\n\n"
+
+
+async def test_feeding_keeps_wire_bytes_and_parses_only_when_asked() -> None:
+    memory = MemoryBudget(10 * MiB)
+    hold = memory.admit(0)
+    assert hold is not None
+    reader = AnswerReader("primary", UNLIMITED, AnswerLimits(MiB), hold)
+    reader.begin(200, "text/event-stream", "")
+    chunks = [event("Hel"), event("lo"), b"data: [DONE]\n\n"]
+    for chunk in chunks:
+        reader.feed(chunk)
+    assert reader.decoded == 0 and memory.held == sum(map(len, chunks))  # nothing parsed yet
+    reader.finish()
+    completion = await reader.completion()
+    assert completion.ok and completion.text == "Hello"
+    assert completion.ttft_s is not None and 0 <= completion.ttft_s <= completion.latency_s
+    assert memory.held == completion_bytes(completion)  # settled to what is kept
+    hold.close()
+    assert memory.held == 0
+
+
+async def test_a_gzip_bomb_is_cut_at_the_cap_without_expanding_it() -> None:
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb = squeeze.compress(b"{" + b" " * (64 * MiB)) + squeeze.flush()  # ~65 kB
+    memory = MemoryBudget(64 * MiB)
+    hold = memory.admit(0)
+    assert hold is not None
+    reader = AnswerReader("primary", UNLIMITED, AnswerLimits(MiB), hold)
+    reader.begin(200, "application/json", "gzip")
+    reader.feed(bomb)
+    completion = await reader.completion()
+    assert reader.cut == "size" and MiB < reader.decoded <= MiB + SLICE_BYTES
+    assert completion.error == f"answer cut at {MiB} bytes (max_answer_bytes)"
+    assert memory.held < 2 * MiB  # the cap, not 64 MiB
+
+
+async def test_an_answer_that_outgrows_the_memory_budget_is_cut() -> None:
+    memory = MemoryBudget(100_000)
+    hold = memory.admit(10_000)
+    assert hold is not None
+    reader = AnswerReader("primary", UNLIMITED, AnswerLimits(MiB), hold)
+    reader.begin(200, "application/json", "")
+    reader.feed(b'{"choices": [{"message": {"content": "' + b"x" * 200_000 + b'"}}]}')
+    completion = await reader.completion()
+    assert reader.cut == "memory"
+    assert completion.error == "answer cut: shadow memory budget full (max_held_bytes)"
+    assert memory.held <= 100_000
+
+
+async def test_an_abandoned_answer_gives_its_bytes_back() -> None:
+    memory = MemoryBudget(10 * MiB)
+    hold = memory.admit(1000)
+    assert hold is not None
+    reader = AnswerReader("c", UNLIMITED, AnswerLimits(MiB), hold)
+    reader.begin(200, "application/json", "")
+    reader.feed(b"x" * 50_000)
+    assert memory.held == 51_000
+    reader.abandon()
+    assert memory.held == 1000
+
+
+async def test_json_values_are_counted_a_slice_at_a_time() -> None:
+    reader = AnswerReader("c", UNLIMITED, AnswerLimits(4 * MiB))
+    reader.begin(200, "application/json", "")
+    reader.feed(b'{"choices": [' + b"{}," * 60_000 + b"{}]}")
+    completion = await reader.completion()
+    assert completion.error == "invalid response body: more than 50000 JSON values, not parsed"
+
+
+async def test_an_unknown_encoding_is_an_error_not_garbage() -> None:
+    reader = AnswerReader("c", UNLIMITED, AnswerLimits(MiB))
+    reader.begin(200, "application/json", "br")
+    reader.feed(b"\x8b\x00")
+    completion = await reader.completion()
+    assert completion.error == "cannot read a br-encoded answer" and completion.status == 200
+
+
+def test_what_a_completion_keeps_counts_its_vectors() -> None:
+    from array import array
+
+    from shadowtap.completion import Completion
+
+    plain = completion_bytes(Completion(text="hi"))
+    embedded = completion_bytes(Completion(embeddings=[array("d", [0.0] * 1000)] * 2))
+    assert embedded >= plain + 2 * 8000
