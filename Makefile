@@ -28,8 +28,7 @@ system-deps:
 	    prometheus chromium >/dev/null; \
 	fi
 
-test: $(STAMP) system-deps
-	$(BIN)/ruff check .
+test: $(STAMP) system-deps lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
 demo: $(STAMP)
