@@ -398,7 +398,7 @@ def substitute_env(value: Any, environ: dict[str, str], path: str = "") -> Any:
     return value
 
 
-SECRET_KEYS = ("api_key", "headers", "admin_token")
+SECRET_FIELDS = ("api_key", "headers", "admin_token")
 
 
 def describe(error: ValidationError, prefix: tuple[str, ...] = ()) -> str:
@@ -412,7 +412,7 @@ def describe(error: ValidationError, prefix: tuple[str, ...] = ()) -> str:
         return f"config error: {key}: required key is missing"
     message = first["msg"].removeprefix("Value error, ")
     got = first.get("input")
-    secret = any(part in SECRET_KEYS for part in loc)
+    secret = any(part in SECRET_FIELDS for part in loc)
     quiet = secret or isinstance(got, dict | list) or "got" in message
     return f"config error: {key}: {message}{'' if quiet else f' (got {got!r})'}"
 

@@ -1,7 +1,13 @@
-"""UUIDv7 request ids: time-ordered, so DuckDB rows sort by arrival (RFC 9562 §5.7)."""
+"""Request ids and stable hashes.
+
+UUIDv7 request ids are time-ordered, so DuckDB rows sort by arrival (RFC 9562 §5.7);
+`unit_hash` maps a string to [0, 1) the same way in every process, for sticky sampling
+decisions (the proxy's per request, the scorers' per exchange).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 import uuid
@@ -17,3 +23,9 @@ def uuid7() -> str:
     value |= 0b10 << 62  # variant
     value |= rand & ((1 << 62) - 1)  # rand_b
     return str(uuid.UUID(int=value))
+
+
+def unit_hash(text: str) -> float:
+    """A number in [0, 1) from `text`, stable across processes and runs."""
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64

@@ -20,7 +20,7 @@ from pydantic import BaseModel, SecretStr
 from shadowtap.redact import ExactSecrets, redact
 
 # Keys whose values must never reach a log line, whatever a call site passes.
-SECRET_KEYS = frozenset({"authorization", "api_key", "headers", "body", "request_body", "text"})
+DROPPED_KEYS = frozenset({"authorization", "api_key", "headers", "body", "request_body", "text"})
 # Names under which a plain config table (a scorer's options) holds a secret.
 SECRET_OPTION_NAMES = frozenset(
     {"api_key", "token", "admin_token", "password", "secret", "authorization", "x-api-key"}
@@ -73,7 +73,7 @@ EventDict = MutableMapping[str, Any]
 
 
 def drop_secrets(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
-    for key in SECRET_KEYS & event_dict.keys():
+    for key in DROPPED_KEYS & event_dict.keys():
         event_dict[key] = "[dropped]"
     return event_dict
 

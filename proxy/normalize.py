@@ -250,7 +250,9 @@ class StreamAssembler:
         self._invalid: str | None = None
         self._raw: list[bytes] | None = []
         self._raw_size = 0
-        self.bytes_fed = 0  # lets the caller enforce its size cap without counting twice
+        # Every dialect's assembler counts what it was fed (shadowtap.dialects.Assembler), so
+        # a reader can enforce its cap whatever the dialect.
+        self.bytes_fed = 0
 
     def feed(self, chunk: bytes) -> bool:
         """Consume one network chunk; True exactly once, for the chunk that completed the
@@ -405,17 +407,3 @@ class StreamAssembler:
     def _note_invalid(self, reason: str) -> None:
         if self._invalid is None:
             self._invalid = reason
-
-
-def normalize(body: bytes, status: int, content_type: str | None) -> Completion:
-    """For callers that buffered the whole body: SSE or JSON by content type (sniffed when
-    the type is missing)."""
-    if content_type is not None:
-        is_sse = "text/event-stream" in content_type.lower()
-    else:
-        is_sse = body.lstrip()[:5] in (b"data:", b"event") or body.lstrip()[:1] == b":"
-    if not is_sse:
-        return completion_from_json(body, status)
-    assembler = StreamAssembler()
-    assembler.feed(body)
-    return assembler.finish(status)

@@ -8,7 +8,6 @@ classes, so the policy itself is trivially testable.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -17,6 +16,7 @@ from typing import Any
 
 import orjson
 from multidict import CIMultiDictProxy
+from shadowtap.ids import unit_hash
 from shadowtap.normalize import COUNT_FROM, MAX_JSON_VALUES, json_values_bound, too_many_values
 
 UNSAMPLED_ROUTE = "other"  # the metrics label for every path outside `sampling.routes`
@@ -118,11 +118,6 @@ class OncePerSecond:
         return quiet
 
 
-def _unit_hash(text: str) -> float:
-    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
-
-
 class Draws:
     """Numbers in [0, 1) for `decide_sampling`: sticky when `sampling.key` names a value."""
 
@@ -145,7 +140,7 @@ class Draws:
         if sticky is None:  # no key configured, or the request lacks it: random per request
             return {name: self._rng.random() for name in ["", *self._targets]}
         # Salting by target keeps per-target choices independent yet sticky for the same key.
-        return {name: _unit_hash(f"{name}\0{sticky}") for name in ["", *self._targets]}
+        return {name: unit_hash(f"{name}\0{sticky}") for name in ["", *self._targets]}
 
 
 class ShadowBudget:

@@ -129,7 +129,6 @@ class Scorer(ABC, Generic[OptionsT]):
     """Common part of both kinds; subclass `CpuScorer` or `IoScorer`, not this."""
 
     Options: ClassVar[type[ScorerOptions]] = ScorerOptions
-    cpu_bound: ClassVar[bool]
     per_response: ClassVar[bool] = False
 
     def __init__(self, name: str, options: OptionsT) -> None:
@@ -153,7 +152,6 @@ class Scorer(ABC, Generic[OptionsT]):
 
 
 class CpuScorer(Scorer[OptionsT]):
-    cpu_bound = True
     # False: `pair.request` is always None for this scorer, and the request body is not sent
     # to the worker with its pairs.
     reads_request: ClassVar[bool] = True
@@ -164,7 +162,6 @@ class CpuScorer(Scorer[OptionsT]):
 
 
 class IoScorer(Scorer[OptionsT]):
-    cpu_bound = False
     Options: ClassVar[type[ScorerOptions]] = IoScorerOptions
 
     @abstractmethod

@@ -22,13 +22,13 @@ threshold in `shadowtap_disagreements_total`.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from typing import Any
 
 import aiohttp
 from shadowtap.completion import Completion
 from shadowtap.config import ConfigError
 from shadowtap.exchange import Exchange, Score
+from shadowtap.ids import unit_hash
 from shadowtap.log import get_logger
 from shadowtap.metrics import Metrics
 from shadowtap.scorers.base import (
@@ -58,8 +58,7 @@ def sampled(rate: float, request_id: str, scorer: str) -> bool:
         return True
     if rate <= 0.0:
         return False
-    digest = hashlib.blake2b(f"{scorer}\0{request_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64 < rate
+    return unit_hash(f"{scorer}\0{request_id}") < rate
 
 
 def _failed_side(pair: Pair, per_response: bool) -> str | None:

@@ -15,7 +15,6 @@ from shadowtap.normalize import (
     MAX_JSON_VALUES,
     StreamAssembler,
     completion_from_json,
-    normalize,
 )
 from shadowtap.sse import ServerSentEvent, SSEDecoder
 
@@ -326,13 +325,6 @@ def test_non_sse_body_fed_to_assembler_is_read_as_json() -> None:
     )
     assert assemble([CHAT_JSON])[0] == completion_from_json(CHAT_JSON, 200)
     assert assemble([CHAT_STREAM], status=500)[0].error == "HTTP 500"
-
-
-def test_normalize_picks_the_format() -> None:
-    assert normalize(CHAT_STREAM, 200, "text/event-stream; charset=utf-8") == CHAT_EXPECTED
-    assert normalize(CHAT_STREAM, 200, None) == CHAT_EXPECTED
-    assert normalize(CHAT_JSON, 200, "application/json") == completion_from_json(CHAT_JSON, 200)
-    assert normalize(CHAT_JSON, 200, None).text == "Hello! How can I assist you today?"
 
 
 # --- properties --------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from shadowtap.completion import Completion
 from shadowtap.config import ConfigError
 from shadowtap.metrics import Metrics
+from shadowtap.scorers import CpuScorer
 from shadowtap.scorers.registry import build_scorers
 from shadowtap.scorers.runner import ScoringRunner
 
@@ -43,7 +44,7 @@ def test_builtins_load_in_config_order_with_their_options() -> None:
     ]
     assert (scorers[0].threshold, scorers[0].rate) == (0.6, 1.0)
     assert (scorers[1].threshold, scorers[1].rate) == (0.8, 0.5)
-    assert [s.cpu_bound for s in scorers] == [True, True, False]
+    assert [isinstance(s, CpuScorer) for s in scorers] == [True, True, False]
     assert build_scorers({}) == []
 
 

@@ -15,7 +15,6 @@ from shadowtap.report.sources import Source
 
 JSON_VALIDITY = "json_schema_valid"
 REFUSAL = "refusal"
-PER_RESPONSE_TYPES = (JSON_VALIDITY, REFUSAL)
 
 KINDS_SQL = """
 SELECT scorer,
