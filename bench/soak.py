@@ -4,8 +4,10 @@ A real `shadowtap serve` in front of a fast fake primary, mirroring `--sampling`
 one slow candidate (`--candidate-delay` seconds of think time), recording to DuckDB and scoring
 with `text_similarity`; an open loop sends `--rps` requests per second (one in five streamed,
 each prompt distinct, `--prompt-bytes` long) for `--minutes`. Every minute it prints the proxy's
-RSS (from /proc) and that minute's p50/p99; at the end the least-squares RSS slope after
-`--warmup` minutes (MB/min), p50/p99 overall, and records lost = sampled - rows in DuckDB -
+RSS (from /proc) and that minute's p50/p99, beside those of a control trickle sent straight to
+the primary (`--control-rps`), so the machine's own noise shows. At the end: the least-squares
+RSS slope after `--warmup` minutes (MB/min), p50/p99 overall and as the median of per-minute
+ratios to the control, and records lost = sampled - rows in DuckDB -
 counted drops (read from /metrics after the load, and from the file after a clean stop).
 
     .venv/bin/python bench/soak.py [--minutes 60] [--rps 200] [--sampling 0.2]
@@ -85,6 +87,7 @@ class Load:
         self.url, self.rps, self.prompt_bytes = url, rps, prompt_bytes
         self.latencies: list[list[float]] = [[]]
         self.failures = 0
+        self.errors: Counter[str] = Counter()  # what the failures were
         self.not_sent = 0
         self.outstanding = 0
         self.sent = 0
@@ -96,9 +99,11 @@ class Load:
                 await response.read()
                 if response.status != 200:
                     self.failures += 1
+                    self.errors[f"status {response.status}"] += 1
                     return
-        except (aiohttp.ClientError, OSError):
+        except (aiohttp.ClientError, OSError) as error:
             self.failures += 1
+            self.errors[type(error).__name__] += 1
             return
         finally:
             self.outstanding -= 1
@@ -124,14 +129,23 @@ class Load:
                 await asyncio.wait(tasks, timeout=120)
 
 
-async def soak(args: argparse.Namespace, port: int, admin: int, pid: int) -> dict[str, Any]:
+async def soak(
+    args: argparse.Namespace, port: int, admin: int, pid: int, primary: str
+) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}{PATH}"
     await wait_ready(url)
     load = Load(url, args.rps, args.prompt_bytes)
     runner = asyncio.ensure_future(load.run(args.minutes * 60))
+    # The control: the same prompts straight to the primary, a trickle beside the load, so each
+    # minute's latency through the proxy can be read against what the machine gave anyone.
+    direct = Load(primary + PATH, args.control_rps, args.prompt_bytes)
+    control = asyncio.ensure_future(direct.run(args.minutes * 60))
     started = time.monotonic()
     rss_points: list[tuple[float, float]] = []
-    print(f"{'min':>4}{'RSS MB':>9}{'peak MB':>9}{'sent':>8}{'p50 ms':>9}{'p99 ms':>9}{'fail':>6}")
+    print(
+        f"{'min':>4}{'RSS MB':>9}{'peak MB':>9}{'sent':>8}{'p50 ms':>9}{'p99 ms':>9}{'fail':>6}"
+        f"{'direct p50':>12}{'direct p99':>12}"
+    )
     minute = 0
     while not runner.done():
         await asyncio.wait(
@@ -143,14 +157,17 @@ async def soak(args: argparse.Namespace, port: int, admin: int, pid: int) -> dic
         rss_points.append((elapsed_min, rss / MB))
         if elapsed_min >= minute + 1 or (runner.done() and load.latencies[-1]):
             minute += 1
-            done = load.latencies[-1]
+            done, baseline = load.latencies[-1], direct.latencies[-1]
             load.latencies.append([])
+            direct.latencies.append([])
             p50, p99 = (percentile(done, q) * 1000 for q in (50, 99))
+            d50, d99 = (percentile(baseline, q) * 1000 for q in (50, 99))
             print(
                 f"{minute:>4}{rss / MB:>9.1f}{peak / MB:>9.1f}{load.sent:>8}{p50:>9.2f}"
-                f"{p99:>9.2f}{load.failures:>6}",
+                f"{p99:>9.2f}{load.failures:>6}{d50:>12.2f}{d99:>12.2f}",
                 flush=True,
             )
+    await control
     # Every sampled exchange waits for the slow candidate, then the writer's next flush.
     deadline = time.monotonic() + args.candidate_delay + 60
     while time.monotonic() < deadline and not args.no_recording:
@@ -160,7 +177,7 @@ async def soak(args: argparse.Namespace, port: int, admin: int, pid: int) -> dic
         if written + counted_drops(samples) >= sampled:
             break
         await asyncio.sleep(1)
-    return {"load": load, "rss": rss_points, "peak": memory_kb(pid)[1]}
+    return {"load": load, "direct": direct, "rss": rss_points, "peak": memory_kb(pid)[1]}
 
 
 async def final_metrics(admin: int, proxy: subprocess.Popen[bytes]) -> dict[str, float]:
@@ -218,11 +235,22 @@ def report(args: argparse.Namespace, result: dict[str, Any], rows: int | None) -
     sampled = total(samples, "shadowtap_sampling_decisions_total", 'outcome="sampled"')
     dropped = counted_drops(samples)
     written = total(samples, "shadowtap_records_written_total")
+    direct: Load = result["direct"]
+    minutes = [(m, d) for m, d in zip(load.latencies, direct.latencies, strict=False) if m and d]
+    ratios = (
+        {
+            q: statistics.median(percentile(m, q) / percentile(d, q) for m, d in minutes)
+            for q in (50, 99)
+        }
+        if minutes
+        else {50: float("nan"), 99: float("nan")}
+    )
     print()
     print(
-        f"requests sent {load.sent}, failed {load.failures}, not sent (client backlog) "
-        f"{load.not_sent}; p50 {percentile(every, 50) * 1000:.2f} ms, "
-        f"p99 {percentile(every, 99) * 1000:.2f} ms"
+        f"requests sent {load.sent}, failed {load.failures} {dict(load.errors) or ''}, not sent "
+        f"(client backlog) {load.not_sent}; p50 {percentile(every, 50) * 1000:.2f} ms, "
+        f"p99 {percentile(every, 99) * 1000:.2f} ms; against the direct control, median of "
+        f"per-minute ratios: p50 x{ratios[50]:.2f}, p99 x{ratios[99]:.2f}"
     )
     first = warm[0][1] if warm else float("nan")
     print(
@@ -245,6 +273,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--rps", type=float, default=200.0)
     parser.add_argument("--sampling", type=float, default=0.2)
+    parser.add_argument("--control-rps", type=float, default=10.0, help="direct to the primary")
     parser.add_argument("--candidate-delay", type=float, default=1.0, help="slow candidate, s")
     parser.add_argument("--prompt-bytes", type=int, default=1000)
     parser.add_argument("--warmup", type=float, default=None, help="minutes (default: 1/6)")
@@ -294,7 +323,7 @@ def main() -> None:
             )
             import uvloop
 
-            result = uvloop.run(soak(args, port, admin, proxy.pid))
+            result = uvloop.run(soak(args, port, admin, proxy.pid, primary))
             result["samples"] = uvloop.run(final_metrics(admin, proxy))
             proxy.wait(timeout=120)
         finally:
