@@ -74,9 +74,9 @@ def scorer_cost_ms() -> float:
     """What one 10 kB pair costs text_similarity here, the work moved off the event loop."""
     from shadowtap.completion import Completion
     from shadowtap.scorers.base import Pair
-    from shadowtap.scorers.registry import build_scorers
+    from shadowtap.scorers.registry import build_scorers, resolve_scorers
 
-    scorer = build_scorers({"similarity": {"type": "text_similarity"}})[0]
+    scorer = build_scorers(resolve_scorers({"similarity": {"type": "text_similarity"}}))[0]
     primary = Completion(status=200, text=long_answer_text("primary", 1))
     target = Completion(status=200, text=long_answer_text("candidate", 1))
     pair = Pair(None, primary, target, "candidate", "candidate")
@@ -131,12 +131,12 @@ async def measure_hop(exchanges: int) -> None:
     from shadowtap.metrics import Metrics
     from shadowtap.scorers.base import CpuScorer
     from shadowtap.scorers.pool import CpuSettings, WorkerPool
-    from shadowtap.scorers.registry import build_scorers
+    from shadowtap.scorers.registry import build_scorers, resolve_scorers
     from shadowtap.scorers.runner import ScoringRunner
 
     from tests.exchanges import chat_exchange
 
-    scorers = build_scorers(HOP_SCORERS)
+    scorers = build_scorers(resolve_scorers(HOP_SCORERS))
     cpu: list[CpuScorer[Any]] = [s for s in scorers if isinstance(s, CpuScorer)]
     boots, boot_cpu = [], []
     for _ in range(5):

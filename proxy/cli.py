@@ -1,6 +1,9 @@
 """`shadowtap` command line: serve, check-config, report, replay, export, demo.
 
 Each subcommand's heavy imports happen inside it, so `serve` never loads the report or demo.
+Every command reads the config through `shadowtap.config` and lets a `ConfigError` reach
+`main`, so one broken file gives one message (`shadowtap: config error: KEY: ...`, exit 2)
+whichever command read it.
 """
 
 from __future__ import annotations
@@ -13,20 +16,11 @@ from collections.abc import Sequence
 
 import orjson
 from shadowtap import __version__
-from shadowtap.config import Config, ConfigError, load_config, masked
-
-
-def _load(path: str) -> Config:
-    config = load_config(path)
-    if config.scorers:
-        from shadowtap.scorers.registry import build_scorers
-
-        build_scorers(config.scorers)  # unknown types and bad options stop the start here
-    return config
+from shadowtap.config import ConfigError, load_config, masked
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = load_config(args.config)  # resolved: scorer types and options checked here
     from shadowtap.log import add_secrets, configure_logging, secret_values
     from shadowtap.server import serve
 
@@ -55,7 +49,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = load_config(args.config)
     sys.stdout.write(orjson.dumps(masked(config), option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0
 

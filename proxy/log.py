@@ -10,6 +10,7 @@ of the exact secrets registered at start:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from collections.abc import Iterable, MutableMapping
@@ -44,8 +45,8 @@ def add_secrets(values: Iterable[str]) -> None:
 
 
 def secret_values(config: Any) -> list[str]:
-    """Every secret in a config: `SecretStr` values anywhere in it, and the strings a plain
-    table (a scorer's options) holds under a secret name or in its `headers`."""
+    """Every secret in a config: `SecretStr` values anywhere in it, and the strings a table or
+    a scorer's options hold under a secret name or in its `headers`."""
     found: list[str] = []
 
     def walk(value: Any, secret: bool) -> None:
@@ -54,9 +55,12 @@ def secret_values(config: Any) -> list[str]:
         elif isinstance(value, str):
             if secret:
                 found.append(value)
-        elif isinstance(value, BaseModel):
+        elif isinstance(value, BaseModel):  # a plug-in scorer's options may hold a plain str
             for name in type(value).model_fields:
-                walk(getattr(value, name), False)
+                walk(getattr(value, name), name.lower() in SECRET_OPTION_NAMES)
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):  # a ScorerSpec
+            for field in dataclasses.fields(value):
+                walk(getattr(value, field.name), False)
         elif isinstance(value, dict):
             for key, item in value.items():
                 name = str(key).lower()

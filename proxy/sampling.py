@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 from multidict import CIMultiDictProxy
+from shadowtap.config_sampling import StickyKey
 from shadowtap.ids import unit_hash
 from shadowtap.normalize import COUNT_FROM, MAX_JSON_VALUES, json_values_bound, too_many_values
 
@@ -121,18 +122,23 @@ class OncePerSecond:
 class Draws:
     """Numbers in [0, 1) for `decide_sampling`: sticky when `sampling.key` names a value."""
 
-    def __init__(self, key: str | None, targets: list[str], rng: random.Random | None = None):
-        self._kind, _, self._name = (key or "").partition(":")
+    def __init__(
+        self, key: StickyKey | None, targets: list[str], rng: random.Random | None = None
+    ) -> None:
+        self._key = key
         self._targets = targets
         self._rng = rng or random.Random()
 
     def sticky_value(
         self, headers: CIMultiDictProxy[str], body: dict[str, Any] | None
     ) -> str | None:
-        if self._kind == "header":
-            return headers.get(self._name)
-        if self._kind == "body" and isinstance(body, dict):
-            value = body.get(self._name)
+        key = self._key
+        if key is None:
+            return None
+        if key.source == "header":
+            return headers.get(key.name)
+        if isinstance(body, dict):
+            value = body.get(key.name)
             return None if value is None else str(value)
         return None
 

@@ -5,7 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from shadowtap.config import ConfigError, load_config, masked, parse_config
+from shadowtap.config import (
+    ConfigError,
+    ReportTables,
+    ScorerSpec,
+    StickyKey,
+    load_config,
+    load_tables,
+    masked,
+    parse_config,
+)
+from shadowtap.log import secret_values
+from shadowtap.scorers.registry import build_scorers
+from shadowtap.scorers.text_similarity import TextSimilarity, TextSimilarityOptions
 
 BASE = {"primary": {"url": "https://api.openai.com"}}
 
@@ -29,7 +41,10 @@ BASE = {"primary": {"url": "https://api.openai.com"}}
             "config error: server: admin_listen must differ from listen",
         ),
         ({**BASE, "storage": {"bodies": "some"}}, "config error: storage.bodies:"),
-        ({**BASE, "scorers": {"s": {"threshold": 0.5}}}, "needs a 'type'"),
+        (
+            {**BASE, "scorers": {"s": {"threshold": 0.5}}},
+            "config error: scorers.s.type: required key is missing",
+        ),
     ],
 )
 def test_bad_values_name_the_key(raw: dict, message: str) -> None:
@@ -104,3 +119,106 @@ def test_a_malformed_secret_is_never_echoed() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config({**BASE, "candidates": {"c": {"url": "http://x", "api_key": 12345}}}, {})
     assert "12345" not in str(caught.value)
+
+
+# -- resolved once: scorers and the sticky key are typed at load -------------------------------
+
+
+def test_scorer_tables_resolve_to_typed_specs_at_load() -> None:
+    raw = {**BASE, "scorers": {"sim": {"type": "text_similarity", "threshold": 0.6}}}
+    spec = parse_config(raw, {}).scorers["sim"]
+    assert isinstance(spec, ScorerSpec)
+    assert (spec.name, spec.kind, spec.factory) == ("sim", "text_similarity", TextSimilarity)
+    assert isinstance(spec.options, TextSimilarityOptions)
+    assert (spec.threshold, spec.options.method) == (0.6, "sequence")  # defaults resolved
+    (built,) = build_scorers({"sim": spec})
+    assert isinstance(built, TextSimilarity) and built.options is spec.options
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (  # unknown scorer kind
+            {"type": "text_similarity_v2"},
+            "config error: scorers.sim.type: unknown scorer type 'text_similarity_v2'; known: ",
+        ),
+        (  # unknown option
+            {"type": "text_similarity", "methd": "bag"},
+            "config error: scorers.sim.methd: unknown key",
+        ),
+        (  # wrong type
+            {"type": "text_similarity", "threshold": "high"},
+            "config error: scorers.sim.threshold: Input should be a valid number, unable to "
+            "parse string as a number (got 'high')",
+        ),
+        ({"type": 3}, "config error: scorers.sim.type: must be a string"),
+        ("text_similarity", "config error: scorers.sim: must be a table"),
+    ],
+)
+def test_scorer_errors_name_the_exact_key_at_load(table: object, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({**BASE, "scorers": {"sim": table}}, {})
+    assert str(caught.value).startswith(message), str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_scorer_secret_is_masked_when_the_config_is_shown() -> None:
+    # Scorer tables were printed as given by check-config, api_key and all.
+    judge = {"type": "llm_judge", "url": "http://127.0.0.1:9", "model": "m", "api_key": "sk-j-42"}
+    config = parse_config({**BASE, "scorers": {"judge": judge}}, {})
+    shown = masked(config)
+    assert shown["scorers"]["judge"]["api_key"] == "**********"
+    assert shown["scorers"]["judge"]["model"] == "m"
+    assert "sk-j-42" not in str(shown) and "sk-j-42" not in repr(config)
+    assert "sk-j-42" in secret_values(config)  # still registered to be scrubbed from logs
+
+
+@pytest.mark.parametrize(
+    ("key", "parsed"),
+    [
+        ("header:x-user", StickyKey("header", "x-user")),
+        ("body:user", StickyKey("body", "user")),
+        ("body:metadata.user id", StickyKey("body", "metadata.user id")),  # a top-level field
+    ],
+)
+def test_the_sticky_key_is_typed_at_load(key: str, parsed: StickyKey) -> None:
+    config = parse_config({**BASE, "sampling": {"key": key}}, {})
+    assert config.sampling.key == parsed
+    assert masked(config)["sampling"]["key"] == key  # shown as written
+
+
+@pytest.mark.parametrize(
+    "key", ["cookie:x", "header:", "body:", "header", "header:x user", "header:x:y", "", 7]
+)
+def test_a_bad_sticky_key_is_a_load_error(key: object) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({**BASE, "sampling": {"key": key}}, {})
+    assert str(caught.value) == (
+        f"config error: sampling.key: must be 'header:<name>' or 'body:<field>' (got {key!r})"
+    )
+
+
+def test_a_sticky_key_given_as_a_table_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"^config error: sampling\.key: must be"):
+        parse_config({**BASE, "sampling": {"key": {"source": "header", "name": "x"}}}, {})
+
+
+def test_report_tables_load_without_the_proxys_secrets(tmp_path: Path) -> None:
+    path = tmp_path / "shadowtap.toml"
+    path.write_text(
+        '[candidates.c]\nurl = "${UNSET_URL}"\napi_key = "${UNSET_KEY}"\n'
+        '[scorers.sim]\ntype = "text_similarity"\nthreshold = 0.7\n'
+        "[gates]\nmin_pairs = 40\n",
+        encoding="utf-8",
+    )
+    tables = load_tables(path, ReportTables, {})
+    assert tables.gates.min_pairs == 40 and tables.scorers["sim"].threshold == 0.7
+    with pytest.raises(ConfigError, match="UNSET_URL is not set"):
+        load_config(path, {})
+
+
+def test_a_config_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "shadowtap.toml"
+    path.write_bytes(b'[primary]\nurl = "http://\xff"\n')
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_config(path, {})

@@ -9,9 +9,11 @@ from typing import Any
 import orjson
 import pytest
 import structlog
-from shadowtap.config import parse_config
+from shadowtap.config import ScorerSpec, parse_config
 from shadowtap.log import add_secrets, configure_logging, secret_values
 from shadowtap.redact import CREDENTIAL_PLACEHOLDER
+from shadowtap.scorers.base import ScorerOptions
+from shadowtap.scorers.text_similarity import TextSimilarity
 
 # Shapes no pattern knows: only their registration keeps them out of the logs.
 CANDIDATE_KEY = "odd-cand-key-1"
@@ -94,7 +96,6 @@ def test_every_configured_secret_is_found(monkeypatch: pytest.MonkeyPatch) -> No
                 "type": "llm_judge",
                 "url": "http://127.0.0.1:8002",
                 "api_key": JUDGE_KEY,
-                "headers": {"X-Extra": "judge-header-5"},
                 "model": "m",
             }
         },
@@ -106,5 +107,17 @@ def test_every_configured_secret_is_found(monkeypatch: pytest.MonkeyPatch) -> No
         HEADER_VALUE,
         "secondary-key-9",
         JUDGE_KEY,
-        "judge-header-5",
     }
+
+
+class PlugOptions(ScorerOptions):
+    token: str  # a plug-in may hold its secret as a plain string
+    label: str = "not-a-secret"
+
+
+def test_a_plug_in_scorers_plain_string_secret_is_found() -> None:
+    options = PlugOptions(type="plug", token="plug-token-77")
+    spec = ScorerSpec("plug", "plug", TextSimilarity, options)
+    raw = {"primary": {"url": "https://api.example.com"}}
+    config = parse_config(raw, {}).model_copy(update={"scorers": {"plug": spec}})
+    assert secret_values(config) == ["plug-token-77"]

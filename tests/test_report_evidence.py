@@ -13,6 +13,7 @@ import pytest
 from shadowtap.cli import main
 from shadowtap.config import GatesConfig
 from shadowtap.report import build_report, open_db, render_text
+from shadowtap.scorers.registry import resolve_scorers
 
 from tests.test_report_data import IDENTICAL, NOISE, Behaviour, make_exchanges, write
 
@@ -69,10 +70,9 @@ def test_a_gate_without_scores_is_insufficient_with_its_reason(
 
 def test_scorers_come_from_the_config_too(unscored_db: Path) -> None:
     # A configured scorer that stored nothing for anyone is a gate without evidence.
-    scorers = {
-        "similarity": {"type": "text_similarity"},
-        "tools": {"type": "tool_calls"},
-    }
+    scorers = resolve_scorers(
+        {"similarity": {"type": "text_similarity"}, "tools": {"type": "tool_calls"}}
+    )
     report = build_report(open_db(unscored_db), GATES, scorers=scorers)
     tools = agreement(report, "identical", "tools")
     assert (tools.verdict, tools.reason) == ("insufficient", "no_rows")

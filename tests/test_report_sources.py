@@ -25,6 +25,7 @@ from shadowtap.report import (
     report_json,
 )
 from shadowtap.report.sources import fetch_pairs, parse_since
+from shadowtap.scorers.registry import resolve_scorers
 
 from tests.test_report_data import FLAKY, NOISE, PARAPHRASE, make_exchanges, write
 
@@ -109,7 +110,9 @@ async def test_url_reads_a_running_proxy_like_the_file(tmp_path: Path, aiohttp_s
         url = str(server.make_url("")).rstrip("/")
         # open_url is the blocking CLI path: run it off this (the server's) event loop.
         source = await asyncio.to_thread(open_url, url)
-        live = await asyncio.to_thread(build_report, source, GATES, scorers=SCORERS)
+        live = await asyncio.to_thread(
+            build_report, source, GATES, scorers=resolve_scorers(SCORERS)
+        )
         # The API hands out the stored thresholds: no config is needed to know them.
         bare = await asyncio.to_thread(
             build_report, await asyncio.to_thread(open_url, url), GATES, candidates=["same"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from multidict import CIMultiDict, CIMultiDictProxy
+from shadowtap.config import StickyKey
 from shadowtap.sampling import (
     Draws,
     OncePerSecond,
@@ -47,14 +48,14 @@ def test_budget_sheds_what_does_not_fit() -> None:
 
 
 def test_sticky_draws_repeat_and_differ_by_target() -> None:
-    sticky = Draws("body:user", ["a", "b"])
+    sticky = Draws(StickyKey("body", "user"), ["a", "b"])
     headers = CIMultiDictProxy(CIMultiDict())
     assert sticky.sticky_value(headers, {"user": "u1"}) == "u1"
     assert sticky.draw("u1") == sticky.draw("u1")
     first = sticky.draw("u1")
     assert first[""] != first["a"] != first["b"]
     assert sticky.sticky_value(headers, {}) is None  # absent: falls back to random draws
-    by_header = Draws("header:X-User", ["a"])
+    by_header = Draws(StickyKey("header", "X-User"), ["a"])
     header = CIMultiDictProxy(CIMultiDict({"x-user": "h1"}))
     assert by_header.sticky_value(header, None) == "h1"
     values = [Draws(None, [], random.Random(1)).draw(None)[""] for _ in range(3)]

@@ -20,7 +20,9 @@ from shadowtap.scorers.embedding_agreement import (
     ranks,
     spearman,
 )
-from shadowtap.scorers.registry import available, build_scorers
+from shadowtap.scorers.registry import available
+
+from tests.scorer_tables import scorers_from
 
 
 def scorer(**options: Any) -> EmbeddingAgreement:
@@ -42,7 +44,7 @@ def verdict(result: object) -> Verdict:
 
 def test_registered_as_a_scorer_type_and_built_from_config() -> None:
     assert "embedding_agreement" in available()
-    (built,) = build_scorers({"emb": {"type": "embedding_agreement", "max_work": 1000}})
+    (built,) = scorers_from({"emb": {"type": "embedding_agreement", "max_work": 1000}})
     assert isinstance(built, EmbeddingAgreement) and built.options.max_work == 1000
 
 

@@ -13,11 +13,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from shadowtap.completion import Completion, ToolCall
 from shadowtap.scorers.base import CpuScorer, Pair, Verdict
-from shadowtap.scorers.registry import build_scorers
+
+from tests.scorer_tables import scorers_from
 
 
 def scorer(type_name: str, **options: Any) -> CpuScorer[Any]:
-    built = build_scorers({"s": {"type": type_name, **options}})[0]
+    built = scorers_from({"s": {"type": type_name, **options}})[0]
     assert isinstance(built, CpuScorer)
     return built
 

@@ -22,11 +22,11 @@ from shadowtap.exchange import Exchange, Score
 from shadowtap.metrics import Metrics
 from shadowtap.scorers.base import CpuScorer, ScorerOptions
 from shadowtap.scorers.pool import CpuSettings
-from shadowtap.scorers.registry import build_scorers
 from shadowtap.scorers.runner import ScoringRunner
 
 from tests.exchanges import chat_exchange
 from tests.scorer_plugins import FailsInWorker, Hostile, NotPicklable, SeesRequest
+from tests.scorer_tables import scorers_from
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,7 +67,7 @@ async def test_a_scorer_over_its_time_limit_is_killed_and_its_worker_replaced(
     session: aiohttp.ClientSession, behaviour: str
 ) -> None:
     registry = CollectorRegistry()
-    exact = build_scorers({"exact": {"type": "exact_match"}})
+    exact = scorers_from({"exact": {"type": "exact_match"}})
     runner = ScoringRunner(
         [*exact, hostile()], Metrics(registry), session, CpuSettings(processes=1)
     )
@@ -128,7 +128,7 @@ async def test_pairs_over_the_size_bound_are_skipped_not_sent(
     scorers = [
         hostile(timeout_s=30),
         SeesRequest("sees", ScorerOptions(type="sees_request")),
-        *build_scorers({"exact": {"type": "exact_match"}}),
+        *scorers_from({"exact": {"type": "exact_match"}}),
     ]
     settings = CpuSettings(processes=1, max_pair_chars=1000)
     runner = ScoringRunner(scorers, Metrics(registry), session, settings)

@@ -17,10 +17,10 @@ from shadowtap.completion import Completion
 from shadowtap.config import ConfigError
 from shadowtap.metrics import Metrics
 from shadowtap.scorers import CpuScorer
-from shadowtap.scorers.registry import build_scorers
 from shadowtap.scorers.runner import ScoringRunner
 
 from tests.exchanges import chat_exchange
+from tests.scorer_tables import scorers_from
 
 BUILTINS = (
     "embedding_agreement, embedding_similarity, exact_match, json_match, json_schema_valid, "
@@ -30,7 +30,7 @@ SCORERS_DOC = Path(__file__).resolve().parent.parent / "docs" / "scorers.md"
 
 
 def test_builtins_load_in_config_order_with_their_options() -> None:
-    scorers = build_scorers(
+    scorers = scorers_from(
         {
             "sim": {"type": "text_similarity", "threshold": 0.6, "method": "bag"},
             "exact": {"type": "exact_match", "rate": 0.5},
@@ -45,7 +45,7 @@ def test_builtins_load_in_config_order_with_their_options() -> None:
     assert (scorers[0].threshold, scorers[0].rate) == (0.6, 1.0)
     assert (scorers[1].threshold, scorers[1].rate) == (0.8, 0.5)
     assert [isinstance(s, CpuScorer) for s in scorers] == [True, True, False]
-    assert build_scorers({}) == []
+    assert scorers_from({}) == []
 
 
 @pytest.mark.parametrize(
@@ -86,15 +86,15 @@ def test_builtins_load_in_config_order_with_their_options() -> None:
 )
 def test_bad_tables_stop_the_start_naming_the_key(table: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        build_scorers({"s": table})
+        scorers_from({"s": table})
     assert str(caught.value) == message
 
 
 def test_bad_names_and_secret_values_in_errors() -> None:
     with pytest.raises(ConfigError, match=r"scorers\.bad name: scorer name must match"):
-        build_scorers({"bad name": {"type": "exact_match"}})
+        scorers_from({"bad name": {"type": "exact_match"}})
     with pytest.raises(ConfigError) as caught:
-        build_scorers(
+        scorers_from(
             {"j": {"type": "llm_judge", "url": "http://x", "model": "m", "api_key": 12345}}
         )
     assert str(caught.value).startswith("config error: scorers.j.api_key:")
@@ -156,8 +156,8 @@ def example_package(tmp_path: Path) -> Iterator[str]:
 
 async def test_a_third_party_scorer_package_loads_and_scores(example_package: str) -> None:
     with pytest.raises(ConfigError, match=r"scorers\.first\.case_sensitiv: unknown key"):
-        build_scorers({"first": {"type": example_package, "case_sensitiv": True}})
-    scorers = build_scorers({"first": {"type": example_package, "threshold": 1.0}})
+        scorers_from({"first": {"type": example_package, "case_sensitiv": True}})
+    scorers = scorers_from({"first": {"type": example_package, "threshold": 1.0}})
     assert type(scorers[0]).__name__ == "SameFirstWord"
 
     texts = {"primary": "Paris is it", "same": "paris is the answer", "other": "Lyon"}

@@ -16,10 +16,10 @@ from shadowtap.completion import Completion
 from shadowtap.exchange import Exchange, Score
 from shadowtap.metrics import Metrics
 from shadowtap.scorers.base import IoScorer, Pair, Verdict
-from shadowtap.scorers.registry import build_scorers
 from shadowtap.scorers.runner import ScoringRunner
 
 from tests.exchanges import chat_exchange
+from tests.scorer_tables import scorers_from
 
 SECRET = "sk-test-SECRET-do-not-leak"
 REQUEST = {"model": "m", "messages": [{"role": "user", "content": "What is 6 x 7?"}]}
@@ -39,7 +39,7 @@ def pair(a: str, b: str) -> Pair:
 
 def io_scorer(type_name: str, url: str, **options: Any) -> IoScorer[Any]:
     table = {"type": type_name, "url": url, "model": "judge-1", "api_key": SECRET, **options}
-    built = build_scorers({"s": table})[0]
+    built = scorers_from({"s": table})[0]
     assert isinstance(built, IoScorer)
     return built
 

@@ -16,11 +16,11 @@ from shadowtap.completion import Completion
 from shadowtap.exchange import Exchange, Score
 from shadowtap.metrics import Metrics
 from shadowtap.scorers.base import CpuScorer, ScorerOptions
-from shadowtap.scorers.registry import build_scorers
 from shadowtap.scorers.runner import ScoringRunner, sampled
 
 from tests.exchanges import chat_exchange
 from tests.scorer_plugins import OutOfRange, Raises, Sleepy
+from tests.scorer_tables import scorers_from
 
 SCHEMA_REQUEST = {
     "messages": [{"role": "user", "content": "q"}],
@@ -56,7 +56,7 @@ def registry() -> CollectorRegistry:
 async def test_every_scorer_sees_every_shadow_and_metrics_are_observed(
     session: aiohttp.ClientSession, registry: CollectorRegistry
 ) -> None:
-    scorers = build_scorers(
+    scorers = scorers_from(
         {
             "exact": {"type": "exact_match"},
             "fields": {"type": "json_match", "threshold": 0.9},
@@ -90,7 +90,7 @@ async def test_every_scorer_sees_every_shadow_and_metrics_are_observed(
 async def test_a_failed_side_makes_the_pair_not_applicable(
     session: aiohttp.ClientSession, registry: CollectorRegistry
 ) -> None:
-    scorers = build_scorers(
+    scorers = scorers_from(
         {"exact": {"type": "exact_match"}, "schema": {"type": "json_schema_valid"}}
     )
     runner = ScoringRunner(scorers, Metrics(registry), session)
@@ -123,7 +123,7 @@ async def test_raising_and_malformed_scorers_are_counted_never_propagated(
     scorers = [
         custom(Raises, "raises"),
         custom(OutOfRange, "range"),
-        *build_scorers({"e": {"type": "exact_match"}}),
+        *scorers_from({"e": {"type": "exact_match"}}),
     ]
     runner = ScoringRunner(scorers, Metrics(registry), session)
     scores = await runner.score(exchange(cand=ok('{"a": 1}')))
@@ -137,7 +137,7 @@ async def test_raising_and_malformed_scorers_are_counted_never_propagated(
 
 
 async def test_no_primary_or_no_scorers_gives_no_scores(session: aiohttp.ClientSession) -> None:
-    runner = ScoringRunner(build_scorers({"e": {"type": "exact_match"}}), Metrics(), session)
+    runner = ScoringRunner(scorers_from({"e": {"type": "exact_match"}}), Metrics(), session)
     headless = exchange(cand=ok("x"))
     del headless.results["primary"]
     assert await runner.score(headless) == []
@@ -158,7 +158,7 @@ async def test_rate_samples_whole_exchanges_deterministically(
     assert not any(sampled(0.0, rid, "x") for rid in ids[:50])
 
     runner = ScoringRunner(
-        build_scorers({"e": {"type": "exact_match", "rate": 0.5}}), Metrics(), session
+        scorers_from({"e": {"type": "exact_match", "rate": 0.5}}), Metrics(), session
     )
     counts = []
     for rid in ids[:200]:

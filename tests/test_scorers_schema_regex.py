@@ -10,7 +10,8 @@ import pytest
 from aiohttp import web
 from shadowtap.completion import Completion
 from shadowtap.scorers.base import CpuScorer, Pair, Verdict
-from shadowtap.scorers.registry import build_scorers
+
+from tests.scorer_tables import scorers_from
 
 # Exponential for a backtracking engine: Python's `re` needs hours for 40 `a` and a `!`.
 CATASTROPHIC = "^(a+)+$"
@@ -18,7 +19,7 @@ EVIL_TEXT = "a" * 5000 + "!"
 
 
 def schema_valid() -> CpuScorer[Any]:
-    built = build_scorers({"s": {"type": "json_schema_valid"}})[0]
+    built = scorers_from({"s": {"type": "json_schema_valid"}})[0]
     assert isinstance(built, CpuScorer)
     return built
 

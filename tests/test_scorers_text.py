@@ -7,13 +7,14 @@ from typing import Any
 import pytest
 from shadowtap.completion import Completion, ToolCall
 from shadowtap.scorers.base import CpuScorer, Pair, Verdict
-from shadowtap.scorers.registry import build_scorers
+
+from tests.scorer_tables import scorers_from
 
 LONG = " ".join(f"word{i % 997} token{i % 13}" for i in range(9_000))  # ~100 kB
 
 
 def scorer(type_name: str, **options: Any) -> CpuScorer[Any]:
-    built = build_scorers({"s": {"type": type_name, **options}})[0]
+    built = scorers_from({"s": {"type": type_name, **options}})[0]
     assert isinstance(built, CpuScorer)
     return built
 

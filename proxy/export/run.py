@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import os
-import tomllib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -52,20 +50,13 @@ class ExportResult:
 
 
 def _bodies(config_path: str | None) -> Bodies:
-    """storage.bodies of the config (read alone: an export needs none of the secrets)."""
+    """storage.bodies of the config, read by the loader `serve` uses (only [storage] is
+    substituted: an export needs none of the proxy's secrets)."""
     if config_path is None:
         return "redacted"
-    from shadowtap.config import ConfigError, StorageConfig, substitute_env
+    from shadowtap.config import ExportTables, load_tables
 
-    try:
-        raw = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        raise ConfigError(f"config error: cannot read {config_path}: {error}") from None
-    storage = substitute_env(raw.get("storage", {}), dict(os.environ), "storage")
-    try:
-        return StorageConfig.model_validate(storage).bodies
-    except ValueError as error:
-        raise ConfigError(f"config error: storage: {error}") from None
+    return load_tables(config_path, ExportTables).storage.bodies
 
 
 def query_from_args(args: argparse.Namespace) -> tuple[ExportQuery, Bodies]:

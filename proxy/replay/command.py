@@ -72,19 +72,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from shadowtap.config import ConfigError, load_config
+    from shadowtap.config import load_config
     from shadowtap.log import configure_logging
     from shadowtap.replay.run import ReplayError, ReplayOptions, ReplayRunner
     from shadowtap.replay.source import Selection
     from shadowtap.report.sources import SourceError, parse_since
 
     console = Console(stderr=True)
+    config = load_config(args.config)  # a ConfigError is shadowtap's one message (see cli)
     try:
-        config = load_config(args.config)
-        if config.scorers:
-            from shadowtap.scorers.registry import build_scorers
-
-            build_scorers(config.scorers)  # unknown types and bad options stop here, not later
         configure_logging("warning")
         selection = Selection(
             since=parse_since(args.since) if args.since else None,
@@ -117,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
             config_path=args.config,
         )
         summary = _run_with_signals(runner, console)
-    except (ConfigError, ReplayError, SourceError, ValueError) as error:
+    except (ReplayError, SourceError, ValueError) as error:
         print(f"shadowtap replay: {error}", file=sys.stderr)
         return 2
     summary.show(Console())

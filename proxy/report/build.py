@@ -10,9 +10,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from shadowtap.config import GatesConfig
+from shadowtap.config import GatesConfig, ScorerSpec
 from shadowtap.report import stats
 from shadowtap.report.checks import JSON_VALIDITY, REFUSAL, named, scorer_kinds
 from shadowtap.report.gates import Levels, overall
@@ -230,12 +229,12 @@ def build_report(
     candidates: Sequence[str] | None = None,
     route: str | None = None,
     examples: int = 5,
-    scorers: Mapping[str, Mapping[str, Any]] | None = None,
+    scorers: Mapping[str, ScorerSpec] | None = None,
     slice_by: Sequence[str] = (),
 ) -> Report:
     """Measure every candidate (or the named ones) and decide each against `gates`.
 
-    `scorers` is the config's [scorers] tables (name -> {"type": ..., "threshold": ...}), used
+    `scorers` is the config's resolved [scorers] (`Config.scorers`: name -> spec), used
     where the source does not say: which stored scorer is the JSON-validity or refusal check
     (the stored details tell too), and thresholds the live API does not carry. `slice_by` is
     `[report] slice_by`: the request fields and headers to slice by besides the built-in ones.
@@ -259,15 +258,9 @@ def build_report(
             )
         present = [c for c in present if c in candidates]
     tables = scorers or {}
-    thresholds = {
-        name: float(table["threshold"])
-        for name, table in tables.items()
-        if isinstance(table.get("threshold"), int | float)
-    }
+    thresholds = {name: spec.threshold for name, spec in tables.items()}
     thresholds.update(con.execute("SELECT scorer, threshold FROM thresholds").fetchall())
-    kinds = scorer_kinds(
-        source, {n: t["type"] for n, t in tables.items() if isinstance(t.get("type"), str)}
-    )
+    kinds = scorer_kinds(source, {name: spec.kind for name, spec in tables.items()})
 
     def fetch(target: str) -> Rows:
         columns = ", ".join(NUMERIC_COLUMNS)

@@ -16,19 +16,16 @@ import argparse
 import json
 import os
 import sys
-import tomllib
 from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError
-from shadowtap.config import ConfigError, GatesConfig, ReportConfig, substitute_env
+from shadowtap.config import ReportTables, load_tables
 
 if TYPE_CHECKING:
     from shadowtap.report.sources import Source
 
 DEFAULT_DB = "shadowtap.duckdb"
-TableModel = TypeVar("TableModel", bound=BaseModel)
 
 # The programmatic API, re-exported for callers such as the demo; loaded on first use so
 # that `add_arguments` (imported whenever the CLI parser is built, `serve` included) is cheap.
@@ -39,7 +36,7 @@ _LAZY = {
     "print_report": "shadowtap.report.text",
     "render_text": "shadowtap.report.text",
 }
-__all__ = ["add_arguments", "load_config_tables", "load_report_config", "run", *_LAZY]
+__all__ = ["add_arguments", "load_report_tables", "run", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
@@ -89,49 +86,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_config_tables(
-    path: str | Path | None,
-) -> tuple[GatesConfig, dict[str, dict[str, Any]]]:
-    """The [gates] table of a config file, validated on its own, and the [scorers] tables.
-
-    Only these are read: a report often runs where the proxy's secrets (`${...}` in other
-    tables) are not set, and it needs none of them.
-    """
-    if path is None:
-        return GatesConfig(), {}
-    try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ConfigError(f"config error: cannot read {path}: {error.strerror}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"config error: {path} is not valid TOML: {error}") from None
-    gates = _table(raw, "gates", GatesConfig)
-    scorers = raw.get("scorers", {})
-    if not isinstance(scorers, dict):
-        raise ConfigError("config error: scorers: must be a table of tables")
-    return gates, {name: t for name, t in scorers.items() if isinstance(t, dict)}
-
-
-def load_report_config(path: str | Path | None) -> ReportConfig:
-    """The [report] table of a config file (what to slice by), validated on its own."""
-    if path is None:
-        return ReportConfig()
-    try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError):
-        return ReportConfig()  # load_config_tables, called first, has said what is wrong
-    return _table(raw, "report", ReportConfig)
-
-
-def _table(raw: dict[str, Any], name: str, model: type[TableModel]) -> TableModel:
-    table = substitute_env(raw.get(name, {}), dict(os.environ), name)
-    try:
-        return model.model_validate(table)
-    except ValidationError as error:
-        first = error.errors()[0]
-        key = ".".join([name, *(str(p) for p in first["loc"])])
-        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        raise ConfigError(f"config error: {key}: {message}") from None
+def load_report_tables(path: str | Path | None) -> ReportTables:
+    """The [gates], [scorers] and [report] tables of a config file, read by the config loader
+    `serve` uses, with its messages. Only these are substituted and validated: a report often
+    runs where the proxy's secrets (`${...}` in other tables) are not set, and it needs none."""
+    return ReportTables() if path is None else load_tables(path, ReportTables)
 
 
 def admin_token(env_name: str | None) -> str | None:
@@ -165,25 +124,24 @@ def run(args: argparse.Namespace) -> int:
     from shadowtap.report.sources import SourceError, parse_since
     from shadowtap.report.text import print_report
 
+    tables = load_report_tables(args.config)  # a ConfigError is shadowtap's one message
     try:
         if args.examples < 0:
             raise SourceError(f"--examples must be 0 or more (got {args.examples})")
-        gates, scorers = load_config_tables(args.config)
-        slicing = load_report_config(args.config)
         since = parse_since(args.since) if args.since else None
         report = build_report(
             open_source(args),
-            gates,
+            tables.gates,
             since=since,
             candidates=args.candidate,
             route=args.route,
             examples=args.examples,
-            scorers=scorers,
-            slice_by=slicing.slice_by,
+            scorers=tables.scorers,
+            slice_by=tables.report.slice_by,
         )
         if args.html:
             write_html(report, args.html)
-    except (SourceError, ConfigError) as error:
+    except SourceError as error:
         print(f"shadowtap report: {error}", file=sys.stderr)
         return 2
     except OSError as error:
