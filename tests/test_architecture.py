@@ -80,3 +80,63 @@ def test_importing_the_server_loads_no_storage_scoring_or_report_library() -> No
     )
     loaded = set(ast.literal_eval(result.stdout))
     assert not loaded & HEAVY, loaded & HEAVY
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports anywhere (function bodies too), relative imports as written
+    (`.test_x` keeps its leading dot)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = "." * node.level + (node.module or "")
+            names.add(base)
+            if not node.module:  # `from . import test_x` imports the module test_x
+                names |= {base + alias.name for alias in node.names}
+    return names
+
+
+def imports_a_test_module(path: Path) -> list[str]:
+    """Our test modules it imports: `tests.test_x`, `test_x` or relative `.test_x` (not a
+    library's, such as `aiohttp.test_utils`)."""
+
+    def ours(name: str) -> bool:
+        return name.startswith(".") or name.startswith("tests.") or "." not in name
+
+    return sorted(
+        name
+        for name in imported_modules(path)
+        if ours(name) and name.split(".")[-1].startswith("test_")
+    )
+
+
+def test_test_modules_import_helpers_from_support_modules_never_from_each_other() -> None:
+    # Importing a test module runs its module-level set-up again and couples two test files;
+    # shared builders live in support modules (tests/fakes.py, tests/report_data.py, ...).
+    offenders = {
+        path.name: found
+        for path in sorted((ROOT / "tests").glob("test_*.py"))
+        if (found := imports_a_test_module(path))
+    }
+    assert not offenders, offenders
+
+
+@pytest.mark.parametrize(
+    ("source", "found"),
+    [
+        ("from tests.test_report_data import write", ["tests.test_report_data"]),
+        ("import tests.test_cli as cli", ["tests.test_cli"]),
+        ("def f():\n    from .test_x import y", [".test_x"]),
+        ("from . import test_x", [".test_x"]),
+        ("import test_cli", ["test_cli"]),
+        ("from tests.report_data import write\nimport pytest", []),
+        ("from aiohttp.test_utils import TestClient", []),
+    ],
+)
+def test_the_test_import_check_sees_every_form(
+    tmp_path: Path, source: str, found: list[str]
+) -> None:
+    path = tmp_path / "test_example.py"
+    path.write_text(source, encoding="utf-8")
+    assert imports_a_test_module(path) == found

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from shadowtap.cli import main
 
-from tests.test_report_data import NOISE, SLOW, make_exchanges, write
+from tests.report_data import NOISE, SLOW, make_exchanges, write
 
 SHADOWTAP = Path(sys.executable).with_name("shadowtap")
 

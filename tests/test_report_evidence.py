@@ -1,6 +1,6 @@
 """No evidence is never a pass: verdicts when scores, the noise floor or pairs are missing.
 
-Each test writes known-truth traffic through the real recorder (tests/test_report_data.py) and
+Each test writes known-truth traffic through the real recorder (tests/report_data.py) and
 reads it back with the real report.
 """
 
@@ -15,7 +15,7 @@ from shadowtap.config import GatesConfig
 from shadowtap.report import build_report, open_db, render_text
 from shadowtap.scorers.registry import resolve_scorers
 
-from tests.test_report_data import IDENTICAL, NOISE, Behaviour, make_exchanges, write
+from tests.report_data import IDENTICAL, NOISE, Behaviour, make_exchanges, write
 
 RAISES = Behaviour(agreement=None, scoring="error")
 INAPPLICABLE = Behaviour(agreement=None, scoring="not_applicable")

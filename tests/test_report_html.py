@@ -22,7 +22,7 @@ import pytest
 from shadowtap.config import GatesConfig
 from shadowtap.report import build_report, open_db, write_html
 
-from tests.test_report_data import NOISE, PARAPHRASE, SLOW, make_exchanges, write
+from tests.report_data import NOISE, PARAPHRASE, SLOW, make_exchanges, write
 
 pytestmark = pytest.mark.slow
 

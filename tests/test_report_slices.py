@@ -1,5 +1,5 @@
 """Where a candidate is brittle: slices, the `max_slice_drop` gate and per-slice reliability,
-on known-truth traffic written through the real recorder (tests/test_report_data.py); the
+on known-truth traffic written through the real recorder (tests/report_data.py); the
 slice headers' values stored by a real proxy, and nothing else of any header."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from shadowtap.report.model import Report
 from shadowtap.report.sequences import Moments, difference_sequence
 
 from tests.conftest import StartFake, StartShadowtap, make_config
-from tests.test_report_data import IDENTICAL, NOISE, Behaviour, make_exchanges, write
+from tests.report_data import IDENTICAL, NOISE, Behaviour, make_exchanges, write
 
 # Identical to the primary on most requests (better than the noise floor's 0.9), but ~0.6 on
 # the quarter of requests that declare tools: about the noise floor on average (a drop of

@@ -27,7 +27,7 @@ from shadowtap.report import (
 from shadowtap.report.sources import fetch_pairs, parse_since
 from shadowtap.scorers.registry import resolve_scorers
 
-from tests.test_report_data import FLAKY, NOISE, PARAPHRASE, make_exchanges, write
+from tests.report_data import FLAKY, NOISE, PARAPHRASE, make_exchanges, write
 
 GATES = GatesConfig(max_cost_ratio=2.0)
 SHADOWTAP = Path(sys.executable).with_name("shadowtap")  # the installed console script

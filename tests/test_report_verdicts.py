@@ -10,7 +10,7 @@ from shadowtap.config import GatesConfig
 from shadowtap.report import SourceError, build_report, open_db, render_text, report_json
 from shadowtap.report.model import Report
 
-from tests.test_report_data import (
+from tests.report_data import (
     FLAKY,
     IDENTICAL,
     NOISE,
