@@ -52,6 +52,7 @@ class SSEDecoder:
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         if self._skip_lf and chunk[:1] == b"\n":
             chunk = chunk[1:]
+            self._skip_lf = False  # that LF is used up, even if nothing follows it here
         if not chunk:
             return []
         # CR, LF and CRLF all end a line. A CR at the very end is a line end already; only
