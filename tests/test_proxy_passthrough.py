@@ -11,6 +11,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 from tests.conftest import StartFake, StartShadowtap, make_config
+from tests.shadowing import drain
 
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "What is six times seven?"}]}
 # Headers whose value legitimately differs between two responses of the same server.
@@ -47,7 +48,7 @@ async def test_json_and_sse_bodies_are_byte_identical(
             # chunk by chunk, not buffered: the dripping primary's events arrive separately
             assert proxied[1]["content-type"].startswith("text/event-stream")
             assert len(proxied[3]) > 3
-    await asyncio.sleep(0.1)
+    await drain(server)  # the shadows have answered (no guess at how long they take)
     assert len(candidate.chat_requests()) == 2
 
 
@@ -86,7 +87,7 @@ async def test_non_chat_routes_pass_through_unmirrored(
     status, _, body, _ = await raw(proxy_url(server, "/v1/unknown?x=1&y=%20z"), None, "GET")
     assert status == 404 and b"no such route" in body
     assert primary.received[-1].path_qs == "/v1/unknown?x=1&y=%20z"
-    await asyncio.sleep(0.05)
+    await drain(server)  # a shadow sent by mistake would be awaited here, so it is seen
     assert candidate.received == []
     await client.close()
 
@@ -102,7 +103,7 @@ async def test_malformed_json_reaches_primary_and_is_not_mirrored(
     assert status == 400
     assert orjson.loads(body)["error"]["message"].startswith("We could not parse")
     assert primary.received[-1].body == b'{"model": "x", "messages": ['
-    await asyncio.sleep(0.05)
+    await drain(server)  # a shadow sent by mistake would be awaited here, so it is seen
     assert candidate.received == []
     labels = {"route": "/v1/chat/completions", "outcome": "invalid_json"}
     assert registry.get_sample_value("shadowtap_sampling_decisions_total", labels) == 1
