@@ -54,7 +54,7 @@ async def replay_step(
     """Replay the recorded traffic to `next-release`; print its summary and verdict and the
     commands to run next. Returns {candidate: verdict}."""
     from shadowtap.replay.run import ReplayOptions, ReplayRunner
-    from shadowtap.report.command import build_report, print_report
+    from shadowtap.report import build_report, print_report
 
     process, url = await _start_model(speed, seed)
     try:

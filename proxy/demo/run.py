@@ -138,7 +138,7 @@ def _report(
     config: Config, db_path: Path, html_path: Path, json_path: Path, console: Console
 ) -> dict[str, str]:
     """Build, print and save the report; returns each candidate's verdict."""
-    from shadowtap.report.command import build_report, print_report, report_json, write_html
+    from shadowtap.report import build_report, print_report, report_json, write_html
 
     report = build_report(
         db_path, config.gates, scorers=config.scorers, slice_by=config.report.slice_by

@@ -16,9 +16,8 @@ import argparse
 import json
 import os
 import sys
-from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from shadowtap.config import ReportTables, load_tables
 
@@ -26,23 +25,6 @@ if TYPE_CHECKING:
     from shadowtap.report.sources import Source
 
 DEFAULT_DB = "shadowtap.duckdb"
-
-# The programmatic API, re-exported for callers such as the demo; loaded on first use so
-# that `add_arguments` (imported whenever the CLI parser is built, `serve` included) is cheap.
-_LAZY = {
-    "build_report": "shadowtap.report.build",
-    "write_html": "shadowtap.report.html",
-    "report_json": "shadowtap.report.model",
-    "print_report": "shadowtap.report.text",
-    "render_text": "shadowtap.report.text",
-}
-__all__ = ["add_arguments", "load_report_tables", "run", *_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'shadowtap.report.command' has no attribute {name!r}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
