@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from shadowtap.completion import ToolCall
 from shadowtap.exchange import Exchange
+from shadowtap.recorder.schema import SCHEMA, TABLES
 from shadowtap.redact import ExactSecrets, redact, redact_json_text
 
 Bodies = Literal["full", "redacted", "none"]
@@ -30,55 +31,26 @@ Secrets = ExactSecrets | None
 
 MODEL_MAX_CHARS = 256  # the "model" column is a label for grouping; the body keeps the rest
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-INT32_COLUMNS = ("status", "prompt_tokens", "completion_tokens")  # INTEGER in DuckDB
-
-ARROW_SCHEMAS: dict[str, pa.Schema] = {
-    "exchanges": pa.schema(
-        [
-            ("request_id", pa.string()),
-            ("started_at", pa.timestamp("us", tz="UTC")),
-            ("method", pa.string()),
-            ("path", pa.string()),
-            ("route", pa.string()),
-            ("model", pa.string()),
-            ("stream", pa.bool_()),
-            ("request_body", pa.string()),
-            ("header_names", pa.list_(pa.string())),
-            ("slice_headers", pa.string()),
-        ]
-    ),
-    "responses": pa.schema(
-        [
-            ("request_id", pa.string()),
-            ("target", pa.string()),
-            ("role", pa.string()),
-            ("status", pa.int64()),
-            ("error", pa.string()),
-            ("latency_ms", pa.float64()),
-            ("ttft_ms", pa.float64()),
-            ("text", pa.string()),
-            ("tool_calls", pa.string()),
-            ("finish_reason", pa.string()),
-            ("prompt_tokens", pa.int64()),
-            ("completion_tokens", pa.int64()),
-            ("response_model", pa.string()),
-            ("cost_usd", pa.float64()),
-            ("source", pa.string()),
-            ("replay_run", pa.string()),
-        ]
-    ),
-    "scores": pa.schema(
-        [
-            ("request_id", pa.string()),
-            ("target", pa.string()),
-            ("scorer", pa.string()),
-            ("score", pa.float64()),
-            ("detail", pa.string()),
-            ("error", pa.string()),
-            ("threshold", pa.float64()),
-        ]
-    ),
+# DuckDB type -> the Arrow type the writer builds its batches in. INTEGER goes through int64:
+# a count past INTEGER's range becomes NULL in Arrow (`_int32_checked`), not a failed batch.
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "VARCHAR": pa.string(),
+    "JSON": pa.string(),
+    "BOOLEAN": pa.bool_(),
+    "DOUBLE": pa.float64(),
+    "INTEGER": pa.int64(),
+    "TIMESTAMP WITH TIME ZONE": pa.timestamp("us", tz="UTC"),
+    "VARCHAR[]": pa.list_(pa.string()),
 }
+# Derived from the one declaration of the tables (`schema.SCHEMA`), column for column.
+ARROW_SCHEMAS: dict[str, pa.Schema] = {
+    table: pa.schema([(column.name, ARROW_TYPES[column.type]) for column in columns])
+    for table, columns in SCHEMA.items()
+}
+# status, prompt_tokens, completion_tokens: INTEGER in DuckDB
+INT32_COLUMNS = tuple(
+    dict.fromkeys(c.name for table in TABLES for c in SCHEMA[table] if c.type == "INTEGER")
+)
 
 
 class Privacy:

@@ -18,11 +18,12 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
-TABLES = ("exchanges", "responses", "scores")
+TABLES = ("exchanges", "responses", "scores")  # what the writer records and the roll-up copies
 
 # Migration 1 is the schema of the first release; 2 adds what reports need without a config
 # (per-target cost, each score's threshold); 3 marks replayed answers. Never edit a migration
@@ -101,50 +102,87 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
-# Which columns each table has at each version; the writer and the Parquet roll-up use the
-# current ones, and tests use version 1 to build an "older file".
-COLUMNS: dict[str, tuple[str, ...]] = {
+
+# Every column of every table, declared once: its name, its DuckDB type (as
+# `information_schema.columns.data_type` names it), the migration that added it, and what rows
+# written before that migration read as. The Arrow batches (`rows.ARROW_SCHEMAS`), the INSERT
+# and Parquet column lists (`COLUMNS`) and the pairs view's stand-ins for columns an older
+# roll-up lacks are derived from it; a test applies MIGRATIONS to a fresh file and checks the
+# result against it, column by column.
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    type: str
+    added: int = 1  # the migration that added the column
+    before: str | None = None  # its value in rows written before `added` (None: NULL)
+
+    @property
+    def absent(self) -> str:
+        """SQL for the column's value where a relation has no such column (older Parquet)."""
+        return self.before or f"CAST(NULL AS {self.type})"
+
+
+TIMESTAMPTZ = "TIMESTAMP WITH TIME ZONE"
+SCHEMA: dict[str, tuple[Column, ...]] = {
     "exchanges": (
-        "request_id",
-        "started_at",
-        "method",
-        "path",
-        "route",
-        "model",
-        "stream",
-        "request_body",
-        "header_names",
-        "slice_headers",
+        Column("request_id", "VARCHAR"),
+        Column("started_at", TIMESTAMPTZ),
+        Column("method", "VARCHAR"),
+        Column("path", "VARCHAR"),
+        Column("route", "VARCHAR"),
+        Column("model", "VARCHAR"),
+        Column("stream", "BOOLEAN"),
+        Column("request_body", "JSON"),
+        Column("header_names", "VARCHAR[]"),
+        Column("slice_headers", "JSON", added=4),
     ),
     "responses": (
-        "request_id",
-        "target",
-        "role",
-        "status",
-        "error",
-        "latency_ms",
-        "ttft_ms",
-        "text",
-        "tool_calls",
-        "finish_reason",
-        "prompt_tokens",
-        "completion_tokens",
-        "response_model",
-        "cost_usd",
-        "source",
-        "replay_run",
+        Column("request_id", "VARCHAR"),
+        Column("target", "VARCHAR"),
+        Column("role", "VARCHAR"),
+        Column("status", "INTEGER"),
+        Column("error", "VARCHAR"),
+        Column("latency_ms", "DOUBLE"),
+        Column("ttft_ms", "DOUBLE"),
+        Column("text", "VARCHAR"),
+        Column("tool_calls", "JSON"),
+        Column("finish_reason", "VARCHAR"),
+        Column("prompt_tokens", "INTEGER"),
+        Column("completion_tokens", "INTEGER"),
+        Column("response_model", "VARCHAR"),
+        Column("cost_usd", "DOUBLE", added=2),
+        Column("source", "VARCHAR", added=3, before="'live'"),
+        Column("replay_run", "VARCHAR", added=3),
     ),
-    "scores": ("request_id", "target", "scorer", "score", "detail", "error", "threshold"),
+    "scores": (
+        Column("request_id", "VARCHAR"),
+        Column("target", "VARCHAR"),
+        Column("scorer", "VARCHAR"),
+        Column("score", "DOUBLE"),
+        Column("detail", "JSON"),
+        Column("error", "VARCHAR"),
+        Column("threshold", "DOUBLE", added=2),
+    ),
+    "replay_claims": (
+        Column("request_id", "VARCHAR", added=3),
+        Column("target", "VARCHAR", added=3),
+        Column("replay_run", "VARCHAR", added=3),
+        Column("claimed_at", TIMESTAMPTZ, added=3),
+    ),
+}
+
+# The writer, the Parquet roll-up and replay insert and copy by these names, in this order.
+COLUMNS: dict[str, tuple[str, ...]] = {
+    table: tuple(column.name for column in columns) for table, columns in SCHEMA.items()
 }
 
 # Columns shown once per side in `pairs`: primary_<col> and candidate_<col>.
 SIDE_COLUMNS = tuple(c for c in COLUMNS["responses"] if c not in ("request_id", "target", "role"))
-# Response columns added by later migrations, as rows written before them read: Parquet rolled
-# by an older shadowtap has no such column at all, and the pairs view must still build over it.
-ADDED_RESPONSE_COLUMNS = {
-    "cost_usd": "CAST(NULL AS DOUBLE)",
-    "source": "'live'",
-    "replay_run": "CAST(NULL AS VARCHAR)",
+# Columns added by later migrations, as rows written before them read: Parquet rolled by an
+# older shadowtap has no such column at all, and the pairs view must still build over it.
+ABSENT: dict[str, dict[str, str]] = {
+    table: {column.name: column.absent for column in columns if column.added > 1}
+    for table, columns in SCHEMA.items()
 }
 
 # One row per request x non-primary target (candidates and the secondary; `role` tells which).
@@ -202,7 +240,7 @@ def create_pairs_view(
     }
 
     def side(alias: str, col: str) -> str:
-        return f"{alias}.{col}" if col in present else ADDED_RESPONSE_COLUMNS[col]
+        return f"{alias}.{col}" if col in present else ABSENT["responses"][col]
 
     sides = ",\n    ".join(
         f"{side('p', col)} AS primary_{col}, {side('c', col)} AS candidate_{col}"
@@ -219,7 +257,7 @@ def create_pairs_view(
             # Added by migration 4: exchanges rolled to Parquet before it have none.
             slice_headers="e.slice_headers"
             if "slice_headers" in exchange_columns
-            else "CAST(NULL AS JSON)",
+            else ABSENT["exchanges"]["slice_headers"],
         )
     )
 

@@ -36,21 +36,14 @@ import duckdb
 import pyarrow as pa
 from shadowtap.exchange import Exchange
 from shadowtap.log import get_logger
-from shadowtap.recorder.rows import Privacy, to_arrow
+from shadowtap.recorder.rows import ARROW_SCHEMAS, Privacy, to_arrow
 from shadowtap.recorder.schema import COLUMNS
 from shadowtap.recorder.writer import safe_error
 from shadowtap.tasks import TaskSet
 
 log = get_logger("shadowtap.replay")
 T = TypeVar("T")
-CLAIMS_SCHEMA = pa.schema(
-    [
-        ("request_id", pa.string()),
-        ("target", pa.string()),
-        ("replay_run", pa.string()),
-        ("claimed_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
+CLAIMS_SCHEMA = ARROW_SCHEMAS["replay_claims"]
 
 
 class StoreError(Exception):
