@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: test check demo lint dashboards bench clean system-deps lock
+.PHONY: test check demo lint dashboards bench bench-deps clean system-deps lock
 
 # The folders proxy/ and scorers/ install as the package `shadowtap`. A strict editable install
 # links each file into build/ (which mypy can follow, unlike an import hook), so a file added
@@ -47,7 +47,21 @@ lint: $(STAMP)
 dashboards: $(STAMP)
 	$(BIN)/python grafana/generate.py
 
-bench: $(STAMP)
+# The peer comparison (bench/peers.py) drives wrk and nginx, from Debian, when it can install
+# them; without them it says so and uses its own load generator / skips nginx. Envoy is not
+# packaged by Debian: it is measured when an `envoy` binary is on PATH.
+bench-deps:
+	@if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then \
+	  echo "installing Debian packages the peer benchmark drives: wrk nginx"; \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  { $$sudo apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends \
+	      wrk nginx >/dev/null; } || \
+	  echo "could not install wrk/nginx: bench/peers.py skips what is missing"; \
+	fi
+
+bench: $(STAMP) bench-deps
+	$(BIN)/python bench/peers.py --long
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/recorder.py
 	$(BIN)/python bench/metrics.py

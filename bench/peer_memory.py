@@ -1,0 +1,153 @@
+"""Memory beside the bare floor: many long streams held open, and 1 MB prompts.
+
+Every case starts fresh proxy processes, so each one's peak RSS (VmHWM, /proc) is that case's
+alone. Used by `bench/peers.py --long`.
+
+- long streams: `--streams-open` concurrent streams of `--stream-seconds` each, through the
+  bare floor and through shadowtap at 10% sampling (recording on), one after the other in
+  front of the same slow-streaming upstream: how many completed, peak RSS, ratio.
+- large prompts: 1 MB chat requests, 16 at a time, through the bare floor, shadowtap with no
+  request sampled and shadowtap with every request sampled: RSS growth over idle, ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import peer_servers
+from bench.harness import ANSWER_TEXT, PATH, STREAM_CHAT, memory_kb, shadowtap_config, wait_ready
+from bench.peer_load import concurrent_streams
+
+PROMPT_BYTES = 1_000_000
+PROMPT_REQUESTS = 160
+PROMPT_CONCURRENCY = 16
+
+
+def _start(kind: str, upstream: str, candidate: str, work: Path, rate: float, nofile: int) -> Any:
+    if kind == "bare":
+        return peer_servers.bare(upstream, nofile)
+    config = shadowtap_config(
+        upstream, {"url": candidate}, rate=rate, storage={"path": str(work / f"{kind}.duckdb")}
+    )
+    process, url, _ = peer_servers.shadowtap(config, work, nofile)
+    return process, url
+
+
+def long_streams(args: argparse.Namespace) -> dict[str, Any]:
+    count, seconds = args.streams_open, args.stream_seconds
+    nofile = 3 * count + 1_000
+    peer_servers.raise_nofile(nofile)
+    events = len(ANSWER_TEXT.split())
+    result: dict[str, Any] = {"streams": count, "seconds": seconds}
+    children = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            gap = str(seconds / events)
+            up, upstream = peer_servers.role("upstream", gap, nofile)
+            cand, candidate = peer_servers.role("upstream", gap, nofile)
+            children += [up, cand]
+            for name, kind in (("bare", "bare"), ("shadowtap 10%", "tap10")):
+                process, url = _start(kind, upstream, candidate, work, 0.1, nofile)
+                children.append(process)
+                asyncio.run(wait_ready(url + PATH))
+                idle = memory_kb(process.pid)[0]
+                done = asyncio.run(
+                    concurrent_streams(
+                        url + PATH, STREAM_CHAT, count, min(10.0, count / 400), 3 * seconds + 60
+                    )
+                )
+                peak = memory_kb(process.pid)[1]
+                result[name] = {
+                    "completed": sum(done),
+                    "idle_mb": idle / 1024,
+                    "peak_mb": peak / 1024,
+                }
+                print(
+                    f"long streams, {name}: {sum(done):,}/{count:,} of {seconds:g} s completed,"
+                    f" RSS idle {idle / 1024:.0f} MB, peak {peak / 1024:.0f} MB",
+                    flush=True,
+                )
+                peer_servers.stop([process])
+    finally:
+        peer_servers.stop(children)
+    tap, bare = result["shadowtap 10%"], result["bare"]
+    result["peak_ratio"] = tap["peak_mb"] / bare["peak_mb"]
+    result["growth_ratio"] = (tap["peak_mb"] - tap["idle_mb"]) / max(
+        bare["peak_mb"] - bare["idle_mb"], 1e-9
+    )
+    print(
+        f"long streams: peak RSS shadowtap/bare {result['peak_ratio']:.2f}x (target <= 1.5x);"
+        f" growth over idle {result['growth_ratio']:.2f}x"
+    )
+    return result
+
+
+async def _prompts(url: str) -> int:
+    import aiohttp
+
+    body = orjson.dumps(
+        {"model": "bench", "messages": [{"role": "user", "content": "x" * PROMPT_BYTES}]}
+    )
+    ok = 0
+    semaphore = asyncio.Semaphore(PROMPT_CONCURRENCY)
+    async with aiohttp.ClientSession() as session:
+
+        async def one() -> None:
+            nonlocal ok
+            async with semaphore, session.post(url, data=body) as response:
+                await response.read()
+                ok += response.status == 200
+
+        await asyncio.gather(*(one() for _ in range(PROMPT_REQUESTS)))
+    return ok
+
+
+def large_prompts(args: argparse.Namespace) -> dict[str, Any]:
+    del args
+    result: dict[str, Any] = {"prompt_bytes": PROMPT_BYTES, "concurrency": PROMPT_CONCURRENCY}
+    children = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            up, upstream = peer_servers.role("upstream", "0")
+            cand, candidate = peer_servers.role("upstream", "0")
+            children += [up, cand]
+            cases = (("bare", "bare", 0.0), ("shadowtap unsampled", "tap0", 0.0))
+            for name, kind, rate in (*cases, ("shadowtap sampled", "tap100", 1.0)):
+                process, url = _start(kind, upstream, candidate, work, rate, 20_000)
+                children.append(process)
+                asyncio.run(wait_ready(url + PATH))
+                idle = memory_kb(process.pid)[0]
+                ok = asyncio.run(_prompts(url + PATH))
+                peak = memory_kb(process.pid)[1]
+                result[name] = {
+                    "answered": ok,
+                    "idle_mb": idle / 1024,
+                    "peak_mb": peak / 1024,
+                    "growth_mb": (peak - idle) / 1024,
+                }
+                print(
+                    f"1 MB prompts, {name}: {ok}/{PROMPT_REQUESTS} answered, RSS idle"
+                    f" {idle / 1024:.0f} MB, peak {peak / 1024:.0f} MB"
+                    f" (+{(peak - idle) / 1024:.0f} MB)",
+                    flush=True,
+                )
+                peer_servers.stop([process])
+    finally:
+        peer_servers.stop(children)
+    bare = result["bare"]
+    for name in ("shadowtap unsampled", "shadowtap sampled"):
+        result[name]["peak_ratio"] = result[name]["peak_mb"] / bare["peak_mb"]
+        result[name]["growth_ratio"] = result[name]["growth_mb"] / max(bare["growth_mb"], 1e-9)
+        print(
+            f"1 MB prompts: {name}/bare peak RSS {result[name]['peak_ratio']:.2f}x,"
+            f" growth over idle {result[name]['growth_ratio']:.2f}x"
+        )
+    return result
