@@ -1,12 +1,21 @@
-"""The benchmark tools are correct: the bare floor relays bytes unchanged."""
+"""The benchmark tools are correct: the bare floor relays bytes unchanged, and the synthetic
+fleet data has the recorder's Parquet layout and types."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import duckdb
 from aiohttp import web
+from shadowtap.config import GatesConfig
+from shadowtap.recorder import migrate
+from shadowtap.recorder.schema import parquet_relations
+from shadowtap.report.build import build_report
+from shadowtap.report.sources import open_parquet
 
+from bench.fleet_data import generate
 from bench.harness import bare_passthrough_app
 from bench.peer_load import lua_string
 
@@ -49,6 +58,34 @@ async def test_bare_floor_relays_every_byte_status_and_stream_unchanged(
         async with session.post(bare.make_url("/teapot"), data=b"") as response:
             assert response.status == 418
             assert await response.read() == b"short and stout"
+
+
+def test_fleet_data_has_the_recorders_layout_types_and_pairs(tmp_path: Path) -> None:
+    requests = generate(tmp_path, 2_200, days=3)
+    assert requests == 2_000
+    schema = duckdb.connect()
+    migrate(schema)
+    con = duckdb.connect()
+    for table, relation in zip(
+        ("exchanges", "responses", "scores"), parquet_relations(tmp_path), strict=True
+    ):
+        days = sorted(p.name for p in (tmp_path / table).iterdir())
+        assert days == ["date=2026-01-05", "date=2026-01-06", "date=2026-01-07"]
+        written = con.execute(f"DESCRIBE SELECT * EXCLUDE (date) FROM {relation}").fetchall()
+        recorder = schema.execute(f"DESCRIBE {table}").fetchall()
+        assert [(c[0], c[1]) for c in written] == [(c[0], c[1]) for c in recorder]
+    source = open_parquet(tmp_path)
+    roles = dict(source.con.execute("SELECT role, count(*) FROM pairs GROUP BY role").fetchall())
+    assert roles == {"candidate": 2_000, "secondary": 200}
+    # every JSON column parses, and the scores fold into the pairs' map
+    assert source.con.execute(
+        "SELECT count(*) FROM pairs WHERE json_valid(request_body) AND scores['similarity'] > 0"
+        " AND role = 'candidate'"
+    ).fetchall() == [(2_000 - 2_000 // 50,)]
+    report = build_report(source, GatesConfig())
+    assert list(report.candidates) == ["small"]
+    assert report.candidates["small"].pairs == 2_000
+    assert report.noise is not None and report.noise.pairs == 200
 
 
 def test_lua_string_escapes_every_byte() -> None:

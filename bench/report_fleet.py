@@ -1,0 +1,114 @@
+"""`shadowtap report` at fleet size: wall time and peak RSS over a synthetic Parquet roll-up.
+
+Writes `--pairs` pairs with bench/fleet_data.py (kept in `--data DIR` between runs when given),
+then runs `shadowtap report --parquet DIR --json` as a child process and reads its peak RSS
+from the kernel (wait4). The machine is shared: a report that passes twice the targets (60 s,
+2 GB) is stopped there and reported as such, rather than left to take the machine's memory.
+
+    .venv/bin/python bench/report_fleet.py [--pairs 10000000] [--data DIR] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.fleet_data import generate
+from bench.harness import memory_kb
+
+TARGET_S = 60.0
+TARGET_MB = 2048.0
+STOP_FACTOR = 2.0  # stopped past this multiple of either target
+
+
+def run_report(directory: Path) -> dict[str, Any]:
+    shadowtap = str(Path(sys.executable).parent / "shadowtap")
+    command = [shadowtap, "report", "--parquet", str(directory), "--json"]
+    started = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stopped = None
+    peak_seen = 0
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            break
+        elapsed = time.perf_counter() - started
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, KeyError):
+            peak_seen = max(peak_seen, memory_kb(child.pid)[1])
+        if stopped is None and (
+            elapsed > STOP_FACTOR * TARGET_S or peak_seen / 1024 > STOP_FACTOR * TARGET_MB
+        ):
+            stopped = f"stopped after {elapsed:.0f} s at {peak_seen / 1024:.0f} MB"
+            child.send_signal(signal.SIGKILL)
+        time.sleep(0.1)
+    wall = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    assert child.stderr is not None
+    error = child.stderr.read().decode().strip()
+    # ru_maxrss of the waited child, in kB on Linux
+    return {
+        "seconds": wall,
+        "peak_mb": max(usage.ru_maxrss, peak_seen) / 1024,
+        "exit": child.returncode,
+        "stopped": stopped,
+        "error": error[-500:] if child.returncode not in (0, 1) and not stopped else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=10_000_000)
+    parser.add_argument("--data", type=Path, help="keep the generated Parquet here (reused)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = args.data or Path(tmp) / "fleet"
+        marker = directory / f".pairs-{args.pairs}"
+        if not marker.exists():
+            # another size's files, or an interrupted run's: only what generate() writes
+            for table in ("exchanges", "responses", "scores"):
+                shutil.rmtree(directory / table, ignore_errors=True)
+            for stale in directory.glob(".pairs-*"):
+                stale.unlink()
+            started = time.perf_counter()
+            generate(directory, args.pairs)
+            marker.touch()
+            print(f"generated {args.pairs:,} pairs in {time.perf_counter() - started:.0f} s")
+        size = sum(f.stat().st_size for f in directory.rglob("*.parquet")) / 1e6
+        result = run_report(directory) | {"pairs": args.pairs, "parquet_mb": size}
+    result["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    met = (
+        not result["stopped"]
+        and result["exit"] in (0, 1)
+        and result["seconds"] <= TARGET_S
+        and result["peak_mb"] <= TARGET_MB
+    )
+    result["met"] = met
+    outcome = result["stopped"] or f"exit {result['exit']}"
+    print(
+        f"report over {args.pairs:,} pairs ({size:.0f} MB of Parquet): {result['seconds']:.1f} s,"
+        f" peak RSS {result['peak_mb']:.0f} MB, {outcome}"
+        f" (target < {TARGET_S:.0f} s and < {TARGET_MB / 1024:.0f} GB:"
+        f" {'ok' if met else 'MISSED'}); load average"
+        f" {result['load_average']}"
+    )
+    if result["error"]:
+        print(f"report failed: {result['error']}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
