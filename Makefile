@@ -60,15 +60,24 @@ bench-deps:
 	  echo "could not install wrk/nginx: bench/peers.py skips what is missing"; \
 	fi
 
+# Every benchmark (the --quick variants where they exist), each one's output kept in
+# build/bench/ (the 10M-pair Parquet too, written once: ~8 min on 2 busy cores), then
+# docs/benchmarks.md's figures section regenerated from that output.
+BENCH_OUT := build/bench
+bench: SHELL := /bin/bash
+bench: .SHELLFLAGS := -o pipefail -c
 bench: $(STAMP) bench-deps
-	$(BIN)/python bench/peers.py --long
-	$(BIN)/python bench/overhead.py
-	$(BIN)/python bench/recorder.py
-	$(BIN)/python bench/metrics.py
-	$(BIN)/python bench/replay.py
-	$(BIN)/python bench/scoring.py
-	$(BIN)/python bench/embeddings.py
-	$(BIN)/python bench/abuse.py
+	mkdir -p $(BENCH_OUT)
+	$(BIN)/python bench/peers.py --long --json $(BENCH_OUT)/peers.json | tee $(BENCH_OUT)/peers.txt
+	$(BIN)/python bench/report_fleet.py --data $(BENCH_OUT)/fleet --json $(BENCH_OUT)/report_fleet.json
+	$(BIN)/python bench/overhead.py | tee $(BENCH_OUT)/overhead.txt
+	$(BIN)/python bench/recorder.py | tee $(BENCH_OUT)/recorder.txt
+	$(BIN)/python bench/metrics.py | tee $(BENCH_OUT)/metrics.txt
+	$(BIN)/python bench/replay.py | tee $(BENCH_OUT)/replay.txt
+	$(BIN)/python bench/scoring.py | tee $(BENCH_OUT)/scoring.txt
+	$(BIN)/python bench/embeddings.py | tee $(BENCH_OUT)/embeddings.txt
+	$(BIN)/python bench/abuse.py --quick | tee $(BENCH_OUT)/abuse.txt
+	$(BIN)/python bench/render.py $(BENCH_OUT) docs/benchmarks.md
 
 # requirements.lock pins every dependency (runtime and test) to what the suite passed with; the
 # venv and the image install through it. Re-resolve after changing pyproject's dependencies.

@@ -1,8 +1,12 @@
-"""The benchmark tools are correct: the bare floor relays bytes unchanged, and the synthetic
-fleet data has the recorder's Parquet layout and types."""
+"""The benchmark tools are correct: the bare floor relays bytes unchanged, the synthetic fleet
+data has the recorder's Parquet layout and types, and the figures renderer's Markdown."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,7 @@ from shadowtap.report.sources import open_parquet
 from bench.fleet_data import generate
 from bench.harness import bare_passthrough_app
 from bench.peer_load import lua_string
+from bench.render import END, START, render, replace_section
 
 EVERY_BYTE = bytes(range(256)) * 64
 
@@ -90,3 +95,54 @@ def test_fleet_data_has_the_recorders_layout_types_and_pairs(tmp_path: Path) -> 
 
 def test_lua_string_escapes_every_byte() -> None:
     assert lua_string(b'a"\n\\') == '"\\97\\34\\10\\92"'
+
+
+def spread(median: float, low: float, high: float) -> dict[str, float]:
+    return {"median": median, "min": low, "max": high}
+
+
+def peers_json() -> dict[str, Any]:
+    row = {
+        "rps": spread(1000, 900, 1100),
+        "cpu_ms": spread(0.2, 0.19, 0.21),
+        "added_ttft_ms": spread(0.5, 0.4, 0.6),
+        "gap_widening_ms": spread(0.01, 0.0, 0.02),
+        "max_gap_widening_p95_ms": spread(0.1, -0.1, 0.2),
+    }
+    ratios = {"rps_ratio": spread(0.95, 0.9, 1.02), "cpu_ratio": spread(0.9, 0.85, 0.93)}
+    return {
+        "args": {"rounds": 3},
+        "machine_before": {"load_average": [9.0, 8.0, 7.0]},
+        "machine_after": {"load_average": [9.5, 8.0, 7.0]},
+        "peers": {"direct": row, "bare": row | ratios, "shadowtap 10%": row | ratios},
+        "loadgen": "load generator: wrk (1 thread), at most 0.10 of a core: not the bottleneck",
+        "notes": ["envoy: not installed"],
+    }
+
+
+def test_render_writes_a_dated_section_with_machine_tables_and_outputs(tmp_path: Path) -> None:
+    (tmp_path / "peers.json").write_text(json.dumps(peers_json()))
+    (tmp_path / "overhead.txt").write_text("capacity 0.90x\n```sneaky fence```\n")
+    section = render(tmp_path, datetime(2026, 12, 2, 1, 40, tzinfo=UTC))
+    lines = section.splitlines()
+    assert lines[0] == START and lines[-1] == END
+    assert "## Latest figures" in lines
+    machine = next(line for line in lines if line.startswith("Measured "))
+    assert re.fullmatch(
+        rf"Measured 2026-12-02 01:40 UTC on {os.cpu_count()} cores, [\d.]+ GB RAM, load average"
+        r" [\d.]+ / [\d.]+ / [\d.]+ \(1 / 5 / 15 min\) when rendered\.",
+        machine,
+    )
+    assert "| bare | 1000 | 0.95 (0.90 to 1.02) | 0.200 | 0.90 (0.85 to 0.93) | +0.500" in section
+    assert "| direct | 1000 |  |  |  | +0.500 (+0.400 to +0.600)" in section
+    assert "envoy: not installed." in lines
+    # another benchmark's output is quoted whole, and cannot close the code block early
+    assert section.count("```") == 2 and "'''sneaky fence'''" in section
+
+
+def test_replace_section_swaps_only_the_marked_section(tmp_path: Path) -> None:
+    document = "# Benchmarks\n\nprose\n"
+    first = replace_section(document, f"{START}\nold\n{END}\n")
+    assert first == f"# Benchmarks\n\nprose\n\n{START}\nold\n{END}\n"
+    second = replace_section(first + "\n## After\n", f"{START}\nnew\n{END}\n")
+    assert second == f"# Benchmarks\n\nprose\n\n{START}\nnew\n{END}\n\n## After\n"
