@@ -15,8 +15,11 @@ however pathological (a megabyte of blank lines parses at ~130 ns a byte) holds 
 more than a millisecond or two. Memory is charged to the exchange's `Hold` as it is
 buffered; once the answer is normalized the charge becomes the size of the `Completion` kept.
 
+Each answer is read by its dialect's reader (`shadowtap.dialects.DIALECTS`): the primary's
+in the route's dialect, a shadow's in its target's, so every scorer compares like with like.
+
 Example (a shadow):
-    reader = AnswerReader("small", pace, limits, hold)
+    reader = AnswerReader("small", pace, limits, hold, dialect="anthropic-messages")
     await reader.read(response)           # returns when the answer ended or was cut
     completion = await reader.completion()
 """
@@ -32,7 +35,9 @@ from dataclasses import dataclass
 import aiohttp
 from shadowtap.budget import TURN_S, Hold, Pace, Turn
 from shadowtap.completion import Completion
-from shadowtap.normalize import StreamAssembler, completion_from_json, json_values_bound
+from shadowtap.dialects import DIALECTS, Assembler
+from shadowtap.dialects.tables import OPENAI_CHAT
+from shadowtap.normalize import json_values_bound
 
 SLICE_BYTES = 4096  # parsed at once: worst case (tiny SSE events) ~1 ms, typical ~0.1 ms
 COMPLETION_OVERHEAD = 512  # the Completion object and its small fields, beside its strings
@@ -64,9 +69,15 @@ class AnswerReader:
     """
 
     def __init__(
-        self, target: str, pace: Pace, limits: AnswerLimits, hold: Hold | None = None
+        self,
+        target: str,
+        pace: Pace,
+        limits: AnswerLimits,
+        hold: Hold | None = None,
+        dialect: str = OPENAI_CHAT,
     ) -> None:
         self.target = target
+        self.dialect = DIALECTS[dialect]
         self.started = time.perf_counter()  # a shadow resets it when its request is sent
         self.finished: float | None = None
         self.status: int | None = None
@@ -77,7 +88,7 @@ class AnswerReader:
         self._pace = pace
         self._hold = hold
         self._held = 0  # bytes this reader charged to the hold
-        self._assembler: StreamAssembler | None = None
+        self._assembler: Assembler | None = None
         self._buffer = bytearray()  # a JSON answer, decoded
         self._values = 0  # an upper bound on the JSON values in `_buffer` (counted per slice)
         self._decoder: zlib._Decompress | None = None
@@ -89,7 +100,7 @@ class AnswerReader:
     def begin(self, status: int, content_type: str, encoding: str) -> None:
         self.status = status
         if content_type.lower().startswith("text/event-stream"):
-            self._assembler = StreamAssembler()
+            self._assembler = self.dialect.assembler()
         encoding = encoding.lower()
         if encoding in ("gzip", "deflate", "x-gzip"):
             self._decoder = zlib.decompressobj(32 + zlib.MAX_WBITS)  # gzip or zlib header
@@ -149,9 +160,13 @@ class AnswerReader:
                 await self._digest(chunk, arrived)
             self._release(len(chunk))
         self._wire_bytes = 0
-        with await self._pace.turn() as turn:
-            turn.add(self.decoded)  # the final parse reads at most all of it
-            completion = self._normalize()
+        if self.dialect.off_loop:
+            # Held bytes stay charged while the thread parses; it owns the buffer meanwhile.
+            completion = await asyncio.to_thread(self._normalize)
+        else:
+            with await self._pace.turn() as turn:
+                turn.add(self.decoded)  # the final parse reads at most all of it
+                completion = self._normalize()
         self._release(self._held)
         self._charge(completion_bytes(completion), force=True)
         self._buffer = bytearray()
@@ -165,7 +180,9 @@ class AnswerReader:
         if self._assembler is not None:
             completion = self._assembler.finish(self.status)
         else:
-            completion = completion_from_json(bytes(self._buffer), self.status, self._values)
+            completion = self.dialect.completion_from_json(
+                bytes(self._buffer), self.status, self._values
+            )
         completion.latency_s = latency
         completion.ttft_s = self.ttft_s
         if self.cut == "size":

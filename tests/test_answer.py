@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 
 import orjson
+import pytest
 from shadowtap.answer import SLICE_BYTES, AnswerLimits, AnswerReader, completion_bytes
 from shadowtap.budget import MemoryBudget, Pace
+from shadowtap.dialects import DIALECTS
 
+FIXTURES = Path(__file__).parent / "fixtures" / "dialects"
 MiB = 1024 * 1024
 UNLIMITED = Pace(bytes_per_second=0, burst_bytes=0, loop_share=0)
 
@@ -100,3 +104,35 @@ def test_what_a_completion_keeps_counts_its_vectors() -> None:
     plain = completion_bytes(Completion(text="hi"))
     embedded = completion_bytes(Completion(embeddings=[array("d", [0.0] * 1000)] * 2))
     assert embedded >= plain + 2 * 8000
+
+
+@pytest.mark.parametrize(
+    ("dialect", "name", "content_type"),
+    [
+        ("anthropic-messages", "tool_use.sse", "text/event-stream"),
+        ("anthropic-messages", "text.json", "application/json"),
+        ("openai-responses", "function_calls.sse", "text/event-stream; charset=utf-8"),
+        ("openai-embeddings", "base64.json", "application/json"),
+    ],
+)
+async def test_an_answer_is_read_in_its_dialect(dialect: str, name: str, content_type: str) -> None:
+    body = (FIXTURES / dialect / name).read_bytes()
+    reader = AnswerReader("small", UNLIMITED, AnswerLimits(MiB), dialect=dialect)
+    reader.begin(200, content_type, "")
+    for start in range(0, len(body), 100):  # in network-sized pieces
+        reader.feed(body[start : start + 100])
+    reader.finish()
+    completion = await reader.completion()
+    reads = DIALECTS[dialect]
+    if name.endswith(".sse"):
+        assembler = reads.assembler()
+        assembler.feed(body)
+        expected = assembler.finish(200)
+    else:
+        expected = reads.completion_from_json(body, 200)
+    assert completion.ok and (completion.text, completion.tool_calls, completion.embeddings) == (
+        expected.text,
+        expected.tool_calls,
+        expected.embeddings,
+    )
+    assert completion.tool_calls or completion.text or completion.embeddings

@@ -91,3 +91,28 @@ def test_every_dialect_reads_its_error_body(dialect: str) -> None:
     for status in (429, 529, 200):  # an error body is an error whatever the status says
         completion = DIALECTS[dialect].completion_from_json(body, status)
         assert (completion.status, completion.error, completion.ok) == (status, message, False)
+
+
+# Every reader is on the request path: no answer, whatever the dialect, is parsed in one call
+# that holds the loop for long (`MAX_JSON_VALUES` values, `MAX_EVENT_BYTES` per event).
+HOSTILE = b"[" + b"0," * 60_000 + b"0]"  # 60,001 values in 120 kB: ~3 ms of orjson
+
+
+@pytest.mark.parametrize("dialect", sorted(SAME_ANSWERS["plain text"]))
+def test_no_dialect_parses_an_answer_with_too_many_values(dialect: str) -> None:
+    body = b'{"type": "message", "object": "response", "x": ' + HOSTILE + b"}"
+    completion = DIALECTS[dialect].completion_from_json(body, 200)
+    assert completion.error == "invalid response body: more than 50000 JSON values, not parsed"
+
+
+@pytest.mark.parametrize("dialect", sorted(SAME_ANSWERS["plain text"]))
+def test_no_dialect_parses_a_stream_event_with_too_many_values(dialect: str) -> None:
+    name = SAME_ANSWERS["plain text"][dialect]
+    stream = (FIXTURES / dialect / f"{name}.sse").read_bytes()
+    hostile = b'event: content_block_delta\ndata: {"type": "x", "x": ' + HOSTILE + b"}\n\n"
+    huge = b'data: {"x": "' + b"y" * (1 << 20) + b'"}\n\n'
+    for bad in (hostile, huge):
+        assembler = DIALECTS[dialect].assembler()
+        assembler.feed(bad + stream)
+        completion = assembler.finish(200)
+        assert (completion.error or "").startswith("invalid stream: an event too large to parse")

@@ -1,4 +1,5 @@
-"""shadowtap.normalize and .sse: upstream answers (JSON or SSE in any chunking) → Completion."""
+"""The openai-chat answer reader and shadowtap.sse: answers (JSON or SSE in any chunking) →
+Completion, and the bound on one JSON parse (shadowtap.normalize)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shadowtap.completion import Completion, ToolCall
-from shadowtap.normalize import (
-    MAX_JSON_VALUES,
-    StreamAssembler,
-    completion_from_json,
-)
+from shadowtap.dialects.openai_chat_answer import ChatStreamAssembler as StreamAssembler
+from shadowtap.dialects.openai_chat_answer import completion_from_json
+from shadowtap.normalize import MAX_JSON_VALUES
 from shadowtap.sse import ServerSentEvent, SSEDecoder
 
 # --- fixtures shaped exactly like api.openai.com answers ---------------------------------

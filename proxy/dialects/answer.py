@@ -1,9 +1,12 @@
-"""What the answer readers of typed-event dialects share (Anthropic Messages, OpenAI Responses):
-error shapes, bounded error strings, and an SSE assembler skeleton over `shadowtap.sse`.
+"""What every dialect's answer reader shares: error shapes, bounded error strings, the bound
+on one JSON parse, and an SSE assembler skeleton over `shadowtap.sse`.
 
-Both APIs stream one JSON object per event, each naming its own `type`; a reader only says
-what each type does to the answer. Nothing here raises on bad input: a garbage answer is an
-outcome to record (`Completion.error`), not a failure of the proxy.
+Every streaming API shadowtap reads sends one JSON object per event: Anthropic Messages and
+OpenAI Responses name each event's `type`, OpenAI chat sends untyped chunks and a `[DONE]`
+sentinel; a reader only says what each event does to the answer. Nothing here raises on bad
+input: a garbage answer is an outcome to record (`Completion.error`), not a failure of the
+proxy, and no event however hostile is parsed in one call that holds the loop for long
+(`MAX_EVENT_BYTES`, `shadowtap.normalize.MAX_JSON_VALUES`).
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from typing import Any, ClassVar
 
 import orjson
 from shadowtap.completion import Completion
+from shadowtap.normalize import MAX_JSON_VALUES, too_many_values
 from shadowtap.sse import ServerSentEvent, SSEDecoder
 
 REASON_LIMIT = 120  # error strings end up in DuckDB and logs: keep them short
 RAW_LIMIT = 1 << 20  # bytes kept in case a "stream" turns out to be a plain JSON body
+MAX_EVENT_BYTES = 1 << 20  # one SSE event's data: LLM stream events are far smaller
 
 
 class BadShape(ValueError):
@@ -48,10 +53,23 @@ def int_or_none(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def load_json(body: bytes, status: int) -> tuple[Completion, object]:
+def load_json(
+    body: bytes, status: int, values: int | None = None, *, bounded: bool = True
+) -> tuple[Completion, object]:
     """Start a non-streamed answer: the Completion with `error` set when the status is not
-    2xx or the body is not JSON (then the payload is None)."""
+    2xx or the body is not JSON (then the payload is None).
+
+    `bounded` (the default): a body that may hold more than `MAX_JSON_VALUES` values is not
+    parsed; `values` is a `json_values_bound` of `body` when the caller counted it already (a
+    slice at a time). Embeddings answers bound their own work and are parsed off the loop.
+    """
     completion = Completion(status=status)
+    if bounded and too_many_values(body, values):
+        reason = f"more than {MAX_JSON_VALUES} JSON values, not parsed"
+        completion.error = (
+            f"invalid response body: {reason}" if 200 <= status < 300 else f"HTTP {status}"
+        )
+        return completion, None
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -77,6 +95,8 @@ class EventStreamAssembler(ABC):
     """
 
     terminal: ClassVar[str]  # the event type that completes the answer
+    sentinel: ClassVar[bytes | None] = None  # a non-JSON event data that completes it
+    typed: ClassVar[bool] = True  # events name their kind in `type` (else: the SSE event name)
 
     def __init__(self) -> None:
         self._decoder = SSEDecoder()
@@ -134,8 +154,15 @@ class EventStreamAssembler(ABC):
         self._saw_event = True
         if self._done:
             return  # nothing after the terminal event belongs to the answer
+        data = event.data
+        if self.sentinel is not None and data.strip() == self.sentinel:
+            self._done = True
+            return
+        if len(data) > MAX_EVENT_BYTES or too_many_values(data):
+            self._note_invalid(f"an event too large to parse ({len(data)} bytes)")
+            return
         try:
-            payload = orjson.loads(event.data)
+            payload = orjson.loads(data)
         except orjson.JSONDecodeError:
             if event.event == "error" and self._stream_error is None:
                 self._stream_error = short(event.data) or "error event"
@@ -145,7 +172,7 @@ class EventStreamAssembler(ABC):
         if not isinstance(payload, dict):
             self._note_invalid(f"data is not a JSON object: {short(event.data)}")
             return
-        kind = payload.get("type")
+        kind = payload.get("type") if self.typed else None
         try:
             self._apply(kind if isinstance(kind, str) else event.event, payload)
         except BadShape as exc:

@@ -39,13 +39,13 @@ _USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens",
                  "cache_read_input_tokens")  # fmt: skip
 
 
-def completion_from_json(body: bytes, status: int) -> Completion:
+def completion_from_json(body: bytes, status: int, values: int | None = None) -> Completion:
     """A whole (non-streamed) Messages API answer.
 
     Example: `completion_from_json(b'{"type": "message", "content": [{"type": "text",
     "text": "Hi"}], "stop_reason": "end_turn", ...}', 200).text == "Hi"`
     """
-    completion, payload = load_json(body, status)
+    completion, payload = load_json(body, status, values)
     if payload is None:
         return completion
     try:

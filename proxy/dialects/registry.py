@@ -22,6 +22,7 @@ from shadowtap.dialects import (
     anthropic_messages,
     embeddings,
     openai_chat,
+    openai_chat_answer,
     openai_responses,
     responses_answer,
 )
@@ -40,8 +41,6 @@ from shadowtap.dialects.tables import (
     PATHS,
     QUESTION_HEADERS,
 )
-from shadowtap.normalize import StreamAssembler as ChatStreamAssembler
-from shadowtap.normalize import completion_from_json as chat_completion_from_json
 
 
 class Assembler(Protocol):
@@ -62,22 +61,31 @@ Parse = Callable[[dict[str, Any]], NeutralRequest]
 Render = Callable[[NeutralRequest, str | None, RenderOptions], dict[str, Any]]
 
 
+class ReadJson(Protocol):
+    def __call__(self, body: bytes, status: int, values: int | None = None) -> Completion:
+        """A whole answer; `values`: a `json_values_bound` of `body` if the caller has one."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Dialect:
     name: str
     path: str
-    completion_from_json: Callable[[bytes, int], Completion]
+    completion_from_json: ReadJson
     assembler: Callable[[], Assembler]
     parse: Parse | None = None  # None: requests are not translated (embeddings)
     render: Render | None = None
+    # An answer's final parse may take long (a 16.9 MB base64 embeddings answer: 0.4-0.6 s):
+    # the proxy runs it in a thread instead of on the event loop.
+    off_loop: bool = False
 
 
 DIALECTS: Mapping[str, Dialect] = {
     OPENAI_CHAT: Dialect(
         OPENAI_CHAT,
         PATHS[OPENAI_CHAT],
-        chat_completion_from_json,
-        ChatStreamAssembler,
+        openai_chat_answer.completion_from_json,
+        openai_chat_answer.ChatStreamAssembler,
         openai_chat.parse,
         openai_chat.render,
     ),
@@ -103,6 +111,7 @@ DIALECTS: Mapping[str, Dialect] = {
         PATHS[OPENAI_EMBEDDINGS],
         embeddings.completion_from_json,
         embeddings.EmbeddingsAssembler,
+        off_loop=True,
     ),
 }
 

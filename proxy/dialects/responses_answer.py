@@ -37,13 +37,13 @@ _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.fa
 _UNFINISHED = frozenset({"queued", "in_progress"})
 
 
-def completion_from_json(body: bytes, status: int) -> Completion:
+def completion_from_json(body: bytes, status: int, values: int | None = None) -> Completion:
     """A whole (non-streamed) Responses API answer.
 
     Example: `completion_from_json(b'{"object": "response", "status": "completed",
     "output": [...], "usage": {...}}', 200).finish_reason == "stop"`
     """
-    completion, payload = load_json(body, status)
+    completion, payload = load_json(body, status, values)
     if payload is None:
         return completion
     try:
