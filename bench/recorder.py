@@ -4,7 +4,7 @@
                                        [--rounds 15] [--duration 1] [--skip-writer|--skip-proxy]
 
 Writer: one exchange = 1 exchanges row + 3 responses + 4 scores = 8 rows
-(`shadowtap.recorder.synthetic`). A run records every exchange as fast as `record()` accepts them
+(`tests.synthetic`). A run records every exchange as fast as `record()` accepts them
 (the queue holds them all, so nothing is dropped) and stops the clock when the writer has
 committed the last one; the closing checkpoint is timed separately. Median of the runs.
 
@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from shadowtap.config import StorageConfig
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder, open_readonly
-from shadowtap.recorder.synthetic import synthetic_exchange
 
 from bench.harness import (
     CHAT,
@@ -39,6 +38,7 @@ from bench.harness import (
     shadowtap_config,
     wait_ready,
 )
+from tests.synthetic import synthetic_exchange
 
 ROWS_PER_EXCHANGE = 8
 TARGET_ROWS_PER_S = 50_000

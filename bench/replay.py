@@ -3,7 +3,7 @@
     .venv/bin/python bench/replay.py [--requests 10000] [--concurrency 32] [--think 0.05]
         [--runs 3]
 
-A DuckDB file gets `--requests` recorded exchanges (`shadowtap.recorder.synthetic`, every fifth
+A DuckDB file gets `--requests` recorded exchanges (`tests.synthetic`, every fifth
 streamed) through the real Recorder. Then, in each of `--runs` rounds, for two fake candidates
 each in its own process — the fast one (answers at once) and a model-like one (`--think`
 seconds before answering):
@@ -36,10 +36,10 @@ from prometheus_client import CollectorRegistry
 from shadowtap.config import StorageConfig, parse_config
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder
-from shadowtap.recorder.synthetic import synthetic_exchange
 from shadowtap.replay.run import ReplayOptions, ReplayRunner
 
 from bench.harness import CHAT, PATH, Processes, closed_loop, cpu_seconds, wait_ready
+from tests.synthetic import synthetic_exchange
 
 CORES = 2  # the machine the figures in docs/benchmarks.md were measured on
 

@@ -18,7 +18,8 @@ from shadowtap.config import StorageConfig
 from shadowtap.exchange import Exchange
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder, api_routes
-from shadowtap.recorder.synthetic import synthetic_exchange
+
+from tests.synthetic import synthetic_exchange
 
 COUNT = 40
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

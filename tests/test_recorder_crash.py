@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from shadowtap.config import StorageConfig
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder
-from shadowtap.recorder.synthetic import synthetic_exchange
+from tests.synthetic import synthetic_exchange
 
 path, mode, count, flush_ms = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 metrics = Metrics(CollectorRegistry())

@@ -14,8 +14,9 @@ from shadowtap.completion import ToolCall
 from shadowtap.config import StorageConfig
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder, open_readonly
-from shadowtap.recorder.synthetic import synthetic_exchange
 from shadowtap.redact import CREDENTIAL_PLACEHOLDER, ExactSecrets, redact, redact_json_text
+
+from tests.synthetic import synthetic_exchange
 
 # No shape matches any of these: only knowing the exact value can scrub them.
 TOKEN = "sk-CANARY-123456"  # the key: too short for the api_key shape

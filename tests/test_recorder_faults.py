@@ -27,11 +27,11 @@ from shadowtap.config import StorageConfig
 from shadowtap.exchange import Exchange
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder, RecorderClosed, open_readonly
-from shadowtap.recorder.synthetic import synthetic_exchange
 from structlog.testing import capture_logs
 
 from tests.conftest import StartFake
 from tests.serving import SHADOWTAP, free_port, wait_until_ready
+from tests.synthetic import synthetic_exchange
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -213,7 +213,7 @@ from shadowtap.config import StorageConfig
 from shadowtap.log import configure_logging
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder
-from shadowtap.recorder.synthetic import synthetic_exchange
+from tests.synthetic import synthetic_exchange
 
 configure_logging()  # JSON lines on stderr, as serve writes them
 path = sys.argv[1]

@@ -17,7 +17,8 @@ from shadowtap.exchange import Exchange
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder, open_readonly
 from shadowtap.recorder.rows import MODEL_MAX_CHARS
-from shadowtap.recorder.synthetic import synthetic_exchange
+
+from tests.synthetic import synthetic_exchange
 
 
 def nested(depth: int) -> Any:

@@ -14,7 +14,8 @@ from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder, connect, create_pairs_view, parquet_relations
 from shadowtap.recorder.parquet import PENDING_TABLE, roll
 from shadowtap.recorder.schema import COLUMNS, TABLES
-from shadowtap.recorder.synthetic import synthetic_exchange
+
+from tests.synthetic import synthetic_exchange
 
 NOW = datetime.now(UTC)
 

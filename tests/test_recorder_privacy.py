@@ -15,9 +15,10 @@ from shadowtap import redact as redact_module
 from shadowtap.config import StorageConfig
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder, open_readonly
-from shadowtap.recorder.synthetic import synthetic_exchange
 from shadowtap.recorder.writer import safe_error
 from shadowtap.redact import may_hold_secrets, redact, redact_json, redact_json_text
+
+from tests.synthetic import synthetic_exchange
 
 CREDENTIALS = {
     "api_key": "sk-proj-CANARYc4n4ry0123456789abcdef",

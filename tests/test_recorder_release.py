@@ -14,7 +14,8 @@ from shadowtap.config import StorageConfig
 from shadowtap.exchange import Exchange
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder
-from shadowtap.recorder.synthetic import synthetic_exchange
+
+from tests.synthetic import synthetic_exchange
 
 
 class Budget:

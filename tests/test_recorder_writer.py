@@ -13,7 +13,8 @@ from shadowtap.config import StorageConfig
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder, RecorderClosed, open_readonly
 from shadowtap.recorder.store import CHECKPOINT_THRESHOLD
-from shadowtap.recorder.synthetic import synthetic_exchange
+
+from tests.synthetic import synthetic_exchange
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:

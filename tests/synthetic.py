@@ -1,6 +1,7 @@
-"""Realistic made-up exchanges: what the benchmark writes and the crash tests record from a
-child process. One exchange = 1 exchanges row + 3 responses (primary, secondary, candidate
-"small") + 4 scores (two scorers on each non-primary target).
+"""Realistic made-up exchanges, for tests and benchmarks only (never part of the package): what
+the recorder and replay benchmarks write (`bench/` imports it from here) and the crash tests
+record from a child process. One exchange = 1 exchanges row + 3 responses (primary, secondary,
+candidate "small") + 4 scores (two scorers on each non-primary target).
 
 Example: `synthetic_exchange(7, stream=True)`.
 """
