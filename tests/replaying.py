@@ -1,5 +1,7 @@
-"""Recording real traffic for the replay and export tests: the official `openai` client through
-an in-process shadowtap, into a DuckDB file in tmp_path."""
+"""Recording traffic for the replay and export tests, into a DuckDB file in tmp_path: real
+traffic (the official `openai` client through an in-process shadowtap), or many made-up
+exchanges written straight through the Recorder (`record_synthetic`), each asking its own
+question (`tests.synthetic`)."""
 
 from __future__ import annotations
 
@@ -8,10 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import openai
-from shadowtap.config import Config, parse_config
+from prometheus_client import CollectorRegistry
+from shadowtap.config import Config, StorageConfig, parse_config
+from shadowtap.metrics import Metrics
+from shadowtap.recorder import Recorder
 
 from tests.conftest import StartFake, StartShadowtap, make_config
 from tests.fakes import FakeModel
+from tests.synthetic import synthetic_exchange
 
 SCORERS = {"similarity": {"type": "text_similarity", "threshold": 0.8}}
 
@@ -87,5 +93,50 @@ def write_config(path: Path, primary: FakeModel, candidates: dict[str, str], db:
     ]
     for name, url in candidates.items():
         lines += [f"[candidates.{name}]", f'url = "{url}"', "timeout_s = 60"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+NOWHERE = "http://127.0.0.1:9"  # the primary of a replay config: never called
+
+
+def record_synthetic(db: Path, count: int) -> None:
+    """`count` exchanges (bodies stored in full), the i-th asking "Question i: ..."."""
+    storage = StorageConfig(path=str(db), bodies="full", queue_max=count + 1)
+    recorder = Recorder(storage, Metrics(CollectorRegistry()))
+    recorder.start()
+    for i in range(count):
+        recorder.record(synthetic_exchange(i))
+    recorder.close(timeout_s=60)
+
+
+def synthetic_replay_config(
+    candidate_url: str, db: Path, scorers: dict[str, Any] | None = None
+) -> Config:
+    """A replay config for `record_synthetic` files: the candidate `new` at `candidate_url`."""
+    tables = {
+        "primary": {"url": NOWHERE},
+        "candidates": {"new": {"url": candidate_url, "timeout_s": 60}},
+        "scorers": SCORERS if scorers is None else scorers,
+        "storage": {"path": str(db), "bodies": "full"},
+    }
+    return parse_config(tables, {})
+
+
+def write_synthetic_config(path: Path, candidate_url: str, db: Path) -> Path:
+    """The same as a shadowtap.toml, for a `shadowtap replay` subprocess."""
+    lines = [
+        "[primary]",
+        f'url = "{NOWHERE}"',
+        "[storage]",
+        f'path = "{db}"',
+        'bodies = "full"',
+        "[scorers.similarity]",
+        'type = "text_similarity"',
+        "threshold = 0.8",
+        "[candidates.new]",
+        f'url = "{candidate_url}"',
+        "timeout_s = 60",
+    ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -1,7 +1,8 @@
 """The replay run: recorded requests to one candidate, paced, budgeted, scored and stored.
 
-Each request goes: a concurrency slot → its pacer slot → its claim committed → sent (through
-`send_to_candidate`) → on 429/503 retried after the candidate's `Retry-After` → slot freed →
+Each request goes: its claim committed (a block at a time, ahead of need: `claims`) → a
+concurrency slot → its pacer slot → sent (through `send_to_candidate`) → on 429/503 retried
+after the candidate's `Retry-After` → slot freed →
 scored against the recorded primary answer with the configured scorers → its answer stored,
 marked `source = 'replay'` and the run's id. The run stops starting requests when a budget is
 reached, the candidate keeps failing, or `stop()` is called (the first Ctrl-C); requests in
@@ -33,6 +34,7 @@ from shadowtap.metrics import Metrics
 from shadowtap.recorder import connect
 from shadowtap.recorder.rows import Privacy
 from shadowtap.replay.call import replay_session, send_to_candidate
+from shadowtap.replay.claims import ClaimLane
 from shadowtap.replay.pacing import (
     MAX_RETRY_AFTER_S,
     RETRY_STATUSES,
@@ -131,6 +133,7 @@ class ReplayRunner:
         self.tasks = TaskSet()
         self._requests = TaskSet()
         self._in_flight = 0
+        self._lane: ClaimLane | None = None
 
     def stop(self, reason: str) -> None:
         """Start nothing more; what is in flight finishes and is stored."""
@@ -191,38 +194,58 @@ class ReplayRunner:
         # Scoring and storing trail the sends; this bounds how many answers wait for them.
         backlog = asyncio.Semaphore(options.concurrency * 4 + 16)
         progress = ReplayProgress(console, total, self.target.name, options.progress)
+        pages = iter(bounds)
+        unreadable = 0
+
+        async def next_page() -> list[Recorded] | None:
+            nonlocal unreadable
+            bound = next(pages, None)
+            if bound is None:
+                return None
+            page, bad = await store.call(load_page, self.relations, *bound)
+            if bad:
+                self.counts.skipped["not_json"] += bad
+                unreadable += bad
+            return page
+
+        # Claimed ahead of the sends at most: two rounds of every slot, enough for a fast
+        # candidate between two commits, and all a kill can leave claimed but never sent.
+        lane = self._lane = ClaimLane(store, next_page, max(16, 2 * options.concurrency))
         launched = 0
         try:
             with progress:
-                for start, stop in bounds:
-                    page, unreadable = await store.call(load_page, self.relations, start, stop)
-                    if unreadable:
-                        self.counts.skipped["not_json"] += unreadable
-                        launched += unreadable
-                    for recorded in page:
-                        await slots.acquire()
-                        await backlog.acquire()
-                        exhausted = self.budget.stop_reason(self._in_flight)
-                        if self.stop_reason is not None or exhausted is not None:
-                            slots.release()
-                            backlog.release()
-                            # Requests launched already were budgeted for: they still go.
-                            self.exhausted = self.exhausted or exhausted
-                            break
-                        self._in_flight += 1
-                        launched += 1
-                        self._requests.spawn(
-                            self._one(recorded, store, session, scoring, slots, backlog, progress),
-                            name=f"replay:{recorded.request_id}",
-                        )
-                    if self.stop_reason is not None or self.exhausted is not None:
+                while True:
+                    await slots.acquire()
+                    await backlog.acquire()
+                    recorded = None
+                    exhausted = self.budget.stop_reason(self._in_flight)
+                    if self.stop_reason is None and exhausted is None:
+                        try:
+                            recorded = await lane.next()
+                        except StoreError as error:
+                            self.stop(str(error))
+                    if recorded is not None and self.stop_reason is not None:
+                        lane.unsent(recorded)  # stopped while its claim was committed
+                        recorded = None
+                    if recorded is None:
+                        slots.release()
+                        backlog.release()
+                        # Requests launched already were budgeted for: they still go.
+                        self.exhausted = self.exhausted or exhausted
                         break
+                    self._in_flight += 1
+                    launched += 1
+                    self._requests.spawn(
+                        self._one(recorded, store, session, scoring, slots, backlog, progress),
+                        name=f"replay:{recorded.request_id}",
+                    )
                 await self._requests.wait(None)
                 await store.drain()
                 progress.update(self.counts)
         finally:
-            self.counts.not_sent += total - launched
             await self._requests.cancel_all()
+            await lane.close()  # unsent claims handed back: the same command sends them
+            self.counts.not_sent += total - launched - unreadable
             await session.close()
             if scoring is not None:
                 await scoring.close()
@@ -274,19 +297,14 @@ class ReplayRunner:
     async def _send(
         self, recorded: Recorded, store: ReplayStore, session: Any
     ) -> Completion | None:
-        """Claim, send, retry on 429/503; the final answer, or None when none is to be stored."""
-        claimed = False
+        """Send (its claim is committed), retry on 429/503; the final answer, or None when
+        none is to be stored."""
+        sent = False
         for attempt in range(1, self.options.max_retries + 2):
             await self.pacer.wait()
             if self.stop_reason is not None:
                 break
-            if not claimed:
-                try:
-                    await store.claim(recorded.request_id)
-                except StoreError as error:
-                    self.stop(str(error))
-                    break
-                claimed = True
+            sent = True
             self.counts.attempts += 1
             result = await send_to_candidate(session, self.target, recorded)
             completion = result.completion
@@ -305,13 +323,21 @@ class ReplayRunner:
                 break
             self.counts.retries += 1
             self.pacer.defer(time.monotonic() + wait)
-        if not claimed:
+        if not sent:  # stopped before its first attempt: the claim is handed back with the stock
             self.counts.not_sent += 1
+            if self._lane is not None:
+                self._lane.unsent(recorded)
             return None
         # Refused (429/503), never answered: the claim goes, so a later run sends it again.
         self.counts.rate_limited += 1
-        await store.release(recorded.request_id)
+        await self._release(store, recorded)
         return None
+
+    async def _release(self, store: ReplayStore, recorded: Recorded) -> None:
+        try:
+            await store.release([recorded.request_id])
+        except StoreError as error:  # it stays claimed: the next run counts it interrupted
+            self.stop(str(error))
 
     async def _finish(
         self, recorded: Recorded, completion: Completion, store: ReplayStore, scoring: Any

@@ -1,16 +1,16 @@
-"""The replay's side of the database: claims before sending, answers after, group-committed.
+"""The replay's side of the database: claims before sending, answers after, each in blocks.
 
 The replay's process is DuckDB's one writer; a Python connection is not for concurrent use, so
 each connection is used by one thread only. Two promises:
 
 * **Nothing is sent twice.** Before a request goes out, its (request, candidate) claim is
   committed to `replay_claims`; a later run leaves claimed requests alone. A commit costs
-  milliseconds (a file sync), so claims waiting at the same moment share one (group commit,
-  as databases do with their logs): a claim adds one commit's latency to its request, never a
-  commit per request to the run's throughput.
+  milliseconds (a file sync), so claims are committed a block at a time, ahead of the sends
+  (`claims.ClaimLane` decides which and when): `claim(ids)` is one transaction.
 * **Nothing answered is lost.** Answers (the candidate's `responses` row and its scores) are
-  committed as they come, grouped the same way, through the recorder's own row builder
-  (`shadowtap.recorder.rows.to_arrow`), so redaction and credential scrubbing are the storage's.
+  committed as they come, grouped: whatever arrived while the previous commit ran goes in the
+  next one, through the recorder's own row builder (`shadowtap.recorder.rows.to_arrow`), so
+  redaction and credential scrubbing are the storage's.
 
 Claims and answers are two lanes, each a thread with its own connection: a claim never waits
 behind a batch of answers being written.
@@ -18,8 +18,9 @@ behind a batch of answers being written.
 Example:
 
     store = ReplayStore(connect(path), Privacy("redacted"), "small", run_id, tasks)
-    await store.claim(request_id)      # durable before the request is sent
-    store.record(exchange)             # in the next commit
+    await store.claim([request_id, ...])   # durable before any of them is sent
+    store.record(exchange)                 # in the next commit
+    await store.release([request_id])      # never sent after all: a later run sends it
     await store.drain(); await store.close()
 """
 
@@ -70,9 +71,7 @@ class ReplayStore:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, "shadowtap-replay-db")
         self._claim_con = con.cursor()
         self._claim_pool = concurrent.futures.ThreadPoolExecutor(1, "shadowtap-replay-claims")
-        self._claims: list[tuple[str, asyncio.Future[None]]] = []
         self._results: list[Exchange] = []
-        self._claim_flusher: asyncio.Task[None] | None = None
         self._result_flusher: asyncio.Task[None] | None = None
         self.recorded = 0  # answers committed
         self.lost = 0  # answers the database refused (counted, logged, the run goes on)
@@ -87,25 +86,37 @@ class ReplayStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._claim_pool, fn, self._claim_con, *args)
 
-    async def claim(self, request_id: str) -> None:
-        """Return once the claim is durable; raises StoreError when it cannot be written."""
-        future = asyncio.get_running_loop().create_future()
-        self._claims.append((request_id, future))
-        if self._claim_flusher is None or self._claim_flusher.done():
-            self._claim_flusher = self._tasks.spawn(self._flush_claims(), name="replay-claims")
-        await future
+    async def claim(self, request_ids: list[str]) -> None:
+        """Commit the claims of `request_ids` in one transaction; return once they are durable.
+        Raises StoreError when they cannot be written (none of them may then be sent)."""
+        try:
+            await self._on_claims(self._transaction, request_ids, [])
+        except Exception as error:
+            log.error("replay_claim_failed", claims=len(request_ids), error=safe_error(error))
+            raise StoreError(f"cannot write to the database: {safe_error(error)}") from None
+        self.commits += 1
 
-    async def release(self, request_id: str) -> None:
-        """Drop a claim whose request the candidate refused unprocessed (429/503), so a later
-        run sends it again. Rare, so it commits on its own."""
+    async def release(self, request_ids: list[str]) -> None:
+        """Delete this run's claims of `request_ids`: never sent (handed back), or refused by
+        the candidate unprocessed (429/503), so a later run sends them. One transaction."""
 
         def delete(con: duckdb.DuckDBPyConnection) -> None:
-            con.execute(
-                "DELETE FROM replay_claims WHERE request_id = ? AND target = ? AND replay_run = ?",
-                [request_id, self.target, self.run_id],
-            )
+            ids = pa.table({"request_id": pa.array(request_ids, pa.string())})
+            con.register("_replay_release", ids)
+            try:
+                con.execute(
+                    "DELETE FROM replay_claims WHERE target = ? AND replay_run = ?"
+                    " AND request_id IN (SELECT request_id FROM _replay_release)",
+                    [self.target, self.run_id],
+                )
+            finally:
+                con.unregister("_replay_release")
 
-        await self._on_claims(delete)  # claim() returned: the claim is committed already
+        try:
+            await self._on_claims(delete)
+        except Exception as error:
+            raise StoreError(f"cannot write to the database: {safe_error(error)}") from None
+        self.commits += 1
 
     def record(self, exchange: Exchange) -> None:
         """Queue an answered exchange (its candidate result and scores) for the next commit."""
@@ -115,9 +126,8 @@ class ReplayStore:
 
     async def drain(self) -> None:
         """Wait until everything queued is committed."""
-        for flusher in (self._claim_flusher, self._result_flusher):
-            while flusher is not None and not flusher.done():
-                await asyncio.shield(flusher)
+        while self._result_flusher is not None and not self._result_flusher.done():
+            await asyncio.shield(self._result_flusher)
 
     async def close(self) -> None:
         await self.drain()
@@ -131,23 +141,6 @@ class ReplayStore:
 
         await self.call(finish)
         self._pool.shutdown(wait=True)
-
-    async def _flush_claims(self) -> None:
-        while self._claims:
-            claims, self._claims = self._claims, []
-            try:
-                await self._on_claims(self._transaction, [r for r, _ in claims], [])
-            except Exception as error:  # the claims are not durable: none of them may go out
-                failure = StoreError(f"cannot write to the database: {safe_error(error)}")
-                for _, future in claims:
-                    if not future.done():
-                        future.set_exception(failure)
-                log.error("replay_claim_failed", error=safe_error(error))
-                continue
-            self.commits += 1
-            for _, future in claims:
-                if not future.done():
-                    future.set_result(None)
 
     async def _flush_results(self) -> None:
         while self._results:
