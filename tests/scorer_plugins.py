@@ -64,6 +64,16 @@ class Sleepy(CpuScorer[ScorerOptions]):
         return Verdict(1.0, {"pid": os.getpid()})
 
 
+class Deliberate(CpuScorer[ScorerOptions]):
+    """20 ms per pair: slower than a fast candidate answers, so pairs queue for the workers."""
+
+    reads_request = False
+
+    def score(self, pair: Pair) -> Result:
+        time.sleep(0.02)
+        return 1.0
+
+
 class SeesRequest(CpuScorer[ScorerOptions]):
     """Reports whether the request reached it (a plug-in reads it unless it says otherwise)."""
 
@@ -101,6 +111,7 @@ PLUGINS = {
     "raises": Raises,
     "out_of_range": OutOfRange,
     "sleepy": Sleepy,
+    "deliberate": Deliberate,
     "sees_request": SeesRequest,
     "not_picklable": NotPicklable,
 }

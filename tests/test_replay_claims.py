@@ -8,7 +8,8 @@ given request arrives: mid-block, with claims committed for requests not sent ye
   database's write-ahead log (written to the OS, so no kill of the process can lose it) when
   the candidate receives it, so no later run sends it again;
 * answers stored before a kill stay stored and are never asked for again;
-* an interrupted run hands its unsent claims back: the same command sends them, once.
+* an interrupted run hands its unsent claims back: the same command sends them, once;
+* a pair waits for a scoring worker at any concurrency instead of being skipped.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from typing import Any
 
 import duckdb
 import orjson
+import pytest
 from aiohttp import web
 from shadowtap.replay.run import ReplayOptions, ReplayRunner
 from shadowtap.replay.source import Selection
 
 from tests.replaying import record_synthetic, synthetic_replay_config, write_synthetic_config
+from tests.scorer_plugins import registered
 
 N = 240
 CONCURRENCY = 4
@@ -217,3 +220,28 @@ async def test_ctrl_c_mid_block_hands_unsent_claims_back_for_the_next_run(
     assert rest.complete and rest.counts.answered == N - len(seen)
     assert "interrupted" not in rest.counts.skipped
     assert len(candidate.seen) == N and set(candidate.seen.values()) == {1}
+
+
+async def test_at_concurrency_64_every_pair_waits_for_scoring_instead_of_being_skipped(
+    aiohttp_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    n = 300
+    db = tmp_path / "shadowtap.duckdb"
+    record_synthetic(db, n)
+    candidate = Interrupter()
+    url = await serve(aiohttp_server, candidate)
+    # 20 ms a pair on 2 workers: answers come far faster than they are scored, so the pairs
+    # waiting for a worker outnumber the proxy's scoring queue (100) many times over.
+    scorers = {"deliberate": {"type": "deliberate"}}
+    with registered(tmp_path / "plugins", monkeypatch):
+        config = synthetic_replay_config(url, db, scorers=scorers)
+        options = ReplayOptions("new", concurrency=64, progress=False)
+        summary = await ReplayRunner(config, options, db).run()
+    assert summary.complete and summary.counts.answered == n
+    assert summary.counts.unscored == 0
+    con = duckdb.connect(str(db))
+    scored = con.execute(
+        "SELECT count(*), count(score) FROM scores WHERE target = 'new' AND scorer = 'deliberate'"
+    ).fetchone()
+    con.close()
+    assert scored == (n, n)

@@ -36,6 +36,7 @@ class ReplayCounts:
     rate_limited: int = 0  # ended on 429/503: not stored, a rerun sends them again
     not_sent: int = 0  # never sent: the run stopped first
     cancelled: int = 0  # in flight when a second Ctrl-C cut the run: sent, answer lost
+    unscored: int = 0  # pairs stored without a score: skipped by the scorer runner
     cost_usd: float = 0.0
     tokens: int = 0
     without_usage: int = 0
@@ -154,6 +155,11 @@ class ReplaySummary:
             )
         if self.lost:
             parts.append(f"{self.lost:,} answers could not be stored (see the log).")
+        if c.unscored:
+            parts.append(
+                f"{c.unscored:,} pairs were stored without a score (skipped: their `detail`"
+                " in `scores` says why)."
+            )
         if c.skipped:
             skipped = "; ".join(
                 f"{count:,} {REASONS.get(reason, reason)}"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +135,11 @@ class ReplayRunner:
         self._in_flight = 0
         self._lane: ClaimLane | None = None
 
+    @property
+    def backlog_limit(self) -> int:
+        """Answers that may wait for scoring and storing at once (the sends stop beyond)."""
+        return self.options.concurrency * 4 + 16
+
     def stop(self, reason: str) -> None:
         """Start nothing more; what is in flight finishes and is stored."""
         if self.stop_reason is None:
@@ -192,7 +197,7 @@ class ReplayRunner:
         scoring = await self._scoring()
         slots = asyncio.Semaphore(options.concurrency)
         # Scoring and storing trail the sends; this bounds how many answers wait for them.
-        backlog = asyncio.Semaphore(options.concurrency * 4 + 16)
+        backlog = asyncio.Semaphore(self.backlog_limit)
         progress = ReplayProgress(console, total, self.target.name, options.progress)
         pages = iter(bounds)
         unreadable = 0
@@ -255,13 +260,19 @@ class ReplayRunner:
         if not self.config.scorers:
             return None
         import aiohttp
+        from shadowtap.scorers.pool import CpuSettings
         from shadowtap.scorers.registry import build_scorers
         from shadowtap.scorers.runner import ScoringRunner
 
         metrics = Metrics(CollectorRegistry(), prices={self.target.name: self.target.prices})
         # Judges get their own connections: the candidate's are limited to the concurrency.
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
-        runner = ScoringRunner(build_scorers(self.config.scorers), metrics, session)
+        # The proxy sheds pairs when every worker is busy and its queue is full; a replay waits
+        # instead: every answer of the backlog fits in the queue, so the backlog is what holds
+        # the sends back while scoring catches up, and no pair is skipped for want of a worker.
+        settings = CpuSettings.of(self.config.server)
+        settings = replace(settings, queue_max=max(settings.queue_max, self.backlog_limit))
+        runner = ScoringRunner(build_scorers(self.config.scorers), metrics, session, settings)
         await runner.wait_ready()  # CPU scorers run in worker processes: start them first
         return runner
 
@@ -372,6 +383,9 @@ class ReplayRunner:
             scores = await scoring.score(exchange)
             # Per-response scorers score the primary again: it has its scores already.
             exchange.scores = [s for s in scores if s.target == target.name]
+            counts.unscored += sum(
+                1 for s in exchange.scores if s.detail is not None and "skipped" in s.detail
+            )
         # Stored: the candidate's answer and its scores; the exchange row is there already.
         exchange.results = {target.name: result}
         exchange.request_body, exchange.request_json = b"", None
