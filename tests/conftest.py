@@ -42,6 +42,7 @@ SLOW_MODULES = frozenset(
         "test_recorder_crash",
         "test_recorder_faults",
         "test_recorder_fleet",
+        "test_replay_claims",
         "test_replay_resume",
         "test_report_cli",
         "test_report_html",

@@ -84,7 +84,9 @@ async def test_kill_9_mid_run_then_resume_sends_each_request_exactly_once(
             while fake.held < CONCURRENCY:  # every slot is in flight at the fake, held
                 assert process.returncode is None, await process.stderr.read()  # type: ignore[union-attr]
                 await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)  # the first answers' commit follows them within milliseconds
+        # The first answers' commit follows them within milliseconds; claims taken ahead of
+        # the sends are handed back 0.2 s after the last was drawn (claims.IDLE_S).
+        await asyncio.sleep(1.0)
     finally:
         os.kill(process.pid, signal.SIGKILL)
         await process.wait()
