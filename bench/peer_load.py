@@ -9,6 +9,7 @@ so rather than passing its ceiling off as the proxy's.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import os
 import re
@@ -139,20 +140,23 @@ async def sequential_streams(url: str, body: bytes, count: int) -> list[Stream]:
 
 async def concurrent_streams(
     url: str, body: bytes, count: int, ramp_s: float, timeout_s: float
-) -> list[bool]:
-    """`count` streams held open at once (started over `ramp_s`): which completed."""
+) -> dict[str, int]:
+    """`count` streams held open at once (started over `ramp_s`): how many ended how
+    ("completed", "incomplete" for a stream cut short, else the error's type)."""
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
-        async def one(index: int) -> bool:
+        async def one(index: int) -> str:
             await asyncio.sleep(ramp_s * index / count)
             try:
-                return (await timed_stream(session, url, body)).complete
-            except (aiohttp.ClientError, TimeoutError, OSError):
-                return False
+                complete = (await timed_stream(session, url, body)).complete
+            except (aiohttp.ClientError, TimeoutError, OSError) as error:
+                return type(error).__name__
+            return "completed" if complete else "incomplete"
 
-        return list(await asyncio.gather(*(one(i) for i in range(count))))
+        outcomes = await asyncio.gather(*(one(i) for i in range(count)))
+    return dict(collections.Counter(outcomes))
 
 
 def loadgen_note(runs: list[Throughput]) -> str:

@@ -78,8 +78,10 @@ def peers_section(data: dict[str, Any]) -> list[str]:
         ]
         for name in ("bare", "shadowtap 10%"):
             row = long[name]
+            failed = ", ".join(f"{n} {kind}" for kind, n in sorted(row.get("failed", {}).items()))
             lines.append(
-                f"| {name} | {row['completed']:,}/{long['streams']:,} | {row['idle_mb']:.0f}"
+                f"| {name} | {row['completed']:,}/{long['streams']:,}"
+                f"{f' (not: {failed})' if failed else ''} | {row['idle_mb']:.0f}"
                 f" | {row['peak_mb']:.0f} |"
             )
         lines += [

@@ -117,6 +117,15 @@ def peers_json() -> dict[str, Any]:
         "peers": {"direct": row, "bare": row | ratios, "shadowtap 10%": row | ratios},
         "loadgen": "load generator: wrk (1 thread), at most 0.10 of a core: not the bottleneck",
         "notes": ["envoy: not installed"],
+        "long_streams": {
+            "streams": 2_000,
+            "seconds": 20.0,
+            "bare": {"completed": 1_985, "failed": {"ServerDisconnectedError": 15}}
+            | {"idle_mb": 40.0, "peak_mb": 90.0},
+            "shadowtap 10%": {"completed": 2_000, "failed": {}, "idle_mb": 190.0, "peak_mb": 249.0},
+            "peak_ratio": 2.77,
+            "growth_ratio": 1.18,
+        },
     }
 
 
@@ -136,6 +145,11 @@ def test_render_writes_a_dated_section_with_machine_tables_and_outputs(tmp_path:
     assert "| bare | 1000 | 0.95 (0.90 to 1.02) | 0.200 | 0.90 (0.85 to 0.93) | +0.500" in section
     assert "| direct | 1000 |  |  |  | +0.500 (+0.400 to +0.600)" in section
     assert "envoy: not installed." in lines
+    assert "| bare | 1,985/2,000 (not: 15 ServerDisconnectedError) | 40 | 90 |" in lines
+    assert "| shadowtap 10% | 2,000/2,000 | 190 | 249 |" in lines
+    assert (
+        "Peak RSS shadowtap / bare: 2.77x; growth over idle RSS shadowtap / bare: 1.18x." in lines
+    )
     # another benchmark's output is quoted whole, and cannot close the code block early
     assert section.count("```") == 2 and "'''sneaky fence'''" in section
 
