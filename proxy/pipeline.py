@@ -1,4 +1,8 @@
-"""What happens to a finished exchange: score it, then record it. Never raises into the proxy.
+"""`complete_exchange`: a sampled request's last stage — normalize, score, record.
+
+Once the primary has answered and every shadow has finished (or failed, or timed out), the
+primary's side copy is parsed into a `Completion` (normalize, off the primary's path), scorers
+fill `scores`, and the sinks (the recorder) take the exchange. Nothing here raises into the proxy.
 
 Memory: an exchange arrives holding bytes against the shadow memory budget
 (`Exchange.held_bytes`, given back through `Exchange.on_release`). The parsed request exists
@@ -10,11 +14,20 @@ this pipeline when nothing records.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
-from shadowtap.exchange import Exchange, ExchangeSink, Score
+from shadowtap.answer import AnswerReader
+from shadowtap.completion import Completion
+from shadowtap.exchange import Exchange, ExchangeSink, Score, TargetResult
 from shadowtap.log import get_logger
+from shadowtap.metrics import Metrics
+from shadowtap.pricing import Prices
+
+if TYPE_CHECKING:
+    from shadowtap.bounds import Admission, ShadowBounds
 
 log = get_logger("shadowtap.pipeline")
 
@@ -24,21 +37,12 @@ class Scoring(Protocol):
 
 
 class ExchangePipeline:
-    """The one interface later stages plug into: scorers fill `scores`, sinks store the result."""
+    """The one interface later stages plug into: scorers fill `scores`, sinks store the result.
+    (`ExchangeCompletion.complete_exchange` runs them.)"""
 
     def __init__(self, scoring: Scoring | None, sinks: list[ExchangeSink]) -> None:
         self.scoring = scoring
         self.sinks = sinks
-
-    async def finish(self, exchange: Exchange, transient_bytes: int = 0) -> None:
-        """Score, then record. `transient_bytes` of the exchange's hold are given back once
-        scoring is over; the rest when the last holder is done with it."""
-        try:
-            if self.scoring is not None:
-                await _score(self.scoring, exchange)
-        finally:  # scoring cancelled at shutdown: the exchange is still recorded, unscored
-            give_back(exchange, transient_bytes)
-            self.record(exchange)
 
     def record(self, exchange: Exchange) -> None:
         """Hand the exchange to every sink; each sink gives its bytes back once done with it
@@ -52,7 +56,80 @@ class ExchangePipeline:
             exchange.release()
 
 
-async def _score(scoring: Scoring, exchange: Exchange) -> None:
+class PrimaryCopy:
+    """The primary's answer as `forward_primary` relayed it: a side copy (`reader`), handed to
+    the exchange's task once the primary is done, to be parsed there, off the primary's path."""
+
+    __slots__ = ("_relayed", "reader")
+
+    def __init__(self, reader: AnswerReader) -> None:
+        self.reader = reader
+        self._relayed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def relayed(self) -> None:
+        """The primary's answer ended, or failed: its side copy is complete."""
+        self.reader.finish()
+        self._relayed.set_result(None)
+
+    async def wait(self) -> AnswerReader:
+        await self._relayed
+        return self.reader
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeCompletion:
+    """The last stage of a sampled request, run by its exchange task."""
+
+    pipeline: ExchangePipeline
+    bounds: ShadowBounds
+    metrics: Metrics
+    primary_prices: Prices
+
+    async def complete_exchange(
+        self,
+        exchange: Exchange,
+        primary: PrimaryCopy,
+        shadows: list[asyncio.Task[None]],
+        admission: Admission,
+    ) -> None:
+        """normalize → score → record, once the primary and every shadow are done."""
+        await self.normalize_primary(exchange, await primary.wait(), admission)
+        await asyncio.gather(*shadows, return_exceptions=True)  # each fills its own result
+        admission.hand_over(exchange)
+        try:
+            if self.pipeline.scoring is not None:
+                await score(self.pipeline.scoring, exchange)
+        finally:  # scoring cancelled at shutdown: the exchange is still recorded, unscored
+            # The transient part of the hold (parsed request, shadow bodies) goes back now.
+            give_back(exchange, admission.transient)
+            self.pipeline.record(exchange)
+
+    async def normalize_primary(
+        self, exchange: Exchange, capture: AnswerReader, admission: Admission
+    ) -> None:
+        """The primary's side copy becomes its `Completion`, within the primary's pace."""
+        try:
+            completion = await capture.completion()
+        except asyncio.CancelledError:  # shutdown: the exchange is still recorded, unparsed
+            capture.abandon()
+            exchange.results["primary"] = TargetResult(
+                "primary", "primary", Completion(status=capture.status, error="cancelled")
+            )
+            admission.hand_over(exchange)
+            self.pipeline.record(exchange)
+            raise
+        except Exception as error:  # a normalizer bug loses this pair's text, nothing else
+            log.exception("normalize_failed", request_id=exchange.request_id)
+            completion = Completion(status=capture.status, error=f"internal error: {error!r}"[:300])
+        self.bounds.observe(capture)
+        self.metrics.observe_ttft(exchange.route, "primary", "primary", completion.ttft_s)
+        tokens = completion.prompt_tokens, completion.completion_tokens
+        cost = self.primary_prices.cost_usd(*tokens)
+        exchange.results["primary"] = TargetResult("primary", "primary", completion, cost)
+        self.metrics.observe_usage("primary", *tokens)
+
+
+async def score(scoring: Scoring, exchange: Exchange) -> None:
     """Scorers read the request parsed; it is parsed for them and dropped after them."""
     parsed_here = exchange.request_json is None
     if parsed_here:

@@ -3,7 +3,9 @@
 `decide_sampling` is pure: it sees the route, the draws (numbers in [0, 1) that come from a
 sticky key's hash or from a random generator) and how much shadow budget is free, and returns a
 decision. The stateful parts — drawing numbers and holding the budget — live beside it in small
-classes, so the policy itself is trivially testable.
+classes, so the policy itself is trivially testable. `Sampler.decide_sampling` is the request
+path's stage around it: it parses the body, draws, decides, admits the request's bytes into the
+memory budget and counts the decision.
 """
 
 from __future__ import annotations
@@ -12,13 +14,18 @@ import random
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from multidict import CIMultiDictProxy
 from shadowtap.config_sampling import StickyKey
 from shadowtap.ids import unit_hash
+from shadowtap.metrics import Metrics
 from shadowtap.normalize import COUNT_FROM, MAX_JSON_VALUES, json_values_bound, too_many_values
+
+if TYPE_CHECKING:  # bounds imports this module's decision type
+    from aiohttp import web
+    from shadowtap.bounds import Admission, ShadowBounds
 
 UNSAMPLED_ROUTE = "other"  # the metrics label for every path outside `sampling.routes`
 
@@ -184,3 +191,60 @@ class ShadowBudget:
 
     def release(self) -> None:
         self.inflight -= 1
+
+
+@dataclass(slots=True)
+class Sampled:
+    """A request chosen for shadowing, as `fan_out_shadows` takes it."""
+
+    route: str
+    decision: SamplingDecision
+    request_json: dict[str, Any]  # parsed to decide; the shadows' bodies keep it, not the handler
+    admission: Admission  # its bytes, held against the memory budget
+
+
+@dataclass(frozen=True, slots=True)
+class Sampler:
+    """The sampling stage: everything `decide_sampling` needs, gathered for one request."""
+
+    policy: SamplingPolicy
+    draws: Draws
+    budget: ShadowBudget
+    bounds: ShadowBounds
+    target_models: Mapping[str, str | None]  # shadow target -> the model it rewrites to
+    metrics: Metrics
+
+    def route(self, request: web.Request) -> str | None:
+        """The sampled route a request is on; None: it is only forwarded (not a `POST` on
+        `sampling.routes`)."""
+        return match_route(request.path, self.policy.routes) if request.method == "POST" else None
+
+    def decide_sampling(self, request: web.Request, route: str, body: bytes) -> Sampled | None:
+        """Parse, draw, decide, admit the bytes and count the decision; None: not sampled."""
+        too_large = len(body) > self.policy.max_body_bytes  # not even parsed
+        request_json, values = (None, None) if too_large else parse_request(body)
+        draws = self.draws.draw(self.draws.sticky_value(request.headers, request_json))
+        decision = decide_sampling(
+            route,
+            request_json is not None,
+            draws,
+            self.policy,
+            self.budget.free(),
+            len(body),
+            values,
+            self.bounds.owing(),
+        )
+        admission = None
+        if decision.sampled:
+            copies = len({self.target_models[name] for name in decision.targets} - {None})
+            admission = self.bounds.admit(body, values, copies)
+            if admission is None:
+                decision = shed_for_memory(decision)
+        self.metrics.observe_sampling(route, decision.reason)
+        for target in decision.shed:
+            self.metrics.shadow_shed(target)
+        if decision.shed:
+            self.bounds.log_shed(route, decision)
+        if admission is None or request_json is None:
+            return None
+        return Sampled(route, decision, request_json, admission)
