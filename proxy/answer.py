@@ -177,12 +177,12 @@ class AnswerReader:
         latency = (self.finished or time.perf_counter()) - self.started
         if self.status is None:
             return Completion(error=self.error or "no answer", latency_s=latency)
-        if self._assembler is not None:
-            completion = self._assembler.finish(self.status)
+        # Read once: off the loop, `abandon` may drop them meanwhile (a timeout).
+        assembler, buffer = self._assembler, self._buffer
+        if assembler is not None:
+            completion = assembler.finish(self.status)
         else:
-            completion = self.dialect.completion_from_json(
-                bytes(self._buffer), self.status, self._values
-            )
+            completion = self.dialect.completion_from_json(bytes(buffer), self.status, self._values)
         completion.latency_s = latency
         completion.ttft_s = self.ttft_s
         if self.cut == "size":

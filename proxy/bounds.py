@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from shadowtap.answer import AnswerLimits, AnswerReader
 from shadowtap.budget import Hold, MemoryBudget, Pace, request_hold_bytes
 from shadowtap.config import SamplingConfig
+from shadowtap.dialects.tables import OPENAI_CHAT
 from shadowtap.exchange import Exchange
 from shadowtap.log import get_logger
 from shadowtap.metrics import Metrics
@@ -82,8 +83,9 @@ class ShadowBounds:
         hold = self.memory.admit(lasting + transient)
         return None if hold is None else Admission(hold, transient)
 
-    def reader(self, target: str, hold: Hold) -> AnswerReader:
-        return AnswerReader(target, self.paces[target], self.limits, hold)
+    def reader(self, target: str, hold: Hold, dialect: str = OPENAI_CHAT) -> AnswerReader:
+        """A reader for `target`'s answer, in the API it answers in (`shadowtap.dialects`)."""
+        return AnswerReader(target, self.paces[target], self.limits, hold, dialect)
 
     def observe(self, reader: AnswerReader) -> None:
         self._metrics.observe_answer(reader.target, reader.decoded, reader.cut)

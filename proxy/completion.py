@@ -1,13 +1,25 @@
 """`Completion`: one target's answer to one request, whatever shape it arrived in.
 
-Built by `shadowtap.normalize` from OpenAI chat-completions JSON or from a reassembled SSE stream,
-so that scorers, the recorder and metrics never see wire formats.
+Built by each dialect's answer reader (`shadowtap.dialects`) from a JSON answer or a
+reassembled SSE stream, so that scorers, the recorder and metrics never see wire formats.
 """
 
 from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass, field
+
+# The error of a shadow that was never sent (the request has no faithful translation for its
+# target, or cannot be encoded): not the target's failure, so the report leaves it out.
+NOT_SENT = "not sent: "
+
+
+def not_sent(reason: str) -> Completion:
+    return Completion(error=NOT_SENT + reason)
+
+
+def was_sent(status: int | None, error: str | None) -> bool:
+    return status is not None or error is None or not error.startswith(NOT_SENT)
 
 
 @dataclass(slots=True)

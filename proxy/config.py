@@ -24,10 +24,11 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 from shadowtap.config_base import (
     ConfigError,
     HostPort,
@@ -84,6 +85,8 @@ __all__ = [
     "parse_sticky_key",
     "parse_tables",
     "read_toml",
+    "route_dialect",
+    "route_dialects",
     "split_host_port",
     "substitute_env",
 ]
@@ -115,6 +118,41 @@ class Config(Strict):
             if not TARGET_NAME.fullmatch(name):
                 raise ValueError(f"candidate name {name!r} must match [A-Za-z0-9_.-]{{1,64}}")
         return value
+
+    @model_validator(mode="after")
+    def _client_credentials_stay_with_their_provider(self) -> Config:
+        """A client's key is for its provider: never forwarded to a candidate of another."""
+        for name, candidate in self.candidates.items():
+            if not candidate.forward_client_auth or candidate.dialect is None:
+                continue
+            for route in self.sampling.routes:
+                source = route_dialect(route, self.sampling.route_dialects)
+                if source is not None and provider(source) != provider(candidate.dialect):
+                    # Not a ValueError: pydantic would file it under "(top level)".
+                    raise ConfigError(
+                        f"config error: candidates.{name}.forward_client_auth: the clients "
+                        f"of {route} authenticate with {provider(source)}, and {name} speaks "
+                        f"{candidate.dialect}: set candidates.{name}.api_key instead"
+                    )
+        return self
+
+
+def provider(dialect: str) -> str:
+    """Who issues the credentials a dialect's clients send."""
+    return "Anthropic" if dialect.startswith("anthropic") else "OpenAI"
+
+
+def route_dialect(route: str, overrides: Mapping[str, str]) -> str | None:
+    """The API of a route: configured (`sampling.route_dialects`), else known from its path."""
+    from shadowtap.dialects.tables import DIALECT_OF_PATH  # pure tables, no request path
+
+    return overrides.get(route) or DIALECT_OF_PATH.get(route)
+
+
+def route_dialects(sampling: SamplingConfig) -> dict[str, str]:
+    """Every sampled route whose API is known, with that API, resolved once at start."""
+    known = {route: route_dialect(route, sampling.route_dialects) for route in sampling.routes}
+    return {route: dialect for route, dialect in known.items() if dialect is not None}
 
 
 class Tables(BaseModel):

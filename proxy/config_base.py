@@ -8,7 +8,7 @@ Every error names the key it is about, as one line:
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
@@ -36,7 +36,16 @@ def _host_port(value: str) -> str:
     return value
 
 
+def _api_path(value: str) -> str:
+    if not value.startswith("/") or "?" in value or "#" in value:
+        raise ValueError(f"must be a path starting with '/', without a query (got {value!r})")
+    return value
+
+
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
+ApiPath = Annotated[str, AfterValidator(_api_path)]
+# The APIs shadowtap understands (`shadowtap.dialects.DIALECTS`; a test keeps the two equal).
+DialectName = Literal["openai-chat", "openai-responses", "anthropic-messages", "openai-embeddings"]
 HostPort = Annotated[str, AfterValidator(_host_port)]
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
 PositiveSeconds = Annotated[float, Field(gt=0)]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, PlainSerializer, field_validator
-from shadowtap.config_base import MiB, Rate, Strict
+from shadowtap.config_base import ApiPath, DialectName, MiB, Rate, Strict
 
 # An HTTP field name is a token (RFC 9110 5.1): a name with a space or a colon never matches.
 HEADER_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -54,6 +54,10 @@ SampleKey = Annotated[
 class SamplingConfig(Strict):
     rate: Rate = 0.05
     routes: list[str] = ["/v1/chat/completions"]
+    # The API of a route at a non-standard path (standard ones are known: /v1/chat/completions,
+    # /v1/responses, /v1/messages, /v1/embeddings). A sampled route of unknown API is read as
+    # OpenAI chat, as before, and never translated for a candidate of another API.
+    route_dialects: dict[ApiPath, DialectName] = {}
     key: SampleKey | None = None
     max_inflight: Annotated[int, Field(ge=0)] = 64
     max_per_second: Annotated[float, Field(ge=0)] = 50.0

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
-from shadowtap.config_base import HttpUrl, PositiveSeconds, Price, Rate, Strict
+from typing import Annotated
+
+from pydantic import Field, SecretStr
+from shadowtap.config_base import (
+    ApiPath,
+    DialectName,
+    HttpUrl,
+    PositiveSeconds,
+    Price,
+    Rate,
+    Strict,
+)
 
 
 class Pricing(Strict):
@@ -32,6 +42,18 @@ class CandidateConfig(ShadowTargetConfig):
     model: str | None = None
     api_key: SecretStr | None = None
     forward_client_auth: bool = False
+    # The API this candidate speaks; None: each route's own (the client's request is sent as
+    # it came, only `model` replaced). Another API gets the request translated, or no shadow
+    # (recorded as skipped, with the reason) when it has no faithful translation.
+    dialect: DialectName | None = None
+    # Where this candidate serves its API, when not at the API's standard path.
+    path: ApiPath | None = None
+    # The output cap sent to an API that requires one (Anthropic's `max_tokens`) when the
+    # client's request set none. A cap the client set is always kept.
+    max_tokens: Annotated[int, Field(gt=0)] = 8192
+    # Embeddings requests given as token ids go to another model only if it reads them with
+    # the same tokenizer (say so here); otherwise they are skipped.
+    same_tokenizer: bool = False
 
 
 class SecondaryConfig(ShadowTargetConfig):

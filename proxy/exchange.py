@@ -51,6 +51,8 @@ class Exchange:
     stream: bool
     request_body: bytes
     request_json: dict[str, Any] | None
+    # The route's API, in which the primary's answer was read (`shadowtap.dialects`).
+    dialect: str = "openai-chat"
     header_names: list[str] = field(default_factory=list)  # allow-listed names only, never values
     # Values of the headers `[report] slice_by` names (never credentials), for report slices.
     slice_headers: dict[str, str] = field(default_factory=dict)

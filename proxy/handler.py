@@ -7,7 +7,7 @@ every target has answered) complete_exchange: normalize → score → record.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
@@ -48,9 +48,11 @@ class ProxyHandler:
     bounds: ShadowBounds
     target_secrets: tuple[str, ...] = ()  # configured keys of the shadow targets
     slice_headers: tuple[str, ...] = ()  # [report] slice_by headers whose values are stored
+    route_dialects: dict[str, str] = field(default_factory=dict)  # sampled route -> its API
 
     def __post_init__(self) -> None:
-        models = {name: target.model for name, target in self.targets.items()}
+        # Targets with the same key share one body (the client's, rewritten or translated).
+        models = {name: target.body_key for name, target in self.targets.items()}
         self.sampler = Sampler(
             self.policy, self.draws, self.budget, self.bounds, models, metrics=self.metrics
         )
@@ -68,6 +70,7 @@ class ProxyHandler:
             completion=completion,
             target_secrets=self.target_secrets,
             slice_headers=self.slice_headers,
+            route_dialects=self.route_dialects,
         )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:

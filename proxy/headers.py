@@ -31,7 +31,10 @@ CLIENT_CREDENTIALS = frozenset(
     {"authorization", "api-key", "x-api-key", "openai-organization", "openai-project", "cookie"}
 )
 # The only client headers a shadow sees: what shapes the answer, nothing that identifies.
-SHADOW_PASSTHROUGH = frozenset({"content-type", "accept", "user-agent", "openai-beta"})
+SHADOW_PASSTHROUGH = frozenset({"content-type", "accept", "user-agent"})
+# ...and those that shape it in one provider's API only: sent to a target that speaks the
+# client's dialect, never to one that gets a translated request.
+DIALECT_PASSTHROUGH = frozenset({"openai-beta", "anthropic-version", "anthropic-beta"})
 
 # Header *names* worth keeping with a stored exchange; values are never stored.
 STORED_HEADER_NAMES = frozenset(
@@ -79,18 +82,30 @@ def downstream_response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[s
 
 def shadow_request_headers(
     client_headers: CIMultiDictProxy[str],
-    api_key: str | None,
+    auth: Mapping[str, str],
     extra: Mapping[str, str],
     forward_client_auth: bool,
+    *,
+    defaults: Mapping[str, str] | None = None,
+    same_dialect: bool = True,
 ) -> CIMultiDict[str]:
-    allowed = SHADOW_PASSTHROUGH | (CLIENT_CREDENTIALS if forward_client_auth else frozenset())
-    out: CIMultiDict[str] = CIMultiDict(
-        (name, value) for name, value in client_headers.items() if name.lower() in allowed
-    )
+    """The headers a shadow target gets: `defaults` (what its API requires, e.g. a version the
+    client's own header overrides when it speaks the same API), the client's headers that
+    shape the answer, the client's credentials only with `forward_client_auth` (the config
+    refuses that across providers), the target's `extra` headers, and last its `auth` (its API
+    key in its API's header: `Authorization: Bearer` or Anthropic's `x-api-key`)."""
+    allowed = SHADOW_PASSTHROUGH | (DIALECT_PASSTHROUGH if same_dialect else frozenset())
+    if forward_client_auth:
+        allowed |= CLIENT_CREDENTIALS
+    out: CIMultiDict[str] = CIMultiDict(defaults or {})
+    for name in client_headers:
+        if name.lower() in allowed:
+            out.popall(name, None)
+    out.extend((name, value) for name, value in client_headers.items() if name.lower() in allowed)
     for name, value in extra.items():
         out[name] = value
-    if api_key:
-        out["Authorization"] = f"Bearer {api_key}"
+    for name, value in auth.items():
+        out[name] = value
     return out
 
 

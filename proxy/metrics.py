@@ -159,7 +159,8 @@ class Metrics:
         )
         self.shadow_requests = Counter(
             "shadowtap_shadow_requests",
-            "Shadow requests by outcome: ok, error, timeout, shed (over budget, never sent).",
+            "Shadow requests by outcome: ok, error, timeout, skipped (no faithful translation"
+            " for the target, never sent), shed (over budget, never sent).",
             ["target", "outcome"],
             registry=r,
         )

@@ -32,7 +32,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from shadowtap.admin import AdminAccess, build_admin_app
 from shadowtap.bounds import ShadowBounds
-from shadowtap.config import Config, split_host_port
+from shadowtap.config import Config, route_dialects, split_host_port
 from shadowtap.handler import ProxyHandler
 from shadowtap.listener import (
     ClientLimits,
@@ -47,7 +47,7 @@ from shadowtap.metrics import Metrics
 from shadowtap.pipeline import ExchangePipeline
 from shadowtap.pricing import Prices
 from shadowtap.sampling import Draws, SamplingPolicy, ShadowBudget
-from shadowtap.shadow import ShadowTarget, shadow_targets
+from shadowtap.shadow_request import ShadowTarget, shadow_targets
 from shadowtap.tasks import TaskSet
 
 if TYPE_CHECKING:
@@ -329,6 +329,7 @@ class ShadowtapServer:
             primary_prices=Prices.of(config.primary),
             target_secrets=tuple(secret for t in targets for secret in t.secrets()),
             slice_headers=config.report.slice_headers(),
+            route_dialects=route_dialects(config.sampling),
             bounds=ShadowBounds(config.sampling, [t.name for t in targets], self.metrics),
         )
         yield

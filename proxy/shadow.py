@@ -6,14 +6,17 @@ it once every target has answered (`pipeline.ExchangeCompletion.complete_exchang
 A shadow never raises: whatever the target does — hang, 500, reset, garbage — becomes a
 `Completion` with `error` set and an outcome label, and the client never notices.
 
-Where a target sees the request: `ShadowBodies.for_model` makes its body, `call_shadow` its
-path and headers; its answer is read by an `AnswerReader`.
+Where a target sees the request: `shadow_request` makes its body (the client's, or translated
+into the target's API), path and headers, `call_shadow` sends it; its answer is read by an
+`AnswerReader` in the target's API. A request with no faithful translation for a target is
+not sent to it: the shadow is recorded as `skipped`, with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -24,12 +27,12 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 from shadowtap.answer import AnswerLimits, AnswerReader
 from shadowtap.budget import Pace
-from shadowtap.completion import Completion
-from shadowtap.config import Config, SamplingConfig
-from shadowtap.exchange import Exchange, Role, TargetResult
+from shadowtap.completion import Completion, not_sent
+from shadowtap.config import SamplingConfig
+from shadowtap.dialects.tables import OPENAI_CHAT
+from shadowtap.exchange import Exchange, TargetResult
 from shadowtap.headers import (
     header_credentials,
-    shadow_request_headers,
     slice_header_values,
     stored_header_names,
 )
@@ -37,100 +40,36 @@ from shadowtap.ids import uuid7
 from shadowtap.log import get_logger
 from shadowtap.metrics import Metrics
 from shadowtap.pipeline import ExchangeCompletion, PrimaryCopy
-from shadowtap.pricing import Prices
+from shadowtap.shadow_request import (
+    ShadowBodies,
+    ShadowTarget,
+    UnencodableBody,
+    Untranslatable,
+    shadow_headers,
+    shadow_path,
+    shadow_targets,
+)
 from shadowtap.tasks import TaskSet
-from shadowtap.urls import query_credentials, shadow_target
+from shadowtap.urls import query_credentials
 
 if TYPE_CHECKING:
     from shadowtap.bounds import Admission, ShadowBounds
     from shadowtap.sampling import Sampled, ShadowBudget
 
+# What other stages and replay take from here (targets and bodies live in `shadow_request`).
+__all__ = [
+    "ShadowBodies",
+    "ShadowTarget",
+    "Shadowing",
+    "UnencodableBody",
+    "call_shadow",
+    "requested_model",
+    "shadow_targets",
+]
+
 log = get_logger("shadowtap.proxy")
 DEFAULT_ANSWER_BYTES = SamplingConfig().max_answer_bytes
 MODEL_TEXT_CHARS = 200
-
-
-@dataclass(frozen=True, slots=True)
-class ShadowTarget:
-    name: str
-    role: Role
-    url: str
-    timeout_s: float
-    rate: float
-    model: str | None = None
-    api_key: str | None = field(default=None, repr=False)
-    headers: dict[str, str] = field(default_factory=dict, repr=False)
-    forward_client_auth: bool = False
-    prices: Prices = field(default_factory=Prices)
-    forward_query: frozenset[str] = frozenset()  # client query parameters this target gets
-
-    def secrets(self) -> tuple[str, ...]:
-        """The configured values that authenticate us with this target."""
-        return tuple(v for v in (self.api_key, *self.headers.values()) if v)
-
-
-def shadow_targets(config: Config) -> list[ShadowTarget]:
-    """The secondary (when its rate is above 0) and every candidate, in config order."""
-    targets = []
-    secondary = config.secondary
-    if secondary.rate > 0:
-        targets.append(
-            ShadowTarget(
-                name="secondary",
-                role="secondary",
-                url=config.primary.url,
-                timeout_s=secondary.timeout_s,
-                rate=secondary.rate,
-                api_key=secondary.api_key.get_secret_value() if secondary.api_key else None,
-                headers={k: v.get_secret_value() for k, v in secondary.headers.items()},
-                forward_client_auth=secondary.forward_client_auth,
-                prices=Prices.of(config.primary),
-                forward_query=frozenset(secondary.forward_query),
-            )
-        )
-    for name, candidate in config.candidates.items():
-        targets.append(
-            ShadowTarget(
-                name=name,
-                role="candidate",
-                url=candidate.url,
-                timeout_s=candidate.timeout_s,
-                rate=candidate.rate,
-                model=candidate.model,
-                api_key=candidate.api_key.get_secret_value() if candidate.api_key else None,
-                headers={k: v.get_secret_value() for k, v in candidate.headers.items()},
-                forward_client_auth=candidate.forward_client_auth,
-                prices=Prices.of(candidate),
-                forward_query=frozenset(candidate.forward_query),
-            )
-        )
-    return targets
-
-
-class UnencodableBody(ValueError):
-    """The request cannot be re-encoded for a target (e.g. nested past orjson's depth limit)."""
-
-
-class ShadowBodies:
-    """The request as each target should get it: `model` replaced when the target sets one.
-
-    Built inside each shadow's task (never on the primary's path), once per distinct model.
-    """
-
-    def __init__(self, body: bytes, request_json: dict[str, Any] | None) -> None:
-        self.body = body
-        self.request_json = request_json
-        self._rewritten: dict[str, bytes] = {}
-
-    def for_model(self, model: str | None) -> bytes:
-        if model is None or self.request_json is None:
-            return self.body
-        if model not in self._rewritten:
-            try:
-                self._rewritten[model] = orjson.dumps({**self.request_json, "model": model})
-            except orjson.JSONEncodeError as error:
-                raise UnencodableBody(f"the request cannot be re-encoded ({error})") from None
-        return self._rewritten[model]
 
 
 async def call_shadow(
@@ -141,6 +80,7 @@ async def call_shadow(
     body: bytes,
     client_headers: CIMultiDictProxy[str],
     reader: AnswerReader | None = None,
+    route_dialect: str | None = OPENAI_CHAT,
 ) -> tuple[Completion, str]:
     """Send one shadow request; return its `Completion` and outcome (ok, error, timeout).
 
@@ -149,10 +89,13 @@ async def call_shadow(
     `timeout_s` bounds the whole call, waits for the pace included.
     """
     if reader is None:
-        reader = AnswerReader(target.name, Pace(0, 0, 0), AnswerLimits(DEFAULT_ANSWER_BYTES))
-    headers = shadow_request_headers(
-        client_headers, target.api_key, target.headers, target.forward_client_auth
-    )
+        reader = AnswerReader(
+            target.name,
+            Pace(0, 0, 0),
+            AnswerLimits(DEFAULT_ANSWER_BYTES),
+            dialect=target.speaks(route_dialect),
+        )
+    headers = shadow_headers(client_headers, target, route_dialect)
     headers["Accept-Encoding"] = "gzip, deflate"  # what the reader decodes, a slice at a time
     reader.started = started = time.perf_counter()
     try:
@@ -207,6 +150,8 @@ class Shadowing:
     completion: ExchangeCompletion
     target_secrets: tuple[str, ...] = ()  # configured keys of the shadow targets
     slice_headers: tuple[str, ...] = ()  # [report] slice_by headers whose values are stored
+    # Each sampled route's API (absent: not known; read as OpenAI chat, never translated).
+    route_dialects: Mapping[str, str] = field(default_factory=dict)
 
     def fan_out_shadows(
         self, request: web.Request, path_qs: str, body: bytes, sampled: Sampled
@@ -214,11 +159,15 @@ class Shadowing:
         """Start a task per target and the exchange's task; return the primary's side copy,
         which `forward_primary` fills and the exchange task parses once it is relayed."""
         admission = sampled.admission
-        primary = PrimaryCopy(self.bounds.reader("primary", admission.hold))
+        dialect = self.route_dialects.get(sampled.route)
+        reads = dialect or OPENAI_CHAT
+        primary = PrimaryCopy(self.bounds.reader("primary", admission.hold, reads))
         exchange = self.open_exchange(request, path_qs, body, sampled)
+        exchange.dialect = reads
         targets = [self.targets[name] for name in sampled.decision.targets]
-        rewrites = any(target.model for target in targets)
-        bodies = ShadowBodies(body, sampled.request_json if rewrites else None)
+        rewrites = any(target.body_key is not None for target in targets)
+        request_json = sampled.request_json if rewrites else None
+        bodies = ShadowBodies(body, request_json, dialect, request.headers.keys())
         self.budget.acquire(len(targets))
         tasks = [
             self.shadow_tasks.spawn(
@@ -273,19 +222,21 @@ class Shadowing:
         self.metrics.shadow_started(target.name)
         completion = Completion(error="shadow did not run")
         outcome = "error"
-        reader = self.bounds.reader(target.name, admission.hold)
+        dialect = bodies.dialect
+        reader = self.bounds.reader(target.name, admission.hold, target.speaks(dialect))
         try:
             completion, outcome = await call_shadow(
                 self.session,
                 target,
                 request.method,
-                shadow_target(path_qs, target.forward_query),
-                bodies.for_model(target.model),
+                shadow_path(path_qs, dialect, target),
+                bodies.for_target(target),
                 request.headers,
                 reader,
+                dialect,
             )
-        except UnencodableBody as error:
-            completion, outcome = Completion(error=f"not sent: {error}"), "skipped"
+        except (Untranslatable, UnencodableBody) as error:
+            completion, outcome = not_sent(str(error)), "skipped"
         except asyncio.CancelledError:
             completion = Completion(error="cancelled at shutdown")
             raise

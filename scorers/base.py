@@ -192,7 +192,10 @@ def check_result(result: Result) -> tuple[float | None, dict[str, Any] | None]:
 
 def answer_texts(pair: Pair) -> tuple[str, str] | None:
     """The two answers' texts, or None when neither has text but one has tool calls (a pure
-    tool-call turn is the `tool_calls` scorer's business, not a text scorer's)."""
+    tool-call turn is the `tool_calls` scorer's business, not a text scorer's), and for an
+    embeddings pair (vectors are `embedding_agreement`'s business: no text to compare)."""
+    if pair.primary.embeddings is not None or pair.target.embeddings is not None:
+        return None
     a, b = pair.primary.text or "", pair.target.text or ""
     if not a and not b and (pair.primary.tool_calls or pair.target.tool_calls):
         return None

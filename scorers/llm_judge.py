@@ -177,6 +177,8 @@ class LlmJudge(IoScorer[LlmJudgeOptions]):
         return parse_winner(str(content or ""))
 
     async def score(self, pair: Pair, session: aiohttp.ClientSession) -> Result:
+        if pair.primary.embeddings is not None or pair.target.embeddings is not None:
+            return None  # vectors, not answers a judge can read
         if not self._budget.take(2):
             raise ScorerSkipped("judge budget")
         limit = self.options.max_chars

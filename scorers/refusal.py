@@ -75,5 +75,7 @@ class Refusal(CpuScorer[RefusalOptions]):
         return any(phrase in head for phrase in self._phrases)
 
     def score(self, pair: Pair) -> Result:
+        if pair.primary.embeddings is not None or pair.target.embeddings is not None:
+            return None  # an embedding model neither answers nor refuses
         a, b = self.refused(pair.primary), self.refused(pair.target)
         return Verdict(1.0 if a == b else 0.0, {"primary_refused": a, "target_refused": b})

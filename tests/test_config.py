@@ -222,3 +222,78 @@ def test_a_config_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
     path.write_bytes(b'[primary]\nurl = "http://\xff"\n')
     with pytest.raises(ConfigError, match="is not UTF-8 text"):
         load_config(path, {})
+
+
+def test_a_candidate_names_its_api_and_where_it_serves_it() -> None:
+    config = parse_config(
+        {
+            **BASE,
+            "sampling": {"routes": ["/llm/chat"], "route_dialects": {"/llm/chat": "openai-chat"}},
+            "candidates": {
+                "claude": {
+                    "url": "https://api.anthropic.com",
+                    "dialect": "anthropic-messages",
+                    "max_tokens": 1024,
+                },
+                "gateway": {"url": "http://gw", "dialect": "openai-responses", "path": "/r"},
+                "same": {"url": "http://same"},
+            },
+        },
+        {},
+    )
+    claude, gateway, same = config.candidates.values()
+    assert (claude.dialect, claude.path, claude.max_tokens) == ("anthropic-messages", None, 1024)
+    assert (gateway.dialect, gateway.path) == ("openai-responses", "/r")
+    assert same.dialect is None and config.sampling.route_dialects == {"/llm/chat": "openai-chat"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            {"candidates": {"c": {"url": "http://x", "dialect": "gemini"}}},
+            "config error: candidates.c.dialect: Input should be",
+        ),
+        (
+            {"candidates": {"c": {"url": "http://x", "path": "v1/messages"}}},
+            "config error: candidates.c.path: must be a path starting with '/'",
+        ),
+        (
+            {"candidates": {"c": {"url": "http://x", "max_tokens": 0}}},
+            "config error: candidates.c.max_tokens:",
+        ),
+        (
+            {"sampling": {"route_dialects": {"/x": "openai-chatx"}}},
+            "config error: sampling.route_dialects./x: Input should be",
+        ),
+    ],
+)
+def test_bad_dialect_settings_name_the_key(raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({**BASE, **raw}, {})
+    assert str(caught.value).startswith(message), caught.value
+
+
+def test_a_clients_key_never_goes_to_another_provider() -> None:
+    anthropic = {"url": "http://x", "dialect": "anthropic-messages", "forward_client_auth": True}
+    with pytest.raises(ConfigError) as caught:
+        parse_config({**BASE, "candidates": {"claude": anthropic}}, {})
+    assert str(caught.value) == (
+        "config error: candidates.claude.forward_client_auth: the clients of "
+        "/v1/chat/completions authenticate with OpenAI, and claude speaks anthropic-messages: "
+        "set candidates.claude.api_key instead"
+    )
+    # Another OpenAI API is the same provider; an Anthropic route to an Anthropic candidate too.
+    responses = {**anthropic, "dialect": "openai-responses"}
+    assert parse_config({**BASE, "candidates": {"r": responses}}, {}).candidates["r"]
+    on_messages = {**BASE, "sampling": {"routes": ["/v1/messages"]}}
+    assert parse_config({**on_messages, "candidates": {"claude": anthropic}}, {})
+
+
+def test_the_config_knows_every_dialect_and_only_those() -> None:
+    from typing import get_args
+
+    from shadowtap.config_base import DialectName
+    from shadowtap.dialects import DIALECTS
+
+    assert set(get_args(DialectName)) == set(DIALECTS)

@@ -59,15 +59,37 @@ def test_shadows_get_no_client_identity_unless_configured() -> None:
         ("Content-Type", "application/json"),
         ("X-Tenant", "acme"),
     )
-    plain = shadow_request_headers(client, "sk-candidate", {"X-Team": "evals"}, False)
+    auth = {"Authorization": "Bearer sk-candidate"}
+    plain = shadow_request_headers(client, auth, {"X-Team": "evals"}, False)
     assert dict(plain) == {
         "Content-Type": "application/json",
         "X-Team": "evals",
         "Authorization": "Bearer sk-candidate",
     }
-    forwarded = shadow_request_headers(client, None, {}, True)
+    forwarded = shadow_request_headers(client, {}, {}, True)
     assert forwarded["Authorization"] == "Bearer sk-client"
     assert forwarded["x-api-key"] == "ant-client" and "X-Tenant" not in forwarded
+
+
+def test_a_translated_shadow_gets_its_own_api_headers_not_the_clients() -> None:
+    client = frozen(
+        ("Authorization", "Bearer sk-client-openai"),
+        ("OpenAI-Beta", "assistants=v2"),
+        ("anthropic-version", "2023-01-01"),
+        ("Content-Type", "application/json"),
+    )
+    anthropic = {"anthropic-version": "2023-06-01"}
+    translated = shadow_request_headers(
+        client, {"x-api-key": "sk-ant-candidate"}, {}, False, defaults=anthropic, same_dialect=False
+    )
+    assert dict(translated) == {
+        "anthropic-version": "2023-06-01",
+        "Content-Type": "application/json",
+        "x-api-key": "sk-ant-candidate",
+    }
+    # The same API: the client's version is what its request was written against.
+    same = shadow_request_headers(client, {}, {}, False, defaults=anthropic)
+    assert same.getall("anthropic-version") == ["2023-01-01"] and same["OpenAI-Beta"]
 
 
 def test_header_credentials_are_whole_values_and_their_token_parts() -> None:

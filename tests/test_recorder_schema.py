@@ -34,9 +34,9 @@ def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
 
 def test_fresh_file_gets_every_migration_and_the_documented_columns(tmp_path: Path) -> None:
     con = connect(tmp_path / "new.duckdb")
-    assert schema_version(con) == SCHEMA_VERSION == 4
+    assert schema_version(con) == SCHEMA_VERSION == 5
     versions = con.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
-    assert versions == [(1,), (2,), (3,), (4,)]
+    assert versions == [(1,), (2,), (3,), (4,), (5,)]
     for table, columns in COLUMNS.items():
         assert table_columns(con, table) == list(columns)
         # The writer's Arrow batches must line up with the tables column for column.
@@ -51,10 +51,11 @@ def test_fresh_file_gets_every_migration_and_the_documented_columns(tmp_path: Pa
     assert types["request_body"] == "JSON"
     assert types["header_names"] == "VARCHAR[]"
     assert types["slice_headers"] == "JSON"
+    assert types["dialect"] == "VARCHAR"
     # Reopening applies nothing twice.
     con.close()
     con = connect(tmp_path / "new.duckdb")
-    assert con.execute("SELECT count(*) FROM schema_version").fetchall() == [(4,)]
+    assert con.execute("SELECT count(*) FROM schema_version").fetchall() == [(5,)]
 
 
 def test_a_version_1_file_migrates_and_keeps_its_rows(tmp_path: Path) -> None:
@@ -104,7 +105,9 @@ def test_a_version_2_file_migrates_with_its_answers_marked_live(tmp_path: Path) 
     con = connect(path)
     assert schema_version(con) == SCHEMA_VERSION
     assert table_columns(con, "responses")[-2:] == ["source", "replay_run"]
-    assert table_columns(con, "exchanges")[-1] == "slice_headers"
+    assert table_columns(con, "exchanges")[-2:] == ["slice_headers", "dialect"]
+    # Exchanges from before migration 5 were all OpenAI chat, the only API then.
+    assert con.execute("SELECT dialect FROM exchanges").fetchall() == [("openai-chat",)]
     assert table_columns(con, "replay_claims") == [
         "request_id",
         "target",

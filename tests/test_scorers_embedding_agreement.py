@@ -183,3 +183,15 @@ def test_a_score_is_in_range_or_not_applicable(a: list[list[float]], b: list[lis
     itself = scorer().score(pair(a, a))
     same = itself.score if isinstance(itself, Verdict) else itself
     assert same is None or same == pytest.approx(1.0) or any(not any(v) for v in a)
+
+
+def test_text_scorers_leave_an_embeddings_pair_alone() -> None:
+    """An embeddings answer has no text: a text scorer's 1.0 on two empty strings would be a
+    meaningless agreement, and a judge would be paid to read nothing."""
+    tables = {
+        name: {"type": name}
+        for name in ("text_similarity", "exact_match", "length_ratio", "refusal")
+    }
+    embedded = pair([[1.0, 0.0]], [[1.0, 0.0]])
+    for built in scorers_from(tables):
+        assert built.score(embedded) is None, built  # type: ignore[attr-defined]

@@ -324,6 +324,7 @@ def to_arrow(exchanges: list[Exchange], privacy: Privacy) -> dict[str, pa.Table]
                 "request_body": [privacy.request_body(e, s) for e, s in pairs],
                 "header_names": [[name.lower() for name in e.header_names] for e in ex],
                 "slice_headers": [privacy.slice_headers(e.slice_headers, s) for e, s in pairs],
+                "dialect": [e.dialect for e in ex],
             },
         ),
         "responses": _table(

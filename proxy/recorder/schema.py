@@ -26,8 +26,8 @@ import duckdb
 TABLES = ("exchanges", "responses", "scores")  # what the writer records and the roll-up copies
 
 # Migration 1 is the schema of the first release; 2 adds what reports need without a config
-# (per-target cost, each score's threshold); 3 marks replayed answers. Never edit a migration
-# that has shipped: append.
+# (per-target cost, each score's threshold); 3 marks replayed answers; 4 stores slice headers;
+# 5 records each exchange's API. Never edit a migration that has shipped: append.
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (
         1,
@@ -99,6 +99,14 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         ALTER TABLE exchanges ADD COLUMN slice_headers JSON;
         """,
     ),
+    (
+        # The route's API (`shadowtap.dialects`), in which the primary's answer was read. Rows
+        # from before it were all OpenAI chat, the only API then.
+        5,
+        """
+        ALTER TABLE exchanges ADD COLUMN dialect VARCHAR DEFAULT 'openai-chat';
+        """,
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -135,6 +143,7 @@ SCHEMA: dict[str, tuple[Column, ...]] = {
         Column("request_body", "JSON"),
         Column("header_names", "VARCHAR[]"),
         Column("slice_headers", "JSON", added=4),
+        Column("dialect", "VARCHAR", added=5, before="'openai-chat'"),
     ),
     "responses": (
         Column("request_id", "VARCHAR"),

@@ -120,6 +120,11 @@ def _slice_examples(
 def _candidate(ctx: Context, name: str, rows: Rows) -> CandidateReport:
     gates, noise = ctx.gates, ctx.noise
     confidence, notes = gates.confidence, list[str]()
+    if rows.not_sent:
+        notes.append(
+            f"{rows.not_sent} requests were not sent to {name} (no faithful translation into "
+            "its API; responses.error says why) and are not part of its pairs."
+        )
     # Every scorer anyone has: the config, the noise floor and the candidate itself. A scorer
     # missing from the candidate's rows is a gate without evidence, not one to leave out.
     scorer_names = sorted(ctx.configured | rows.scorers() | (noise.scorers() if noise else set()))

@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from shadowtap.completion import was_sent
 from shadowtap.report import stats
 from shadowtap.report.model import Example, Usage
 from shadowtap.report.sources import Source
@@ -44,10 +45,16 @@ def is_ok(status: int | None, error: str | None) -> bool:
 
 
 class Rows:
-    """A target's pairs as columns of Python values, with the filters the report needs."""
+    """A target's pairs as columns of Python values, with the filters the report needs.
+
+    A shadow that was never sent (no faithful translation for its target: `not sent: ...`)
+    is no pair: the candidate did not fail, it was not asked, so it is left out (and counted
+    in `not_sent`)."""
 
     def __init__(self, records: list[tuple[Any, ...]]) -> None:
-        self.records = [dict(zip(NUMERIC_COLUMNS, r, strict=True)) for r in records]
+        every = [dict(zip(NUMERIC_COLUMNS, r, strict=True)) for r in records]
+        self.records = [r for r in every if was_sent(r["candidate_status"], r["candidate_error"])]
+        self.not_sent = len(every) - len(self.records)
         for r in self.records:
             r["scores"] = dict(r["scores"] or {})
             r["primary_ok"] = is_ok(r["primary_status"], r["primary_error"])
@@ -59,6 +66,7 @@ class Rows:
         """A subset of another `Rows`' records (already converted)."""
         subset = cls([])
         subset.records = records
+        subset.not_sent = 0
         return subset
 
     def __len__(self) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -207,7 +207,7 @@ def _examples(candidate: CandidateReport) -> Table:
 
 
 def candidate_panel(candidate: CandidateReport) -> Panel:
-    parts = [
+    parts: list[RenderableType] = [
         _gates(candidate),
         _agreement(candidate),
         _latency(candidate),
@@ -216,6 +216,7 @@ def candidate_panel(candidate: CandidateReport) -> Panel:
     ]
     if candidate.examples:
         parts.append(_examples(candidate))
+    parts += [Text(f"note: {note}", style="dim") for note in candidate.notes]
     title = Text.assemble(
         (candidate.name, "bold"),
         " — ",

@@ -1,0 +1,222 @@
+"""What a shadow target is sent: its body, its path and its API's headers.
+
+A target speaks the route's API unless its config names another (`candidates.NAME.dialect`).
+Speaking the route's API, it gets the client's request as it came — the same bytes, only
+`model` replaced when it sets one — at the client's path. Speaking another, it gets the request
+translated into its API (`shadowtap.dialects.translate`) at that API's path (or its own
+`path`); a request with no faithful translation raises `Untranslatable`, and the shadow is
+recorded as skipped with the reason instead of asking a different question.
+
+Example:
+    bodies = ShadowBodies(body, request_json, "openai-chat", header_names)
+    bodies.for_target(claude)           # the Messages API body, or Untranslatable
+    shadow_path("/v1/chat/completions", "openai-chat", claude)    # "/v1/messages"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
+from shadowtap.config import Config
+from shadowtap.dialects import DIALECTS, RenderOptions, Untranslatable, translate
+from shadowtap.dialects import embeddings as embeddings_dialect
+from shadowtap.dialects.neutral import DEFAULT_OPTIONS
+from shadowtap.dialects.tables import OPENAI_CHAT, OPENAI_EMBEDDINGS, REQUIRED_HEADERS
+from shadowtap.dialects.tables import target_headers as api_headers
+from shadowtap.exchange import Role
+from shadowtap.headers import shadow_request_headers
+from shadowtap.pricing import Prices
+from shadowtap.urls import shadow_target
+
+__all__ = [
+    "ShadowBodies",
+    "ShadowTarget",
+    "UnencodableBody",
+    "Untranslatable",
+    "shadow_headers",
+    "shadow_path",
+    "shadow_targets",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowTarget:
+    name: str
+    role: Role
+    url: str
+    timeout_s: float
+    rate: float
+    model: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    forward_client_auth: bool = False
+    prices: Prices = field(default_factory=Prices)
+    forward_query: frozenset[str] = frozenset()  # client query parameters this target gets
+    dialect: str | None = None  # the API it speaks; None: each route's own
+    path: str | None = None  # where it serves that API, if not at the API's standard path
+    render: RenderOptions = DEFAULT_OPTIONS  # for a request translated into its API
+    same_tokenizer: bool = False  # token-id embeddings inputs may go to its other model
+
+    def secrets(self) -> tuple[str, ...]:
+        """The configured values that authenticate us with this target."""
+        return tuple(v for v in (self.api_key, *self.headers.values()) if v)
+
+    def speaks(self, route_dialect: str | None) -> str:
+        """The API this target is asked in on a route of `route_dialect` (None: unknown,
+        which is read as OpenAI chat, as before dialects)."""
+        return self.dialect or route_dialect or OPENAI_CHAT
+
+    def translates(self, route_dialect: str | None) -> bool:
+        """True when a request on such a route reaches this target in another API."""
+        return self.dialect is not None and self.dialect != (route_dialect or OPENAI_CHAT)
+
+    @property
+    def body_key(self) -> str | None:
+        """Targets with the same key get the same body; None: the client's own bytes."""
+        if self.model is None and self.dialect is None:
+            return None
+        return f"{self.dialect or ''}|{self.model or ''}"
+
+
+def shadow_targets(config: Config) -> list[ShadowTarget]:
+    """The secondary (when its rate is above 0) and every candidate, in config order."""
+    targets = []
+    secondary = config.secondary
+    if secondary.rate > 0:
+        targets.append(
+            ShadowTarget(
+                name="secondary",
+                role="secondary",
+                url=config.primary.url,
+                timeout_s=secondary.timeout_s,
+                rate=secondary.rate,
+                api_key=secondary.api_key.get_secret_value() if secondary.api_key else None,
+                headers={k: v.get_secret_value() for k, v in secondary.headers.items()},
+                forward_client_auth=secondary.forward_client_auth,
+                prices=Prices.of(config.primary),
+                forward_query=frozenset(secondary.forward_query),
+            )
+        )
+    for name, candidate in config.candidates.items():
+        targets.append(
+            ShadowTarget(
+                name=name,
+                role="candidate",
+                url=candidate.url,
+                timeout_s=candidate.timeout_s,
+                rate=candidate.rate,
+                model=candidate.model,
+                api_key=candidate.api_key.get_secret_value() if candidate.api_key else None,
+                headers={k: v.get_secret_value() for k, v in candidate.headers.items()},
+                forward_client_auth=candidate.forward_client_auth,
+                prices=Prices.of(candidate),
+                forward_query=frozenset(candidate.forward_query),
+                dialect=candidate.dialect,
+                path=candidate.path,
+                render=RenderOptions(default_max_tokens=candidate.max_tokens),
+                same_tokenizer=candidate.same_tokenizer,
+            )
+        )
+    return targets
+
+
+class UnencodableBody(ValueError):
+    """The request cannot be re-encoded for a target (e.g. nested past orjson's depth limit)."""
+
+
+class ShadowBodies:
+    """The request as each target should get it (see the module docstring).
+
+    Built inside each shadow's task (never on the primary's path), once per distinct body.
+    `request_json` may be None when no target needs anything but the client's bytes.
+    """
+
+    def __init__(
+        self,
+        body: bytes,
+        request_json: dict[str, Any] | None,
+        dialect: str | None = OPENAI_CHAT,
+        header_names: Iterable[str] = (),
+    ) -> None:
+        self.body = body
+        self.request_json = request_json
+        self.dialect = dialect  # the route's API; None: not known
+        self.header_names = tuple(header_names)
+        self._rewritten: dict[str | None, bytes] = {}
+        self._translated: dict[tuple[str, str | None, RenderOptions], bytes] = {}
+
+    def for_target(self, target: ShadowTarget) -> bytes:
+        """The body for `target`; raises `Untranslatable` (or `UnencodableBody`) when there is
+        none that asks the client's question."""
+        if not target.translates(self.dialect):
+            if self.dialect == OPENAI_EMBEDDINGS and target.model is not None:
+                self._check_tokenizer(target)
+            return self.for_model(target.model)
+        if self.dialect is None:
+            raise Untranslatable("the route's API is not known (see sampling.route_dialects)")
+        if self.request_json is None:
+            raise Untranslatable("the request is not a JSON object")
+        assert target.dialect is not None  # translates() says so
+        key = (target.dialect, target.model, target.render)
+        if key not in self._translated:
+            self._translated[key] = translate(
+                self.request_json,
+                self.dialect,
+                target.dialect,
+                target.model,
+                target.render,
+                self.header_names,
+            )
+        return self._translated[key]
+
+    def for_model(self, model: str | None) -> bytes:
+        """The client's request with `model` replaced (the client's bytes when None)."""
+        if model is None or self.request_json is None:
+            return self.body
+        if model not in self._rewritten:
+            try:
+                self._rewritten[model] = orjson.dumps({**self.request_json, "model": model})
+            except orjson.JSONEncodeError as error:
+                raise UnencodableBody(f"the request cannot be re-encoded ({error})") from None
+        return self._rewritten[model]
+
+    def _check_tokenizer(self, target: ShadowTarget) -> None:
+        """Token ids mean other text to another model's tokenizer: never sent to it unless
+        the target vouches for the same tokenizer."""
+        if self.request_json is None or target.same_tokenizer:
+            return
+        request = embeddings_dialect.parse(self.request_json)
+        embeddings_dialect.render(request, target.model)  # raises for foreign token ids
+
+
+def shadow_path(path_qs: str, route_dialect: str | None, target: ShadowTarget) -> str:
+    """The path (and the query parameters the target may see) a shadow is sent to: the
+    client's, unless the target serves its API elsewhere (`path`) or speaks another API."""
+    path, sep, query = path_qs.partition("?")
+    if target.path is not None:
+        path = target.path
+    elif target.translates(route_dialect):
+        path = DIALECTS[target.speaks(route_dialect)].path
+    return shadow_target(path + sep + query, target.forward_query)
+
+
+def shadow_headers(
+    client_headers: CIMultiDictProxy[str], target: ShadowTarget, route_dialect: str | None
+) -> CIMultiDict[str]:
+    """The target's headers in its API: its key where that API takes one (`Authorization:
+    Bearer`, or Anthropic's `x-api-key`), what the API requires (`anthropic-version`)."""
+    speaks = target.speaks(route_dialect)
+    required = REQUIRED_HEADERS.get(speaks, {})
+    auth = {k: v for k, v in api_headers(speaks, target.api_key).items() if k not in required}
+    return shadow_request_headers(
+        client_headers,
+        auth,
+        target.headers,
+        target.forward_client_auth,
+        defaults=required,
+        same_dialect=not target.translates(route_dialect),
+    )
