@@ -15,7 +15,7 @@ from shadowtap.demo.run import EXPECTED
 from shadowtap.demo.setup import GATED_SCORERS
 
 # Enough for every gated scorer to reach the report's 30-pair minimum, and for fast-agree's
-# errors to clear the 5% gate with the anytime interval corrected for four candidates (0
+# errors to clear the 5% gate with the anytime interval corrected for five candidates (0
 # errors need ~180 pairs; 280 tolerate the 2 a very busy machine's timeouts can cause), and
 # for its ~65 tool calls to clear the 30% broken-tool-call gate (~46 needed).
 REQUESTS = 280
@@ -90,6 +90,7 @@ async def test_demo_verdicts_match_the_construction(tmp_path: Path) -> None:
         "primary",
         "secondary",
         "fast-agree",
+        "anthropic-agree",
         "paraphrase",
         "tool-breaker",
         "flaky",
@@ -97,4 +98,15 @@ async def test_demo_verdicts_match_the_construction(tmp_path: Path) -> None:
     )
     assert targets == {name: REQUESTS for name in live_and_replayed}
     assert re.search(r"next-release — PASS — \d+ pairs \(\d+ replayed\)", output), output
+    # The cross-provider candidate: every request was recorded, read in its API; the JSON-mode
+    # requests without a schema (no Anthropic equivalent) were not sent and not judged.
+    with duckdb.connect(str(out / "shadowtap.duckdb"), read_only=True) as con:
+        not_sent = con.execute(
+            "SELECT count(*), count(DISTINCT error) FROM responses"
+            " WHERE target = 'anthropic-agree' AND status IS NULL AND error LIKE 'not sent:%'"
+        ).fetchone()
+        dialects = con.execute("SELECT DISTINCT dialect FROM exchanges").fetchall()
+    assert not_sent is not None and not_sent[0] > 0 and not_sent[1] == 1
+    assert dialects == [("openai-chat",)]
+    assert report["anthropic-agree"]["pairs"] == REQUESTS - not_sent[0]
     assert f"shadowtap report --db {out / 'shadowtap.duckdb'}" in output

@@ -208,3 +208,55 @@ async def test_every_generated_request_is_answered(client: OpenClient) -> None:
             response = await api.chat.completions.create(**kwargs)
             message = response.choices[0].message
             assert message.content or message.tool_calls
+
+
+async def test_the_anthropic_face_answers_the_same_question_alike(
+    client: OpenClient, aiohttp_server: Any
+) -> None:
+    """A simulated model asked through Anthropic's Messages API starts from the same answer
+    as through chat: the demo's cross-provider candidate differs only by its API."""
+    import anthropic
+
+    chat = await client()
+    server = await aiohttp_server(build_app(STEADY, speed=1000, seed=7))
+    claude = anthropic.AsyncAnthropic(base_url=str(server.make_url("")), api_key="k", max_retries=0)
+    system = "You are terse."
+    asked = await chat.chat.completions.create(
+        model="m",
+        messages=[{"role": "system", "content": system}, *CHAT],  # type: ignore[list-item]
+    )
+    message = await claude.messages.create(
+        model="m",
+        max_tokens=4096,
+        system=system,
+        messages=CHAT,  # type: ignore[arg-type]
+    )
+    assert message.content[0].type == "text"
+    assert message.content[0].text == asked.choices[0].message.content
+    assert message.stop_reason == "end_turn" and message.usage.output_tokens > 20
+    async with claude.messages.stream(model="m", max_tokens=4096, messages=CHAT) as stream:  # type: ignore[arg-type]
+        assert (await stream.get_final_text()).count(".") >= 3
+
+    tools = [
+        {"name": t["function"]["name"], "description": t["function"]["description"],
+         "input_schema": t["function"]["parameters"]}
+        for t in prompts.TOOLS
+    ]  # fmt: skip
+    called = await claude.messages.create(
+        model="m",
+        max_tokens=4096,
+        messages=WEATHER,
+        tools=tools,  # type: ignore[arg-type]
+    )
+    assert called.stop_reason == "tool_use"
+    use = next(block for block in called.content if block.type == "tool_use")
+    assert use.name == "get_weather" and "Lisbon" in json.dumps(use.input)
+    async with claude.messages.stream(
+        model="m",
+        max_tokens=4096,
+        messages=WEATHER,
+        tools=tools,  # type: ignore[arg-type]
+    ) as stream:
+        final = await stream.get_final_message()
+    assert [b.type for b in final.content] == ["tool_use"] and final.content[0].input == use.input
+    await claude.close()

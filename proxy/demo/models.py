@@ -1,5 +1,6 @@
-"""Simulated OpenAI-compatible models: aiohttp apps serving `/v1/chat/completions` and
-`/v1/models`, JSON or SSE, with a profile's latency, wording and failures.
+"""Simulated models: aiohttp apps serving `/v1/chat/completions`, Anthropic's `/v1/messages`
+(`shadowtap.demo.anthropic`) and `/v1/models`, JSON or SSE, with a profile's latency, wording
+and failures.
 
 Standalone (the compose stack runs them as their own service):
 
@@ -29,6 +30,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from shadowtap.config import split_host_port
+from shadowtap.demo import anthropic
 from shadowtap.demo.answers import Answer, answer
 from shadowtap.demo.profiles import PROFILES, Profile
 from shadowtap.demo.text import digest
@@ -57,6 +59,7 @@ def build_app(
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app[STATE] = ModelState(profile=profile, speed=speed, rng=random.Random(seed))
     app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/messages", messages)
     app.router.add_get("/v1/models", list_models)
     app.on_shutdown.append(_release_hangs)
     return app
@@ -87,7 +90,6 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE]
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
@@ -96,6 +98,34 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return _error(400, "'messages' is a required property", "invalid_request_error")
     if not body["messages"]:
         return _error(400, "'messages' must contain at least one message", "invalid_request")
+    return await _serve(request, body, anthropic_api=False)
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    """Anthropic's Messages API: the same model, asked through another provider's API."""
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return anthropic.error(400, "The request body is not valid JSON.", "invalid_request_error")
+    if (
+        not isinstance(body, dict)
+        or not isinstance(body.get("messages"), list)
+        or not body["messages"]
+    ):
+        return anthropic.error(400, "messages: Field required", "invalid_request_error")
+    if not isinstance(body.get("max_tokens"), int):
+        return anthropic.error(400, "max_tokens: Field required", "invalid_request_error")
+    view = anthropic.chat_view(body)
+    view["model"], view["stream"] = body.get("model"), body.get("stream")
+    return await _serve(request, view, anthropic_api=True)
+
+
+async def _serve(
+    request: web.Request, body: dict[str, Any], *, anthropic_api: bool
+) -> web.StreamResponse:
+    """A profile's answer to a chat-shaped request, in the API it was asked through."""
+    state = request.app[STATE]
+    fail = anthropic.error if anthropic_api else _error
     profile, rng, speed = state.profile, state.rng, state.speed
     fault = profile.fault(rng)
     ttft = profile.ttft_s(rng, speed)
@@ -104,13 +134,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(TimeoutError):
             # Not divided by `speed`: a hang must outlast any client timeout at every speed.
             await asyncio.wait_for(state.closing.wait(), profile.hang_s)
-        return _error(503, "The server is shutting down.", "server_error")
+        return fail(503, "The server is shutting down.", "server_error")
     if fault == "error":
         state.outcomes["error"] += 1
         await asyncio.sleep(ttft / 2)
         status = rng.choice((500, 500, 503))
-        message = "The server had an error while processing your request."
-        return _error(status, message, "server_error")
+        kind = "api_error" if anthropic_api else "server_error"  # each API's word for it
+        return fail(status, "The server had an error while processing your request.", kind)
     reply = answer(body, profile.style, rng)
     meta = _Meta(
         id=f"chatcmpl-{digest(body, time.time_ns()):016x}",
@@ -121,6 +151,17 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     per_token = profile.token_delay_s(rng, speed)
     if body.get("stream"):
         state.outcomes["reset" if fault else "ok"] += 1
+        if anthropic_api:
+            await asyncio.sleep(ttft)
+            return await anthropic.stream(
+                request,
+                reply,
+                meta.id.replace("chatcmpl-", "msg_"),
+                meta.model,
+                PIECE.findall,
+                lambda tokens: per_token * tokens,
+                3 if fault else None,
+            )
         options = body.get("stream_options") or {}
         return await _stream(
             request, reply, meta, ttft, per_token, bool(options.get("include_usage")), fault
@@ -131,6 +172,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         _reset(request)
         return web.Response(status=500)  # never reaches the client: the socket is gone
     state.outcomes["ok"] += 1
+    if anthropic_api:
+        message = anthropic.message_json(reply, meta.id.replace("chatcmpl-", "msg_"), meta.model)
+        return web.json_response(message, dumps=_dumps)
     return web.json_response(_completion_json(reply, meta), dumps=_dumps)
 
 

@@ -17,6 +17,12 @@ Why each candidate gets the verdict the demo expects (the gates are in `shadowta
   fine on average, but 90% of its tool calls are broken (an undeclared tool, arguments cut
   off, or arguments off the tool's parameters): it fails `max_invalid_tool_call_rate`, and the
   report's "where it breaks" puts the `tools=yes` slice first.
+* `anthropic-agree` is `fast-agree` reached through another provider's API: shadowtap sends
+  it the primary's OpenAI chat requests translated into the Anthropic Messages API and reads
+  its Anthropic answers back into the same shape, so its agreement with the primary has the
+  noise floor's distribution and it passes, like `fast-agree`. Requests with no faithful
+  translation (JSON mode without a schema) are not sent to it: recorded as skipped, with
+  the reason, and left out of its verdict.
 * `flaky` answers exactly like the primary but fails ~25% of requests (500/503s, hangs past
   the shadow timeout, connection resets): its error rate's anytime interval lies above the 5%
   gate from ~150 requests on, even corrected for every candidate and gate, so it fails on
@@ -85,6 +91,13 @@ PROFILES: dict[str, Profile] = {
         ttft_median_s=0.22,
         ttft_sigma=0.30,
         token_median_s=0.010,
+    ),
+    "anthropic-agree": Profile(
+        name="anthropic-agree",
+        style=Style(noise_rate=NOISE),
+        ttft_median_s=0.26,
+        ttft_sigma=0.30,
+        token_median_s=0.011,
     ),
     "paraphrase": Profile(
         name="paraphrase",

@@ -15,7 +15,9 @@ from typing import Any
 
 import orjson
 
-CANDIDATES = ("fast-agree", "paraphrase", "tool-breaker", "flaky")
+CANDIDATES = ("fast-agree", "anthropic-agree", "paraphrase", "tool-breaker", "flaky")
+# Candidates that speak another API than the primary (OpenAI chat): shadowtap translates.
+CROSS_PROVIDER = {"anthropic-agree": {"dialect": "anthropic-messages", "max_tokens": 1024}}
 SCORERS = (
     "text_similarity",
     "exact_match",
@@ -90,7 +92,13 @@ def demo_config(urls: dict[str, str], out: Path, speed: float) -> dict[str, Any]
     # `flaky`'s hangs (120 s at any speed), which therefore end as shadow timeouts.
     timeout_s = round(max(2.0, 8.0 / speed), 3)
     candidates = {
-        name: {"url": urls[name], "model": name, "timeout_s": timeout_s} for name in CANDIDATES
+        name: {
+            "url": urls[name],
+            "model": name,
+            "timeout_s": timeout_s,
+            **CROSS_PROVIDER.get(name, {}),
+        }
+        for name in CANDIDATES
     }
     return {
         "server": {
