@@ -110,7 +110,7 @@ def apply_retention(
     now: datetime | None = None,
 ) -> int:
     """Delete exchanges that started more than `retention_days` ago, with their responses,
-    scores and Parquet partitions (whole UTC days older than the cutoff's day).
+    scores, replay claims and Parquet partitions (whole UTC days older than the cutoff's day).
 
     Returns the number of exchanges deleted.
     """
@@ -118,7 +118,7 @@ def apply_retention(
     old = "SELECT request_id FROM exchanges WHERE started_at < $cutoff"
     con.execute("BEGIN TRANSACTION")
     try:
-        for table in ("scores", "responses", PENDING_TABLE):
+        for table in ("scores", "responses", "replay_claims", PENDING_TABLE):
             con.execute(f"DELETE FROM {table} WHERE request_id IN ({old})", {"cutoff": cutoff})
         row = con.execute(
             "DELETE FROM exchanges WHERE started_at < $cutoff", {"cutoff": cutoff}

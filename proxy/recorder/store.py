@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from pathlib import Path
 
 import duckdb
@@ -31,6 +32,20 @@ from shadowtap.recorder.schema import COLUMNS, connect
 # each time; at 64 MB the writer sustains ~1.5x the rows per CPU second, checkpoint included,
 # and the file comes out smaller. The cost: a WAL of up to 64 MB to replay after `kill -9`.
 CHECKPOINT_THRESHOLD = "64MB"
+
+# DuckDB keeps what a connection wrote in its buffer pool: checkpointed blocks as a cache (up
+# to `storage.memory_limit`) and the overflow blocks of long strings (prompts and answers past
+# a few kB) for as long as the database is open, which no limit evicts: past the limit a write
+# fails with "failed to pin block" and DuckDB invalidates the database. Reopening the file
+# gives all of it back, so the writer reopens after this many bytes of text (and after
+# RECYCLE_S), far below the limit. Measured: 1 MB rows at 256MB failed after ~120 MB written
+# on one connection; reopened every 64 MB, none failed.
+RECYCLE_BYTES = 64 * 1024 * 1024
+RECYCLE_S = 300.0
+
+# A commit whose automatic checkpoint then failed: the rows are in the WAL (written), but the
+# database is invalidated and must be reopened.
+DURABLE_COMMIT = "COMMIT succeeded and is durable"
 
 # Errors that say the data, not the storage, is at fault: a value DuckDB cannot convert or
 # store, or Arrow and orjson refusing one. Any other failure of a write is the storage's (full
@@ -50,6 +65,16 @@ def is_storage_error(error: BaseException) -> bool:
     return not isinstance(error, DATA_ERRORS)
 
 
+def is_fatal(error: BaseException) -> bool:
+    """DuckDB invalidated the database: every later statement fails until it is reopened."""
+    return isinstance(error, duckdb.FatalException) or "database has been invalidated" in str(error)
+
+
+def committed_anyway(error: BaseException) -> bool:
+    """The batch's COMMIT is durable although the statement raised (see DURABLE_COMMIT)."""
+    return is_fatal(error) and DURABLE_COMMIT in str(error)
+
+
 def _identity(path: Path) -> tuple[int, int] | None:
     try:
         stat = os.stat(path)
@@ -67,6 +92,8 @@ class Store:
         self.reader = con.cursor()
         self.identity = _identity(self.path)
         self.written = 0  # exchanges this store committed: the floor of a vanished file's loss
+        self.bytes_written = 0  # text committed through this connection (see RECYCLE_BYTES)
+        self.opened_at = time.monotonic()
 
     @classmethod
     def open(cls, config: StorageConfig) -> Store:
@@ -78,6 +105,7 @@ class Store:
             # Partition dates and API timestamps are UTC whatever the host's zone is.
             con.execute("SET TimeZone = 'UTC'")
             con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+            con.execute(f"SET memory_limit = '{config.memory_limit}'")  # validated in config
             # Always there (empty without parquet_dir), so retention can clean it either way.
             con.execute(parquet.PENDING_DDL)
             store = cls(config, con)
@@ -88,6 +116,10 @@ class Store:
             store.close()
             raise FileNotFoundError(f"{path} vanished while it was being opened")
         return store
+
+    def worn(self) -> bool:
+        """Time to reopen, so DuckDB gives back what it keeps for this connection."""
+        return self.bytes_written >= RECYCLE_BYTES or time.monotonic() - self.opened_at >= RECYCLE_S
 
     def intact(self) -> bool:
         """False once the file at `path` is not the one this store writes (deleted, replaced,

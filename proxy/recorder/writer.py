@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import re
 import threading
@@ -41,7 +42,7 @@ from shadowtap.log import get_logger
 from shadowtap.metrics import Metrics
 from shadowtap.recorder.rows import Privacy, to_arrow
 from shadowtap.recorder.schema import DatabaseLocked
-from shadowtap.recorder.store import Store, is_storage_error
+from shadowtap.recorder.store import Store, committed_anyway, is_fatal, is_storage_error
 from shadowtap.redact import redact
 
 log = get_logger("shadowtap.recorder")
@@ -53,6 +54,14 @@ CHECK_INTERVAL_S = 1.0  # how often an idle writer checks its file is still ther
 DRAIN_POLL_S = 0.02  # how often a gathering writer looks at the queue
 IDLE_POLL_S = 0.2  # how soon an idle writer notices close()
 VANISHED = "the database file was deleted or replaced while open"
+
+
+def text_bytes(exchange: Exchange) -> int:
+    """The bytes of text an exchange puts into a batch: its body and every answer."""
+    size = len(exchange.request_body)
+    for result in exchange.results.values():
+        size += len(result.completion.text or "")
+    return size
 
 
 def _kind(reason: str) -> str:
@@ -222,11 +231,15 @@ class Recorder:
         self._drop_queued("degraded")
 
     def _collect(self) -> list[Exchange]:
-        """Wait for a first exchange, then gather until `batch_size` or one flush interval.
+        """Wait for a first exchange, then gather until `batch_size` exchanges, `batch_max_bytes`
+        of text, or one flush interval, whichever comes first.
 
         Gathering sleeps and drains in bulk instead of blocking on the queue per item: every
         blocking get() is a wake-up on each put_nowait() and a GIL hand-off from the event
         loop, thousands a second under load, which cost the proxy a quarter of its throughput.
+        What is not gathered stays queued, its bytes still held against the proxy's memory
+        budget (`sampling.max_held_bytes`), so big prompts are shed there instead of piling up
+        in the writer's copies.
         """
         q = self._queue
         try:
@@ -234,18 +247,19 @@ class Recorder:
         except queue.Empty:
             return []
         deadline = time.monotonic() + self._flush_s
-        limit = self.config.batch_size
-        while q.qsize() + 1 < limit and not self._closing.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            self._closing.wait(min(remaining, DRAIN_POLL_S))  # close() cuts the wait short
-        batch = [first]
-        while len(batch) < limit:
+        limit, max_bytes = self.config.batch_size, self.config.batch_max_bytes
+        batch, size = [first], text_bytes(first)
+        while len(batch) < limit and size < max_bytes:
             try:
-                batch.append(q.get_nowait())
+                exchange = q.get_nowait()
             except queue.Empty:
-                break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closing.is_set():
+                    break
+                self._closing.wait(min(remaining, DRAIN_POLL_S))  # close() cuts the wait short
+                continue
+            batch.append(exchange)
+            size += text_bytes(exchange)
         return batch
 
     def _write(self, batch: list[Exchange]) -> None:
@@ -264,6 +278,8 @@ class Recorder:
                 # Deleted while this batch was written: it went into the unlinked file.
                 self._vanished(store)
                 self._open()
+            elif self._store is store and store.worn():
+                self._reopen(store)
         finally:
             for exchange in batch:
                 exchange.release()
@@ -277,14 +293,26 @@ class Recorder:
         try:
             store.insert(tables, [e.request_id for e in batch])
         except Exception as error:
+            if committed_anyway(error):
+                # Written (durable in the WAL), but DuckDB invalidated the database: reopen
+                # now; the next open replays the WAL into the file.
+                self._written(store, batch)
+                log.warning("recorder_reopened", reason=safe_error(error))
+                self._reopen(store)
+                return
             if not is_storage_error(error):
                 self._bad_data(store, batch, error)
                 return
             self._metrics.record_write_error(len(batch))
             self._failed_writing = True
-            self._storage_failed(store, f"writing failed: {safe_error(error)}")
+            why = "database invalidated" if is_fatal(error) else "writing failed"
+            self._storage_failed(store, f"{why}: {safe_error(error)}")
             return
+        self._written(store, batch)
+
+    def _written(self, store: Store, batch: list[Exchange]) -> None:
         store.written += len(batch)
+        store.bytes_written += sum(text_bytes(e) for e in batch)
         self._metrics.records_written_inc(len(batch))
         self._retry_s = self._retry_min_s  # writing works again: a new failure starts over
         self._failed_writing = False
@@ -298,12 +326,22 @@ class Recorder:
         # One bad exchange must not cost the whole batch: write them one by one.
         log.warning("record_batch_failed", size=len(batch), error=safe_error(error))
         for i, exchange in enumerate(batch):
-            if self._store is not store:  # the storage failed on the way
+            current = self._store  # a new one after a reopen on the way
+            if current is None:  # the storage failed on the way
                 self._metrics.record_write_error(len(batch) - i)
                 return
-            self._insert(store, [exchange])
+            self._insert(current, [exchange])
 
     # -- storage state ------------------------------------------------------------------------
+    def _reopen(self, store: Store) -> None:
+        """Close and open the file again: DuckDB gives back the memory it kept for the old
+        connection (see store.RECYCLE_BYTES). A failure on the way is storage trouble."""
+        with contextlib.suppress(Exception):  # an invalidated database cannot checkpoint
+            store.checkpoint()
+        self._set_store(None)
+        store.close()
+        self._open()
+
     def _open(self) -> None:
         try:
             store = Store.open(self.config)
