@@ -83,6 +83,15 @@ class StorageConfig(Strict):
     queue_max: Annotated[int, Field(gt=0)] = 10_000
     flush_interval_ms: Annotated[int, Field(gt=0)] = 500
     batch_size: Annotated[int, Field(gt=0)] = 2_000
+    # A batch also ends at this many bytes of text: the writer's copies of a batch (rows,
+    # Arrow, DuckDB) are a few times its size, so 1 MB prompts must not make 2,000-row batches.
+    batch_max_bytes: Annotated[int, Field(gt=0)] = 8 * 1024 * 1024
+    # DuckDB's buffer pool (its cache and the rows since the last checkpoint); its own default
+    # is 80% of the host's RAM. The writer also reopens the file every RECYCLE_BYTES written
+    # (see recorder/store.py), which gives back what DuckDB keeps for a connection.
+    memory_limit: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)? ?(KB|MB|GB|KiB|MiB|GiB)$")] = (
+        "256MB"
+    )
     bodies: Literal["full", "redacted", "none"] = "redacted"
     parquet_dir: str | None = None
     retention_days: Annotated[int, Field(gt=0)] | None = None

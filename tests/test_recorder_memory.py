@@ -23,7 +23,8 @@ from shadowtap.config import ConfigError, StorageConfig, parse_config
 from shadowtap.exchange import Exchange
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder, open_readonly
-from shadowtap.recorder.synthetic import synthetic_exchange
+
+from tests.synthetic import synthetic_exchange
 
 MB = 1024 * 1024
 
