@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import re
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,27 @@ END = "<!-- figures:end -->"
 TEXT_OUTPUTS = ("overhead", "recorder", "metrics", "replay", "scoring", "embeddings", "abuse")
 
 
+def commit() -> str:
+    """The checkout's commit (`+changes` when the tree differs from it), or `unknown`."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty=+changes"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head or "unknown"
+
+
 def machine_line(now: datetime, load: tuple[float, float, float] | None = None) -> str:
     memory_kb = int(Path("/proc/meminfo").read_text().split("\n", 1)[0].split()[1])
     load = load or os.getloadavg()
     return (
-        f"Measured {now:%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores, "
+        f"Measured {now:%Y-%m-%d %H:%M} UTC at commit {commit()} on {os.cpu_count()} cores, "
         f"{memory_kb / 1024 / 1024:.1f} GB RAM, load average "
         f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min) when rendered."
     )

@@ -138,7 +138,8 @@ def test_render_writes_a_dated_section_with_machine_tables_and_outputs(tmp_path:
     assert "## Latest figures" in lines
     machine = next(line for line in lines if line.startswith("Measured "))
     assert re.fullmatch(
-        rf"Measured 2026-12-02 01:40 UTC on {os.cpu_count()} cores, [\d.]+ GB RAM, load average"
+        r"Measured 2026-12-02 01:40 UTC at commit [0-9a-f]+(\+changes)?"
+        rf" on {os.cpu_count()} cores, [\d.]+ GB RAM, load average"
         r" [\d.]+ / [\d.]+ / [\d.]+ \(1 / 5 / 15 min\) when rendered\.",
         machine,
     )
