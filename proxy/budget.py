@@ -14,6 +14,7 @@ room for their answers instead of all being cut together.
 and what share of the event loop parsing them may take (`sampling.max_loop_share`). Both are
 token buckets that go into debt: a reader that overspent waits before it reads or parses
 again, so TCP backpressure slows the target down and the loop stays free for the primary.
+`TokenBucket` is the one token bucket of the code base: the replay's `--rps` pacer is one too.
 
 Example:
     memory = MemoryBudget(256 * MiB)
@@ -117,8 +118,22 @@ class Hold:
             self.size = 0
 
 
-class _Bucket:
-    """A token bucket that may go into debt: spend first, then wait until the debt is repaid."""
+class TokenBucket:
+    """A token bucket: `rate` tokens a second, holding at most `capacity`; the one budget of
+    rate behind both the proxy's `Pace` and the replay's `Pacer`, used in one of two ways.
+
+    Spend now, pay later (`spend`, `wait_s`, `strained`): the bucket may go into debt, and the
+    spender waits until it is repaid. `Pace` uses it on the shadow read path, where a reader
+    must not wait before the bytes it has already read are counted.
+
+    Reserve ahead (`reserve`): the earliest moment from a given one at which an amount is in
+    the bucket, taken at that moment, so successive reservations form a fixed schedule that a
+    late wake-up does not shift and a long pause does not turn into a burst beyond the
+    capacity. `Pacer` uses it with a capacity of one request. A bucket is used one way only:
+    a reservation may lie in the future, which spending now does not expect.
+
+    A `rate` of 0 means no limit for spending; a bucket to reserve from needs a rate.
+    """
 
     __slots__ = ("_clock", "_last", "capacity", "rate", "tokens")
 
@@ -149,6 +164,17 @@ class _Bucket:
         self._refill()
         return self.tokens < self.capacity / 2
 
+    def reserve(self, amount: float, earliest: float) -> float:
+        """Take `amount` at the first moment from `earliest` (and from the last reservation)
+        at which the bucket holds it; return that moment."""
+        at = max(earliest, self._last)
+        tokens = min(self.capacity, self.tokens + (at - self._last) * self.rate)
+        if tokens < amount:
+            at += (amount - tokens) / self.rate
+            tokens = amount
+        self.tokens, self._last = tokens - amount, at
+        return at
+
     def _refill(self) -> None:
         now = self._clock()
         self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.rate)
@@ -173,8 +199,8 @@ class Pace:
         clock: Callable[[], float] = time.monotonic,
         on_wait: Callable[[float], None] | None = None,
     ) -> None:
-        self._bytes = _Bucket(bytes_per_second, burst_bytes, clock)
-        self._loop = _Bucket(loop_share, LOOP_BURST_S, clock)
+        self._bytes = TokenBucket(bytes_per_second, burst_bytes, clock)
+        self._loop = TokenBucket(loop_share, LOOP_BURST_S, clock)
         self._lock = asyncio.Lock()
         self._on_wait = on_wait
         self.waited_s = 0.0  # total time readers waited for this pace
@@ -202,7 +228,7 @@ class Pace:
             raise
         return Turn(self)
 
-    async def _wait(self, bucket: _Bucket) -> None:
+    async def _wait(self, bucket: TokenBucket) -> None:
         delay = bucket.wait_s()
         while delay > 0:
             self.waited_s += delay

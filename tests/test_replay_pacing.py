@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from shadowtap.budget import TokenBucket
 from shadowtap.replay.pacing import Budget, FailureGuard, Pacer, backoff_s, retry_after_s
 
 
@@ -89,6 +90,25 @@ async def test_retry_after_holds_every_release_and_no_pacing_means_none() -> Non
     await paced.wait()
     paced.defer(time.now + 1.0)
     assert await paced.wait() == pytest.approx(1003.5)
+
+
+def test_a_bucket_reserved_ahead_allows_its_burst_then_keeps_the_rate() -> None:
+    # The pacer is this with a capacity of one; the proxy's Pace spends from the same bucket.
+    time = SimulatedTime()
+    bucket = TokenBucket(rate=2.0, capacity=3.0, clock=time.clock)
+    start = time.now
+    assert [bucket.reserve(1.0, start) for _ in range(5)] == [
+        start,
+        start,
+        start,
+        start + 0.5,
+        start + 1.0,
+    ]
+    # A long pause refills the burst and no more: three at once again, then the rate.
+    later = start + 100.0
+    assert [bucket.reserve(1.0, later) for _ in range(4)] == [later, later, later, later + 0.5]
+    # A reservation never lands before the one already made, whatever `earliest` says.
+    assert bucket.reserve(1.0, start) == later + 1.0
 
 
 def test_budget_arithmetic() -> None:

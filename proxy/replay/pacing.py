@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+from shadowtap.budget import TokenBucket
+
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -34,11 +36,12 @@ RETRY_STATUSES = frozenset({429, 503})
 class Pacer:
     """Releases at most `rps` requests per second on a fixed schedule: slot i at t0 + i / rps.
 
-    A wake-up a little late (a busy loop) does not shift the slots after it, so the long-run
-    rate stays exactly `rps`; a caller a whole interval or more behind the schedule (a long
-    stall, every concurrency slot busy) gets its slot now and the schedule goes on from there,
-    never bursting to catch up. So no second ever holds more than `rps` + 1 releases. `None`:
-    no pacing.
+    A token bucket holding one request (`shadowtap.budget.TokenBucket`, reserved ahead): a
+    wake-up a little late does not shift the slots after it, so the long-run rate stays
+    exactly `rps`; a caller a whole interval or more behind the schedule (a long stall, every
+    concurrency slot busy) gets its slot now and the schedule goes on from there, never
+    bursting to catch up. So no second ever holds more than `rps` + 1 releases. `None`: no
+    pacing.
     """
 
     def __init__(
@@ -46,10 +49,9 @@ class Pacer:
     ) -> None:
         if rps is not None and not (math.isfinite(rps) and rps > 0):
             raise ValueError(f"--rps must be a positive number (got {rps})")
-        self.interval = None if rps is None else 1.0 / rps
+        self._bucket = None if rps is None else TokenBucket(rps, 1.0, clock)
         self._clock = clock
         self._sleep = sleep
-        self._next: float | None = None
         self._hold = float("-inf")
         self._first: float | None = None
         self._last: float | None = None
@@ -59,12 +61,8 @@ class Pacer:
         """Wait for the next slot; returns the slot's scheduled time (the clock's units)."""
         now = self._clock()
         earliest = max(now, self._hold)
-        if self.interval is None:
-            slot = earliest
-        else:
-            # Never before now: a caller behind the schedule is not made up for with a burst.
-            slot = earliest if self._next is None else max(self._next, earliest)
-            self._next = slot + self.interval
+        # Never before now: a caller behind the schedule is not made up for with a burst.
+        slot = earliest if self._bucket is None else self._bucket.reserve(1.0, earliest)
         if self._first is None:
             self._first = slot
         self._last = slot
@@ -77,7 +75,7 @@ class Pacer:
         """Releases per second over the run's schedule (first slot to last); None without
         pacing or under two releases."""
         if (
-            self.interval is None
+            self._bucket is None
             or self._first is None
             or self._last is None
             or self._last <= self._first
