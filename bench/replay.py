@@ -1,7 +1,7 @@
 """Replay cost: 10,000 recorded requests replayed to a fake candidate, requests/s and CPU.
 
     .venv/bin/python bench/replay.py [--requests 10000] [--concurrency 32] [--think 0.05]
-        [--runs 3]
+        [--runs 3] [--no-scorers]
 
 A DuckDB file gets `--requests` recorded exchanges (`tests.synthetic`, every fifth
 streamed) through the real Recorder. Then, in each of `--runs` rounds, for two fake candidates
@@ -10,7 +10,8 @@ seconds before answering):
 
 * the candidate alone: a bare aiohttp client, `--concurrency` requests back to back;
 * the replay: `ReplayRunner` in this process (claims, pacing, the call, text_similarity
-  scoring, storing) on a fresh copy of the file, timed from start to the last answer stored.
+  scoring, storing) on a fresh copy of the file, timed from start to the last answer stored;
+  `--no-scorers` replays without scorers (what the replay costs beside scoring).
 
 Over the replay's span the CPU time of each side is read: this process (every thread: event
 loop, database threads), its scoring workers (child processes, counted once reaped at the end
@@ -82,13 +83,15 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def replay(db: Path, url: str, concurrency: int, fake_pid: int, alone: float) -> Round:
+async def replay(
+    db: Path, url: str, concurrency: int, fake_pid: int, alone: float, scorers: bool = True
+) -> Round:
     """One round's replay, beside `alone`: the candidate's rate with a bare client."""
     config = parse_config(
         {
             "primary": {"url": "http://127.0.0.1:9"},  # never called: the answer is recorded
             "candidates": {"fresh": {"url": url, "timeout_s": 60}},
-            "scorers": {"similarity": {"type": "text_similarity"}},
+            "scorers": {"similarity": {"type": "text_similarity"}} if scorers else {},
             "storage": {"path": str(db)},
         },
         {},
@@ -129,6 +132,7 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--think", type=float, default=0.05, help="the model-like fake's delay")
     parser.add_argument("--runs", type=int, default=3, help="rounds; medians are printed last")
+    parser.add_argument("--no-scorers", action="store_true", help="replay without scorers")
     args = parser.parse_args()
     processes = Processes()
     candidates = (
@@ -152,10 +156,12 @@ async def main() -> None:
                     alone = await closed_loop(url + PATH, CHAT, args.concurrency, 3.0)
                     db = Path(tmp) / "replay.duckdb"
                     db.write_bytes(template.read_bytes())
-                    result = await replay(db, url, args.concurrency, pid, alone)
+                    scorers = not args.no_scorers
+                    result = await replay(db, url, args.concurrency, pid, alone, scorers)
                     results[label].append(result)
                     print(f"run {run}, {label}: {result.line()}", flush=True)
-            print(f"medians of {args.runs} (concurrency {args.concurrency}):")
+            scoring = "no scorers" if args.no_scorers else "text_similarity"
+            print(f"medians of {args.runs} (concurrency {args.concurrency}, {scoring}):")
             for label, rounds in results.items():
                 print(f"  {label}: {median_round(rounds).line()}", flush=True)
     finally:
