@@ -111,10 +111,14 @@ def record_synthetic(db: Path, count: int) -> None:
 
 
 def synthetic_replay_config(
-    candidate_url: str, db: Path, scorers: dict[str, Any] | None = None
+    candidate_url: str,
+    db: Path,
+    scorers: dict[str, Any] | None = None,
+    server: dict[str, Any] | None = None,
 ) -> Config:
     """A replay config for `record_synthetic` files: the candidate `new` at `candidate_url`."""
     tables = {
+        "server": server or {},
         "primary": {"url": NOWHERE},
         "candidates": {"new": {"url": candidate_url, "timeout_s": 60}},
         "scorers": SCORERS if scorers is None else scorers,

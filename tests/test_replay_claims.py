@@ -9,6 +9,7 @@ given request arrives: mid-block, with claims committed for requests not sent ye
   the candidate receives it, so no later run sends it again;
 * answers stored before a kill stay stored and are never asked for again;
 * an interrupted run hands its unsent claims back: the same command sends them, once;
+* a request asked for while the lane hands its stock back is claimed again, not forgotten;
 * a pair waits for a scoring worker at any concurrency instead of being skipped.
 """
 
@@ -18,7 +19,9 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +29,14 @@ import duckdb
 import orjson
 import pytest
 from aiohttp import web
+from shadowtap.completion import Completion
+from shadowtap.recorder import connect
+from shadowtap.recorder.rows import Privacy
+from shadowtap.replay.claims import IDLE_S, ClaimLane
 from shadowtap.replay.run import ReplayOptions, ReplayRunner
-from shadowtap.replay.source import Selection
+from shadowtap.replay.source import Recorded, Selection
+from shadowtap.replay.store import ReplayStore
+from shadowtap.tasks import TaskSet
 
 from tests.replaying import record_synthetic, synthetic_replay_config, write_synthetic_config
 from tests.scorer_plugins import registered
@@ -234,7 +243,8 @@ async def test_at_concurrency_64_every_pair_waits_for_scoring_instead_of_being_s
     # waiting for a worker outnumber the proxy's scoring queue (100) many times over.
     scorers = {"deliberate": {"type": "deliberate"}}
     with registered(tmp_path / "plugins", monkeypatch):
-        config = synthetic_replay_config(url, db, scorers=scorers)
+        # A time limit no busy machine reaches: a pair is scored or, on the old code, skipped.
+        config = synthetic_replay_config(url, db, scorers, {"scoring_timeout_s": 60})
         options = ReplayOptions("new", concurrency=64, progress=False)
         summary = await ReplayRunner(config, options, db).run()
     assert summary.complete and summary.counts.answered == n
@@ -244,4 +254,52 @@ async def test_at_concurrency_64_every_pair_waits_for_scoring_instead_of_being_s
         "SELECT count(*), count(score) FROM scores WHERE target = 'new' AND scorer = 'deliberate'"
     ).fetchone()
     con.close()
-    assert scored == (n, n)
+    assert scored == (n, n)  # the previous code skipped 189 of 300 ("scoring queue full")
+
+
+def planned(i: int) -> Recorded:
+    body = {"model": "m", "messages": [{"role": "user", "content": f"q{i}"}]}
+    return Recorded(
+        request_id=f"r{i}",
+        started_at=datetime.now(UTC),
+        method="POST",
+        path="/v1/chat/completions",
+        route="/v1/chat/completions",
+        model="m",
+        stream=False,
+        body=orjson.dumps(body),
+        request_json=body,
+        primary=Completion(status=200, text="a"),
+        redacted=False,
+    )
+
+
+async def test_a_request_asked_for_while_the_stock_is_handed_back_is_claimed_again(
+    tmp_path: Path,
+) -> None:
+    store = ReplayStore(
+        connect(tmp_path / "shadowtap.duckdb"), Privacy("full"), "new", "run-1", TaskSet()
+    )
+    pages = [[planned(i) for i in range(3)]]
+
+    async def next_page() -> list[Recorded] | None:
+        return pages.pop() if pages else None
+
+    lane = ClaimLane(store, next_page, max_stock=16)
+    # Two asking at once: the whole plan is read and claimed, one request stays in stock.
+    first = await asyncio.gather(lane.next(), lane.next())
+    assert [r.request_id for r in first if r is not None] == ["r0", "r1"]
+    # The claims thread is kept busy (as a slow disk would), so the hand-back of the idle
+    # stock is still committing when the last request is asked for.
+    busy = asyncio.ensure_future(store._on_claims(lambda con: time.sleep(IDLE_S * 5)))
+    await asyncio.sleep(IDLE_S * 2)
+    last = await lane.next()
+    assert last is not None and last.request_id == "r2"
+    assert await lane.next() is None
+    await busy
+    await lane.close()
+    await store.close()
+    con = duckdb.connect(str(tmp_path / "shadowtap.duckdb"))
+    claims = con.execute("SELECT request_id FROM replay_claims ORDER BY 1").fetchall()
+    con.close()
+    assert claims == [("r0",), ("r1",), ("r2",)]  # r2 handed back, then claimed again

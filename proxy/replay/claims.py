@@ -62,6 +62,7 @@ class ClaimLane:
         self._worker: asyncio.Task[None] | None = None
         self._pages_done = False  # every planned request has been read from the pages
         self._claiming = 0  # requests of the block being committed
+        self._returning = 0  # requests of the stock being handed back (pending again after)
         self._closed = False
         self._error: StoreError | None = None
         self._launched = 0  # requests handed out
@@ -125,7 +126,7 @@ class ClaimLane:
     @property
     def _done(self) -> bool:
         """Nothing left to hand out, now or later (the stock aside)."""
-        return self._pages_done and not self._pending and not self._claiming
+        return self._pages_done and not self._pending and not self._claiming and not self._returning
 
     def _wanted(self) -> int:
         if self._done:
@@ -209,12 +210,15 @@ class ClaimLane:
         if not self._stock:
             return 0
         stock, self._stock = list(self._stock), collections.deque()
+        self._returning = len(stock)
         try:
             await self.store.release([recorded.request_id for recorded in stock])
         except StoreError as error:  # they stay claimed: the next run counts them interrupted
             log.error("replay_hand_back_failed", claims=len(stock), error=str(error))
-            self._error = self._error or error
+            self._fail(self._error or error)
             return len(stock)
+        finally:
+            self._returning = 0
         if not self._closed:
             self._pending.extendleft(reversed(stock))  # claimed again when needed
         return len(stock)
