@@ -3,6 +3,7 @@ fixture or a rendered request has the providers' real shape."""
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
@@ -23,9 +24,15 @@ def _drain(value: object) -> None:
             _drain(item)
 
 
+@cache
+def _adapter(sdk_type: Any) -> TypeAdapter[Any]:
+    # Building the validator of an SDK union takes up to a few hundred milliseconds: once per
+    # type. Kept for the run, so it outlives the draining (lazy validators refer back to it).
+    return TypeAdapter(sdk_type)
+
+
 def conforms(sdk_type: Any, body: object) -> Any:
     """Validate `body` as `sdk_type` (a pydantic model, TypedDict or union); raises if it is not."""
-    adapter = TypeAdapter(sdk_type)  # alive while draining: lazy validators refer back to it
-    value = adapter.validate_python(body, strict=True)
+    value = _adapter(sdk_type).validate_python(body, strict=True)
     _drain(value)
     return value
