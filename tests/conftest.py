@@ -21,37 +21,53 @@ settings.register_profile("ci", derandomize=True, database=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
-# Test modules that start programs of their own (shadowtap serve, the demo, pip, promtool,
-# Chromium, hadolint, yamllint) are `slow`: `make check` skips them for a fast edit loop, and
-# `make test` (CI) runs everything.
-SLOW_MODULES = frozenset(
-    {
-        "test_cli",
-        "test_dashboards",
-        "test_demo_e2e",
-        "test_deploy_compose",
-        "test_deploy_dockerfile",
-        "test_deploy_image",
-        "test_deploy_kustomize",
-        "test_deploy_yaml",
-        "test_metrics",
-        "test_metrics_endpoint",
-        "test_packaging",
-        "test_prometheus_dashboards",
-        "test_prometheus_rules",
-        "test_recorder_crash",
-        "test_recorder_faults",
-        "test_recorder_fleet",
-        "test_replay_claims",
-        "test_replay_resume",
-        "test_report_cli",
-        "test_report_html",
-        "test_report_sources",
-        "test_report_url_auth",
-        "test_scorers_registry",
-        "test_shutdown",
-    }
-)
+# `make check` (the edit loop) skips the tests marked `slow`; `make test` (CI) runs everything.
+# A module is slow as a whole when it is listed here, with the reason; a single test can carry
+# `@pytest.mark.slow` itself. Slow means: it starts programs or processes of its own (shadowtap
+# serve, the demo, pip, promtool, Chromium, hadolint, yamllint, scorer worker processes), or it
+# waits out real time by design (pacing over a window, a kill deadline), or computes for
+# seconds on purpose (statistical simulations, full reports over hundreds of generated pairs).
+SLOW_MODULES: dict[str, str] = {
+    "test_cli": "runs `shadowtap serve` and other commands as programs",
+    "test_dashboards": "runs promtool on every dashboard query",
+    "test_demo_e2e": "runs the demo",
+    "test_demo_profiles": "measures the simulated models' rates over hundreds of requests",
+    "test_demo_traffic": "drives the demo's traffic at a set rate for seconds",
+    "test_deploy_compose": "runs check-jsonschema and the compose commands",
+    "test_deploy_dockerfile": "runs hadolint",
+    "test_deploy_image": "installs the image's contents with pip and runs them",
+    "test_deploy_kustomize": "runs kubectl kustomize (when installed)",
+    "test_deploy_yaml": "runs yamllint",
+    "test_export": "replays through scorer worker processes before it exports",
+    "test_listener": "waits out header, body and idle timeouts (0.5-1 s a test), on two loops",
+    "test_metrics": "runs promtool check metrics",
+    "test_metrics_endpoint": "runs promtool check metrics",
+    "test_packaging": "builds the wheel with pip",
+    "test_prometheus_dashboards": "runs a real Prometheus",
+    "test_prometheus_rules": "runs promtool",
+    "test_recorder_crash": "signals and kills a recording child process",
+    "test_recorder_faults": "runs `shadowtap serve` as a program",
+    "test_recorder_fleet": "runs three `shadowtap serve` processes",
+    "test_replay_claims": "runs `shadowtap replay` as a program",
+    "test_replay_e2e": "runs a replay with scorer worker processes",
+    "test_replay_limits": "replays at a set rate over a window, with scorer worker processes",
+    "test_replay_resume": "kills a `shadowtap replay` process",
+    "test_replay_source": "replays with scorer worker processes",
+    "test_report_cli": "runs the `shadowtap` console script",
+    "test_report_evidence": "full reports (latency bootstraps) over hundreds of generated pairs",
+    "test_report_html": "runs headless Chromium",
+    "test_report_peeking": "simulates hundreds of daily-peeking runs per gate",
+    "test_report_sources": "runs `shadowtap report --url` as a program",
+    "test_report_url_auth": "runs `shadowtap report --url` as a program",
+    "test_report_verdicts": "full reports (latency bootstraps) over 400 pairs and 6 candidates",
+    "test_scorers_pool": "starts, kills and crashes scorer worker processes",
+    "test_scorers_registry": "installs a plug-in with pip",
+    "test_scorers_runner": "scores in worker processes",
+    "test_scoring_e2e": "scores in worker processes",
+    "test_scoring_isolation": "kills stuck and crashing scorer worker processes",
+    "test_shadow_bounds": "streams endless candidates at set byte rates until their timeouts",
+    "test_shutdown": "sends SIGTERM to `shadowtap serve` under a kill deadline",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,4 +1,4 @@
-"""Verdicts on generated traffic where the truth is known (see tests/test_report_data.py)."""
+"""Verdicts on generated traffic where the truth is known (see tests/report_data.py)."""
 
 from __future__ import annotations
 
