@@ -13,6 +13,7 @@ import aiohttp
 import orjson
 
 from tests.conftest import StartFake
+from tests.waiting import eventually
 
 SHADOWTAP = str(Path(sys.executable).parent / "shadowtap")
 
@@ -86,7 +87,7 @@ async def test_serve_finishes_in_flight_requests_on_sigterm_and_exits_0(
         pending = asyncio.ensure_future(
             session.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body)
         )
-        await asyncio.sleep(0.4)  # the request is now waiting on the slow primary
+        await eventually(lambda: primary.received)  # the request waits on the slow primary
         process.send_signal(signal.SIGTERM)
         response = await pending
         assert response.status == 200

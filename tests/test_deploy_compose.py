@@ -218,6 +218,18 @@ def _rewrite(words: list[str], flag: str, value: str) -> list[str]:
     return [*words[: index + 1], value, *words[index + 2 :]]
 
 
+def shadow_counts(exposition: str) -> dict[str, float]:
+    """shadowtap_shadow_requests_total per target, summed over outcomes."""
+    shadows: dict[str, float] = {}
+    for family in text_string_to_metric_families(exposition):
+        if family.name == "shadowtap_shadow_requests":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    target = sample.labels["target"]
+                    shadows[target] = shadows.get(target, 0) + sample.value
+    return shadows
+
+
 @pytest.mark.slow
 async def test_the_stack_runs_its_services_commands_on_loopback(compose, tmp_path: Path):
     """models, shadowtap and traffic as compose runs them, with the compose network's names
@@ -279,17 +291,16 @@ async def test_the_stack_runs_its_services_commands_on_loopback(compose, tmp_pat
             )
             _, err = await asyncio.wait_for(traffic.communicate(), 60)
             assert traffic.returncode == 0, err.decode()[-2000:]
-            await asyncio.sleep(1)  # let the last shadows finish
-            async with session.get(f"http://127.0.0.1:{admin}/metrics") as response:
-                exposition = await response.text()
-        shadows: dict[str, float] = {}
-        for family in text_string_to_metric_families(exposition):
-            if family.name == "shadowtap_shadow_requests":
-                for sample in family.samples:
-                    if sample.name.endswith("_total"):
-                        target = sample.labels["target"]
-                        shadows[target] = shadows.get(target, 0) + sample.value
-        expected = set(load_config(config_path, {}).candidates) | {"secondary"}
+            expected = set(load_config(config_path, {}).candidates) | {"secondary"}
+            # The last shadows finish after the traffic does: wait for them, not a guess.
+            deadline = asyncio.get_running_loop().time() + 30
+            while True:
+                async with session.get(f"http://127.0.0.1:{admin}/metrics") as response:
+                    shadows = shadow_counts(await response.text())
+                done = {t for t, count in shadows.items() if count > 0} >= expected
+                if done or asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.1)
         assert {t for t, count in shadows.items() if count > 0} == expected
     finally:
         # Models first: their shutdown releases hanging answers, so shadowtap's drain is quick.
