@@ -48,6 +48,7 @@ SLOW_MODULES: dict[str, str] = {
     "test_recorder_crash": "signals and kills a recording child process",
     "test_recorder_faults": "runs `shadowtap serve` as a program",
     "test_recorder_fleet": "runs three `shadowtap serve` processes",
+    "test_recorder_memory": "writes multi-MB rows against DuckDB's memory limit (seconds a test)",
     "test_replay_claims": "runs `shadowtap replay` as a program",
     "test_replay_e2e": "runs a replay with scorer worker processes",
     "test_replay_limits": "replays at a set rate over a window, with scorer worker processes",
