@@ -175,3 +175,17 @@ def test_writer_checkpoints_at_its_own_wal_threshold_not_duckdbs_default(tmp_pat
         assert recorder.query(sql) == [{"threshold": expected[0][0]}]
     finally:
         recorder.close()
+
+
+def test_a_close_that_times_out_counts_the_batch_in_the_writers_hands(tmp_path: Path) -> None:
+    # The writer has taken the exchanges off the queue (gathering a batch) when close() gives
+    # up at once: they are neither written nor queued, so close() must count them as dropped.
+    recorder, metrics, _ = make(tmp_path, flush_interval_ms=60_000, batch_size=1_000)
+    recorder.start()
+    for i in range(20):
+        recorder.record(synthetic_exchange(i))
+    wait_for(lambda: sample(metrics, "shadowtap_record_queue_depth") == 0, timeout_s=5)
+    recorder.close(timeout_s=0.0)
+    accounted = written(metrics) + sample(metrics, "shadowtap_records_dropped_total")
+    assert accounted >= 20, f"{accounted} of 20 exchanges written or counted at close"
+    recorder.close(timeout_s=30)  # let the writer thread finish before the interpreter exits

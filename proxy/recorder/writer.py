@@ -106,6 +106,7 @@ class Recorder:
         self._degraded: str | None = None  # why, while recording is degraded
         self._failed_writing = False  # the last storage failure was a write, not an open
         self._read_lock = threading.Lock()
+        self._in_hand = 0  # exchanges the writer took off the queue and has not yet accounted
         metrics.track_queue_depth(self._queue.qsize)
 
     # -- the proxy's side -------------------------------------------------------------------
@@ -139,8 +140,15 @@ class Recorder:
             return
         thread.join(timeout_s)
         if thread.is_alive():
-            # The writer is stuck (e.g. a hung disk): what is still queued will not be written
-            # before exit, so count it now rather than lose it silently.
+            # The writer is stuck (e.g. a hung disk, a slow checkpoint): what is still queued,
+            # and the batch in its hands, will not be confirmed before exit, so count them now
+            # rather than lose them silently. (A batch that still lands is counted twice: the
+            # safe side.)
+            in_hand = self._in_hand
+            for _ in range(in_hand):
+                self._metrics.record_dropped()
+            if in_hand:
+                log.error("records_unconfirmed_at_close", count=in_hand)
             self._drop_queued("close_timeout")
         else:
             # A record() that raced close() may have landed after the writer's last look.
@@ -195,7 +203,10 @@ class Recorder:
                         continue
                 batch = self._collect()
                 if batch:
-                    self._write(batch)
+                    try:
+                        self._write(batch)
+                    finally:
+                        self._in_hand = 0
                 elif self._closing.is_set():
                     break
                 now = time.monotonic()
@@ -249,6 +260,7 @@ class Recorder:
         deadline = time.monotonic() + self._flush_s
         limit, max_bytes = self.config.batch_size, self.config.batch_max_bytes
         batch, size = [first], text_bytes(first)
+        self._in_hand = 1
         while len(batch) < limit and size < max_bytes:
             try:
                 exchange = q.get_nowait()
@@ -259,6 +271,7 @@ class Recorder:
                 self._closing.wait(min(remaining, DRAIN_POLL_S))  # close() cuts the wait short
                 continue
             batch.append(exchange)
+            self._in_hand = len(batch)
             size += text_bytes(exchange)
         return batch
 
