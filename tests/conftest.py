@@ -51,6 +51,7 @@ SLOW_MODULES: dict[str, str] = {
     "test_recorder_memory": "writes multi-MB rows against DuckDB's memory limit (seconds a test)",
     "test_replay_claims": "runs `shadowtap replay` as a program",
     "test_replay_e2e": "runs a replay with scorer worker processes",
+    "test_replay_dialects": "runs a replay with scorer worker processes",
     "test_replay_limits": "replays at a set rate over a window, with scorer worker processes",
     "test_replay_resume": "kills a `shadowtap replay` process",
     "test_replay_source": "replays with scorer worker processes",

@@ -19,8 +19,10 @@ from types import SimpleNamespace
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from shadowtap.completion import Completion
+from shadowtap.dialects import Untranslatable, dialect_for_path
 from shadowtap.replay.source import Recorded
 from shadowtap.shadow import ShadowBodies, ShadowTarget, UnencodableBody, call_shadow
+from shadowtap.shadow_request import shadow_path
 
 # What a replayed request carries of the client's headers: only what shapes the answer. The
 # client's credentials were never stored, so a candidate with `forward_client_auth` gets none.
@@ -62,16 +64,27 @@ def replay_session(limit: int) -> aiohttp.ClientSession:
 async def send_to_candidate(
     session: aiohttp.ClientSession, target: ShadowTarget, recorded: Recorded
 ) -> Attempt:
-    """Send `recorded` to `target` as configured; never raises for what the candidate does."""
+    """Send `recorded` to `target` as configured; never raises for what the candidate does.
+
+    A target on another API gets the request translated, at that API's path, exactly as live
+    shadowing sends it; one with no faithful translation is skipped with the reason."""
+    dialect = recorded.dialect or dialect_for_path(recorded.path)
     try:
-        body = ShadowBodies(recorded.body, recorded.request_json).for_model(target.model)
-    except UnencodableBody as error:
+        bodies = ShadowBodies(recorded.body, recorded.request_json, dialect)
+        body = bodies.for_target(target)
+    except (UnencodableBody, Untranslatable) as error:
         return Attempt(Completion(error=f"not sent: {error}"), "skipped")
     slot: list[str | None] = [None]
     token = _retry_after.set(slot)
     try:
         completion, outcome = await call_shadow(
-            session, target, recorded.method, recorded.path, body, REPLAY_HEADERS
+            session,
+            target,
+            recorded.method,
+            shadow_path(recorded.path, dialect, target),
+            body,
+            REPLAY_HEADERS,
+            route_dialect=dialect,
         )
     finally:
         _retry_after.reset(token)

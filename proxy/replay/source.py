@@ -99,6 +99,7 @@ class Recorded:
     request_json: dict[str, Any]
     primary: Completion
     redacted: bool
+    dialect: str | None = None  # the recorded route's API (None: recorded before dialects)
 
 
 @dataclass(slots=True)
@@ -270,7 +271,7 @@ PAGE_SQL = """
 SELECT q.request_id, e.started_at, e.method, e.path, e.route, e.model, e.stream,
     CAST(e.request_body AS VARCHAR), q.redacted,
     p.status, p.error, p.latency_ms, p.ttft_ms, p.text, CAST(p.tool_calls AS VARCHAR),
-    p.finish_reason, p.prompt_tokens, p.completion_tokens, p.response_model
+    p.finish_reason, p.prompt_tokens, p.completion_tokens, p.response_model, {dialect}
 FROM {plan} AS q
 JOIN (SELECT DISTINCT ON (request_id) * FROM {exchanges}) AS e ON e.request_id = q.request_id
 JOIN (
@@ -287,7 +288,10 @@ def load_page(
     """The planned requests `start` to `stop`, and how many of them could not be read back (a
     body DuckDB calls a JSON object that orjson refuses: too deep, a huge number)."""
     sql = PAGE_SQL.format(
-        plan=PLAN_TABLE, exchanges=relations.exchanges, responses=relations.responses
+        plan=PLAN_TABLE,
+        exchanges=relations.exchanges,
+        responses=relations.responses,
+        dialect="e.dialect" if _has_dialect(con, relations.exchanges) else "NULL",
     )
     page, unreadable = [], 0
     for row in con.execute(sql, [start, stop]).fetchall():
@@ -309,11 +313,18 @@ def load_page(
                 # The stored text is the request as the client sent it (re-serialized).
                 body=body.encode(),
                 request_json=request_json,
-                primary=recorded_completion(*row[9:]),
+                primary=recorded_completion(*row[9:19]),
                 redacted=bool(redacted),
+                dialect=row[19],
             )
         )
     return page, unreadable
+
+
+def _has_dialect(con: duckdb.DuckDBPyConnection, relation: str) -> bool:
+    """Files recorded before migration 5 (Parquet rolls included) have no `dialect`."""
+    columns = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
+    return any(column[0] == "dialect" for column in columns)
 
 
 def recorded_completion(
