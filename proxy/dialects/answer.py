@@ -108,12 +108,10 @@ class EventStreamAssembler(ABC):
         self._invalid: str | None = None
         self._raw: list[bytes] | None = []
         self._raw_size = 0
-        self.bytes_fed = 0  # lets the caller enforce its size cap without counting twice
 
     def feed(self, chunk: bytes) -> bool:
         """Consume one network chunk; True exactly once, for the chunk that completed the
         event carrying the first token (non-empty text, or the start of a tool call)."""
-        self.bytes_fed += len(chunk)
         if self._raw is not None:
             self._raw_size += len(chunk)
             if self._saw_event or self._raw_size > RAW_LIMIT:

@@ -184,15 +184,13 @@ def _vector(value: object, where: str) -> array[float]:
 
 class EmbeddingsAssembler:
     """Embeddings are never streamed: an answer labelled as an event stream is read whole as
-    JSON, so a mislabelled answer is read (or reported) the same way. The caller's size cap
-    bounds what is held (`bytes_fed`)."""
+    JSON, so a mislabelled answer is read (or reported) the same way. The caller's answer cap
+    (`AnswerReader`) bounds what is held."""
 
     def __init__(self) -> None:
         self._chunks: list[bytes] = []
-        self.bytes_fed = 0
 
     def feed(self, chunk: bytes) -> bool:
-        self.bytes_fed += len(chunk)
         self._chunks.append(chunk)
         return False
 

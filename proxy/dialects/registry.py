@@ -46,8 +46,6 @@ from shadowtap.dialects.tables import (
 class Assembler(Protocol):
     """Reads one streamed answer fed in network chunks of any size."""
 
-    bytes_fed: int
-
     def feed(self, chunk: bytes) -> bool:
         """Consume a chunk; True exactly once, for the chunk that carried the first token."""
         ...
