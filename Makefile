@@ -41,9 +41,10 @@ demo: $(STAMP)
 
 # The edit loop, under 30 s on a quiet 2-core machine: lint, then the tests not marked slow
 # (tests/conftest.py says which are slow and why: no apt, no network, no programs of their own),
-# spread over the cores by pytest-xdist, a module's tests on one worker (module fixtures once).
+# spread over the cores by pytest-xdist, a module's tests on one worker (module fixtures once),
+# Hypothesis properties at a fifth of their examples (tests/examples.py; `make test` runs all).
 check: $(STAMP) lint
-	$(BIN)/pytest -q -p no:cacheprovider -m "not slow" -n auto --dist loadfile
+	SHADOWTAP_QUICK_PROPERTIES=1 $(BIN)/pytest -q -p no:cacheprovider -m "not slow" -n auto --dist loadfile
 
 # What STYLE promises, enforced: formatting, lint rules and types (checked as installed).
 # mypy's incremental cache lives in $(VENV)/.mypy_cache (it runs from there): ~2 s when warm.

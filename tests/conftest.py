@@ -28,6 +28,7 @@ if os.environ.get("CI"):
 # waits out real time by design (pacing over a window, a kill deadline), or computes for
 # seconds on purpose (statistical simulations, full reports over hundreds of generated pairs).
 SLOW_MODULES: dict[str, str] = {
+    "test_bench_tools": "generates fleet-size Parquet layouts and runs the bench tools",
     "test_cli": "runs `shadowtap serve` and other commands as programs",
     "test_dashboards": "runs promtool on every dashboard query",
     "test_demo_e2e": "runs the demo",
@@ -52,6 +53,7 @@ SLOW_MODULES: dict[str, str] = {
     "test_replay_claims": "runs `shadowtap replay` as a program",
     "test_replay_e2e": "runs a replay with scorer worker processes",
     "test_replay_dialects": "runs a replay with scorer worker processes",
+    "test_report_stats": "checks interval coverage over hundreds of simulated samples",
     "test_replay_limits": "replays at a set rate over a window, with scorer worker processes",
     "test_replay_resume": "kills a `shadowtap replay` process",
     "test_replay_source": "replays with scorer worker processes",

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from shadowtap.completion import Completion
 from shadowtap.dialects import DIALECTS
 
+from tests.examples import examples
+
 FIXTURES = Path(__file__).parent / "fixtures" / "dialects"
 STREAMS = sorted(
     (path.parent.name, path.name)
@@ -48,7 +50,9 @@ def test_every_dialect_with_a_stream_reader_has_fixtures() -> None:
     assert len(STREAMS) >= 6
 
 
-_settings = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_settings = settings(
+    max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @pytest.mark.parametrize(("dialect", "name"), STREAMS)

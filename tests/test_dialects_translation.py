@@ -27,6 +27,8 @@ from shadowtap.dialects.neutral import (
     ToolUse,
 )
 
+from tests.examples import examples
+
 REQUESTS = Path(__file__).parent / "fixtures" / "dialects" / "requests"
 TRANSLATED = sorted(name for name, dialect in DIALECTS.items() if dialect.render is not None)
 CAP = RenderOptions().default_max_tokens
@@ -235,7 +237,7 @@ def expected_in(target: str, asked: NeutralRequest) -> NeutralRequest:
     return expected
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(questions())
 def test_a_translation_asks_the_same_question_or_refuses(asked: NeutralRequest) -> None:
     for source in TRANSLATED:

@@ -17,6 +17,8 @@ from shadowtap.dialects.openai_chat_answer import completion_from_json
 from shadowtap.normalize import MAX_JSON_VALUES
 from shadowtap.sse import ServerSentEvent, SSEDecoder
 
+from tests.examples import examples
+
 # --- fixtures shaped exactly like api.openai.com answers ---------------------------------
 
 CHAT_JSON = b"""{
@@ -403,7 +405,9 @@ def split_at(body: bytes, cuts: list[int]) -> list[bytes]:
     return [body[a:b] for a, b in itertools.pairwise(bounds) if b > a]
 
 
-_settings = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_settings = settings(
+    max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @_settings

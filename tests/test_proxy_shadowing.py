@@ -8,12 +8,14 @@ import math
 import aiohttp
 import openai
 import orjson
+import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.conftest import StartFake, StartShadowtap, make_config
 from tests.shadowing import CHAT, RecordingSink, drain, post, post_direct
 
 
+@pytest.mark.slow  # a statistical bound over thousands of requests
 async def test_sampling_rate_is_within_a_binomial_bound(
     start_fake: StartFake, start_shadowtap: StartShadowtap
 ) -> None:

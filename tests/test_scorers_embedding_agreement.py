@@ -22,6 +22,7 @@ from shadowtap.scorers.embedding_agreement import (
 )
 from shadowtap.scorers.registry import available
 
+from tests.examples import examples
 from tests.scorer_tables import scorers_from
 
 
@@ -174,7 +175,7 @@ _vectors = st.integers(1, 6).flatmap(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(_vectors, _vectors)
 def test_a_score_is_in_range_or_not_applicable(a: list[list[float]], b: list[list[float]]) -> None:
     result = scorer().score(pair(a, b))
