@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +32,13 @@ from structlog.testing import capture_logs
 from tests.conftest import StartFake
 from tests.serving import SHADOWTAP, free_port, wait_until_ready
 from tests.synthetic import synthetic_exchange
+from tests.waiting import wait_for as wait_for_condition
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
+# Storage work here takes longer than the shared default wait.
+wait_for = partial(wait_for_condition, timeout_s=15.0)
 
 
 def value(metrics: Metrics, name: str) -> float:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +24,13 @@ from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder, open_readonly
 
 from tests.synthetic import synthetic_exchange
+from tests.waiting import wait_for as wait_for_condition
 
 MB = 1024 * 1024
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
+# Storage work here takes longer than the shared default wait.
+wait_for = partial(wait_for_condition, timeout_s=60.0)
 
 
 def value(metrics: Metrics, name: str) -> float:

@@ -15,7 +15,7 @@ from shadowtap import redact as redact_module
 from shadowtap.config import StorageConfig
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder, open_readonly
-from shadowtap.recorder.writer import safe_error
+from shadowtap.recorder.store import safe_error
 from shadowtap.redact import may_hold_secrets, redact, redact_json, redact_json_text
 
 from tests.synthetic import synthetic_exchange

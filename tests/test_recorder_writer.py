@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -15,14 +14,7 @@ from shadowtap.recorder import Recorder, RecorderClosed, open_readonly
 from shadowtap.recorder.store import CHECKPOINT_THRESHOLD
 
 from tests.synthetic import synthetic_exchange
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
+from tests.waiting import wait_for
 
 
 def sample(metrics: Metrics, name: str) -> float:

@@ -85,6 +85,17 @@ def load_json(
     return completion, payload
 
 
+class PartialCall:
+    """A streamed tool call being assembled: its id and name, and its argument fragments."""
+
+    __slots__ = ("arguments", "id", "name")
+
+    def __init__(self) -> None:
+        self.id: str | None = None
+        self.name: str | None = None
+        self.arguments: list[str] = []
+
+
 class EventStreamAssembler(ABC):
     """Reassembles a typed-event SSE answer fed in network chunks of any size.
 

@@ -27,6 +27,7 @@ from shadowtap.completion import Completion, ToolCall
 from shadowtap.dialects.answer import (
     BadShape,
     EventStreamAssembler,
+    PartialCall,
     error_message,
     int_or_none,
     load_json,
@@ -146,15 +147,6 @@ def _apply_usage_and_model(completion: Completion, payload: dict[str, Any]) -> N
         completion.response_model = model
 
 
-class _PartialCall:
-    __slots__ = ("arguments", "id", "name")
-
-    def __init__(self) -> None:
-        self.id: str | None = None
-        self.name: str | None = None
-        self.arguments: list[str] = []
-
-
 class ChatStreamAssembler(EventStreamAssembler):
     """Reassembles a chat-completions SSE stream (see the module docstring)."""
 
@@ -166,7 +158,7 @@ class ChatStreamAssembler(EventStreamAssembler):
         super().__init__()
         self._text: list[str] | None = None  # None until a content delta appears
         self._refusal: list[str] = []
-        self._calls: dict[int, _PartialCall] = {}
+        self._calls: dict[int, PartialCall] = {}
 
     def _read_json(self, body: bytes, status: int) -> Completion:
         return completion_from_json(body, status)
@@ -206,7 +198,7 @@ class ChatStreamAssembler(EventStreamAssembler):
                 self._merge_tool_calls(tool_calls)
             legacy = delta.get("function_call")
             if isinstance(legacy, dict):
-                self._merge_fragment(self._calls.setdefault(-1, _PartialCall()), legacy, None)
+                self._merge_fragment(self._calls.setdefault(-1, PartialCall()), legacy, None)
                 self._token_seen = True
         elif isinstance(choice.get("text"), str):  # legacy /v1/completions stream
             self._append_text(choice["text"])
@@ -234,13 +226,13 @@ class ChatStreamAssembler(EventStreamAssembler):
                 is_new = last < 0 or fragment.get("id") is not None
                 index = last + 1 if is_new else last
             function = fragment.get("function")
-            call = self._calls.setdefault(index, _PartialCall())
+            call = self._calls.setdefault(index, PartialCall())
             self._merge_fragment(call, function if isinstance(function, dict) else {}, fragment)
             self._token_seen = True
 
     @staticmethod
     def _merge_fragment(
-        call: _PartialCall, function: dict[str, Any], fragment: dict[str, Any] | None
+        call: PartialCall, function: dict[str, Any], fragment: dict[str, Any] | None
     ) -> None:
         call_id = fragment.get("id") if fragment is not None else None
         if call.id is None and isinstance(call_id, str) and call_id:

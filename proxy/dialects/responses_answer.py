@@ -26,6 +26,7 @@ from shadowtap.completion import Completion, ToolCall
 from shadowtap.dialects.answer import (
     BadShape,
     EventStreamAssembler,
+    PartialCall,
     error_message,
     int_or_none,
     load_json,
@@ -133,15 +134,6 @@ def _read_outcome(completion: Completion, response: dict[str, Any]) -> None:
     completion.response_model = model if isinstance(model, str) and model else None
 
 
-class _Call:
-    __slots__ = ("arguments", "id", "name")
-
-    def __init__(self) -> None:
-        self.id: str | None = None
-        self.name: str | None = None
-        self.arguments: list[str] = []
-
-
 class ResponsesStreamAssembler(EventStreamAssembler):
     """Reassembles a Responses API stream (see the module docstring)."""
 
@@ -151,7 +143,7 @@ class ResponsesStreamAssembler(EventStreamAssembler):
         super().__init__()
         self._texts: list[str] = []
         self._refusals: list[str] = []
-        self._calls: dict[int, _Call] = {}
+        self._calls: dict[int, PartialCall] = {}
         self._final: dict[str, Any] | None = None
         self._model: str | None = None
 
@@ -195,11 +187,11 @@ class ResponsesStreamAssembler(EventStreamAssembler):
         into.append(delta)
         self._token_seen = self._token_seen or bool(delta)
 
-    def _call(self, payload: dict[str, Any]) -> _Call:
+    def _call(self, payload: dict[str, Any]) -> PartialCall:
         index = int_or_none(payload.get("output_index"))
         if index is None:
             raise BadShape("a function call event without an output_index")
-        return self._calls.setdefault(index, _Call())
+        return self._calls.setdefault(index, PartialCall())
 
     def _assemble(self) -> Completion:
         completion = self._completion

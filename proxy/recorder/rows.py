@@ -7,7 +7,7 @@ Whatever a client or an upstream sent, the exchange is stored: a `model` of any 
 kept as its JSON text (capped), a count outside the INTEGER columns' range (a candidate's
 `"prompt_tokens": 10000000000`) as NULL, a body orjson cannot write back (nesting past 255,
 an integer past 64 bits) as its raw text, and a lone surrogate (Python strings may hold one,
-UTF-8 cannot) as its `\\udXXX` escape. Every free-text field is scrubbed of the exact
+UTF-8 cannot) as its escape (`\\udc80`). Every free-text field is scrubbed of the exact
 credentials its request carried and of credential shapes (`shadowtap.redact`) before it
 leaves this module.
 """
@@ -191,7 +191,7 @@ def _exact(value: str | None, secrets: Secrets) -> str | None:
 
 
 def clean_text(text: str) -> str:
-    """`text` as valid Unicode: a lone surrogate becomes its `\\udXXX` escape."""
+    """`text` as valid Unicode: a lone surrogate becomes its escape (`\\udc80`)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

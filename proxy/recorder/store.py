@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import pyarrow as pa
 from shadowtap.config import StorageConfig
 from shadowtap.recorder import parquet
 from shadowtap.recorder.schema import COLUMNS, connect
+from shadowtap.redact import redact
 
 # DuckDB checkpoints (compresses the WAL into the file) whenever the WAL passes this size. At
 # its 16 MB default it checkpoints every few batches and rewrites the same half-full row group
@@ -68,6 +70,13 @@ def is_storage_error(error: BaseException) -> bool:
 def is_fatal(error: BaseException) -> bool:
     """DuckDB invalidated the database: every later statement fails until it is reopened."""
     return isinstance(error, duckdb.FatalException) or "database has been invalidated" in str(error)
+
+
+def safe_error(error: BaseException) -> str:
+    """An exception as a log-safe string: DuckDB conversion errors quote the offending input,
+    which may be a prompt or a key, so the quoted part is cut and the rest scrubbed."""
+    message = re.sub(r"(?s)\bInput:.*", "Input: [dropped]", str(error))
+    return f"{type(error).__name__}: {redact(message, pii=True)[:300]}"
 
 
 def committed_anyway(error: BaseException) -> bool:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import re
 import threading
 import time
 from typing import Any
@@ -40,10 +39,16 @@ from shadowtap.config import StorageConfig
 from shadowtap.exchange import Exchange
 from shadowtap.log import get_logger
 from shadowtap.metrics import Metrics
+from shadowtap.recorder.batches import gather, text_bytes
 from shadowtap.recorder.rows import Privacy, to_arrow
 from shadowtap.recorder.schema import DatabaseLocked
-from shadowtap.recorder.store import Store, committed_anyway, is_fatal, is_storage_error
-from shadowtap.redact import redact
+from shadowtap.recorder.store import (
+    Store,
+    committed_anyway,
+    is_fatal,
+    is_storage_error,
+    safe_error,
+)
 
 log = get_logger("shadowtap.recorder")
 
@@ -51,17 +56,8 @@ ROLL_INTERVAL_S = 300.0  # how often completed data is rolled to Parquet (and at
 RETENTION_INTERVAL_S = 3600.0  # how often old rows are deleted (and at start)
 RETRY_MIN_S, RETRY_MAX_S = 1.0, 30.0  # reopening a degraded store: backoff bounds
 CHECK_INTERVAL_S = 1.0  # how often an idle writer checks its file is still there
-DRAIN_POLL_S = 0.02  # how often a gathering writer looks at the queue
 IDLE_POLL_S = 0.2  # how soon an idle writer notices close()
 VANISHED = "the database file was deleted or replaced while open"
-
-
-def text_bytes(exchange: Exchange) -> int:
-    """The bytes of text an exchange puts into a batch: its body and every answer."""
-    size = len(exchange.request_body)
-    for result in exchange.results.values():
-        size += len(result.completion.text or "")
-    return size
 
 
 def _kind(reason: str) -> str:
@@ -70,13 +66,6 @@ def _kind(reason: str) -> str:
 
 class RecorderClosed(RuntimeError):
     """`query()` while there is no database to read: after `close()`, or while degraded."""
-
-
-def safe_error(error: BaseException) -> str:
-    """An exception as a log-safe string: DuckDB conversion errors quote the offending input,
-    which may be a prompt or a key, so the quoted part is cut and the rest scrubbed."""
-    message = re.sub(r"(?s)\bInput:.*", "Input: [dropped]", str(error))
-    return f"{type(error).__name__}: {redact(message, pii=True)[:300]}"
 
 
 class Recorder:
@@ -106,7 +95,7 @@ class Recorder:
         self._degraded: str | None = None  # why, while recording is degraded
         self._failed_writing = False  # the last storage failure was a write, not an open
         self._read_lock = threading.Lock()
-        self._in_hand = 0  # exchanges the writer took off the queue and has not yet accounted
+        self._hand: list[Exchange] = []  # taken off the queue, not yet written or counted
         metrics.track_queue_depth(self._queue.qsize)
 
     # -- the proxy's side -------------------------------------------------------------------
@@ -144,7 +133,7 @@ class Recorder:
             # and the batch in its hands, will not be confirmed before exit, so count them now
             # rather than lose them silently. (A batch that still lands is counted twice: the
             # safe side.)
-            in_hand = self._in_hand
+            in_hand = len(self._hand)
             for _ in range(in_hand):
                 self._metrics.record_dropped()
             if in_hand:
@@ -201,12 +190,21 @@ class Recorder:
                     if self._store is None:
                         self._closing.wait(IDLE_POLL_S)
                         continue
-                batch = self._collect()
+                batch = self._hand
+                gather(
+                    self._queue,
+                    batch,
+                    first_wait_s=min(self._flush_s, IDLE_POLL_S),
+                    flush_s=self._flush_s,
+                    limit=self.config.batch_size,
+                    max_bytes=self.config.batch_max_bytes,
+                    closing=self._closing,
+                )
                 if batch:
                     try:
                         self._write(batch)
                     finally:
-                        self._in_hand = 0
+                        self._hand = []
                 elif self._closing.is_set():
                     break
                 now = time.monotonic()
@@ -240,40 +238,6 @@ class Recorder:
                 store.close()
         # Only while degraded is anything left: the writer drains the queue before it stops.
         self._drop_queued("degraded")
-
-    def _collect(self) -> list[Exchange]:
-        """Wait for a first exchange, then gather until `batch_size` exchanges, `batch_max_bytes`
-        of text, or one flush interval, whichever comes first.
-
-        Gathering sleeps and drains in bulk instead of blocking on the queue per item: every
-        blocking get() is a wake-up on each put_nowait() and a GIL hand-off from the event
-        loop, thousands a second under load, which cost the proxy a quarter of its throughput.
-        What is not gathered stays queued, its bytes still held against the proxy's memory
-        budget (`sampling.max_held_bytes`), so big prompts are shed there instead of piling up
-        in the writer's copies.
-        """
-        q = self._queue
-        try:
-            first = q.get(timeout=min(self._flush_s, IDLE_POLL_S))
-        except queue.Empty:
-            return []
-        deadline = time.monotonic() + self._flush_s
-        limit, max_bytes = self.config.batch_size, self.config.batch_max_bytes
-        batch, size = [first], text_bytes(first)
-        self._in_hand = 1
-        while len(batch) < limit and size < max_bytes:
-            try:
-                exchange = q.get_nowait()
-            except queue.Empty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._closing.is_set():
-                    break
-                self._closing.wait(min(remaining, DRAIN_POLL_S))  # close() cuts the wait short
-                continue
-            batch.append(exchange)
-            self._in_hand = len(batch)
-            size += text_bytes(exchange)
-        return batch
 
     def _write(self, batch: list[Exchange]) -> None:
         """Store the batch (or count it as failed), then give its bytes back."""

@@ -39,7 +39,7 @@ from shadowtap.exchange import Exchange
 from shadowtap.log import get_logger
 from shadowtap.recorder.rows import ARROW_SCHEMAS, Privacy, to_arrow
 from shadowtap.recorder.schema import COLUMNS
-from shadowtap.recorder.writer import safe_error
+from shadowtap.recorder.store import safe_error
 from shadowtap.tasks import TaskSet
 
 log = get_logger("shadowtap.replay")
