@@ -76,9 +76,32 @@ def secret_values(config: Any) -> list[str]:
 EventDict = MutableMapping[str, Any]
 
 
+def _secret_key(key: object) -> bool:
+    # "Authorization", "X-Api-Key" and "api_key" name the same thing; a key is compared the way
+    # HTTP compares header names, so a call site's spelling cannot let a value through.
+    name = str(key).lower().replace("-", "_")
+    return name in DROPPED_KEYS or name in SECRET_OPTION_NAMES or name.endswith("_api_key")
+
+
+def _drop(value: Any, depth: int) -> Any:
+    if isinstance(value, dict):
+        if depth >= MAX_DEPTH:
+            return "[nested]"
+        return {
+            key: "[dropped]" if _secret_key(key) else _drop(item, depth + 1)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        if depth >= MAX_DEPTH:
+            return "[nested]"
+        return [_drop(item, depth + 1) for item in value]
+    return value
+
+
 def drop_secrets(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
-    for key in DROPPED_KEYS & event_dict.keys():
-        event_dict[key] = "[dropped]"
+    """Values under a secret-named key are dropped at any depth and in any spelling."""
+    for key, value in event_dict.items():
+        event_dict[key] = "[dropped]" if _secret_key(key) else _drop(value, 0)
     return event_dict
 
 

@@ -103,3 +103,27 @@ def test_values_nested_too_deep_are_not_logged() -> None:
         [value] = value
     assert value == "[nested]"
     assert event["shallow"] == [["[REDACTED:api_key]"]]
+
+
+def test_secret_keys_are_dropped_in_any_spelling_and_at_any_depth() -> None:
+    """A call site that logs a headers-like mapping under an innocent name, or spells a secret
+    key the way HTTP does, still shows no value: the key decides, not its case or nesting."""
+    upstream = {
+        "Authorization": REGISTERED + "-a",
+        "X-Api-Key": REGISTERED + "-b",
+        "status": 401,
+        "retry": [{"API_KEY": REGISTERED + "-c", "attempt": 2}],
+    }
+    [event] = events(
+        lambda logger: logger.warning(
+            "rejected", Authorization=REGISTERED + "-d", upstream=upstream, Token="t-0123"
+        )
+    )
+    assert event["Authorization"] == "[dropped]" and event["Token"] == "[dropped]"
+    assert event["upstream"] == {
+        "Authorization": "[dropped]",
+        "X-Api-Key": "[dropped]",
+        "status": 401,
+        "retry": [{"API_KEY": "[dropped]", "attempt": 2}],
+    }
+    assert REGISTERED not in str(event)
