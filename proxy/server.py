@@ -298,7 +298,6 @@ class ShadowtapServer:
             scorers = build_scorers(config.scorers)
             settings = CpuSettings.of(config.server)
             runner = ScoringRunner(scorers, self.metrics, app[SHADOW_SESSION], settings)
-            runner.start()  # worker processes boot while the proxy starts listening
         app[SCORING] = runner
         yield
         if runner is not None:

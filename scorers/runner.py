@@ -121,11 +121,6 @@ class ScoringRunner:
                 )
             self.pool = WorkerPool(cpu, self.settings.processes, self.settings.queue_max)
 
-    def start(self) -> None:
-        """Start the worker processes now rather than on the first exchange."""
-        if self.pool is not None:
-            self.pool.start()
-
     async def wait_ready(self) -> bool:
         """Start the workers and wait for one to be ready (batch runs); True if there is one,
         or no CPU scorer needs one."""

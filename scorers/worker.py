@@ -5,8 +5,10 @@ Started by `shadowtap.scorers.pool.WorkerPool`, it talks to the proxy over the s
 
 1. proxy → worker: the proxy's `sys.path` (JSON), then the CPU scorers (pickled), once;
 2. worker → proxy: `READY`;
-3. proxy → worker, per job: a 4-byte index of the first task to run, then the pickled `Job`;
-4. worker → proxy, per task in order: `[score, detail, error]` (JSON) as soon as it is done.
+3. proxy → worker, per batch: for each job, a 4-byte index of the first task to run, the
+   4-byte length of the pickled `Job`, then the pickled `Job`;
+4. worker → proxy, per task in order (the batch's jobs one after the other):
+   `[score, detail, error]` (JSON) as soon as it is done.
 
 The proxy alone decides when a task has run too long and kills this process; so the worker
 only computes. It imports nothing of the proxy (no aiohttp, no DuckDB), dies with the proxy
@@ -34,6 +36,7 @@ from shadowtap.completion import Completion
 from shadowtap.scorers.base import CpuScorer, Pair, ScorerSkipped, check_result
 
 HEADER = struct.Struct("!I")
+BATCH_ENTRY = struct.Struct("!II")  # a batched job's first task to run, its pickle's length
 READY = b"ready"
 MAX_RESULT_BYTES = 64 * 1024  # one task's [score, detail, error]; detail lands in DuckDB
 MAX_ERROR_CHARS = 500
@@ -143,12 +146,22 @@ def serve(channel: Channel) -> None:
     scorers: list[CpuScorer[Any]] = pickle.loads(scorers_blob)
     channel.send(READY)
     while (frame := channel.recv()) is not None:
-        (start,) = HEADER.unpack_from(frame)
-        job: Job = pickle.loads(memoryview(frame)[HEADER.size :])
-        del frame  # the job holds what it needs
-        request = parse_request(job.request_body)
-        for task in job.tasks[start:]:
-            channel.send(run_task(scorers, job, task, request))
+        for start, blob in split_batch(frame):
+            job: Job = pickle.loads(blob)
+            request = parse_request(job.request_body)
+            for task in job.tasks[start:]:
+                channel.send(run_task(scorers, job, task, request))
+
+
+def split_batch(frame: bytes) -> list[tuple[int, memoryview]]:
+    """A batch frame's jobs: (first task to run, pickled job) each."""
+    view, offset, jobs = memoryview(frame), 0, []
+    while offset < len(view):
+        start, length = BATCH_ENTRY.unpack_from(view, offset)
+        offset += BATCH_ENTRY.size
+        jobs.append((start, view[offset : offset + length]))
+        offset += length
+    return jobs
 
 
 def main() -> None:

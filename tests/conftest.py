@@ -65,6 +65,7 @@ SLOW_MODULES: dict[str, str] = {
     "test_report_url_auth": "runs `shadowtap report --url` as a program",
     "test_report_verdicts": "full reports (latency bootstraps) over 400 pairs and 6 candidates",
     "test_scorers_pool": "starts, kills and crashes scorer worker processes",
+    "test_scorers_pool_batch": "starts, kills and crashes scorer worker processes",
     "test_scorers_registry": "installs a plug-in with pip",
     "test_scorers_runner": "scores in worker processes",
     "test_scoring_e2e": "scores in worker processes",
