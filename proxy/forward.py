@@ -48,11 +48,7 @@ async def forward_primary(
             timeout=upstream_timeout,
             allow_redirects=False,
         ) as upstream:
-            response = web.StreamResponse(
-                status=upstream.status,
-                reason=upstream.reason,
-                headers=downstream_response_headers(upstream.headers),
-            )
+            headers = downstream_response_headers(upstream.headers)
             if capture is not None:
                 capture.begin(
                     upstream.status,
@@ -66,12 +62,12 @@ async def forward_primary(
                 if capture is not None:
                     capture.feed(data)
                 whole = web.Response(
-                    status=upstream.status,
-                    reason=upstream.reason,
-                    headers=response.headers,
-                    body=data,
+                    status=upstream.status, reason=upstream.reason, headers=headers, body=data
                 )
                 return whole, upstream.status
+            response = web.StreamResponse(
+                status=upstream.status, reason=upstream.reason, headers=headers
+            )
             await response.prepare(request)
             prepared = True
             async for chunk in upstream.content.iter_any():

@@ -4,8 +4,9 @@
 sticky key's hash or from a random generator) and how much shadow budget is free, and returns a
 decision. The stateful parts — drawing numbers and holding the budget — live beside it in small
 classes, so the policy itself is trivially testable. `Sampler.decide_sampling` is the request
-path's stage around it: it parses the body, draws, decides, admits the request's bytes into the
-memory budget and counts the decision.
+path's stage around it: it draws, parses the body only for a request the draw chose (or whose
+sticky key is in the body), decides, admits the request's bytes into the memory budget and
+counts the decision. Most requests are not drawn: they cost a random number, never a parse.
 """
 
 from __future__ import annotations
@@ -64,22 +65,24 @@ def decide_sampling(
 ) -> SamplingDecision:
     """Decide for one request. `draws[""]` decides the request, `draws[target]` each target.
 
-    A body over `policy.max_body_bytes`, or with more JSON values than the event loop parses
-    (`body_values`, counted for long bodies only), is too large to shadow. `owing`: targets
-    that overspent their read budget (bytes per second or loop share); they are shed like
-    targets over the count budget, so a flooding target gets fewer shadows.
+    In this order: the route; the body's size in bytes; the draw (`drawn`); then what only a
+    parse tells — more JSON values than the event loop parses (`body_values`, counted for
+    long bodies only: too large), not a JSON object (invalid). A request the draw did not
+    choose is "not_sampled" whatever its body, so the request path need not parse it.
+    `owing`: targets that overspent their read budget (bytes per second or loop share); they
+    are shed like targets over the count budget, so a flooding target gets fewer shadows.
     """
     if route is None:
         return SamplingDecision(False, "not_eligible")
-    if (policy.max_body_bytes and body_bytes > policy.max_body_bytes) or (
-        body_values is not None and body_values > MAX_JSON_VALUES
-    ):
+    if policy.max_body_bytes and body_bytes > policy.max_body_bytes:
+        return SamplingDecision(False, "too_large")
+    if not drawn(draws, policy):
+        return SamplingDecision(False, "not_sampled")
+    if body_values is not None and body_values > MAX_JSON_VALUES:
         return SamplingDecision(False, "too_large")
     if not request_json_ok:
         # The primary will answer with its own error; a shadow of a broken request teaches nothing.
         return SamplingDecision(False, "invalid_json")
-    if draws[""] >= policy.rate:
-        return SamplingDecision(False, "not_sampled")
     chosen = [t for t, rate in policy.target_rates.items() if draws[t] < rate]
     ready = [t for t in chosen if t not in owing]
     targets = tuple(ready[:budget_free])
@@ -87,6 +90,11 @@ def decide_sampling(
     if not targets and shed:
         return SamplingDecision(False, "shed", (), shed)
     return SamplingDecision(True, "sampled", targets, shed)
+
+
+def drawn(draws: Mapping[str, float], policy: SamplingPolicy) -> bool:
+    """True when the request's draw chose it for shadowing (before any per-target draw)."""
+    return draws[""] < policy.rate
 
 
 def shed_for_memory(decision: SamplingDecision) -> SamplingDecision:
@@ -135,6 +143,11 @@ class Draws:
         self._key = key
         self._targets = targets
         self._rng = rng or random.Random()
+
+    @property
+    def reads_body(self) -> bool:
+        """True when the sticky value is a body field: the body is parsed before drawing."""
+        return self._key is not None and self._key.source == "body"
 
     def sticky_value(
         self, headers: CIMultiDictProxy[str], body: dict[str, Any] | None
@@ -220,10 +233,18 @@ class Sampler:
         return match_route(request.path, self.policy.routes) if request.method == "POST" else None
 
     def decide_sampling(self, request: web.Request, route: str, body: bytes) -> Sampled | None:
-        """Parse, draw, decide, admit the bytes and count the decision; None: not sampled."""
+        """Draw, parse, decide, admit the bytes and count the decision; None: not sampled."""
         too_large = len(body) > self.policy.max_body_bytes  # not even parsed
+        draws = None
+        if not too_large and not self.draws.reads_body:
+            # A random (or header-keyed) draw needs no body: most requests end here, unparsed.
+            draws = self.draws.draw(self.draws.sticky_value(request.headers, None))
+            if not drawn(draws, self.policy):
+                self.metrics.observe_sampling(route, "not_sampled")
+                return None
         request_json, values = (None, None) if too_large else parse_request(body)
-        draws = self.draws.draw(self.draws.sticky_value(request.headers, request_json))
+        if draws is None:
+            draws = self.draws.draw(self.draws.sticky_value(request.headers, request_json))
         decision = decide_sampling(
             route,
             request_json is not None,

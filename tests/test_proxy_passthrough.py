@@ -109,6 +109,30 @@ async def test_malformed_json_reaches_primary_and_is_not_mirrored(
     assert registry.get_sample_value("shadowtap_sampling_decisions_total", labels) == 1
 
 
+async def test_a_request_not_drawn_is_forwarded_unparsed(
+    start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    """Sampling draws before it parses: a request the draw passes over is never parsed, so a
+    broken body there counts as "not_sampled" (only a parse could call it "invalid_json")
+    and reaches the primary byte for byte."""
+    primary = await start_fake()
+    candidate = await start_fake()
+    registry = CollectorRegistry()
+    server = await start_shadowtap(
+        make_config(primary, {"cand": candidate}, sampling={"rate": 0.0}), registry
+    )
+    broken = b'{"model": "x", "messages": ['
+    status, _, body, _ = await raw(proxy_url(server), broken)
+    direct = await raw(primary.url + "/v1/chat/completions", broken)
+    assert (status, body) == (direct[0], direct[2]) and status == 400
+    assert primary.received[-1].body == broken
+    await drain(server)
+    assert candidate.received == []
+    for outcome, count in (("not_sampled", 1), ("invalid_json", None)):
+        labels = {"route": "/v1/chat/completions", "outcome": outcome}
+        assert registry.get_sample_value("shadowtap_sampling_decisions_total", labels) == count
+
+
 async def test_headers_hop_by_hop_removed_forwarded_for_appended(
     start_fake: StartFake, start_shadowtap: StartShadowtap
 ) -> None:

@@ -25,10 +25,14 @@ def draws(request: float, a: float = 0.0, b: float = 0.0) -> dict[str, float]:
     return {"": request, "a": a, "b": b}
 
 
-def test_route_json_and_rate_decide_in_that_order() -> None:
+def test_route_rate_and_json_decide_in_that_order() -> None:
     assert decide_sampling(None, True, draws(0.0), POLICY, 10).reason == "not_eligible"
     assert decide_sampling("/v1/chat/completions", False, draws(0.0), POLICY, 10).reason == (
         "invalid_json"
+    )
+    # The draw comes before anything only a parse can tell: an unparsed body is not judged.
+    assert decide_sampling("/v1/chat/completions", False, draws(0.5), POLICY, 10).reason == (
+        "not_sampled"
     )
     assert not decide_sampling("/v1/chat/completions", True, draws(0.5), POLICY, 10).sampled
     decision = decide_sampling("/v1/chat/completions", True, draws(0.49, b=0.1), POLICY, 10)
