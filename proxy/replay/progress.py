@@ -37,6 +37,7 @@ class ReplayCounts:
     not_sent: int = 0  # never sent: the run stopped first
     cancelled: int = 0  # in flight when a second Ctrl-C cut the run: sent, answer lost
     unscored: int = 0  # pairs stored without a score: skipped by the scorer runner
+    rescored: int = 0  # answers an earlier run stored but did not score, scored by this one
     cost_usd: float = 0.0
     tokens: int = 0
     without_usage: int = 0
@@ -105,6 +106,7 @@ class ReplaySummary:
     seconds: float
     recorded: int
     lost: int
+    scores_lost: int = 0  # answers stored whose scores the database refused
     paced_rps: float | None = None  # the pacer's schedule over the run (with --rps)
     priced: bool = True  # the candidate has prices configured, so spend is known
 
@@ -155,6 +157,13 @@ class ReplaySummary:
             )
         if self.lost:
             parts.append(f"{self.lost:,} answers could not be stored (see the log).")
+        if self.scores_lost:
+            parts.append(
+                f"The scores of {self.scores_lost:,} stored answers could not be stored (see "
+                "the log): the same command scores them."
+            )
+        if c.rescored:
+            parts.append(f"Scored {c.rescored:,} answers an earlier run stored but did not score.")
         if c.unscored:
             parts.append(
                 f"{c.unscored:,} pairs were stored without a score (skipped: their `detail`"

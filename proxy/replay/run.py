@@ -2,11 +2,13 @@
 
 Each request goes: its claim committed (a block at a time, ahead of need: `claims`) → a
 concurrency slot → its pacer slot → sent (through `send_to_candidate`) → on 429/503 retried
-after the candidate's `Retry-After` → slot freed →
-scored against the recorded primary answer with the configured scorers → its answer stored,
-marked `source = 'replay'` and the run's id. The run stops starting requests when a budget is
-reached, the candidate keeps failing, or `stop()` is called (the first Ctrl-C); requests in
-flight then finish and are stored. `cancel()` (a second Ctrl-C) cuts them off.
+after the candidate's `Retry-After` → slot freed → its answer stored, marked
+`source = 'replay'` and the run's id → scored against the recorded primary answer with the
+configured scorers → its scores stored in a later commit (a kill loses at most scores, and the
+next run scores what was stored unscored before sending anything: `rescore`). The run stops
+starting requests when a budget is reached, the candidate keeps failing, or `stop()` is called
+(the first Ctrl-C); requests in flight then finish and are stored. `cancel()` (a second
+Ctrl-C) cuts them off.
 
 Example:
 
@@ -45,6 +47,7 @@ from shadowtap.replay.pacing import (
     retry_after_s,
 )
 from shadowtap.replay.progress import ReplayCounts, ReplayProgress, ReplaySummary
+from shadowtap.replay.rescore import answer_only, score_answer, score_unscored
 from shadowtap.replay.source import (
     Recorded,
     Relations,
@@ -187,6 +190,7 @@ class ReplayRunner:
             priced=self.target.prices.cost_usd(0, 0) is not None,
             recorded=store.recorded,
             lost=store.lost,
+            scores_lost=store.scores_lost,
         )
 
     async def _send_all(
@@ -195,6 +199,16 @@ class ReplayRunner:
         options = self.options
         session = replay_session(options.concurrency)
         scoring = await self._scoring()
+        if scoring is not None:  # what an earlier run stored but did not score, first
+            await score_unscored(
+                store,
+                scoring,
+                self.target.name,
+                self.target.secrets(),
+                self.counts,
+                self.backlog_limit,
+                lambda: self.stop_reason is not None,
+            )
         slots = asyncio.Semaphore(options.concurrency)
         # Scoring and storing trail the sends; this bounds how many answers wait for them.
         backlog = asyncio.Semaphore(self.backlog_limit)
@@ -379,14 +393,8 @@ class ReplayRunner:
             },
             credentials=target.secrets(),
         )
+        # Stored before it is scored: a kill from here on loses at most the scores, which the
+        # next run finds unscored and scores (`rescore`).
+        store.record(answer_only(exchange, target.name))
         if scoring is not None:
-            scores = await scoring.score(exchange)
-            # Per-response scorers score the primary again: it has its scores already.
-            exchange.scores = [s for s in scores if s.target == target.name]
-            counts.unscored += sum(
-                1 for s in exchange.scores if s.detail is not None and "skipped" in s.detail
-            )
-        # Stored: the candidate's answer and its scores; the exchange row is there already.
-        exchange.results = {target.name: result}
-        exchange.request_body, exchange.request_json = b"", None
-        store.record(exchange)
+            await score_answer(scoring, exchange, target.name, store, counts)

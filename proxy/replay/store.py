@@ -75,6 +75,7 @@ class ReplayStore:
         self._result_flusher: asyncio.Task[None] | None = None
         self.recorded = 0  # answers committed
         self.lost = 0  # answers the database refused (counted, logged, the run goes on)
+        self.scores_lost = 0  # sets of scores of stored answers it refused (a rerun scores them)
         self.commits = 0
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -119,7 +120,8 @@ class ReplayStore:
         self.commits += 1
 
     def record(self, exchange: Exchange) -> None:
-        """Queue an answered exchange (its candidate result and scores) for the next commit."""
+        """Queue an answered exchange's candidate result, or (later) its scores, for the next
+        commit: whichever rows it carries."""
         self._results.append(exchange)
         if self._result_flusher is None or self._result_flusher.done():
             self._result_flusher = self._tasks.spawn(self._flush_results(), name="replay-answers")
@@ -148,27 +150,30 @@ class ReplayStore:
             try:
                 lost = await self.call(self._commit, results)
             except Exception as error:
-                lost = len(results)
+                lost = results
                 log.error("replay_commit_failed", error=safe_error(error))
             self.commits += 1
-            self.recorded += len(results) - lost
-            self.lost += lost
+            answers = sum(1 for exchange in results if exchange.results)
+            lost_answers = sum(1 for exchange in lost if exchange.results)
+            self.recorded += answers - lost_answers
+            self.lost += lost_answers
+            self.scores_lost += len(lost) - lost_answers
 
     # -- on the database thread ----------------------------------------------------------------
-    def _commit(self, con: duckdb.DuckDBPyConnection, results: list[Exchange]) -> int:
-        """One transaction with every answer; returns how many answers were lost."""
+    def _commit(self, con: duckdb.DuckDBPyConnection, results: list[Exchange]) -> list[Exchange]:
+        """One transaction with every answer and every set of scores; returns those lost."""
         try:
             self._transaction(con, [], results)
-            return 0
+            return []
         except Exception as error:
             log.warning("replay_batch_failed", size=len(results), error=safe_error(error))
         # One bad answer must not cost the others: each alone.
-        lost = 0
+        lost = []
         for exchange in results:
             try:
                 self._transaction(con, [], [exchange])
             except Exception as error:
-                lost += 1
+                lost.append(exchange)
                 log.error("replay_record_failed", error=safe_error(error))
         return lost
 

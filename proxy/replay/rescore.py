@@ -1,0 +1,151 @@
+"""Scoring a replayed answer after it is stored, and scoring what an earlier run stored but
+never scored.
+
+A replay stores each answer as soon as it has it, then scores it and stores the scores in a
+later commit: a kill loses at most the scores of the answers being scored. The next run of the
+same candidate finds those answers (a replayed `responses` row of the candidate with no
+`scores` row for it) and scores them before it sends anything; nothing is sent again.
+
+Example:
+
+    store.record(answer_only(exchange, "small"))        # committed first
+    await score_answer(scoring, exchange, "small", store, counts)
+    await score_unscored(store, scoring, "small", credentials, counts, page_rows=144)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import orjson
+from shadowtap.exchange import Exchange, Score, TargetResult
+from shadowtap.replay.source import recorded_completion
+
+if TYPE_CHECKING:
+    from shadowtap.replay.progress import ReplayCounts
+    from shadowtap.replay.store import ReplayStore
+    from shadowtap.scorers.runner import ScoringRunner
+
+SIDE = (
+    "{t}.status, {t}.error, {t}.latency_ms, {t}.ttft_ms, {t}.text, CAST({t}.tool_calls AS VARCHAR),"
+    " {t}.finish_reason, {t}.prompt_tokens, {t}.completion_tokens, {t}.response_model"
+)
+UNSCORED_SQL = f"""
+SELECT c.request_id, e.started_at, e.method, e.path, e.route, e.model, e.stream,
+    CAST(e.request_body AS VARCHAR), c.cost_usd, c.source, c.replay_run,
+    {SIDE.format(t="p")}, {SIDE.format(t="c")}
+FROM responses AS c
+JOIN (SELECT DISTINCT ON (request_id) * FROM exchanges) AS e ON e.request_id = c.request_id
+JOIN (
+    SELECT DISTINCT ON (request_id) * FROM responses WHERE role = 'primary'
+) AS p ON p.request_id = c.request_id
+WHERE c.target = ? AND c.role = 'candidate' AND c.source LIKE 'replay%'
+    AND c.request_id > ?
+    AND NOT EXISTS (
+        SELECT 1 FROM scores AS s WHERE s.request_id = c.request_id AND s.target = c.target
+    )
+ORDER BY c.request_id
+LIMIT ?
+"""
+
+
+def answer_only(exchange: Exchange, target: str) -> Exchange:
+    """What is stored of a replayed exchange first: the candidate's answer alone (the exchange
+    row and the primary's answer are stored already)."""
+    return replace(
+        exchange,
+        results={target: exchange.results[target]},
+        scores=[],
+        request_body=b"",
+        request_json=None,
+    )
+
+
+def scores_only(exchange: Exchange, scores: list[Score]) -> Exchange:
+    return replace(exchange, results={}, scores=scores, request_body=b"", request_json=None)
+
+
+async def score_answer(
+    scoring: ScoringRunner,
+    exchange: Exchange,
+    target: str,
+    store: ReplayStore,
+    counts: ReplayCounts,
+) -> bool:
+    """Score the stored answer of `target` in `exchange` and queue its scores for storing;
+    True when there were scores to store (per-scorer sampling may leave none)."""
+    scores = await scoring.score(exchange)
+    # Per-response scorers score the primary again: it has its scores already.
+    mine = [s for s in scores if s.target == target]
+    counts.unscored += sum(1 for s in mine if s.detail is not None and "skipped" in s.detail)
+    if mine:
+        store.record(scores_only(exchange, mine))
+    return bool(mine)
+
+
+def load_unscored(
+    con: duckdb.DuckDBPyConnection,
+    target: str,
+    after: str,
+    limit: int,
+    credentials: tuple[str, ...],
+) -> list[Exchange]:
+    """Up to `limit` replayed answers of `target` with no score, request ids after `after`,
+    each as the exchange the scorers read (the request, the primary's and its answer)."""
+    page = []
+    for row in con.execute(UNSCORED_SQL, [target, after, limit]).fetchall():
+        request_id, started_at, method, path, route, model, stream, body = row[:8]
+        cost_usd, source, replay_run = row[8:11]
+        try:
+            request_json = orjson.loads(body) if body is not None else None
+        except orjson.JSONDecodeError:
+            request_json = None
+        answer = TargetResult(
+            target, "candidate", recorded_completion(*row[21:31]), cost_usd, source, replay_run
+        )
+        page.append(
+            Exchange(
+                request_id=request_id,
+                started_at=started_at,
+                method=method,
+                path=path,
+                route=route or path,
+                model=model,
+                stream=bool(stream),
+                request_body=(body or "").encode(),
+                request_json=request_json if isinstance(request_json, dict) else None,
+                results={
+                    "primary": TargetResult("primary", "primary", recorded_completion(*row[11:21])),
+                    target: answer,
+                },
+                credentials=credentials,
+            )
+        )
+    return page
+
+
+async def score_unscored(
+    store: ReplayStore,
+    scoring: ScoringRunner,
+    target: str,
+    credentials: tuple[str, ...],
+    counts: ReplayCounts,
+    page_rows: int,
+    stopped: Callable[[], Any],
+) -> None:
+    """Score every replayed answer of `target` an earlier run stored but did not score, a page
+    of `page_rows` at a time (all of a page fit in the scoring queue: none is shed)."""
+    after = ""
+    while not stopped():
+        page = await store.call(load_unscored, target, after, page_rows, credentials)
+        if not page:
+            return
+        after = page[-1].request_id
+        scored = await asyncio.gather(
+            *(score_answer(scoring, exchange, target, store, counts) for exchange in page)
+        )
+        counts.rescored += sum(scored)

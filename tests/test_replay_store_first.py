@@ -1,0 +1,88 @@
+"""A replayed answer is stored before it is scored, and the next run of the same candidate
+scores what was stored but never scored, sending nothing again. Real worker processes, a real
+DuckDB file, a fake candidate on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pytest
+from aiohttp import web
+from shadowtap.replay.run import ReplayOptions, ReplayRunner
+
+from tests.fakes import chat_json
+from tests.replaying import record_synthetic, synthetic_replay_config
+from tests.scorer_plugins import registered
+
+N = 12
+
+
+class Candidate:
+    """Answers every request with `text`, counting each by its question."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.seen: Counter[str] = Counter()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        payload = orjson.loads(body)
+        self.seen[payload["messages"][-1]["content"]] += 1
+        return web.json_response(chat_json(payload, self.text, body))
+
+
+async def serve(aiohttp_server: Any, candidate: Candidate) -> str:
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", candidate.handle)
+    server = await aiohttp_server(app)
+    return str(server.make_url("")).rstrip("/")
+
+
+def stored(db: Path) -> tuple[int, int]:
+    con = duckdb.connect(str(db))
+    answers = con.execute("SELECT count(*) FROM responses WHERE target = 'new'").fetchone()
+    scores = con.execute("SELECT count(score) FROM scores WHERE target = 'new'").fetchone()
+    con.close()
+    assert answers is not None and scores is not None
+    return answers[0], scores[0]
+
+
+async def test_answers_stored_before_scoring_are_scored_by_the_next_run(
+    aiohttp_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "shadowtap.duckdb"
+    record_synthetic(db, N)
+    # Every answer says "sleep": the hostile scorer then sleeps 60 s on it, so no pair is
+    # scored while the run is cut off (a kill mid-scoring, as far as storage can tell).
+    candidate = Candidate("sleep")
+    url = await serve(aiohttp_server, candidate)
+    with registered(tmp_path / "plugins", monkeypatch):
+        config = synthetic_replay_config(url, db, {"hostile": {"type": "hostile", "timeout_s": 60}})
+        runner = ReplayRunner(config, ReplayOptions("new", concurrency=4, progress=False), db)
+        run = asyncio.ensure_future(runner.run())
+        async with asyncio.timeout(60):
+            while runner.counts.answered < N:
+                await asyncio.sleep(0.05)
+        await runner.cancel()  # a second Ctrl-C: the scoring in flight is cut off
+        cut = await run
+    assert cut.recorded == N and cut.counts.answered == N
+    assert stored(db) == (N, 0)  # every answer kept; no score (the old code kept neither)
+
+    resumed = await ReplayRunner(
+        synthetic_replay_config(url, db), ReplayOptions("new", progress=False), db
+    ).run()
+    assert resumed.counts.attempts == 0 and resumed.counts.skipped == {"answered": N}
+    assert resumed.counts.rescored == N
+    assert "Scored 12 answers an earlier run stored but did not score." in resumed.paragraph()
+    assert stored(db) == (N, N)
+    assert len(candidate.seen) == N and set(candidate.seen.values()) == {1}  # sent once each
+
+    again = await ReplayRunner(
+        synthetic_replay_config(url, db), ReplayOptions("new", progress=False), db
+    ).run()
+    assert again.counts.rescored == 0 and stored(db) == (N, N)  # scored once
