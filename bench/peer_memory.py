@@ -7,7 +7,8 @@ alone. Used by `bench/peers.py --long`.
   bare floor and through shadowtap at 10% sampling (recording on), one after the other in
   front of the same slow-streaming upstream: how many completed, peak RSS, ratio.
 - large prompts: 1 MB chat requests, 16 at a time, through the bare floor, shadowtap with no
-  request sampled and shadowtap with every request sampled: RSS growth over idle, ratio.
+  request sampled and shadowtap with every request sampled to a candidate that sets its own
+  `model` (the request rewritten for it, as most candidates need): RSS growth over idle, ratio.
 """
 
 from __future__ import annotations
@@ -29,14 +30,19 @@ PROMPT_REQUESTS = 160
 PROMPT_CONCURRENCY = 16
 
 
-def _start(kind: str, upstream: str, candidate: str, work: Path, rate: float, nofile: int) -> Any:
+CANDIDATE_MODEL = "bench-candidate"
+
+
+def _start(
+    kind: str, upstream: str, candidate: dict[str, str], work: Path, rate: float, nofile: int
+) -> Any:
     if kind == "bare":
         return peer_servers.bare(upstream, nofile)
     # server.max_connections (4,096 by default) closes what is beyond it: an operator holding
     # more streams open raises it, as the bench does, to the open-file limit it gives the proxy
     config = shadowtap_config(
         upstream,
-        {"url": candidate},
+        candidate,
         rate=rate,
         storage={"path": str(work / f"{kind}.duckdb")},
         server={"max_connections": nofile // 3},
@@ -62,7 +68,7 @@ def long_streams(args: argparse.Namespace) -> dict[str, Any]:
             cand, candidate = peer_servers.role("upstream", gap, nofile)
             children += [up, cand]
             for name, kind in (("bare", "bare"), ("shadowtap 10%", "tap10")):
-                process, url = _start(kind, upstream, candidate, work, 0.1, nofile)
+                process, url = _start(kind, upstream, {"url": candidate}, work, 0.1, nofile)
                 children.append(process)
                 asyncio.run(wait_ready(url + PATH))
                 idle = memory_kb(process.pid)[0]
@@ -131,7 +137,8 @@ def large_prompts(args: argparse.Namespace) -> dict[str, Any]:
             children += [up, cand]
             cases = (("bare", "bare", 0.0), ("shadowtap unsampled", "tap0", 0.0))
             for name, kind, rate in (*cases, ("shadowtap sampled", "tap100", 1.0)):
-                process, url = _start(kind, upstream, candidate, work, rate, 20_000)
+                target = {"url": candidate, "model": CANDIDATE_MODEL}
+                process, url = _start(kind, upstream, target, work, rate, 20_000)
                 children.append(process)
                 asyncio.run(wait_ready(url + PATH))
                 idle = memory_kb(process.pid)[0]

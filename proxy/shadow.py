@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -43,6 +43,7 @@ from shadowtap.pipeline import ExchangeCompletion, PrimaryCopy
 from shadowtap.shadow_request import (
     ShadowBodies,
     ShadowTarget,
+    Spliced,
     UnencodableBody,
     Untranslatable,
     shadow_headers,
@@ -77,7 +78,7 @@ async def call_shadow(
     target: ShadowTarget,
     method: str,
     path_qs: str,
-    body: bytes,
+    body: bytes | Spliced,
     client_headers: CIMultiDictProxy[str],
     reader: AnswerReader | None = None,
     route_dialect: str | None = OPENAI_CHAT,
@@ -97,13 +98,19 @@ async def call_shadow(
         )
     headers = shadow_headers(client_headers, target, route_dialect)
     headers["Accept-Encoding"] = "gzip, deflate"  # what the reader decodes, a slice at a time
+    data: bytes | AsyncIterator[bytes | memoryview]
+    if isinstance(body, Spliced):  # the client's bytes around a new model, never joined
+        data = body.stream()
+        headers["Content-Length"] = str(len(body))
+    else:
+        data = body
     reader.started = started = time.perf_counter()
     try:
         async with asyncio.timeout(target.timeout_s):
             async with session.request(
                 method,
                 target.url + path_qs,
-                data=body,
+                data=data,
                 headers=headers,
                 allow_redirects=False,
                 auto_decompress=False,
@@ -165,8 +172,10 @@ class Shadowing:
         exchange = self.open_exchange(request, path_qs, body, sampled)
         exchange.dialect = reads
         targets = [self.targets[name] for name in sampled.decision.targets]
-        rewrites = any(target.body_key is not None for target in targets)
-        request_json = sampled.request_json if rewrites else None
+        # A model is rewritten in the client's bytes (`Spliced`): the parsed request is kept
+        # only for a target that reads it (a translation), else dropped here.
+        reads_parsed = any(target.reads_parsed(dialect) for target in targets)
+        request_json = sampled.request_json if reads_parsed else None
         bodies = ShadowBodies(body, request_json, dialect, request.headers.keys())
         self.budget.acquire(len(targets))
         tasks = [

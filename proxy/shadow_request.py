@@ -15,7 +15,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ from shadowtap.urls import shadow_target
 __all__ = [
     "ShadowBodies",
     "ShadowTarget",
+    "Spliced",
     "UnencodableBody",
     "Untranslatable",
     "shadow_headers",
@@ -73,6 +75,13 @@ class ShadowTarget:
     def translates(self, route_dialect: str | None) -> bool:
         """True when a request on such a route reaches this target in another API."""
         return self.dialect is not None and self.dialect != (route_dialect or OPENAI_CHAT)
+
+    def reads_parsed(self, route_dialect: str | None) -> bool:
+        """True when this target's body is built from the parsed request (a translation, or
+        an embeddings request's token ids checked against its model), not from the bytes."""
+        if self.translates(route_dialect):
+            return True
+        return route_dialect == OPENAI_EMBEDDINGS and self.model is not None
 
     @property
     def body_key(self) -> str | None:
@@ -128,6 +137,111 @@ class UnencodableBody(ValueError):
     """The request cannot be re-encoded for a target (e.g. nested past orjson's depth limit)."""
 
 
+# A JSON string (escapes included) or one structural character: all a top-level scan needs.
+_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[][{},:]')
+# Tokens scanned for the top-level `model` at most (~2 ms of the loop); a body with more
+# (thousands of tiny values) is parsed and re-encoded instead.
+MAX_SCAN_TOKENS = 20_000
+_KEY_CHARS = 64  # a key longer than this (escapes included) is not `model`
+_SPACE = re.compile(rb"[ \t\r\n]*")  # matched in place: a long body is never copied to strip it
+
+
+@dataclass(frozen=True, slots=True)
+class Spliced:
+    """The client's body with its top-level `model` value replaced, kept as views of the
+    client's bytes around the new value: sent piece by piece (`call_shadow`), never joined,
+    so a long prompt is held once however many targets rewrite its model."""
+
+    parts: tuple[bytes | memoryview, ...]
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self.parts)
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
+
+    async def stream(self) -> AsyncIterator[bytes | memoryview]:
+        for part in self.parts:
+            yield part
+
+
+def _is_model_key(body: bytes, start: int, end: int) -> bool:
+    if end - start > _KEY_CHARS:
+        return False
+    key = body[start:end]
+    return key == b'"model"' or (b"\\" in key and orjson.loads(key) == "model")
+
+
+def _trimmed(body: bytes, start: int, end: int) -> tuple[int, int]:
+    """The span without the whitespace around the value (the client's layout is kept)."""
+    start = _SPACE.match(body, start).end()  # type: ignore[union-attr]
+    while end > start and body[end - 1] in b" \t\r\n":
+        end -= 1
+    return start, end
+
+
+def model_value_spans(body: bytes) -> list[tuple[int, int]] | None:
+    """Where the top-level `model` values of a JSON object's bytes are: (start, end) spans;
+    [] when it has none; None when the body is not a
+    JSON object this scan reads (or has more than MAX_SCAN_TOKENS tokens)."""
+    opening = _SPACE.match(body).end()  # type: ignore[union-attr]  # matches the empty string
+    if body[opening : opening + 1] != b"{":
+        return None
+    spans: list[tuple[int, int]] = []
+    depth = 0
+    expecting_key = True  # at depth 1: a key comes next (else: a value, up to `,` or `}`)
+    is_model = False
+    value_start = 0
+    for count, token in enumerate(_TOKEN.finditer(body, opening)):
+        if count >= MAX_SCAN_TOKENS:
+            return None
+        char, start, end = body[token.start()], token.start(), token.end()
+        if char in b"{[":
+            depth += 1
+        elif char in b"}]":
+            depth -= 1
+            if depth == 0:  # the object ends: its last value with it
+                if is_model:
+                    spans.append(_trimmed(body, value_start, start))
+                rest = _SPACE.match(body, end).end()  # type: ignore[union-attr]
+                return spans if rest == len(body) else None
+        elif depth != 1:
+            continue
+        elif char == ord(","):
+            if is_model:
+                spans.append(_trimmed(body, value_start, start))
+            expecting_key, is_model = True, False
+        elif char == ord(":"):
+            expecting_key, value_start = False, end
+        elif expecting_key:  # a string at depth 1 where a key belongs
+            is_model = _is_model_key(body, start, end)
+    return None  # never closed
+
+
+def splice_model(body: bytes, model: str) -> Spliced | None:
+    """`body` (a JSON object) with every top-level `model` value replaced by `model`, or the
+    key added first when it has none; None when the scan cannot say (see model_value_spans)."""
+    spans = model_value_spans(body)
+    if spans is None:
+        return None
+    value = orjson.dumps(model)
+    view = memoryview(body)
+    if not spans:  # no model: the key goes first, before what the object holds
+        opening = body.index(b"{") + 1
+        inside = _SPACE.match(body, opening).end()  # type: ignore[union-attr]
+        empty = body[inside : inside + 1] == b"}"
+        return Spliced(
+            (view[:opening], b'"model":' + value + (b"" if empty else b","), view[opening:])
+        )
+    parts: list[bytes | memoryview] = []
+    done = 0
+    for start, end in spans:
+        parts += [view[done:start], value]
+        done = end
+    parts.append(view[done:])
+    return Spliced(tuple(parts))
+
+
 class ShadowBodies:
     """The request as each target should get it (see the module docstring).
 
@@ -146,10 +260,10 @@ class ShadowBodies:
         self.request_json = request_json
         self.dialect = dialect  # the route's API; None: not known
         self.header_names = tuple(header_names)
-        self._rewritten: dict[str | None, bytes] = {}
+        self._rewritten: dict[str | None, bytes | Spliced] = {}
         self._translated: dict[tuple[str, str | None, RenderOptions], bytes] = {}
 
-    def for_target(self, target: ShadowTarget) -> bytes:
+    def for_target(self, target: ShadowTarget) -> bytes | Spliced:
         """The body for `target`; raises `Untranslatable` (or `UnencodableBody`) when there is
         none that asks the client's question."""
         if not target.translates(self.dialect):
@@ -173,16 +287,30 @@ class ShadowBodies:
             )
         return self._translated[key]
 
-    def for_model(self, model: str | None) -> bytes:
-        """The client's request with `model` replaced (the client's bytes when None)."""
-        if model is None or self.request_json is None:
+    def for_model(self, model: str | None) -> bytes | Spliced:
+        """The client's request with `model` replaced (the client's bytes when None): the
+        client's bytes around the new value (`splice_model`), or, for a body the scan does
+        not read, the parsed request encoded again."""
+        if model is None:
             return self.body
         if model not in self._rewritten:
-            try:
-                self._rewritten[model] = orjson.dumps({**self.request_json, "model": model})
-            except orjson.JSONEncodeError as error:
-                raise UnencodableBody(f"the request cannot be re-encoded ({error})") from None
+            spliced = splice_model(self.body, model)
+            self._rewritten[model] = spliced if spliced is not None else self._reencoded(model)
         return self._rewritten[model]
+
+    def _reencoded(self, model: str) -> bytes:
+        request_json = self.request_json
+        if request_json is None:
+            try:
+                request_json = orjson.loads(self.body)
+            except orjson.JSONDecodeError:
+                request_json = None
+        if not isinstance(request_json, dict):
+            return self.body  # not a JSON object: nothing to rewrite (sampling never sends one)
+        try:
+            return orjson.dumps({**request_json, "model": model})
+        except orjson.JSONEncodeError as error:
+            raise UnencodableBody(f"the request cannot be re-encoded ({error})") from None
 
     def _check_tokenizer(self, target: ShadowTarget) -> None:
         """Token ids mean other text to another model's tokenizer: never sent to it unless

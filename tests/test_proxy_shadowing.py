@@ -102,6 +102,31 @@ async def test_model_rewrite_and_per_candidate_auth(
     await client.close()
 
 
+async def test_a_long_prompt_reaches_a_rewriting_candidate_with_only_its_model_changed(
+    start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    """The model is replaced in the client's own bytes (sent in pieces, never joined): the
+    candidate gets the client's layout with its model, the primary the client's bytes."""
+    primary, small = await start_fake(), await start_fake()
+    server = await start_shadowtap(
+        make_config(primary, {"small": {"url": small.url, "model": "llama-3.1-8b"}})
+    )
+    prompt = {"messages": [{"role": "user", "content": "long \u00e9 \\ " * 60_000}]}
+    body = orjson.dumps({**prompt, "model": "gpt-4o"}, option=orjson.OPT_INDENT_2)
+    answers = []
+    for base in (f"http://127.0.0.1:{server.proxy_port}", primary.url):
+        async with aiohttp.ClientSession() as session:
+            async with session.post(base + "/v1/chat/completions", data=body) as response:
+                answers.append((response.status, await response.read()))
+    assert answers[0] == answers[1] and answers[0][0] == 200
+    await drain(server)
+    assert primary.chat_requests()[0].body == body
+    sent = small.chat_requests()[0]
+    assert sent.json == {**prompt, "model": "llama-3.1-8b"}
+    assert int(sent.headers["Content-Length"]) == len(sent.body)  # not chunked: sized upfront
+    assert sent.body == body.replace(b'"model": "gpt-4o"', b'"model": "llama-3.1-8b"', 1)
+
+
 async def test_forward_client_auth_sends_the_client_key_when_configured(
     start_fake: StartFake, start_shadowtap: StartShadowtap
 ) -> None:

@@ -3,16 +3,26 @@ the target's API, at its path, with its key in its API's header; or no request a
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 from shadowtap.dialects import RenderOptions, Untranslatable
 from shadowtap.shadow_request import (
+    MAX_SCAN_TOKENS,
     ShadowBodies,
     ShadowTarget,
+    Spliced,
     shadow_headers,
     shadow_path,
+    splice_model,
 )
+
+from tests.examples import examples
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}], "user": "u-1"}
 BODY = orjson.dumps(CHAT)
@@ -26,7 +36,10 @@ def test_a_target_on_the_routes_api_gets_the_clients_bytes_or_only_the_model_rep
     bodies = ShadowBodies(BODY, CHAT, "openai-chat")
     assert bodies.for_target(target()) is BODY
     assert bodies.for_target(target(dialect="openai-chat")) is BODY
-    assert orjson.loads(bodies.for_target(target(model="small"))) == {**CHAT, "model": "small"}
+    assert orjson.loads(bytes(bodies.for_target(target(model="small")))) == {
+        **CHAT,
+        "model": "small",
+    }
 
 
 def test_a_target_on_another_api_gets_the_question_in_its_api() -> None:
@@ -72,7 +85,7 @@ def test_token_ids_go_to_another_embedding_model_only_with_the_same_tokenizer() 
     with pytest.raises(Untranslatable, match="tokenizer"):
         bodies.for_target(target(model="other-embedder"))
     vouched = target(model="text-embedding-3-large", same_tokenizer=True)
-    assert orjson.loads(bodies.for_target(vouched))["model"] == "text-embedding-3-large"
+    assert orjson.loads(bytes(bodies.for_target(vouched)))["model"] == "text-embedding-3-large"
     text = {"model": "text-embedding-3-small", "input": ["a"]}
     assert ShadowBodies(orjson.dumps(text), text, "openai-embeddings").for_target(
         target(model="other-embedder")
@@ -109,3 +122,74 @@ def test_each_api_gets_the_targets_key_its_own_way_and_never_the_clients() -> No
     # An Anthropic route's same-API candidate: its key as Anthropic takes it.
     on_messages = shadow_headers(client, same, "anthropic-messages")
     assert on_messages["x-api-key"] == "sk-target" and "Authorization" not in on_messages
+
+
+# -- the model rewritten in the client's bytes -------------------------------------------------
+_keys = st.sampled_from(["model", "messages", "mod\\u0065l", "x", "", 'a"b', "model "])
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(["model", "k", "m\\"]), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(
+    st.dictionaries(_keys, _json, max_size=6),
+    st.sampled_from([None, 2, "\t"]),
+    st.booleans(),
+    st.text(max_size=10),
+)
+def test_the_model_is_replaced_in_the_clients_bytes_whatever_their_shape(
+    request_json: dict[str, Any], indent: int | str | None, ascii_only: bool, model: str
+) -> None:
+    """Any JSON object, however laid out (indented, escaped, `model` first, last, nested,
+    absent, spelled with an escape), gets exactly its top-level `model` replaced."""
+    body = json.dumps(request_json, indent=indent, ensure_ascii=ascii_only).replace(
+        "mod\\\\u0065l",
+        "mod\\u0065l",  # a key written with an escape, as a client may
+    )
+    raw = body.encode()
+    expected = {**orjson.loads(raw), "model": model}
+    spliced = splice_model(raw, model)
+    assert spliced is not None
+    assert orjson.loads(bytes(spliced)) == expected
+    assert orjson.loads(bytes(ShadowBodies(raw, None).for_model(model))) == expected
+
+
+def test_a_rewritten_body_holds_the_clients_bytes_not_a_copy() -> None:
+    prompt = {"messages": [{"role": "user", "content": "x" * 1_000_000}], "model": "gpt-4o"}
+    body = orjson.dumps(prompt)
+    sent = ShadowBodies(body, None).for_target(target(model="small"))
+    assert isinstance(sent, Spliced)
+    views = [part for part in sent.parts if isinstance(part, memoryview)]
+    assert all(view.obj is body for view in views)  # views of the client's bytes
+    assert sum(len(part) for part in sent.parts if part not in views) < 100  # + the new value
+    assert orjson.loads(bytes(sent)) == {**prompt, "model": "small"}
+    assert len(sent) == len(bytes(sent))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[1, 2]", b'{"model": "a"', b'{"model": "a"} {}', b'"model"', b""],
+    ids=["array", "unclosed", "trailing", "string", "empty"],
+)
+def test_bytes_that_are_not_one_json_object_are_not_spliced(body: bytes) -> None:
+    assert splice_model(body, "small") is None
+
+
+def test_a_body_of_countless_tiny_values_is_parsed_and_encoded_again_instead() -> None:
+    request_json = {"messages": [{"role": "user", "content": [1] * MAX_SCAN_TOKENS}]}
+    request_json["model"] = "gpt-4o"
+    body = orjson.dumps(request_json)
+    assert splice_model(body, "small") is None
+    sent = ShadowBodies(body, None).for_target(target(model="small"))
+    assert isinstance(sent, bytes)
+    assert orjson.loads(sent) == {**request_json, "model": "small"}
