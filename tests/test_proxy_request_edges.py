@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from shadowtap.exchange import Exchange
+from shadowtap.shadow_request import MAX_SCAN_TOKENS
 from shadowtap.urls import origin_form, query_credentials, shadow_target
 
 from tests.conftest import StartFake, StartShadowtap, make_config
@@ -93,9 +94,11 @@ async def test_deeply_nested_body_reaches_the_primary_and_leaks_no_budget(
     server = await start_shadowtap(config, registry)
     sink = Sink()
     server.handler.pipeline.sinks.append(sink)
-    # orjson reads up to 1024 levels of nesting but writes at most 255
+    # orjson reads up to 1024 levels of nesting but writes at most 255; the padding is more
+    # than the model rewrite scans in the client's bytes, so the body must be encoded again
     tree = b"[" * 600 + b'"deep"' + b"]" * 600
-    body = orjson.dumps(CHAT)[:-1] + b',"metadata":{"tree":' + tree + b"}}"
+    pad = orjson.dumps(["p"] * MAX_SCAN_TOKENS)
+    body = orjson.dumps(CHAT)[:-1] + b',"metadata":{"pad":' + pad + b',"tree":' + tree + b"}}"
     async with aiohttp.ClientSession() as session:
         for _ in range(10):  # more than max_inflight: a leaked budget would shed the last ones
             url = f"http://127.0.0.1:{server.proxy_port}/v1/chat/completions"
@@ -114,6 +117,26 @@ async def test_deeply_nested_body_reaches_the_primary_and_leaks_no_budget(
     assert skipped.error is not None and skipped.error.startswith("not sent:")
     outcome = {"target": "c", "outcome": "skipped"}
     assert registry.get_sample_value("shadowtap_shadow_requests_total", outcome) == 10
+
+
+async def test_a_body_too_deep_to_encode_again_reaches_a_rewriting_candidate(
+    start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    """The model is replaced in the client's bytes: a body nested deeper than orjson writes
+    (255) is no longer skipped for a candidate that sets its model."""
+    primary, candidate = await start_fake(), await start_fake()
+    server = await start_shadowtap(
+        make_config(primary, {"c": {"url": candidate.url, "model": "o"}})
+    )
+    tree = b"[" * 600 + b'"deep"' + b"]" * 600
+    body = orjson.dumps(CHAT)[:-1] + b',"metadata":{"tree":' + tree + b"}}"
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{server.proxy_port}/v1/chat/completions"
+        async with session.post(url, data=body) as response:
+            assert response.status == 200
+    await drain(server)
+    assert primary.chat_requests()[0].body == body
+    assert candidate.chat_requests()[0].body == body.replace(b'"gpt-test"', b'"o"', 1)
 
 
 async def test_query_credentials_never_reach_candidates(
