@@ -138,10 +138,11 @@ SELECT e.request_id, e.started_at,
         WHEN NOT $allow_redacted AND {redacted} THEN 'redacted'
     END AS reason,
     {redacted} AS redacted,
-    coalesce(strlen(CAST(e.request_body AS VARCHAR)), 0) AS body_chars
-FROM (SELECT DISTINCT ON (request_id) * FROM {exchanges}) AS e
+    coalesce(strlen(CAST(e.request_body AS VARCHAR)), 0) AS body_chars,
+    e.row_at AS exchange_row, p.row_at AS primary_row
+FROM (SELECT DISTINCT ON (request_id) *, {row_at} FROM {exchanges}) AS e
 LEFT JOIN (
-    SELECT DISTINCT ON (request_id) * FROM {responses} WHERE role = 'primary'
+    SELECT DISTINCT ON (request_id) *, {row_at} FROM {responses} WHERE role = 'primary'
 ) AS p ON p.request_id = e.request_id
 WHERE {window}
 """
@@ -162,6 +163,9 @@ def make_plan(
             raise ValueError(f"{name} must be 1 or more (got {value})")
     where, params = _window(selection)
     sql = CLASSIFY_SQL.format(
+        # Where each row is, so a page reads its rows alone (a local table's rowid is stable
+        # while the replay holds the file: it only appends to `responses`).
+        row_at="rowid AS row_at" if relations.is_local else "NULL::BIGINT AS row_at",
         redacted=REDACTED_SQL,
         exchanges=relations.exchanges,
         responses=relations.responses,
@@ -192,7 +196,8 @@ def make_plan(
     con.execute(
         f"""
         CREATE OR REPLACE TEMPORARY TABLE replay_chosen AS
-        SELECT w.request_id, w.started_at, w.redacted, w.body_chars,
+        SELECT w.request_id, w.started_at, w.redacted, w.body_chars, w.exchange_row,
+            w.primary_row,
             CASE WHEN w.request_id IN ({answered}) THEN 'answered'
                  WHEN w.request_id IN ({claimed}) THEN 'interrupted' END AS done
         FROM (SELECT * FROM replay_window WHERE reason IS NULL ORDER BY {order} {limit}) AS w
@@ -210,7 +215,7 @@ def make_plan(
         f"""
         CREATE OR REPLACE TEMPORARY TABLE {PLAN_TABLE} AS
         SELECT row_number() OVER (ORDER BY started_at, request_id) - 1 AS seq, request_id,
-            redacted, body_chars
+            redacted, body_chars, exchange_row, primary_row
         FROM replay_chosen WHERE done IS NULL OR {resend}
         """
     )
@@ -267,6 +272,19 @@ def copy_recorded(con: duckdb.DuckDBPyConnection, relations: Relations) -> None:
         raise
 
 
+# A page from a local file reads its rows by rowid; deduplicating the whole relation for each
+# page (Parquet, which has no rowid) reads all of it every time.
+LOCAL_PAGE = """
+WITH q AS (SELECT * FROM {plan} WHERE seq >= ? AND seq < ?)
+SELECT q.request_id, e.started_at, e.method, e.path, e.route, e.model, e.stream,
+    CAST(e.request_body AS VARCHAR), q.redacted,
+    p.status, p.error, p.latency_ms, p.ttft_ms, p.text, CAST(p.tool_calls AS VARCHAR),
+    p.finish_reason, p.prompt_tokens, p.completion_tokens, p.response_model, {dialect}
+FROM q
+JOIN {exchanges} AS e ON e.rowid = q.exchange_row
+JOIN {responses} AS p ON p.rowid = q.primary_row
+ORDER BY q.seq
+"""
 PAGE_SQL = """
 SELECT q.request_id, e.started_at, e.method, e.path, e.route, e.model, e.stream,
     CAST(e.request_body AS VARCHAR), q.redacted,
@@ -287,7 +305,7 @@ def load_page(
 ) -> tuple[list[Recorded], int]:
     """The planned requests `start` to `stop`, and how many of them could not be read back (a
     body DuckDB calls a JSON object that orjson refuses: too deep, a huge number)."""
-    sql = PAGE_SQL.format(
+    sql = (LOCAL_PAGE if relations.is_local else PAGE_SQL).format(
         plan=PLAN_TABLE,
         exchanges=relations.exchanges,
         responses=relations.responses,
