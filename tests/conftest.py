@@ -58,6 +58,7 @@ SLOW_MODULES: dict[str, str] = {
     "test_replay_resume": "kills a `shadowtap replay` process",
     "test_replay_source": "replays with scorer worker processes",
     "test_replay_store_first": "replays with scorer worker processes",
+    "test_replay_parquet": "replays with scorer worker processes, runs `shadowtap report`",
     "test_report_cli": "runs the `shadowtap` console script",
     "test_report_evidence": "full reports (latency bootstraps) over hundreds of generated pairs",
     "test_report_html": "runs headless Chromium",

@@ -18,6 +18,7 @@ from shadowtap.replay.run import ReplayOptions, ReplayRunner
 from tests.fakes import chat_json
 from tests.replaying import record_synthetic, synthetic_replay_config
 from tests.scorer_plugins import registered
+from tests.waiting import eventually
 
 N = 12
 
@@ -65,9 +66,7 @@ async def test_answers_stored_before_scoring_are_scored_by_the_next_run(
         config = synthetic_replay_config(url, db, {"hostile": {"type": "hostile", "timeout_s": 60}})
         runner = ReplayRunner(config, ReplayOptions("new", concurrency=4, progress=False), db)
         run = asyncio.ensure_future(runner.run())
-        async with asyncio.timeout(60):
-            while runner.counts.answered < N:
-                await asyncio.sleep(0.05)
+        await eventually(lambda: runner.counts.answered == N, timeout_s=60)
         await runner.cancel()  # a second Ctrl-C: the scoring in flight is cut off
         cut = await run
     assert cut.recorded == N and cut.counts.answered == N

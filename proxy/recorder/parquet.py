@@ -17,6 +17,13 @@ renames it into place, then deletes the stamped ids. If the process dies mid-rol
 survives and the next roll rewrites the same file names, replacing any partial output.
 Responses and scores are partitioned by their exchange's `started_at`, so one request's rows
 always share a date.
+
+Replayed answers (`shadowtap replay --db` with a `parquet_dir` configured) roll the same way,
+into the same folders, by `roll_replayed`: the replay records each answer's and each set of
+scores' (request id, target) in `_rollup_replayed` in the transaction that writes them, and a
+roll writes just those `responses` rows (marked by their `source` and `replay_run`) and
+`scores` rows. The exchange and the primary's answer were rolled by the recorder that stored
+them; rolling them again would count them twice.
 """
 
 from __future__ import annotations
@@ -33,6 +40,15 @@ from shadowtap.recorder.schema import COLUMNS, TABLES
 
 PENDING_TABLE = "_rollup_pending"
 PENDING_DDL = f"CREATE TABLE IF NOT EXISTS {PENDING_TABLE} (request_id VARCHAR, roll VARCHAR)"
+
+
+REPLAYED_TABLE = "_rollup_replayed"
+REPLAYED_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {REPLAYED_TABLE}"
+    " (request_id VARCHAR, target VARCHAR, kind VARCHAR, roll VARCHAR)"
+)
+# What a `_rollup_replayed` row stands for: the target's answer, or its scores.
+REPLAYED_KINDS = {"answer": "responses", "scores": "scores"}
 
 
 def _quote(path: Path) -> str:
@@ -101,6 +117,58 @@ def roll(con: duckdb.DuckDBPyConnection, parquet_dir: str | Path) -> int:
                     temporary.unlink(missing_ok=True)
         con.execute(f"DELETE FROM {PENDING_TABLE} WHERE roll = ?", [roll_id])
     return rolled
+
+
+def roll_replayed(con: duckdb.DuckDBPyConnection, parquet_dir: str | Path) -> int:
+    """Write every replayed answer and set of scores not yet rolled to Parquet; returns the
+    number of answers rolled. Crash-safe as `roll` is: stamp, write hidden, rename, delete."""
+    base = Path(parquet_dir)
+    con.execute(REPLAYED_DDL)
+    con.execute(f"UPDATE {REPLAYED_TABLE} SET roll = ? WHERE roll IS NULL", [new_roll_id()])
+    rolls = [r[0] for r in con.execute(f"SELECT DISTINCT roll FROM {REPLAYED_TABLE}").fetchall()]
+    rolled = 0
+    for roll_id in sorted(rolls):
+        for kind, table in REPLAYED_KINDS.items():
+            # One row per (request, target) of this roll and kind, with its exchange's day.
+            keys = (
+                f"SELECT DISTINCT r.request_id, r.target, {_day()} AS day"
+                f" FROM {REPLAYED_TABLE} r JOIN exchanges e ON e.request_id = r.request_id"
+                f" WHERE r.roll = $roll AND r.kind = '{kind}'"
+            )
+            only = "AND t.source LIKE 'replay%'" if table == "responses" else ""
+            literal_roll = "'" + roll_id.replace("'", "''") + "'"
+            days = [
+                r[0]
+                for r in con.execute(
+                    f"SELECT DISTINCT day FROM ({keys})".replace("$roll", literal_roll)
+                ).fetchall()
+            ]
+            for day in days:
+                cols = ", ".join(f"t.{c}" for c in COLUMNS[table])
+                query = (
+                    f"SELECT {cols} FROM {table} t SEMI JOIN ({keys}) k ON k.request_id ="
+                    f" t.request_id AND k.target = t.target AND k.day = '{day}' {only}"
+                ).replace("$roll", literal_roll)
+                folder = base / table / f"date={day}"
+                folder.mkdir(parents=True, exist_ok=True)
+                count = _write(con, query, folder, roll_id)
+                rolled += count if table == "responses" else 0
+        con.execute(f"DELETE FROM {REPLAYED_TABLE} WHERE roll = ?", [roll_id])
+    return rolled
+
+
+def _write(con: duckdb.DuckDBPyConnection, query: str, folder: Path, roll_id: str) -> int:
+    """COPY `query` to `folder/<roll_id>.parquet` atomically; the rows written (none: no file)."""
+    final = folder / f"{roll_id}.parquet"
+    temporary = folder / f".{roll_id}.parquet.tmp"  # invisible to `*.parquet` until renamed
+    row = con.execute(
+        f"COPY ({query}) TO {_quote(temporary)} (FORMAT parquet, COMPRESSION zstd)"
+    ).fetchone()
+    if row and row[0]:
+        os.replace(temporary, final)
+        return int(row[0])
+    temporary.unlink(missing_ok=True)
+    return 0
 
 
 def apply_retention(

@@ -161,11 +161,14 @@ class ReplayRunner:
             con = await asyncio.to_thread(connect, self.db_path)
         except Exception as error:
             raise ReplayError(str(error)) from None
+        storage = self.config.storage
+        privacy = Privacy(storage.bodies)
         store = ReplayStore(
-            con, Privacy(self.config.storage.bodies), self.target.name, self.run_id, self.tasks
+            con, privacy, self.target.name, self.run_id, self.tasks, storage.parquet_dir
         )
         try:
             try:
+                await store.open()
                 plan = await store.call(
                     make_plan, self.relations, self.target.name, self.options.selection
                 )

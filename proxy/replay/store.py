@@ -38,6 +38,7 @@ import duckdb
 import pyarrow as pa
 from shadowtap.exchange import Exchange
 from shadowtap.log import get_logger
+from shadowtap.recorder.parquet import REPLAYED_DDL, REPLAYED_TABLE, roll_replayed
 from shadowtap.recorder.rows import ARROW_SCHEMAS, Privacy, to_arrow
 from shadowtap.recorder.schema import COLUMNS
 from shadowtap.recorder.store import safe_error
@@ -48,6 +49,7 @@ T = TypeVar("T")
 CLAIMS_SCHEMA = ARROW_SCHEMAS["replay_claims"]
 # Answers (and scores) are committed once this many are queued, or once the first of them has
 # waited GATHER_S: a kill loses at most that moment's answers, and never sends them again.
+ROLL_COLUMNS = ["request_id", "target", "kind"]
 COMMIT_ROWS = 200
 GATHER_S = 0.1
 
@@ -64,10 +66,13 @@ class ReplayStore:
         target: str,
         run_id: str,
         tasks: TaskSet,
+        parquet_dir: str | None = None,
     ) -> None:
         self.con = con
         self.target = target
         self.run_id = run_id
+        # Where answers and scores roll to Parquet (`storage.parquet_dir`), as live ones do.
+        self.parquet_dir = parquet_dir
         self._privacy = privacy
         self._tasks = tasks
         # Two lanes, each a thread with its own connection to the file: claims never queue
@@ -140,8 +145,28 @@ class ReplayStore:
             self._commit_now.set()
             await asyncio.shield(self._result_flusher)
 
+    async def open(self) -> None:
+        """Ready the Parquet roll, and roll what a run that was killed left unrolled."""
+        if self.parquet_dir is not None:
+            await self.call(lambda con: con.execute(REPLAYED_DDL))
+            await self.roll()
+
+    async def roll(self) -> None:
+        """Roll this database's replayed answers to Parquet; a failure is logged, and what it
+        left is rolled by the next run (the rows themselves are safe in the database)."""
+        if self.parquet_dir is None:
+            return
+        try:
+            rolled = await self.call(roll_replayed, self.parquet_dir)
+        except Exception as error:
+            log.error("replay_parquet_roll_failed", error=safe_error(error))
+            return
+        if rolled:
+            log.info("replay_parquet_rolled", answers=rolled)
+
     async def close(self) -> None:
         await self.drain()
+        await self.roll()
         await self._on_claims(lambda con: con.close())
         self._claim_pool.shutdown(wait=True)
 
@@ -215,11 +240,24 @@ class ReplayStore:
                 # candidate's answer and its scores are new.
                 for table in ("responses", "scores"):
                     self._insert(con, table, tables[table], list(COLUMNS[table]))
+                if self.parquet_dir is not None:
+                    self._insert(con, REPLAYED_TABLE, self._to_roll(results), ROLL_COLUMNS)
             con.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(duckdb.Error):
                 con.execute("ROLLBACK")
             raise
+
+    def _to_roll(self, results: list[Exchange]) -> pa.Table:
+        """The `_rollup_replayed` rows of these answers and sets of scores."""
+        kinds = ["answer" if exchange.results else "scores" for exchange in results]
+        return pa.table(
+            {
+                "request_id": pa.array([e.request_id for e in results], pa.string()),
+                "target": pa.array([self.target] * len(results), pa.string()),
+                "kind": pa.array(kinds, pa.string()),
+            }
+        )
 
     @staticmethod
     def _insert(
