@@ -80,7 +80,10 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 class ScorerOptions(BaseModel):
     """Options every scorer accepts; subclass it to add a scorer's own (unknown keys fail)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: the validators are built on the first validation (the config, in the proxy)
+    # and never in a scoring worker, which only unpickles validated options: building them
+    # there cost ~3 MB a worker (pydantic's plug-in loader, importlib.metadata, email, zipfile).
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     type: str
     # A score under the threshold counts in shadowtap_disagreements_total.

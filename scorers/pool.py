@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
 log = get_logger("shadowtap.scorers")
 
-# One to score, one to stand in while another is replaced; each is 30-39 MB of memory
+# One to score, one to stand in while another is replaced; each is 28-34 MB of memory
 # (`bench/scoring.py --hop`, docs/scorers.md). More than the sidecar's cores gains nothing.
 DEFAULT_PROCESSES = 2
 BOOT = "from shadowtap.scorers.worker import main; main()"

@@ -106,6 +106,18 @@ class FailsInWorker(CpuScorer[ScorerOptions]):
         return 1.0
 
 
+class Imports(CpuScorer[ScorerOptions]):
+    """Reports the top-level packages and shadowtap modules its worker process has imported."""
+
+    reads_request = False
+
+    def score(self, pair: Pair) -> Result:
+        import sys
+
+        names = sorted(m for m in sys.modules if "." not in m or m.startswith("shadowtap."))
+        return Verdict(1.0, {"modules": names})
+
+
 PLUGINS = {
     "hostile": Hostile,
     "raises": Raises,
@@ -114,6 +126,7 @@ PLUGINS = {
     "deliberate": Deliberate,
     "sees_request": SeesRequest,
     "not_picklable": NotPicklable,
+    "imports": Imports,
 }
 
 

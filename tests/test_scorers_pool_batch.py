@@ -23,7 +23,7 @@ from shadowtap.scorers.runner import ScoringRunner
 
 from tests.conftest import StartFake, StartShadowtap, make_config
 from tests.exchanges import chat_exchange
-from tests.scorer_plugins import Hostile, Sleepy
+from tests.scorer_plugins import Hostile, Imports, Sleepy
 from tests.shadowing import CHAT, drain, post
 
 
@@ -149,3 +149,27 @@ async def test_an_idle_proxy_runs_no_scoring_worker(
     await post(server.proxy_port, CHAT)
     await drain(server)
     assert len(worker_pids()) == 1
+
+
+async def test_a_worker_imports_what_its_scorers_need_and_no_more(
+    session: aiohttp.ClientSession,
+) -> None:
+    scorers = [Imports("imports", ScorerOptions(type="imports"))]
+    runner = ScoringRunner(scorers, Metrics(), session, CpuSettings(processes=1))
+    ((score,),) = [await runner.score(answered("which modules?"))]
+    await runner.close()
+    assert score.detail is not None
+    modules = set(score.detail["modules"])
+    assert "pydantic" in modules  # the scorers' options are pydantic models
+    # Nothing of the proxy: no server, client, storage, metrics or config modules.
+    proxy_side = {"aiohttp", "duckdb", "pyarrow", "prometheus_client", "structlog", "rich"}
+    assert not modules & proxy_side
+    assert {m for m in modules if m.startswith("shadowtap.")} <= {
+        "shadowtap.completion",
+        "shadowtap.scorers",
+        "shadowtap.scorers.base",
+        "shadowtap.scorers.worker",
+    }
+    # The options' validators are never built in a worker (defer_build): building them
+    # imported pydantic's plug-in loader and with it importlib.metadata, email and zipfile.
+    assert not modules & {"email", "zipfile", "csv"}
