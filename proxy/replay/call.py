@@ -6,17 +6,19 @@ nowhere else. It goes through the proxy's own `call_shadow`, so the model rewrit
 candidate's credentials and headers, its timeout, the answer cap and normalization are exactly
 those of live shadowing.
 
-`call_shadow` returns a `Completion`, not headers; the candidate's `Retry-After` is read by an
-aiohttp trace hook into a per-task slot (a context variable), so the shadow path stays as it is.
+`call_shadow` returns a `Completion`, not headers; the candidate's `Retry-After` is read by the
+session's response class into a per-task slot (a context variable), so the shadow path stays
+as it is.
 """
 
 from __future__ import annotations
 
 import contextvars
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import aiohttp
+from aiohttp import ClientResponse
+from aiohttp.connector import Connection
 from multidict import CIMultiDict, CIMultiDictProxy
 from shadowtap.completion import Completion
 from shadowtap.dialects import Untranslatable, dialect_for_path
@@ -41,23 +43,26 @@ class Attempt:
     retry_after: str | None = None  # the answer's Retry-After header, as sent (capped)
 
 
-async def _on_request_end(
-    session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestEndParams
-) -> None:
-    slot = _retry_after.get()
-    if slot is not None:
-        value = params.response.headers.get("Retry-After")
-        slot[0] = value[:MAX_HEADER_CHARS] if value is not None else None
+class RetryAfterResponse(aiohttp.ClientResponse):
+    """A response that leaves its `Retry-After` header in the sending task's slot. (A trace
+    hook did this before: with a `TraceConfig` on the session aiohttp sends every trace
+    signal of every request, ~5% of the replay's event-loop time.)"""
+
+    async def start(self, connection: Connection) -> ClientResponse:
+        response = await super().start(connection)
+        slot = _retry_after.get()
+        if slot is not None:
+            value = self.headers.get("Retry-After")
+            slot[0] = value[:MAX_HEADER_CHARS] if value is not None else None
+        return response
 
 
 def replay_session(limit: int) -> aiohttp.ClientSession:
     """The session a replay sends through: at most `limit` connections (the concurrency)."""
-    trace = aiohttp.TraceConfig()
-    trace.on_request_end.append(_on_request_end)
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=limit),
         timeout=aiohttp.ClientTimeout(total=None),  # each call has the target's own timeout
-        trace_configs=[trace],
+        response_class=RetryAfterResponse,
     )
 
 
