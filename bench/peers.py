@@ -2,8 +2,9 @@
 
 Peers: the bare floor (bench/harness.py's smallest aiohttp+uvloop pass-through), nginx
 (`proxy_pass` to a keepalive upstream, one process), Envoy when an `envoy` binary is on PATH,
-and shadowtap at 10% and 100% sampling with recording on (mirroring to a second canned
-upstream). Each round measures every peer in turn (the order rotates):
+and shadowtap at 10% and 100% sampling with recording on, and at 10% with it off (the proxy's
+own cost apart from the recorder's), mirroring to a second canned upstream. Each round
+measures every peer in turn (the order rotates):
 
 - throughput: closed loop, `--connections` clients (wrk when installed), requests per second;
 - CPU per request: the proxy process's own CPU time (/proc) over the requests it served;
@@ -45,6 +46,13 @@ from bench.harness import (
 )
 from bench.peer_load import Throughput, loadgen_note, sequential_streams, throughput
 
+# (name, sampling rate, recording): recording off shows the proxy's own cost apart from the
+# recorder's (its writer thread runs in the same process)
+SHADOWTAP_PEERS = (
+    ("shadowtap 10%", 0.1, True),
+    ("shadowtap 10%, recording off", 0.1, False),
+    ("shadowtap 100%", 1.0, True),
+)
 STREAM_GAP_S = 0.002  # the canned upstream's wait between two SSE events
 NOFILE = 20_000
 
@@ -75,8 +83,10 @@ def start_peers(
             notes.append(f"{name}: {url_or_reason}")
         else:
             peers[name] = (process, url_or_reason)
-    for name, rate in (("shadowtap 10%", 0.1), ("shadowtap 100%", 1.0)):
-        storage = {"path": str(work / f"{name.split()[1].rstrip('%')}.duckdb")}
+    for name, rate, recording in SHADOWTAP_PEERS:
+        storage: dict[str, Any] = {"enabled": False}
+        if recording:
+            storage = {"path": str(work / f"{name.split()[1].rstrip('%')}.duckdb")}
         config = shadowtap_config(
             upstream, {"url": candidate}, rate=rate, max_inflight=1000, storage=storage
         )
@@ -142,13 +152,13 @@ def print_table(summary: dict[str, dict[str, Any]]) -> None:
         return f"{entry['median']:.{digits}f} ({entry['min']:.{digits}f}-{entry['max']:.{digits}f})"
 
     print(
-        f"{'peer':<15}{'req/s':>8}{'x bare (range)':>20}{'CPU ms/req':>11}"
+        f"{'peer':<30}{'req/s':>8}{'x bare (range)':>20}{'CPU ms/req':>11}"
         f"{'req/CPU x bare (range)':>24}{'TTFT +ms':>10}{'gap +ms':>9}{'p95 max gap +ms':>17}"
     )
     for name, s in summary.items():
         direct = name == "direct"
         print(
-            f"{name:<15}{s['rps']['median']:>8.0f}"
+            f"{name:<30}{s['rps']['median']:>8.0f}"
             f"{'' if direct else cell(s['rps_ratio']):>20}"
             f"{'' if direct else format(s['cpu_ms']['median'], '.3f'):>11}"
             f"{'' if direct else cell(s['cpu_ratio']):>24}"

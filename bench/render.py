@@ -93,7 +93,9 @@ def peers_section(data: dict[str, Any]) -> list[str]:
             "| proxy | completed | RSS idle MB | peak RSS MB |",
             "|---|---|---|---|",
         ]
-        for name in ("bare", "shadowtap 10%"):
+        for name in ("bare", "shadowtap 10%", "shadowtap 10%, recording off"):
+            if name not in long:  # recording off: measured since issue 15's hot-path work
+                continue
             row = long[name]
             failed = ", ".join(f"{n} {kind}" for kind, n in sorted(row.get("failed", {}).items()))
             lines.append(
@@ -106,6 +108,7 @@ def peers_section(data: dict[str, Any]) -> list[str]:
             f"Peak RSS shadowtap / bare: {long['peak_ratio']:.2f}x; growth over idle RSS"
             f" shadowtap / bare: {long['growth_ratio']:.2f}x.",
         ]
+        lines += [f"{note}." for note in long.get("notes", [])]
     prompts = data.get("large_prompts")
     if prompts:
         lines += [
