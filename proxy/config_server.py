@@ -14,6 +14,7 @@ from shadowtap.config_base import (
 )
 
 MIN_ADMIN_TOKEN_CHARS = 16
+MIN_TEXT_BYTES = 1024  # storage.max_text_bytes: room for the truncation marker and some text
 
 
 class ServerConfig(Strict):
@@ -93,6 +94,20 @@ class StorageConfig(Strict):
         "256MB"
     )
     bodies: Literal["full", "redacted", "none"] = "redacted"
+    # Each free-text field (request body, answer, tool arguments, error, score detail) is
+    # stored up to this many UTF-8 bytes, then cut and marked (see recorder/caps.py): DuckDB
+    # cannot bound its memory with texts past ~256 KiB. 0 = unlimited.
+    max_text_bytes: Annotated[int, Field(ge=0)] = 128 * 1024
+    # The final flush at stop: after this the writer is interrupted and what it had not written
+    # is counted as dropped, so a stop ends within the grace + this (+ 1 s to unwind).
+    close_timeout_s: PositiveSeconds = 5.0
     parquet_dir: str | None = None
     retention_days: Annotated[int, Field(gt=0)] | None = None
     enabled: bool = True
+
+    @field_validator("max_text_bytes")
+    @classmethod
+    def _room_for_the_marker(cls, value: int) -> int:
+        if 0 < value < MIN_TEXT_BYTES:
+            raise ValueError(f"must be 0 (unlimited) or at least {MIN_TEXT_BYTES}")
+        return value

@@ -236,6 +236,13 @@ class Metrics:
             "pass); the writer goes on.",
             registry=r,
         )
+        self.record_text_truncated = Counter(
+            "shadowtap_record_text_truncated",
+            "Stored texts cut at storage.max_text_bytes and marked [TRUNCATED: ...], by field "
+            "(request_body, text, tool_calls, error, detail).",
+            ["field"],
+            registry=r,
+        )
         self.records_lost = Counter(
             "shadowtap_records_lost",
             "Exchanges written to a database file that was then deleted or replaced under the "
@@ -397,6 +404,10 @@ class Metrics:
 
     def record_write_error(self, count: int = 1) -> None:
         self.record_write_errors.inc(count)
+
+    def record_text_truncated_inc(self, field: str, count: int) -> None:
+        # Counted even when metrics are off, like the drops: a cut must never be silent.
+        self.record_text_truncated.labels(field=field).inc(count)
 
     def records_lost_inc(self, count: int) -> None:
         self.records_lost.inc(count)

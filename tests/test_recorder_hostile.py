@@ -187,7 +187,13 @@ def test_hostile_values_never_cost_the_exchange(tmp_path: Path, bodies: str) -> 
         [calls] = small("lone surrogate in tool call", "tool_calls")
         assert orjson.loads(calls)[0]["arguments"] == "half a pair \\ud83d here"
         [huge] = small("huge tool arguments", "tool_calls")
-        assert orjson.loads(huge)[0]["arguments"] == "{" * 500_000
+        # Cut at storage.max_text_bytes (128 KiB), still a list of calls, marked and counted.
+        arguments = orjson.loads(huge)[0]["arguments"]
+        head, _, mark = arguments.partition("\n[TRUNCATED: 500000 bytes, the first ")
+        assert head == "{" * len(head) and mark.endswith(" kept]")
+        assert 100_000 < len(huge) <= 128 * 1024
+        truncated = "shadowtap_record_text_truncated_total"
+        assert metrics.registry.get_sample_value(truncated, {"field": "tool_calls"}) == 1
     [(stream,)] = stored(
         tmp_path,
         "SELECT stream FROM exchanges WHERE request_id = ?",

@@ -39,7 +39,11 @@ def value(metrics: Metrics, name: str) -> float:
 
 def make(path: Path, **storage: Any) -> tuple[Recorder, Metrics]:
     metrics = Metrics(CollectorRegistry())
-    config = StorageConfig(path=str(path), **{"flush_interval_ms": 20, **storage})
+    # Multi-MB rows take DuckDB seconds to checkpoint on a loaded machine: these tests read
+    # the file after close(), so its final flush must not be cut short.
+    config = StorageConfig(
+        path=str(path), **{"flush_interval_ms": 20, "close_timeout_s": 120, **storage}
+    )
     return Recorder(config, metrics, retry_min_s=0.05, retry_max_s=0.2), metrics
 
 
@@ -121,7 +125,7 @@ def test_multi_mb_rows_are_all_written_under_the_limit(tmp_path: Path) -> None:
     failed ("failed to pin block") and DuckDB then invalidated the database; in batches
     bounded in bytes every one of them is kept."""
     path = tmp_path / "big.duckdb"
-    recorder, metrics = make(path, memory_limit="64MB")
+    recorder, metrics = make(path, memory_limit="64MB", max_text_bytes=0)  # texts uncut
     for i in range(48):
         assert recorder.record(big_exchange(i, 1))
     recorder.start()
@@ -143,7 +147,7 @@ def test_a_write_duckdb_cannot_fit_degrades_reopens_and_accounts_for_every_excha
     die of it: it reopens with backoff, counts the exchanges it could not store, never counts
     one DuckDB kept as failed, and writes small rows again afterwards."""
     path = tmp_path / "tiny.duckdb"
-    recorder, metrics = make(path, memory_limit="24MB")
+    recorder, metrics = make(path, memory_limit="24MB", max_text_bytes=0)  # texts uncut
     recorder.start()
     try:
         record_all(recorder, metrics, [big_exchange(i, 3) for i in range(24)])

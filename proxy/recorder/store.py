@@ -195,7 +195,13 @@ class Store:
             row = self.con.execute("SELECT count(*) FROM exchanges").fetchone()
         return int(row[0]) if row else 0
 
-    def close(self) -> None:
+    def close(self, *, checkpoint: bool = True) -> None:
+        """`checkpoint=False`: leave the WAL as it is (every commit is durable in it and is
+        replayed at the next open) instead of folding it into the file as DuckDB's close does,
+        which can take seconds and cannot be interrupted."""
+        if not checkpoint:
+            with contextlib.suppress(Exception):
+                self.con.execute("PRAGMA disable_checkpoint_on_shutdown")
         with contextlib.suppress(Exception):
             self.reader.close()
         with contextlib.suppress(Exception):

@@ -25,10 +25,18 @@ Example:
     recorder.health()                  # {"recording": "ok"} or "degraded" with a "reason"
     recorder.query("SELECT count(*) AS n FROM pairs")
     recorder.close()                   # flushes everything queued, checkpoints
+
+Closing is bounded: after `storage.close_timeout_s` the writer is abandoned. Its DuckDB
+statement is interrupted (`connection.interrupt()`), what it held and what is still queued is
+counted as dropped, and the file is closed without a checkpoint (the WAL keeps every commit;
+the next start replays it). The thread must leave DuckDB before the interpreter finalizes: a
+thread that DuckDB's code is running in when Python tears it down aborts the process
+("terminate called after throwing", exit 134). A recorder nobody closed is closed at exit.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import queue
 import threading
@@ -39,7 +47,8 @@ from shadowtap.config import StorageConfig
 from shadowtap.exchange import Exchange
 from shadowtap.log import get_logger
 from shadowtap.metrics import Metrics
-from shadowtap.recorder.batches import gather, text_bytes
+from shadowtap.recorder.batches import gather
+from shadowtap.recorder.caps import cap_tables
 from shadowtap.recorder.rows import Privacy, to_arrow
 from shadowtap.recorder.schema import DatabaseLocked
 from shadowtap.recorder.store import (
@@ -58,10 +67,19 @@ RETRY_MIN_S, RETRY_MAX_S = 1.0, 30.0  # reopening a degraded store: backoff boun
 CHECK_INTERVAL_S = 1.0  # how often an idle writer checks its file is still there
 IDLE_POLL_S = 0.2  # how soon an idle writer notices close()
 VANISHED = "the database file was deleted or replaced while open"
+# Once close_timeout_s has passed: how long close() keeps interrupting DuckDB for the writer to
+# unwind (an interrupted statement returns within milliseconds), and how often it interrupts.
+UNWIND_S = 1.0
+INTERRUPT_EVERY_S = 0.02
+EXIT_WAIT_S = 30.0  # at exit, for a writer close() left inside DuckDB (see close())
 
 
 def _kind(reason: str) -> str:
     return reason.partition(":")[0]  # "cannot open <path>", "writing failed", VANISHED
+
+
+class _Abandoned(Exception):
+    """close() gave up on the writer: stop at once, write nothing more."""
 
 
 class RecorderClosed(RuntimeError):
@@ -90,6 +108,8 @@ class Recorder:
         self._retry_s = retry_min_s
         self._next_open = 0.0
         self._closing = threading.Event()
+        self._abandoned = threading.Event()  # set by a close() that ran out of time
+        self._hand_lock = threading.Lock()  # the writer and a late close() both settle _hand
         self._thread: threading.Thread | None = None
         self._store: Store | None = None
         self._degraded: str | None = None  # why, while recording is degraded
@@ -107,6 +127,7 @@ class Recorder:
         self._open()
         self._thread = threading.Thread(target=self._run, name="shadowtap-recorder", daemon=True)
         self._thread.start()
+        atexit.register(self.close)  # never let the interpreter finalize under the writer
 
     def record(self, exchange: Exchange) -> bool:
         """Queue the exchange without waiting; False (counted, released) when it was dropped."""
@@ -120,28 +141,47 @@ class Recorder:
             exchange.release()
             return False
 
-    def close(self, timeout_s: float = 30.0) -> None:
-        """Write everything queued, roll Parquet, checkpoint and close. Blocking."""
+    def close(self, timeout_s: float | None = None) -> None:
+        """Write everything queued, roll Parquet, checkpoint and close. Blocking, at most
+        `timeout_s` (default `storage.close_timeout_s`) plus UNWIND_S: then the writer is
+        interrupted and what it had not written is counted as dropped (see the module doc)."""
         self._closing.set()
         thread = self._thread
         if thread is None:
             self._drop_queued("not_started")
             return
-        thread.join(timeout_s)
-        if thread.is_alive():
-            # The writer is stuck (e.g. a hung disk, a slow checkpoint): what is still queued,
-            # and the batch in its hands, will not be confirmed before exit, so count them now
-            # rather than lose them silently. (A batch that still lands is counted twice: the
-            # safe side.)
-            in_hand = len(self._hand)
-            for _ in range(in_hand):
-                self._metrics.record_dropped()
-            if in_hand:
-                log.error("records_unconfirmed_at_close", count=in_hand)
-            self._drop_queued("close_timeout")
-        else:
+        atexit.unregister(self.close)
+        thread.join(self.config.close_timeout_s if timeout_s is None else timeout_s)
+        if not thread.is_alive():
             # A record() that raced close() may have landed after the writer's last look.
             self._drop_queued("after_close")
+            return
+        self._abandoned.set()
+        if not self._unwind(thread, UNWIND_S):
+            # Still inside DuckDB (a checkpoint notices an interrupt only between row groups,
+            # seconds apart; a hung disk never): what it holds, and what is still queued, will
+            # not be confirmed, so count them now rather than lose them silently (a batch that
+            # still lands is counted twice: the safe side). close() returns within its bound;
+            # the process, at exit, waits a while longer rather than abort under DuckDB.
+            log.error("recorder_writer_stuck", waited_s=UNWIND_S)
+            self._settle_hand()
+            atexit.register(self._unwind, thread, EXIT_WAIT_S)
+        self._drop_queued("close_timeout")
+
+    def _unwind(self, thread: threading.Thread, wait_s: float) -> bool:
+        """Interrupt the abandoned writer's statements until its thread ends (True) or
+        `wait_s` passes (False)."""
+        deadline = time.monotonic() + wait_s
+        while thread.is_alive() and time.monotonic() < deadline:
+            self._interrupt()
+            thread.join(INTERRUPT_EVERY_S)
+        return not thread.is_alive()
+
+    def _interrupt(self) -> None:
+        store = self._store
+        if store is not None:
+            with contextlib.suppress(Exception):  # closed meanwhile: nothing left to stop
+                store.con.interrupt()
 
     def health(self) -> dict[str, str]:
         """Recording's state for `/readyz`: {"recording": "ok"} while the writer writes,
@@ -175,7 +215,7 @@ class Recorder:
         next_roll = now + self._roll_interval_s
         next_check = now + CHECK_INTERVAL_S
         last_try = False
-        while True:
+        while not self._abandoned.is_set():
             try:
                 if self._store is None:
                     # Degraded: wait for the next attempt; at close, one last one, so that
@@ -203,8 +243,12 @@ class Recorder:
                 if batch:
                     try:
                         self._write(batch)
+                    except _Abandoned:
+                        self._settle_hand()  # interrupted: none of the batch was committed
+                        raise
                     finally:
-                        self._hand = []
+                        with self._hand_lock:
+                            self._hand = []
                 elif self._closing.is_set():
                     break
                 now = time.monotonic()
@@ -219,6 +263,8 @@ class Recorder:
                 if self.config.parquet_dir is not None and now >= next_roll:
                     next_roll = now + self._roll_interval_s
                     self._guarded("parquet_roll", self._roll)
+            except _Abandoned:
+                break
             except Exception as error:  # a bug here must not end recording silently
                 self._metrics.record_write_error()
                 log.error("recorder_loop_failed", error=safe_error(error))
@@ -227,6 +273,13 @@ class Recorder:
 
     def _finish(self) -> None:
         store = self._store
+        if self._abandoned.is_set():
+            self._settle_hand()
+            if store is not None:
+                self._set_store(None)
+                store.close(checkpoint=False)  # the WAL holds every commit: replayed at start
+            self._drop_queued("close_timeout")
+            return
         if store is not None:
             if not store.intact():
                 self._vanished(store)
@@ -235,7 +288,9 @@ class Recorder:
                     self._guarded("parquet_roll", self._roll)
                 self._guarded("checkpoint", store.checkpoint)
                 self._set_store(None)
-                store.close()
+                # A close() that gave up meanwhile interrupted the checkpoint: DuckDB's own,
+                # at close, could not be interrupted.
+                store.close(checkpoint=not self._abandoned.is_set())
         # Only while degraded is anything left: the writer drains the queue before it stops.
         self._drop_queued("degraded")
 
@@ -255,7 +310,7 @@ class Recorder:
                 # Deleted while this batch was written: it went into the unlinked file.
                 self._vanished(store)
                 self._open()
-            elif self._store is store and store.worn():
+            elif self._store is store and store.worn() and not self._abandoned.is_set():
                 self._reopen(store)
         finally:
             for exchange in batch:
@@ -264,16 +319,22 @@ class Recorder:
     def _insert(self, store: Store, batch: list[Exchange]) -> None:
         try:
             tables = to_arrow(batch, self._privacy)
+            for field, count in cap_tables(tables, self.config.max_text_bytes).items():
+                self._metrics.record_text_truncated_inc(field, count)
         except Exception as error:  # before any storage is touched: the data's fault
             self._bad_data(store, batch, error)
             return
+        if self._abandoned.is_set():
+            raise _Abandoned
         try:
             store.insert(tables, [e.request_id for e in batch])
         except Exception as error:
+            if self._abandoned.is_set():  # interrupted by close(): nothing was committed
+                raise _Abandoned from error
             if committed_anyway(error):
                 # Written (durable in the WAL), but DuckDB invalidated the database: reopen
                 # now; the next open replays the WAL into the file.
-                self._written(store, batch)
+                self._written(store, batch, tables)
                 log.warning("recorder_reopened", reason=safe_error(error))
                 self._reopen(store)
                 return
@@ -285,11 +346,12 @@ class Recorder:
             why = "database invalidated" if is_fatal(error) else "writing failed"
             self._storage_failed(store, f"{why}: {safe_error(error)}")
             return
-        self._written(store, batch)
+        self._written(store, batch, tables)
 
-    def _written(self, store: Store, batch: list[Exchange]) -> None:
+    def _written(self, store: Store, batch: list[Exchange], tables: dict[str, Any]) -> None:
         store.written += len(batch)
-        store.bytes_written += sum(text_bytes(e) for e in batch)
+        # What DuckDB was given, caps applied: what it keeps for the connection.
+        store.bytes_written += sum(table.nbytes for table in tables.values())
         self._metrics.records_written_inc(len(batch))
         self._retry_s = self._retry_min_s  # writing works again: a new failure starts over
         self._failed_writing = False
@@ -303,6 +365,8 @@ class Recorder:
         # One bad exchange must not cost the whole batch: write them one by one.
         log.warning("record_batch_failed", size=len(batch), error=safe_error(error))
         for i, exchange in enumerate(batch):
+            if self._abandoned.is_set():
+                raise _Abandoned
             current = self._store  # a new one after a reopen on the way
             if current is None:  # the storage failed on the way
                 self._metrics.record_write_error(len(batch) - i)
@@ -396,8 +460,20 @@ class Recorder:
         try:
             action()
         except Exception as error:
+            if self._abandoned.is_set():  # interrupted by close(): nothing is lost by it
+                log.warning("recorder_task_interrupted", task=what)
+                return
             self._metrics.record_write_error()
             log.error("recorder_task_failed", task=what, error=safe_error(error))
+
+    def _settle_hand(self) -> None:
+        """Count the batch the writer had taken as dropped; once, whoever comes first."""
+        with self._hand_lock:
+            hand, self._hand = self._hand, []
+        for _ in hand:
+            self._metrics.record_dropped()
+        if hand:
+            log.error("records_unconfirmed_at_close", count=len(hand))
 
     def _drop_queued(self, reason: str) -> None:
         dropped = 0

@@ -1,0 +1,114 @@
+"""The cap on a stored text's size (`storage.max_text_bytes`): what is cut, and how it is marked.
+
+DuckDB keeps a string longer than about a block (256 KiB) in overflow blocks it cannot evict
+before they are checkpointed, and every checkpoint pins again those of the whole row group it
+rewrites: with 1 MB prompts a checkpoint under `storage.memory_limit` failed ("failed to pin
+block") once the table held ~300 MB, and one that succeeded took the process past 1 GiB. Texts
+of a few hundred KiB or less are stored in ordinary blocks, which the buffer pool streams and
+evicts. So each free-text field is cut to `max_text_bytes` (UTF-8 bytes) after redaction (a
+secret is never cut in half before it is scrubbed), and marked so that no reader mistakes it
+for the whole text:
+
+- a VARCHAR column (`text`, `error`) keeps its head and ends with
+  `\\n[TRUNCATED: 1048576 bytes, the first 131022 kept]`;
+- `tool_calls` stays a list of calls, each call's `arguments` cut like a text;
+- a JSON column (`request_body`, `detail`) becomes a JSON *string* that starts
+  with `[TRUNCATED: 1048576 bytes, the first 131020 kept] ` followed by the head of the JSON
+  text, so it stays valid JSON and is never read as the object it was: replay and export
+  leave such a request out as "not a JSON object".
+
+Every cut is counted in `shadowtap_record_text_truncated_total{field}`. The check costs one
+Arrow length kernel per column; only a column holding an over-long value is rebuilt.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+TRUNCATION_MARK = "[TRUNCATED:"
+# table -> its free-text columns, and whether each is a JSON column.
+CAPPED: dict[str, tuple[tuple[str, bool], ...]] = {
+    "exchanges": (("request_body", True),),
+    "responses": (("text", False), ("error", False), ("tool_calls", True)),
+    "scores": (("detail", True), ("error", False)),
+}
+
+
+def _head(data: bytes, size: int) -> str:
+    """The first `size` bytes of UTF-8 `data` as text, never ending inside a character."""
+    return data[: max(size, 0)].decode("utf-8", "ignore")
+
+
+def cut_text(value: str, limit: int) -> str:
+    data = value.encode("utf-8", "surrogatepass")
+    mark = f"\n{TRUNCATION_MARK} {len(data)} bytes, the first {{kept}} kept]"
+    room = limit - len(mark.format(kept=limit).encode())
+    head = _head(data, room)
+    return head + mark.format(kept=len(head.encode("utf-8", "surrogatepass")))
+
+
+def cut_json(value: str, limit: int) -> str:
+    data = value.encode("utf-8", "surrogatepass")
+    mark = f"{TRUNCATION_MARK} {len(data)} bytes, the first {{kept}} kept] "
+    room = limit - len(mark.format(kept=limit).encode()) - 2  # the string's quotes
+    while True:
+        head = _head(data, room)
+        kept = len(head.encode("utf-8", "surrogatepass"))
+        out = orjson.dumps(mark.format(kept=kept) + head).decode()
+        excess = len(out.encode()) - limit
+        if excess <= 0 or room <= 0:
+            return out
+        room -= excess  # escaping (quotes, control characters) made it longer: cut that much
+
+
+def cut_tool_calls(value: str, limit: int) -> str:
+    """Each call's `arguments` cut like a text, so the column stays a list of calls; a list
+    still too long (thousands of calls, long names) is cut like any JSON."""
+    try:
+        calls = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return cut_json(value, limit)
+    if isinstance(calls, list) and calls and all(isinstance(c, dict) for c in calls):
+        share = max(limit // len(calls) - 256, 0)  # room for each call's id, name and keys
+        for call in calls:
+            arguments = call.get("arguments")
+            if isinstance(arguments, str) and len(arguments.encode()) > share >= 128:
+                call["arguments"] = cut_text(arguments, share)
+        out = orjson.dumps(calls).decode()
+        if len(out.encode()) <= limit:
+            return out
+    return cut_json(value, limit)
+
+
+def cap_tables(tables: dict[str, pa.Table], limit: int) -> Counter[str]:
+    """Cut, in place of the batch's columns, every capped value longer than `limit` bytes;
+    returns how many values were cut per field. `limit` 0: nothing is cut."""
+    cut: Counter[str] = Counter()
+    if limit <= 0:
+        return cut
+    for table_name, columns in CAPPED.items():
+        table = tables.get(table_name)
+        if table is None or not table.num_rows:
+            continue
+        for name, is_json in columns:
+            column = table[name]
+            longest = pc.max(pc.binary_length(column)).as_py()
+            if longest is None or longest <= limit:
+                continue
+            cutter = CUTTERS.get(name, cut_json if is_json else cut_text)
+            values = column.to_pylist()
+            for i, value in enumerate(values):
+                if value is not None and len(value.encode("utf-8", "surrogatepass")) > limit:
+                    values[i] = cutter(value, limit)
+                    cut[name] += 1
+            index = table.schema.get_field_index(name)
+            table = table.set_column(index, name, pa.array(values, pa.string()))
+        tables[table_name] = table
+    return cut
+
+
+CUTTERS = {"tool_calls": cut_tool_calls}
