@@ -245,7 +245,12 @@ class WorkerPool:
                     self._idle.append(idle)
                     await asyncio.wait((idle, exited), return_when=asyncio.FIRST_COMPLETED)
                     if exited.done():
-                        break  # died idle; a job handed to it meanwhile is still queued
+                        # Died idle: `_wake` must skip this slot, and a job it was handed
+                        # meanwhile is still queued for the others.
+                        idle.cancel()
+                        if self._pending:
+                            self._wake()
+                        break
                     continue
                 self.batches_sent += 1
                 self.jobs_sent += len(batch)

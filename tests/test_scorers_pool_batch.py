@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from tests.conftest import StartFake, StartShadowtap, make_config
 from tests.exchanges import chat_exchange
 from tests.scorer_plugins import Hostile, Imports, Sleepy
 from tests.shadowing import CHAT, drain, post
+from tests.waiting import eventually
 
 
 def hostile(timeout_s: float) -> CpuScorer[Any]:
@@ -173,3 +175,23 @@ async def test_a_worker_imports_what_its_scorers_need_and_no_more(
     # The options' validators are never built in a worker (defer_build): building them
     # imported pydantic's plug-in loader and with it importlib.metadata, email and zipfile.
     assert not modules & {"email", "zipfile", "csv"}
+
+
+async def test_a_worker_that_dies_idle_leaves_the_next_job_to_the_live_one(
+    session: aiohttp.ClientSession,
+) -> None:
+    sleepy = Sleepy("sleepy", ScorerOptions(type="sleepy"))
+    runner = ScoringRunner([sleepy], Metrics(), session, CpuSettings(processes=2))
+    pool = pool_of(runner)
+    pool.start()
+    await eventually(lambda: pool.alive == 2, timeout_s=60)
+    jobs = [runner.score(answered(f"warm {i}")) for i in range(2)]
+    finished = [(await job)[0] for job in asyncio.as_completed(jobs)]
+    pids = [s.detail["pid"] for s in finished if s.detail is not None]
+    assert len(set(pids)) == 2  # two workers, both idle now; the first one first in line
+    os.kill(pids[0], signal.SIGKILL)
+    await eventually(lambda: pool.alive == 1)
+    (after,) = await runner.score(answered("next"))
+    await runner.close()
+    assert after.detail is not None
+    assert after.detail["pid"] == pids[1]  # not a replacement: the live worker took it at once
