@@ -1,16 +1,21 @@
 """`build_report`: from the `pairs` relation of any source to a `Report` with verdicts.
 
-One pass per target pulls the numeric columns of its pairs into Python (the intervals need the
-raw values); DuckDB does the filtering and fetches only the few example rows with their texts.
+The selection is materialised once as compact columns (`shadowtap.report.selection`); DuckDB
+computes counts, rates, per-slice groups and example rankings there, and hands single columns
+to numpy where the intervals need per-pair values. Nothing held in Python grows with the
+number of pairs beyond a few numpy columns of one target (8 bytes a pair each), so 10 million
+pairs fit in the memory 10 thousand took as Python rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
+import numpy as np
 from shadowtap.config import GatesConfig, ScorerSpec
 from shadowtap.report import stats
 from shadowtap.report.checks import JSON_VALIDITY, REFUSAL, named, scorer_kinds
@@ -25,11 +30,11 @@ from shadowtap.report.judge import (
     reliability_gates,
 )
 from shadowtap.report.measures import (
-    NUMERIC_COLUMNS,
-    Rows,
+    Pairs,
     fetch_examples,
     latency_edges,
     latency_histogram,
+    present_scorers,
     rank_disagreeing,
     score_histogram,
     share_under,
@@ -43,16 +48,16 @@ from shadowtap.report.model import (
     ScorerSummary,
     SliceRow,
 )
-from shadowtap.report.reliability import CHECKS, answers, check
 from shadowtap.report.replayed import mark_replayed, replayed_pairs
+from shadowtap.report.selection import dimension_columns, select_pairs
 from shadowtap.report.sequences import RateSequence
 from shadowtap.report.slice_measures import measure_slices, slice_gate
-from shadowtap.report.slices import SliceKey, prepare, request_values, slices_of
+from shadowtap.report.slices import BUILT_IN, Dimension, split_by
 from shadowtap.report.sources import Source, SourceError, open_path
 
 
-def _latency(rows: Rows, metric: str, confidence: float, label: str) -> LatencySummary:
-    candidate, primary = rows.paired(metric)
+def _latency(pairs: Pairs, metric: str, confidence: float, label: str) -> LatencySummary:
+    candidate, primary = pairs.paired(metric)
     ratios = stats.bootstrap_quantile_ratios(candidate, primary, (0.5, 0.95), confidence, label)
     return LatencySummary(
         metric=metric,
@@ -69,25 +74,14 @@ class Context:
     """What every candidate of one report is measured against."""
 
     source: Source
-    noise: Rows | None
+    noise: Pairs | None
     gates: GatesConfig
     thresholds: dict[str, float]
     kinds: dict[str, str]
     examples: int
     configured: set[str]  # the config's scorer names
     candidates: int  # how many the report shows: the wrong-pass level is split among them
-    slices: dict[SliceKey, set[str]]
-
-
-def _counts(outcomes: Iterable[dict[str, bool | None]]) -> dict[str, tuple[int, int]]:
-    """check -> (broken, applicable) over answers."""
-    counts = {name: [0, 0] for name in CHECKS}
-    for outcome in outcomes:
-        for name, broken in outcome.items():
-            if broken is not None:
-                counts[name][0] += broken
-                counts[name][1] += 1
-    return {name: (hits, n) for name, (hits, n) in counts.items()}
+    slices: list[Dimension]  # the dimensions that split the selection
 
 
 def _rates(counts: dict[str, tuple[int, int]], levels: Levels) -> dict[str, stats.Interval]:
@@ -101,43 +95,43 @@ WORST_SLICES_SHOWN = 3  # slices whose most disagreeing pairs the HTML shows sid
 EXAMPLES_PER_SLICE = 2
 
 
-def _slice_examples(
-    ctx: Context,
-    name: str,
-    rows: Rows,
-    worst: list[SliceRow],
-    scores: dict[str, dict[str, float | None]],
-) -> None:
-    """The most disagreeing pairs of each of the worst slices, by every scorer the pairs have
-    (on a tool-call slice that is the tool_calls scorer, not the text one)."""
+def _slice_examples(ctx: Context, pairs: Pairs, worst: list[SliceRow]) -> None:
+    """The most disagreeing pairs of each of the worst slices, by every scorer the slice's
+    pairs have (on a tool-call slice that is the tool_calls scorer, not the text one)."""
+    dimensions = {d.name: d for d in ctx.slices}
     for row in worst:
-        ids = ctx.slices.get(SliceKey(row.dimension, row.value), set())
-        members = Rows.of([r for r in rows.records if r["request_id"] in ids])
-        ranked = rank_disagreeing(members, sorted(members.scorers()), EXAMPLES_PER_SLICE)
-        row.examples = fetch_examples(ctx.source, name, ranked, scores)
+        dimension = dimensions.get(row.dimension)
+        if dimension is None:
+            continue
+        member = f"{dimension.value_sql()} = $value"
+        names = sorted(present_scorers(pairs, member, value=row.value))
+        ranked = rank_disagreeing(pairs, names, EXAMPLES_PER_SLICE, member, value=row.value)
+        row.examples = fetch_examples(pairs, ctx.source, ranked)
 
 
-def _candidate(ctx: Context, name: str, rows: Rows) -> CandidateReport:
+def _candidate(ctx: Context, name: str, pairs: Pairs) -> CandidateReport:
     gates, noise = ctx.gates, ctx.noise
     confidence, notes = gates.confidence, list[str]()
-    if rows.not_sent:
+    if pairs.not_sent:
         notes.append(
-            f"{rows.not_sent} requests were not sent to {name} (no faithful translation into "
+            f"{pairs.not_sent} requests were not sent to {name} (no faithful translation into "
             "its API; responses.error says why) and are not part of its pairs."
         )
     # Every scorer anyone has: the config, the noise floor and the candidate itself. A scorer
-    # missing from the candidate's rows is a gate without evidence, not one to leave out.
-    scorer_names = sorted(ctx.configured | rows.scorers() | (noise.scorers() if noise else set()))
+    # missing from the candidate's pairs is a gate without evidence, not one to leave out.
+    scorer_names = sorted(ctx.configured | pairs.scorers() | (noise.scorers() if noise else set()))
     summaries = []
     for scorer in scorer_names:
-        values = rows.scores(scorer)
-        floor = noise.scores(scorer) if noise else []
+        values = pairs.scores(scorer)
+        floor = noise.scores(scorer) if noise else np.empty(0)
         threshold = ctx.thresholds.get(scorer)
         summaries.append(
             ScorerSummary(
                 scorer=scorer,
-                candidate=rows.mean(scorer, confidence, name),
-                noise=noise.mean(scorer, confidence, "secondary") if noise and floor else None,
+                candidate=pairs.mean(scorer, confidence, name),
+                noise=(
+                    noise.mean(scorer, confidence, "secondary") if noise and len(floor) else None
+                ),
                 threshold=threshold,
                 under_threshold=share_under(values, threshold, confidence),
                 noise_under_threshold=share_under(floor, threshold, confidence),
@@ -148,21 +142,17 @@ def _candidate(ctx: Context, name: str, rows: Rows) -> CandidateReport:
 
     agreement = gates.scorers or scorer_names
     levels = Levels.of(confidence, ctx.candidates, gate_count(gates, agreement))
-    judged = Candidate(ctx.source, name, rows, noise, gates, levels)
-    latency = _latency(rows, "latency_ms", confidence, f"{name}:latency")
-    ttft = _latency(rows, "ttft_ms", confidence, f"{name}:ttft")
-    answered = [r for r in rows.records if r["primary_ok"]]
+    judged = Candidate(ctx.source, name, pairs, noise, gates, levels)
+    latency = _latency(pairs, "latency_ms", confidence, f"{name}:latency")
+    ttft = _latency(pairs, "ttft_ms", confidence, f"{name}:ttft")
     error_rate = stats.wilson(
-        sum(1 for r in answered if not r["candidate_ok"]), len(answered), confidence
+        pairs.count("primary_ok AND NOT candidate_ok"), pairs.count("primary_ok"), confidence
     )
-    con = ctx.source.con
-    checks = {a.request_id: check(a) for a in answers(con, name, "candidate")}
-    primary_checks = [check(a) for a in answers(con, name, "primary")]
-    counts = _counts(checks.values())
-    slices, tests = measure_slices(judged, agreement, ctx.slices, checks)
+    counts = pairs.check_counts("candidate")
+    slices, tests = measure_slices(judged, agreement, ctx.slices)
     if not ctx.slices:  # nothing splits the traffic: the one slice is all of it
-        everything = {SliceKey("all", "all"): {r["request_id"] for r in rows.records}}
-        tests = measure_slices(judged, agreement, everything, checks)[1]
+        tests = measure_slices(judged, agreement, [])[1]
+        slices = []
     gate_results = agreement_gates(judged, agreement) + [
         gate
         for gate in (
@@ -176,55 +166,66 @@ def _candidate(ctx: Context, name: str, rows: Rows) -> CandidateReport:
     ]
 
     verdict, more = overall(gate_results)
-    present = rows.scorers()
+    present = pairs.scorers()
     validity = named(ctx.kinds, JSON_VALIDITY, present)
     refusal = named(ctx.kinds, REFUSAL, present)
     # Examples rank by the comparing scorers: a per-response check is not a disagreement.
     agreement_scorers = [s for s in agreement if s not in (validity, refusal)] or scorer_names
-    ranked = rank_disagreeing(rows, agreement_scorers, ctx.examples)
-    scores_by_id = {r["request_id"]: r["scores"] for r in rows.records}
-    _slice_examples(ctx, name, rows, slices[:WORST_SLICES_SHOWN], scores_by_id)
+    ranked = rank_disagreeing(pairs, agreement_scorers, ctx.examples)
+    _slice_examples(ctx, pairs, slices[:WORST_SLICES_SHOWN])
     return CandidateReport(
         name=name,
         verdict=verdict,
-        pairs=len(rows),
+        pairs=len(pairs),
         gates=gate_results,
         more_pairs=more,
         scorers=summaries,
         latency=latency,
         ttft=ttft,
         error_rate=error_rate,
-        error_rate_all=stats.wilson(
-            sum(1 for r in rows.records if not r["candidate_ok"]), len(rows), confidence
-        ),
-        primary_error_rate=stats.wilson(
-            sum(1 for r in rows.records if not r["primary_ok"]), len(rows), confidence
-        ),
-        usage_primary=usage(rows, "primary"),
-        usage_candidate=usage(rows, "candidate"),
+        error_rate_all=stats.wilson(pairs.count("NOT candidate_ok"), len(pairs), confidence),
+        primary_error_rate=stats.wilson(pairs.count("NOT primary_ok"), len(pairs), confidence),
+        usage_primary=usage(pairs, "primary"),
+        usage_candidate=usage(pairs, "candidate"),
         reliability=_rates(counts, levels),
-        reliability_primary=_rates(_counts(primary_checks), levels),
+        reliability_primary=_rates(pairs.check_counts("primary"), levels),
         slices=slices,
-        examples=fetch_examples(ctx.source, name, ranked, scores_by_id),
+        examples=fetch_examples(pairs, ctx.source, ranked),
         levels={"wrong_pass": levels.wrong_pass, "wrong_fail": levels.wrong_fail},
         notes=notes,
     )
 
 
-def _filter(source: Source, since: datetime | None, route: str | None) -> None:
-    """Materialize the selected pairs once: every later query reads this small table."""
-    clauses: list[str] = []
-    params: list[object] = []
-    if since is not None:
-        clauses.append("started_at >= ?")
-        params.append(since)
-    if route is not None:
-        clauses.append("route = ?")
-        params.append(route)
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    source.con.execute(
-        f"CREATE OR REPLACE TEMPORARY TABLE report_pairs AS SELECT * FROM pairs {where}", params
-    )
+# The primary's latency once per request (a request shadowed to two candidates is one primary
+# answer), and each candidate's own, over the candidates shown.
+PRIMARY_LATENCIES = """
+SELECT any_value(primary_latency_ms) AS v FROM report_pairs
+WHERE list_contains($targets, target) AND sent AND primary_ok AND primary_latency_ms IS NOT NULL
+GROUP BY request_id
+"""
+CANDIDATE_LATENCIES = """
+SELECT candidate_latency_ms AS v FROM report_pairs
+WHERE list_contains($targets, target) AND sent AND candidate_ok
+    AND candidate_latency_ms IS NOT NULL
+"""
+
+
+def _latency_histograms(
+    con: duckdb.DuckDBPyConnection, reports: dict[str, CandidateReport], targets: list[str]
+) -> tuple[list[float], list[int]]:
+    """Shared log-spaced edges over every latency shown; each candidate's histogram on them
+    (set on its report) and the primary's (returned)."""
+    span = con.execute(
+        f"SELECT min(v) FILTER (WHERE v > 0), max(v) FILTER (WHERE v > 0)"
+        f" FROM ({PRIMARY_LATENCIES} UNION ALL {CANDIDATE_LATENCIES})",
+        {"targets": targets},
+    ).fetchone()
+    edges = latency_edges(*(span or (None, None)))
+    for name in targets:
+        reports[name].latency_histogram = latency_histogram(
+            con, CANDIDATE_LATENCIES, edges, {"targets": [name]}
+        )
+    return edges, latency_histogram(con, PRIMARY_LATENCIES, edges, {"targets": targets})
 
 
 def build_report(
@@ -248,7 +249,7 @@ def build_report(
     """
     if not isinstance(source, Source):
         source = open_path(source)
-    _filter(source, since, route)
+    selection = select_pairs(source, since, route, slice_by)
     con = source.con
     roles = dict(
         con.execute("SELECT target, any_value(role) FROM report_pairs GROUP BY target").fetchall()
@@ -267,12 +268,7 @@ def build_report(
     thresholds.update(con.execute("SELECT scorer, threshold FROM thresholds").fetchall())
     kinds = scorer_kinds(source, {name: spec.kind for name, spec in tables.items()})
 
-    def fetch(target: str) -> Rows:
-        columns = ", ".join(NUMERIC_COLUMNS)
-        query = f"SELECT {columns} FROM report_pairs WHERE target = ? ORDER BY request_id"
-        return Rows(con.execute(query, [target]).fetchall())
-
-    noise = fetch("secondary") if "secondary" in roles else None
+    noise = Pairs(con, "secondary", selection) if "secondary" in roles else None
     notes = list(source.notes)
     if noise is None and gates.max_agreement_drop is not None:
         notes.append(
@@ -285,7 +281,7 @@ def build_report(
                 " disagrees with itself"
             )
         )
-    all_rows = {name: fetch(name) for name in present}
+    all_rows = {name: Pairs(con, name, selection) for name in present}
     seen = {s for rows in all_rows.values() for s in rows.scorers()}
     if noise is not None:
         seen |= noise.scorers()
@@ -301,8 +297,7 @@ def build_report(
             f"no threshold known for {', '.join(unknown)}: the source does not store them"
             " (the live API does not); pass --config to take them from [scorers]"
         )
-    dimensions = prepare(source, slice_by)
-    slices = slices_of(dimensions, request_values(source, dimensions))
+    slices = split_by(source, [*BUILT_IN, *slice_by], dimension_columns(slice_by))
     ctx = Context(
         source, noise, gates, thresholds, kinds, examples, set(tables), len(all_rows), slices
     )
@@ -311,27 +306,7 @@ def build_report(
         if name in reports:
             mark_replayed(reports[name], count)
 
-    primary_latency = {
-        r["request_id"]: r["primary_latency_ms"]
-        for rows in all_rows.values()
-        for r in rows.records
-        if r["primary_ok"] and r["primary_latency_ms"] is not None
-    }
-    everything = list(primary_latency.values()) + [
-        r["candidate_latency_ms"]
-        for rows in all_rows.values()
-        for r in rows.records
-        if r["candidate_ok"] and r["candidate_latency_ms"] is not None
-    ]
-    edges = latency_edges(everything)
-    for name, rows in all_rows.items():
-        values = [
-            r["candidate_latency_ms"]
-            for r in rows.records
-            if r["candidate_ok"] and r["candidate_latency_ms"] is not None
-        ]
-        reports[name].latency_histogram = latency_histogram(values, edges)
-
+    edges, primary_histogram = _latency_histograms(con, reports, list(all_rows))
     return Report(
         generated_at=datetime.now(UTC),
         source=source.description,
@@ -350,7 +325,7 @@ def build_report(
             if noise is not None
             else None
         ),
-        primary_latency_histogram=latency_histogram(primary_latency.values(), edges),
+        primary_latency_histogram=primary_histogram,
         latency_edges_ms=edges,
         notes=notes,
     )

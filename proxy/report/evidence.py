@@ -5,7 +5,7 @@ apart because each has its own fix: it stored no row at all (not configured when
 were scored, or a typo in `gates.scorers`), it raised on every pair (`scores.error`), or it did
 not apply (`score` NULL: json_match on prose answers, a judge over its budget).
 
-Example: `missing_scores(source, rows, "small", "similarity").note` ->
+Example: `missing_scores(source, pairs, "small", "similarity").note` ->
 `"similarity raised on all 212 pairs of small (scorer errors)"`.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shadowtap.report.measures import Rows
+from shadowtap.report.measures import Pairs
 from shadowtap.report.model import Reason
 from shadowtap.report.sources import Source
 
@@ -35,7 +35,7 @@ class Missing:
     note: str
 
 
-def missing_scores(source: Source, rows: Rows, target: str, scorer: str) -> Missing:
+def missing_scores(source: Source, pairs: Pairs, target: str, scorer: str) -> Missing:
     """Why `target` has no numeric `scorer` score in the selection (call it only then)."""
     if source.has_score_rows:
         found = source.con.execute(EVIDENCE_SQL, {"target": target, "scorer": scorer}).fetchone()
@@ -43,7 +43,7 @@ def missing_scores(source: Source, rows: Rows, target: str, scorer: str) -> Miss
     else:
         # The live API returns pairs only: a NULL in the scores map is an error or "not
         # applicable", which it cannot tell apart.
-        total = sum(1 for r in rows.records if scorer in r["scores"])
+        total = pairs.count(pairs.selection.scored(scorer))
         errors, not_applicable = 0, 0
         if total:
             return Missing(

@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 from shadowtap.config import GatesConfig
 from shadowtap.report import stats
 from shadowtap.report.evidence import missing_scores
 from shadowtap.report.gates import Levels, decide, no_evidence
-from shadowtap.report.measures import Rows
+from shadowtap.report.measures import Pairs
 from shadowtap.report.model import GateResult, LatencySummary
 from shadowtap.report.sequences import (
     Moments,
@@ -38,8 +39,8 @@ class Candidate:
 
     source: Source
     name: str
-    rows: Rows
-    noise: Rows | None
+    pairs: Pairs
+    noise: Pairs | None
     gates: GatesConfig
     levels: Levels
 
@@ -92,7 +93,7 @@ def reliability_gates(c: Candidate, counts: dict[str, tuple[int, int]]) -> list[
             broken, applicable, c.levels.wrong_fail, c.levels.wrong_pass, center=limit
         )
         note = f"{broken:,} of {applicable:,} applicable answers"
-        results.append(decide(gate, sequence, limit, len(c.rows), note=note))
+        results.append(decide(gate, sequence, limit, len(c.pairs), note=note))
     return results
 
 
@@ -125,16 +126,16 @@ def agreement_gates(c: Candidate, scorers: list[str]) -> list[GateResult]:
         return []
     results = []
     for scorer in scorers:
-        values = c.rows.scores(scorer)
-        if not values:
-            missing = missing_scores(c.source, c.rows, c.name, scorer)
+        values = c.pairs.scores(scorer)
+        if len(values) == 0:
+            missing = missing_scores(c.source, c.pairs, c.name, scorer)
             results.append(
                 no_evidence("agreement_drop", limit, missing.reason, missing.note, scorer)
             )
             continue
         sample = Moments.of(values)
-        floor = c.noise.scores(scorer) if c.noise is not None else []
-        if floor:
+        floor = c.noise.scores(scorer) if c.noise is not None else np.empty(0)
+        if len(floor):
             drop = difference_sequence(
                 Moments.of(floor), sample, c.levels.wrong_fail, c.levels.wrong_pass
             )
@@ -147,7 +148,7 @@ def agreement_gates(c: Candidate, scorers: list[str]) -> list[GateResult]:
                     "agreement_drop",
                     drop,
                     limit,
-                    len(c.rows),
+                    len(c.pairs),
                     min_pairs=gates.min_pairs,
                     fixed=fixed,
                     scorer=scorer,
@@ -164,7 +165,7 @@ def _against_one(c: Candidate, scorer: str, sample: Moments, limit: float) -> Ga
     drop = NormalSequence(
         1 - sample.mean, sample.standard_error, sample.n, c.levels.wrong_fail, c.levels.wrong_pass
     )
-    mean = c.rows.mean(scorer, c.gates.confidence, c.name)
+    mean = c.pairs.mean(scorer, c.gates.confidence, c.name)
     fixed = stats.Interval(
         None if mean.estimate is None else 1 - mean.estimate,
         None if mean.high is None else 1 - mean.high,
@@ -172,7 +173,7 @@ def _against_one(c: Candidate, scorer: str, sample: Moments, limit: float) -> Ga
         mean.n,
         mean.method,
     )
-    pairs, min_pairs = len(c.rows), c.gates.min_pairs
+    pairs, min_pairs = len(c.pairs), c.gates.min_pairs
     if c.gates.primary_deterministic:
         note = "gates.primary_deterministic: the noise floor is 1.0 (perfect agreement)"
         return decide(
@@ -225,7 +226,7 @@ def latency_gate(c: Candidate, latency: LatencySummary) -> GateResult | None:
         "p95_latency_ratio",
         sequence,
         limit,
-        len(c.rows),
+        len(c.pairs),
         min_pairs=c.gates.min_pairs,
         fixed=latency.ratio_p95,
     )
@@ -237,27 +238,32 @@ def error_gate(c: Candidate, fixed: stats.Interval) -> GateResult | None:
     limit = c.gates.max_error_rate
     if limit is None:
         return None
-    answered = [r for r in c.rows.records if r["primary_ok"]]
-    errors = sum(1 for r in answered if not r["candidate_ok"])
+    answered = c.pairs.count("primary_ok")
+    errors = c.pairs.count("primary_ok AND NOT candidate_ok")
     sequence = RateSequence(
-        errors, len(answered), c.levels.wrong_fail, c.levels.wrong_pass, center=limit
+        errors, answered, c.levels.wrong_fail, c.levels.wrong_pass, center=limit
     )
-    return decide("error_rate", sequence, limit, len(c.rows), fixed=fixed)
+    return decide("error_rate", sequence, limit, len(c.pairs), fixed=fixed)
 
 
 def cost_gate(c: Candidate) -> GateResult | None:
     limit = c.gates.max_cost_ratio
     if limit is None:
         return None
-    cost_candidate, cost_primary = c.rows.paired("cost_usd")
-    if cost_candidate and math.fsum(cost_primary) > 0:
+    cost_candidate, cost_primary = c.pairs.paired("cost_usd")
+    if len(cost_candidate) and float(np.sum(cost_primary)) > 0:
         fixed = stats.bootstrap_paired(
             cost_candidate, cost_primary, stats.sum_ratio, c.gates.confidence, f"{c.name}:cost"
         )
         sequence = _log_ratio(fixed, c.gates.confidence, c.levels)
         if sequence is not None:
             return decide(
-                "cost_ratio", sequence, limit, len(c.rows), min_pairs=c.gates.min_pairs, fixed=fixed
+                "cost_ratio",
+                sequence,
+                limit,
+                len(c.pairs),
+                min_pairs=c.gates.min_pairs,
+                fixed=fixed,
             )
     return no_evidence(
         "cost_ratio",

@@ -17,6 +17,10 @@ Per successful answer (errors are `error_rate`'s business), each check is True (
 Schemas are the client's and treated as hostile, through the `json_schema_valid` scorer's own
 validator factory (regexes on RE2, no remote `$ref`, bounded size); a schema it cannot use
 leaves that check not applicable. Answers over `MAX_CHECKED_CHARS` are not parsed.
+
+`shadowtap.report.selection` applies `check` while it selects the pairs: in SQL for the answers
+whose outcome the SQL can settle (no JSON mode, no tool call, no refusal phrase possible), here
+for the others only.
 """
 
 from __future__ import annotations
@@ -34,21 +38,7 @@ TRUNCATED = frozenset({"length", "max_tokens", "max_output_tokens"})
 MAX_CHECKED_CHARS = 1_000_000  # JSON answers and tool arguments parsed at most this long
 MAX_CALLS_CHECKED = 32  # tool calls per answer
 REFUSAL_WINDOW = 400
-_PHRASES = tuple(" ".join(p.casefold().split()) for p in DEFAULT_PHRASES)
-
-# One row per pair of a target, with what the checks read; `{side}` is primary or candidate.
-ANSWERS_SQL = """
-SELECT p.request_id,
-       p.{side}_status, p.{side}_error, p.{side}_finish_reason,
-       (p.{side}_text IS NULL OR trim(p.{side}_text) = '') AS blank,
-       left(p.{side}_text, {window}) AS head,
-       CASE WHEN q.json_mode IS NOT NULL AND length(p.{side}_text) <= {max_chars}
-            THEN p.{side}_text END AS json_text,
-       CAST(p.{side}_tool_calls AS VARCHAR) AS tool_calls,
-       q.json_mode, q.schema_json, q.tools_json
-FROM report_pairs AS p JOIN report_requests AS q USING (request_id)
-WHERE p.target = $target
-"""
+PHRASES = tuple(" ".join(p.casefold().split()) for p in DEFAULT_PHRASES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,19 +55,6 @@ class Answer:
     json_mode: str | None
     schema_json: str | None
     tools_json: str | None
-
-
-def answers(con: Any, target: str, side: str) -> list[Answer]:
-    """The answers of `side` ("primary" or "candidate") on `target`'s pairs."""
-    sql = ANSWERS_SQL.format(side=side, window=REFUSAL_WINDOW, max_chars=MAX_CHECKED_CHARS)
-    out = []
-    for row in con.execute(sql, {"target": target}).fetchall():
-        request_id, status, error, finish, blank, head, json_text, calls, mode, schema, tools = row
-        ok = error is None and status is not None and 200 <= status < 300
-        out.append(
-            Answer(request_id, ok, finish, bool(blank), head, json_text, calls, mode, schema, tools)
-        )
-    return out
 
 
 def check(answer: Answer) -> dict[str, bool | None]:
@@ -105,7 +82,7 @@ def _refuses(head: str | None) -> bool:
     if not head:
         return False
     folded = " ".join(head.replace("\u2019", "'").replace("\u2018", "'").casefold().split())
-    return any(phrase in folded for phrase in _PHRASES)
+    return any(phrase in folded for phrase in PHRASES)
 
 
 def _parse(text: str | None) -> tuple[Any, bool]:

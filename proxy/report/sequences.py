@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from statistics import NormalDist
 
-from shadowtap.report.stats import Interval
+import numpy as np
+from shadowtap.report.stats import EXACT_UP_TO, Interval, Sample
 
 TUNED_FOR_PAIRS = 500
 _STANDARD = NormalDist()
@@ -94,12 +95,22 @@ class Moments:
     m2: float
 
     @classmethod
-    def of(cls, values: list[float]) -> Moments:
+    def of(cls, values: Sample) -> Moments:
         n = len(values)
         if n == 0:
             return cls(0, math.nan, 0.0)
+        if isinstance(values, np.ndarray) and n > EXACT_UP_TO:
+            centre = float(np.sum(values)) / n
+            return cls(n, centre, float(np.sum((values - centre) ** 2)))
         centre = math.fsum(values) / n
         return cls(n, centre, math.fsum((v - centre) ** 2 for v in values))
+
+    @classmethod
+    def of_sums(cls, n: int, mean: float | None, variance: float | None) -> Moments:
+        """From SQL aggregates: count, avg and var_pop (m2 = n var_pop)."""
+        if n == 0 or mean is None:
+            return cls(0, math.nan, 0.0)
+        return cls(n, float(mean), float(variance or 0.0) * n)
 
     @property
     def variance(self) -> float:

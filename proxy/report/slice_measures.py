@@ -13,24 +13,24 @@ noise floor by more than the limit, even when the average passes.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from shadowtap.report.gates import Levels, decide, no_evidence
 from shadowtap.report.judge import Candidate
 from shadowtap.report.model import GateResult, SliceRow
 from shadowtap.report.reliability import CHECKS
+from shadowtap.report.selection import check_sql
 from shadowtap.report.sequences import (
     Moments,
     NormalSequence,
     RateSequence,
     difference_sequence,
 )
-from shadowtap.report.slices import SliceKey
+from shadowtap.report.slices import Dimension, SliceKey
 from shadowtap.report.stats import Interval
 
 LATENCY_MIN_PAIRS = 10  # a geometric-mean ratio gets an interval from this many requests on
-Checks = dict[str, dict[str, bool | None]]  # request_id -> check -> broken?
+ALL = SliceKey("all", "all")  # the one slice when no dimension splits the traffic
 
 
 @dataclass(slots=True)
@@ -51,70 +51,110 @@ def _rate(hits: int, n: int, levels: Levels) -> Interval:
     return RateSequence(hits, n, levels.wrong_fail, levels.wrong_pass).interval()
 
 
-def _latency_ratio(records: Iterable[dict], levels: Levels) -> Interval:
-    logs = [
-        math.log(r["candidate_latency_ms"] / r["primary_latency_ms"])
-        for r in records
-        if r["primary_ok"]
-        and r["candidate_ok"]
-        and (r["candidate_latency_ms"] or 0) > 0
-        and (r["primary_latency_ms"] or 0) > 0
-    ]
-    n = len(logs)
-    if n == 0:
+def _latency_ratio(n: int, centre: float | None, spread: float | None, levels: Levels) -> Interval:
+    """Geometric mean of candidate / primary latency from the logs' count, mean and sd."""
+    if n == 0 or centre is None:
         return Interval(None, None, None, 0, "none")
-    centre = math.fsum(logs) / n
     if n < LATENCY_MIN_PAIRS:
         return Interval(math.exp(centre), None, None, n, "none")
-    spread = math.sqrt(math.fsum((v - centre) ** 2 for v in logs) / (n - 1))
     sequence = NormalSequence(
-        centre, spread / math.sqrt(n), n, levels.wrong_fail, levels.wrong_pass, log=True
+        centre, (spread or 0.0) / math.sqrt(n), n, levels.wrong_fail, levels.wrong_pass, log=True
     )
     return sequence.interval()
 
 
+def _aggregates(scorers: list[str]) -> list[str]:
+    """Per slice: pairs, answered, errors, each check's (broken, applicable), the latency
+    logs' (n, mean, sd), then per scorer the candidate's and the noise floor's (n, mean,
+    var_pop)."""
+    parts = [
+        "count(*) FILTER (WHERE mine)",
+        "count(*) FILTER (WHERE mine AND primary_ok)",
+        "count(*) FILTER (WHERE mine AND primary_ok AND NOT candidate_ok)",
+    ]
+    for name in CHECKS:
+        flag = check_sql("candidate", name)
+        parts += [f"count(*) FILTER (WHERE mine AND {flag})", f"count({flag}) FILTER (WHERE mine)"]
+    parts += [f"{f}(log_ratio) FILTER (WHERE mine)" for f in ("count", "avg", "stddev_samp")]
+    for i in range(len(scorers)):
+        for who in ("mine", "floor"):
+            parts += [f"{f}(s{i}) FILTER (WHERE {who})" for f in ("count", "avg", "var_pop")]
+    return parts
+
+
+SLICES_SQL = """
+SELECT {outer_keys}, {aggregates}
+FROM (
+    SELECT {inner_keys}, primary_ok, candidate_ok, candidate_checks,
+        target = $target AS mine, {floor} AS floor, {scores}
+        CASE WHEN primary_ok AND candidate_ok AND candidate_latency_ms > 0
+                  AND primary_latency_ms > 0
+             THEN ln(candidate_latency_ms / primary_latency_ms) END AS log_ratio
+    FROM report_pairs WHERE sent AND target IN ($target, 'secondary')
+)
+GROUP BY GROUPING SETS ({sets})
+"""
+
+
 def measure_slices(
-    c: Candidate,
-    scorers: list[str],
-    slices: dict[SliceKey, set[str]],
-    checks: Checks,
+    c: Candidate, scorers: list[str], dimensions: list[Dimension]
 ) -> tuple[list[SliceRow], list[DropTest]]:
-    """Every slice's row (worst first) and the agreement comparisons behind them."""
-    levels = slice_levels(c.levels, len(slices), len(scorers))
-    by_id = {r["request_id"]: r for r in c.rows.records}
-    noise_by_id = {r["request_id"]: r for r in c.noise.records} if c.noise is not None else {}
+    """Every slice's row (worst first) and the agreement comparisons behind them: one GROUP BY
+    over the candidate's and the noise floor's pairs. Without `dimensions` the one slice is
+    all of the candidate's traffic, its noise floor that on the same requests."""
+    if dimensions:
+        keys = [(d.name, d.value_sql()) for d in dimensions]
+        count = sum(len(d.values) for d in dimensions)
+        floor = "target = 'secondary'"
+    else:
+        keys, count = [(ALL.dimension, f"'{ALL.value}'")], 1
+        floor = (
+            "target = 'secondary' AND request_id IN (SELECT request_id FROM report_pairs"
+            " WHERE target = $target AND sent)"
+        )
+    levels = slice_levels(c.levels, count, len(scorers))
+    params: dict[str, object] = {"target": c.name}
+    sql = SLICES_SQL.format(
+        outer_keys=", ".join(f"g{i}" for i in range(len(keys))),
+        inner_keys=", ".join(f"{value} AS g{i}" for i, (_, value) in enumerate(keys)),
+        aggregates=", ".join(_aggregates(scorers)),
+        floor=floor,
+        scores="".join(f"{c.pairs.selection.score(n)} AS s{i}, " for i, n in enumerate(scorers)),
+        sets=", ".join(f"(g{i})" for i in range(len(keys))),
+    )
     rows, tests = [], []
-    for key, ids in slices.items():
-        members = [by_id[i] for i in ids if i in by_id]
-        if not members:
-            continue
-        floor = [noise_by_id[i] for i in ids if i in noise_by_id]
+    for found in c.source.con.execute(sql, params).fetchall():
+        index = next(i for i in range(len(keys)) if found[i] is not None)
+        key = SliceKey(keys[index][0], str(found[index]))
+        pairs, answered, errors, *rest = found[len(keys) :]
+        if not pairs:
+            continue  # requests of this slice, none of them this candidate's
+        checks, rest = rest[: 2 * len(CHECKS)], rest[2 * len(CHECKS) :]
+        latency, rest = rest[:3], rest[3:]
         drops = {}
-        for scorer in scorers:
-            test = _drop_test(c, key, scorer, members, floor, levels)
+        for i, scorer in enumerate(scorers):
+            mine = Moments.of_sums(*rest[6 * i : 6 * i + 3])
+            noise = Moments.of_sums(*rest[6 * i + 3 : 6 * i + 6])
+            test = _drop_test(c, key, scorer, mine, noise, levels)
             if test is not None:
                 tests.append(test)
                 drops[scorer] = test.sequence.interval()
-        answered = [r for r in members if r["primary_ok"]]
-        outcomes = [checks.get(r["request_id"], {}) for r in members]
-        reliability = {}
-        for name in CHECKS:
-            applicable = [o[name] for o in outcomes if o.get(name) is not None]
-            reliability[name] = _rate(sum(1 for v in applicable if v), len(applicable), levels)
         rows.append(
             SliceRow(
                 dimension=key.dimension,
                 value=key.value,
-                pairs=len(members),
+                pairs=int(pairs),
                 drop=drops,
-                error_rate=_rate(
-                    sum(1 for r in answered if not r["candidate_ok"]), len(answered), levels
-                ),
-                reliability=reliability,
-                latency_ratio=_latency_ratio(members, levels),
+                error_rate=_rate(int(errors), int(answered), levels),
+                reliability={
+                    name: _rate(int(checks[2 * i]), int(checks[2 * i + 1]), levels)
+                    for i, name in enumerate(CHECKS)
+                },
+                latency_ratio=_latency_ratio(int(latency[0]), latency[1], latency[2], levels),
             )
         )
     rows.sort(key=_badness)
+    tests.sort(key=lambda t: (t.key.dimension, t.key.value, scorers.index(t.scorer)))
     return rows, tests
 
 
@@ -122,19 +162,14 @@ def _drop_test(
     c: Candidate,
     key: SliceKey,
     scorer: str,
-    members: list[dict],
-    floor: list[dict],
+    sample: Moments,
+    noise: Moments,
     levels: Levels,
 ) -> DropTest | None:
-    values = [r["scores"][scorer] for r in members if r["scores"].get(scorer) is not None]
-    if not values:
+    if sample.n == 0:
         return None
-    sample = Moments.of(values)
-    noise = [r["scores"][scorer] for r in floor if r["scores"].get(scorer) is not None]
-    if noise:
-        sequence = difference_sequence(
-            Moments.of(noise), sample, levels.wrong_fail, levels.wrong_pass
-        )
+    if noise.n:
+        sequence = difference_sequence(noise, sample, levels.wrong_fail, levels.wrong_pass)
         return DropTest(key, scorer, sequence, against_one=False)
     sequence = NormalSequence(
         1 - sample.mean, sample.standard_error, sample.n, levels.wrong_fail, levels.wrong_pass
@@ -175,8 +210,8 @@ def slice_gate(c: Candidate, tests: list[DropTest]) -> GateResult | None:
             " (gates.min_slice_pairs)",
         )
         fullest = max((t.sequence.n for t in tests), default=0)
-        if fullest and c.rows.records:  # when the fullest slice would reach it at its share
-            gate.more_pairs = math.ceil((least - fullest) * len(c.rows) / fullest)
+        if fullest and len(c.pairs):  # when the fullest slice would reach it at its share
+            gate.more_pairs = math.ceil((least - fullest) * len(c.pairs) / fullest)
         return gate
     decided = []
     for test in eligible:

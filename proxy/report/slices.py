@@ -2,7 +2,8 @@
 
 A swap rarely goes wrong on average; it goes wrong on the requests where the candidate breaks
 (tool calls, JSON mode, long conversations, one route). Every request gets one value per
-dimension, computed once in DuckDB from the stored request (`report_requests`):
+dimension, computed once in DuckDB from the stored request (`shadowtap.report.selection`
+builds them into `report_pairs`), and every slice is measured by a GROUP BY there:
 
 - `route`, `model` (as requested), `stream`;
 - `tools`: the request declared tools; `structured`: it asked for JSON (json_object /
@@ -21,7 +22,6 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from shadowtap.report.sources import Source
 
@@ -30,32 +30,6 @@ BUILT_IN = ("route", "model", "stream", "tools", "structured", "prompt_tokens", 
 VALUE_CHARS = 64
 PROMPT_BUCKETS = ((500, "<500"), (2_000, "500-2k"), (8_000, "2k-8k"), (None, "8k+"))
 TURN_BUCKETS = ((2, "1"), (4, "2-3"), (10, "4-9"), (None, "10+"))  # exclusive upper ends
-
-REQUESTS_SQL = """
-CREATE OR REPLACE TEMPORARY TABLE report_requests AS
-SELECT request_id,
-    any_value(route) AS route,
-    any_value(model) AS model,
-    any_value(stream) AS stream,
-    any_value(coalesce(json_array_length(request_body, '$.tools'), 0) > 0) AS tools,
-    any_value(CASE WHEN coalesce(request_body->>'$.response_format.type',
-                                 request_body->>'$.text.format.type')
-                        IN ('json_object', 'json_schema')
-                   THEN coalesce(request_body->>'$.response_format.type',
-                                 request_body->>'$.text.format.type') END) AS json_mode,
-    any_value(coalesce(primary_prompt_tokens,
-                       length(CAST(request_body AS VARCHAR)) // 4)) AS prompt_tokens,
-    any_value(coalesce(json_array_length(request_body, '$.messages'),
-                       json_array_length(request_body, '$.input'),
-                       CASE WHEN json_type(request_body, '$.input') = 'VARCHAR' THEN 1 END))
-        AS turns,
-    any_value(CASE WHEN json_array_length(request_body, '$.tools') > 0
-                   THEN CAST(request_body->'$.tools' AS VARCHAR) END) AS tools_json,
-    any_value(CAST(coalesce(request_body->'$.response_format.json_schema.schema',
-                            request_body->'$.text.format.schema') AS VARCHAR)) AS schema_json
-    {custom}
-FROM report_pairs GROUP BY request_id
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,91 +41,66 @@ class SliceKey:
         return f"{self.dimension}={self.value}"
 
 
-def _json_path(spec: str) -> str:
+def json_path(spec: str) -> str:
     """`metadata.feature` -> `$."metadata"."feature"` (segments are validated by the config)."""
     return "$." + ".".join(f'"{segment}"' for segment in spec.split("."))
 
 
-def prepare(source: Source, slice_by: Sequence[str]) -> list[str]:
-    """Create `report_requests` over the selected pairs; returns the dimension names."""
-    custom, params = [], {}
-    for i, spec in enumerate(slice_by):
-        kind, _, name = spec.partition(":")
-        column = "request_body" if kind == "body" else "slice_headers"
-        path = _json_path(name) if kind == "body" else f'$."{name.lower()}"'
-        params[f"path{i}"] = path
-        custom.append(f", any_value(json_extract_string({column}, $path{i})) AS custom{i}")
-    source.con.execute(REQUESTS_SQL.format(custom="\n    ".join(custom)), params)
-    return [*BUILT_IN, *slice_by]
+@dataclass(frozen=True, slots=True)
+class Dimension:
+    """One dimension that splits the selection: its `report_pairs` column and kept values."""
+
+    name: str
+    column: str
+    kept: tuple[str, ...]  # the MAX_VALUES most frequent values, most frequent first
+    pooled: bool  # more values than that: the rest are "(other)"
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        return (*self.kept, OTHER) if self.pooled else self.kept
+
+    def value_sql(self) -> str:
+        """The slice value of a `report_pairs` row on this dimension ("(other)" pooled)."""
+        if not self.pooled:
+            return self.column
+        kept = ", ".join("'" + v.replace("'", "''") + "'" for v in self.kept)
+        return f"(CASE WHEN {self.column} IN ({kept}) THEN {self.column} ELSE '{OTHER}' END)"
 
 
-def _bucket(value: int | None, buckets: tuple[tuple[int | None, str], ...]) -> str:
-    if value is None:
-        return "unknown"
-    for upper, label in buckets:
-        if upper is None or value < upper:
-            return label
-    return buckets[-1][1]
+OTHER = "(other)"
+
+# Each request's values (report_pairs repeats them on every target's row), one row per
+# request and dimension, counted; the most frequent MAX_VALUES of each dimension kept.
+VALUES_SQL = """
+WITH requests AS (SELECT DISTINCT request_id, {columns} FROM report_pairs),
+counted AS (
+    SELECT dimension, value, count(*) AS n
+    FROM (UNPIVOT requests ON {columns} INTO NAME dimension VALUE value)
+    GROUP BY dimension, value
+)
+SELECT dimension, value, count(*) OVER (PARTITION BY dimension) AS distinct_values
+FROM counted
+QUALIFY row_number() OVER (PARTITION BY dimension ORDER BY n DESC, value) <= {limit}
+ORDER BY dimension, n DESC, value
+"""
 
 
-def _yes_no(value: bool | None) -> str:
-    return "unknown" if value is None else ("yes" if value else "no")
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return "(none)"
-    text = " ".join(str(value).split())
-    return text if len(text) <= VALUE_CHARS else text[: VALUE_CHARS - 1] + "…"
-
-
-def request_values(source: Source, dimensions: list[str]) -> dict[str, tuple[str, ...]]:
-    """request_id -> its value on every dimension (in `dimensions`' order)."""
-    customs = ", ".join(f"custom{i}" for i in range(len(dimensions) - len(BUILT_IN)))
+def split_by(source: Source, names: Sequence[str], columns: Sequence[str]) -> list[Dimension]:
+    """The dimensions that split the selected requests (two values or more), in `names`'
+    order, with the values they keep."""
     rows = source.con.execute(
-        "SELECT request_id, route, model, stream, tools, json_mode, prompt_tokens, turns"
-        + (f", {customs}" if customs else "")
-        + " FROM report_requests"
+        VALUES_SQL.format(columns=", ".join(columns), limit=MAX_VALUES)
     ).fetchall()
-    values: dict[str, tuple[str, ...]] = {}
-    for request_id, route, model, stream, tools, mode, prompt, turns, *extra in rows:
-        values[request_id] = (
-            _text(route),
-            _text(model),
-            _yes_no(stream),
-            _yes_no(tools),
-            mode or "none",
-            _bucket(prompt, PROMPT_BUCKETS),
-            _bucket(turns, TURN_BUCKETS),
-            *(_text(v) for v in extra),
+    kept: dict[str, list[str]] = defaultdict(list)
+    distinct: dict[str, int] = {}
+    for column, value, count in rows:
+        kept[column].append(value)
+        distinct[column] = count
+    out = []
+    for name, column in zip(names, columns, strict=True):
+        dimension = Dimension(
+            name, column, tuple(kept[column]), distinct.get(column, 0) > MAX_VALUES
         )
-    return _capped(values, len(dimensions))
-
-
-def _capped(values: dict[str, tuple[str, ...]], width: int) -> dict[str, tuple[str, ...]]:
-    """Keep each dimension's MAX_VALUES most frequent values; pool the rest as "(other)"."""
-    kept: list[set[str]] = []
-    for d in range(width):
-        counts: dict[str, int] = defaultdict(int)
-        for row in values.values():
-            counts[row[d]] += 1
-        ranked = sorted(counts, key=lambda v: (-counts[v], v))
-        kept.append(set(ranked[:MAX_VALUES]))
-    return {
-        request_id: tuple(v if v in kept[d] else "(other)" for d, v in enumerate(row))
-        for request_id, row in values.items()
-    }
-
-
-def slices_of(
-    dimensions: list[str], values: dict[str, tuple[str, ...]]
-) -> dict[SliceKey, set[str]]:
-    """Every non-trivial slice (its dimension has two values or more) -> its request ids."""
-    members: dict[SliceKey, set[str]] = defaultdict(set)
-    for request_id, row in values.items():
-        for dimension, value in zip(dimensions, row, strict=True):
-            members[SliceKey(dimension, value)].add(request_id)
-    per_dimension: dict[str, int] = defaultdict(int)
-    for key in members:
-        per_dimension[key.dimension] += 1
-    return {key: ids for key, ids in members.items() if per_dimension[key.dimension] > 1}
+        if len(dimension.values) > 1:
+            out.append(dimension)
+    return out

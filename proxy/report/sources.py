@@ -8,7 +8,11 @@ Each source becomes a DuckDB connection with the same two relations, so one code
 - `thresholds(scorer, threshold)`: each scorer's threshold as stored with its scores (empty
   when the source has no per-score rows, as the live API returns only pairs);
 - `score_rows`: the `scores` table itself, when the source has it (`Source.has_score_rows`):
-  per-response scores of the primary and each score's `detail` live only there.
+  per-response scores of the primary and each score's `detail` live only there;
+- `unscored_pairs`, with score rows: `pairs` built by the recorder's own `create_pairs_view`
+  over no score rows, so its `scores` MAP is empty and costs nothing. The report takes the
+  scores from `score_rows` instead (`shadowtap.report.selection`), which at fleet size is
+  several times cheaper than folding them into a MAP per pair.
 
 Example: `build_report(open_db("shadowtap.duckdb"), GatesConfig())`.
 """
@@ -57,6 +61,18 @@ SELECT scorer, arg_max(threshold, request_id) AS threshold
 FROM {scores} WHERE threshold IS NOT NULL GROUP BY scorer
 """
 SCORE_ROWS_SQL = "CREATE OR REPLACE TEMPORARY VIEW score_rows AS SELECT * FROM {scores}"
+UNSCORED = "unscored_pairs"
+
+
+def _unscored(con: duckdb.DuckDBPyConnection, exchanges: str, responses: str, scores: str) -> None:
+    create_pairs_view(
+        con,
+        exchanges,
+        responses,
+        f"(SELECT * FROM {scores} WHERE false)",
+        name=UNSCORED,
+        temporary=True,
+    )
 
 
 def open_db(path: str | Path) -> Source:
@@ -69,6 +85,7 @@ def open_db(path: str | Path) -> Source:
         raise SourceError(f"cannot open {path}: {error}") from None
     con.execute(THRESHOLDS_SQL.format(scores="scores"))
     con.execute(SCORE_ROWS_SQL.format(scores="scores"))
+    _unscored(con, "exchanges", "responses", "scores")
     return Source(con, f"DuckDB file {path}", has_score_rows=True)
 
 
@@ -88,6 +105,7 @@ def open_parquet(directory: str | Path) -> Source:
         create_pairs_view(con, exchanges, responses, scores, temporary=True)
         con.execute(THRESHOLDS_SQL.format(scores=scores))
         con.execute(SCORE_ROWS_SQL.format(scores=scores))
+        _unscored(con, exchanges, responses, scores)
     except duckdb.Error as error:
         raise SourceError(f"cannot read Parquet under {directory}: {error}") from None
     return Source(con, f"Parquet under {directory}", has_score_rows=True)

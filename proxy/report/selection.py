@@ -1,0 +1,378 @@
+"""The report's working table: the selected pairs, once, as compact columns (`report_pairs`).
+
+Every measure of the report reads this table, never Python rows: DuckDB aggregates it (counts,
+rates, per-slice groups) and hands over single columns as numpy arrays where per-pair values
+are needed (bootstraps, percentiles). It holds no text: what the report needs of the request
+body (its slice values) and of each answer (its reliability checks) is computed in the one
+pass that builds it, and the few example pairs' texts are read back from `pairs` at the end.
+
+Memory is bounded by design: the connection gets `MEMORY_LIMIT` and a private spill directory,
+so at fleet size DuckDB spills to disk rather than growing (10 million pairs fit in a few
+hundred MB of columns).
+
+Columns besides the `pairs` view's numeric ones:
+
+- `sent`: the shadow was sent (a `not sent: ...` shadow is no pair; `report.measures`);
+- `primary_ok`, `candidate_ok`: a 2xx answer without error;
+- `primary_checks`, `candidate_checks`: each answer's reliability checks
+  (`shadowtap.report.reliability.CHECKS`), packed two bits per check (`check_sql`);
+- `d_route`, `d_model`, ... `d_custom0` ...: the request's display value on each slice
+  dimension (`shadowtap.report.slices`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+import duckdb
+from shadowtap.completion import NOT_SENT
+from shadowtap.report.reliability import (
+    CHECKS,
+    MAX_CHECKED_CHARS,
+    PHRASES,
+    REFUSAL_WINDOW,
+    TRUNCATED,
+    Answer,
+    check,
+)
+from shadowtap.report.slices import (
+    BUILT_IN,
+    PROMPT_BUCKETS,
+    TURN_BUCKETS,
+    VALUE_CHARS,
+    json_path,
+)
+from shadowtap.report.sources import UNSCORED, Source
+
+# DuckDB's share of the report's memory (the 2 GB budget of issue 15 leaves the rest to Python's
+# columns): above it, DuckDB spills to the spill directory.
+MEMORY_LIMIT = "1GB"
+
+# Every character Python's str.split() splits on, so that slice values are normalised in SQL
+# exactly as `" ".join(value.split())` does.
+_SPACE = "".join(
+    f"\\x{{{c:x}}}" for c in range(0x110000) if chr(c).isspace() and not 0xD800 <= c < 0xE000
+)
+SPACES = f"[{_SPACE}]+"
+
+# Every refusal phrase holds a word of no whitespace (its longest); an ASCII head that contains
+# none of these words, case-insensitively, contains no phrase after `reliability._refuses`
+# folds it (lower case, whitespace runs made one space). Only the heads that do, and the
+# non-ASCII ones, go to Python for the exact check: a superset, never a miss.
+_ANCHORS = sorted({max(p.split(), key=len) for p in PHRASES})
+# One pass over the head: any non-ASCII character (Python folds those: to the exact check), or
+# an anchor word in any case (the flag scoped, so that case folding leaves the class alone).
+REFUSAL_HINT = (
+    "[^\\x00-\\x7f]|(?i:"
+    + "|".join(re.sub(r"([\\.^$|?*+()\[\]{}])", r"\\\1", a) for a in _ANCHORS)
+    + ")"
+    if _ANCHORS and all(_ANCHORS)
+    else ""
+)
+
+PACKED = {name: 2 * i for i, name in enumerate(CHECKS)}  # check -> its two bits' shift
+
+
+def check_sql(side: str, name: str) -> str:
+    """SQL for one check of one side's answer: NULL (does not apply), false or true (broken)."""
+    bits = f"(({side}_checks >> {PACKED[name]}) & 3)"
+    return f"(CASE {bits} WHEN 1 THEN false WHEN 2 THEN true END)"
+
+
+def _pack(outcome: dict[str, bool | None]) -> int:
+    return sum(
+        (0 if value is None else 2 if value else 1) << PACKED[name]
+        for name, value in outcome.items()
+    )
+
+
+def packed_check(
+    finish: str | None,
+    blank: bool | None,
+    head: str | None,
+    json_text: str | None,
+    calls: str | None,
+    json_mode: str | None,
+    schema_json: str | None,
+    tools_json: str | None,
+) -> int:
+    """`reliability.check` of one successful answer, packed: DuckDB calls it (as a Python
+    function) only for answers the SQL cannot settle (JSON mode, tool calls, a possible
+    refusal phrase)."""
+    answer = Answer(
+        "", True, finish, bool(blank), head, json_text, calls, json_mode, schema_json, tools_json
+    )
+    return _pack(check(answer))
+
+
+def _text(expression: str) -> str:
+    """`slices._text` in SQL: whitespace collapsed, at most VALUE_CHARS characters. A short
+    ASCII value without whitespace (a route, a model: nearly all) is kept as it is without
+    running the regular expression."""
+    squeezed = f"trim(regexp_replace({expression}, '{SPACES}', ' ', 'g'))"
+    return (
+        f"(CASE WHEN {expression} IS NULL THEN '(none)'"
+        f" WHEN strlen({expression}) <= {VALUE_CHARS}"
+        f" AND NOT regexp_matches({expression}, '[\\x00-\\x20\\x7f-\\x{{10ffff}}]')"
+        f" THEN {expression}"
+        f" WHEN length({squeezed}) <= {VALUE_CHARS} THEN {squeezed}"
+        f" ELSE left({squeezed}, {VALUE_CHARS - 1}) || '…' END)"
+    )
+
+
+def _bucket(expression: str, buckets: tuple[tuple[int | None, str], ...]) -> str:
+    arms = " ".join(
+        f"WHEN {expression} < {upper} THEN '{label}'" for upper, label in buckets if upper
+    )
+    return f"(CASE WHEN {expression} IS NULL THEN 'unknown' {arms} ELSE '{buckets[-1][1]}' END)"
+
+
+def _yes_no(expression: str) -> str:
+    return (
+        f"(CASE WHEN {expression} IS NULL THEN 'unknown'"
+        f" WHEN {expression} THEN 'yes' ELSE 'no' END)"
+    )
+
+
+def _ok(side: str) -> str:
+    return (
+        f"({side}_error IS NULL AND {side}_status IS NOT NULL"
+        f" AND {side}_status BETWEEN 200 AND 299)"
+    )
+
+
+def _checks(side: str) -> str:
+    """The packed checks of one side: settled in SQL, or by `packed_check` when it must."""
+    text = f"{side}_text"
+    head = f"left({text}, {REFUSAL_WINDOW})"
+    # `text IS NULL OR trim(text) = ''`, with trim run only on a text that starts with a space
+    blank = (
+        f"(CASE WHEN {text} IS NULL OR {text} = '' THEN true"
+        f" WHEN left({text}, 1) <> ' ' THEN false ELSE trim({text}) = '' END)"
+    )
+    finish = f"{side}_finish_reason"
+    calls = f"CAST({side}_tool_calls AS VARCHAR)"
+    truncated = f"coalesce({finish} IN ({', '.join(repr(t) for t in sorted(TRUNCATED))}), false)"
+    hint = REFUSAL_HINT.replace("'", "''")
+    refusal_hint = f"regexp_matches({head}, '{hint}')" if hint else "true"
+    needs = f"(json_mode IS NOT NULL OR {side}_tool_calls IS NOT NULL OR {refusal_hint})"
+    json_text = (
+        f"CASE WHEN json_mode IS NOT NULL AND length({text}) <= {MAX_CHECKED_CHARS} THEN {text} END"
+    )
+    simple = (
+        f"((CASE WHEN {blank} THEN 2 ELSE 1 END) << {PACKED['empty']})"
+        f" | ((CASE WHEN {truncated} THEN 2 ELSE 1 END) << {PACKED['truncated']})"
+        f" | ((CASE WHEN coalesce({finish} = 'content_filter', false) THEN 2 ELSE 1 END)"
+        f" << {PACKED['refused']})"
+    )
+    return (
+        f"CASE WHEN NOT {_ok(side)} THEN 0"
+        f" WHEN {needs} THEN shadowtap_check({finish}, {blank}, {head}, {json_text}, {calls},"
+        f" json_mode, schema_json, tools_json)"
+        f" ELSE {simple} END"
+    )
+
+
+# The request's slice inputs (as `slices` defines them), from its stored body, parsed once:
+# `parts` holds the body's values at these paths.
+PARTS = (
+    "$.tools",
+    "$.response_format.type",
+    "$.text.format.type",
+    "$.messages",
+    "$.input",
+    "$.response_format.json_schema.schema",
+    "$.text.format.schema",
+)
+REQUEST_SQL = """
+    coalesce(json_array_length(parts[1]), 0) > 0 AS tools,
+    CASE WHEN coalesce(parts[2]->>'$', parts[3]->>'$') IN ('json_object', 'json_schema')
+         THEN coalesce(parts[2]->>'$', parts[3]->>'$') END AS json_mode,
+    coalesce(primary_prompt_tokens, length(CAST(request_body AS VARCHAR)) // 4) AS prompt_size,
+    coalesce(json_array_length(parts[4]), json_array_length(parts[5]),
+             CASE WHEN json_type(parts[5]) = 'VARCHAR' THEN 1 END) AS turns,
+    CASE WHEN json_array_length(parts[1]) > 0 THEN CAST(parts[1] AS VARCHAR) END AS tools_json,
+    CAST(coalesce(parts[6], parts[7]) AS VARCHAR) AS schema_json
+"""
+
+KEPT = (
+    "request_id, target, role, primary_latency_ms, candidate_latency_ms, primary_ttft_ms,"
+    " candidate_ttft_ms, primary_prompt_tokens, candidate_prompt_tokens,"
+    " primary_completion_tokens, candidate_completion_tokens, primary_cost_usd,"
+    " candidate_cost_usd, candidate_source"
+)
+
+
+# What the report reads of `pairs` (or `unscored_pairs`), named.
+PAIR_COLUMNS = ", ".join(
+    [
+        "request_id",
+        "target",
+        "role",
+        "route",
+        "model",
+        "stream",
+        "request_body",
+        "slice_headers",
+        *(
+            f"{side}_{column}"
+            for side in ("primary", "candidate")
+            for column in (
+                "status",
+                "error",
+                "latency_ms",
+                "ttft_ms",
+                "text",
+                "tool_calls",
+                "finish_reason",
+                "prompt_tokens",
+                "completion_tokens",
+                "cost_usd",
+            )
+        ),
+        "candidate_source",
+    ]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Where each scorer's scores are in `report_pairs`: `score<i>` (NULL when the pair has
+    no number from it) and `scored<i>` (the pair has a row of it at all, a number or not:
+    the `pairs` view's `scores` map has the key)."""
+
+    columns: dict[str, int]  # scorer -> i
+
+    def score(self, scorer: str) -> str:
+        i = self.columns.get(scorer)
+        return "CAST(NULL AS DOUBLE)" if i is None else f"score{i}"
+
+    def scored(self, scorer: str) -> str:
+        i = self.columns.get(scorer)
+        return "false" if i is None else f"scored{i}"
+
+
+def _score_columns(source: Source) -> tuple[Selection, str, str]:
+    """The scorers' columns, and the SQL that gives them: a pivot of the score rows joined on
+    the pair when the source has them (cheaper than the view's MAP at fleet size), else read
+    from the `scores` MAP of `pairs` (the live API's pairs)."""
+    con = source.con
+    if source.has_score_rows:
+        found = con.execute("SELECT DISTINCT scorer FROM score_rows WHERE scorer IS NOT NULL")
+    else:
+        found = con.execute("SELECT DISTINCT unnest(map_keys(scores)) FROM pairs")
+    names = sorted(name for (name,) in found.fetchall() if name is not None)
+    selection = Selection({name: i for i, name in enumerate(names)})
+    quoted = {name: "'" + name.replace("'", "''") + "'" for name in names}
+    if not source.has_score_rows:
+        columns = "".join(
+            f", scores[{quoted[n]}] AS score{i}, map_contains(scores, {quoted[n]}) AS scored{i}"
+            for n, i in selection.columns.items()
+        )
+        return selection, columns, ""
+    pivot = ", ".join(
+        f"avg(score) FILTER (WHERE scorer = {quoted[n]}) AS score{i},"
+        f" count(*) FILTER (WHERE scorer = {quoted[n]}) > 0 AS scored{i}"
+        for n, i in selection.columns.items()
+    )
+    columns = ""  # the pivot's own columns (scored<i> NULL, not false, on a pair without rows)
+    join = (
+        f" LEFT JOIN (SELECT request_id, target, {pivot} FROM score_rows"
+        " GROUP BY request_id, target) USING (request_id, target)"
+        if names
+        else ""
+    )
+    return selection, columns, join
+
+
+def dimension_columns(slice_by: Sequence[str]) -> list[str]:
+    """The `report_pairs` column of each slice dimension, in `slices.dimensions` order."""
+    return [f"d_{name}" for name in BUILT_IN] + [f"d_custom{i}" for i in range(len(slice_by))]
+
+
+def _spill_directory() -> str:
+    directory = tempfile.mkdtemp(prefix="shadowtap-report-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return directory
+
+
+def select_pairs(
+    source: Source, since: datetime | None, route: str | None, slice_by: Sequence[str]
+) -> Selection:
+    """Create `report_pairs` from the pairs of the selection, ordered by target and request
+    (the order every per-pair column is read in, so bootstraps draw the same pairs on every
+    run and source)."""
+    con = source.con
+    con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+    con.execute(f"SET temp_directory = '{_spill_directory()}'")
+    with contextlib.suppress(duckdb.CatalogException):  # a second report on this source
+        con.create_function(
+            "shadowtap_check",
+            packed_check,
+            ["VARCHAR", "BOOLEAN", *["VARCHAR"] * 6],
+            "INTEGER",
+            null_handling=cast(Any, "special"),  # NULLs reach it (as the SQL does)
+        )
+    clauses: list[str] = []
+    params: dict[str, object] = {}
+    if since is not None:
+        clauses.append("started_at >= $since")
+        params["since"] = since
+    if route is not None:
+        clauses.append("route = $route")
+        params["route"] = route
+    custom = []
+    for i, spec in enumerate(slice_by):
+        kind, _, name = spec.partition(":")
+        column = "request_body" if kind == "body" else "slice_headers"
+        params[f"path{i}"] = json_path(name) if kind == "body" else f'$."{name.lower()}"'
+        custom.append(f", {_text(f'json_extract_string({column}, $path{i})')} AS d_custom{i}")
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    selection, score_columns, score_join = _score_columns(source)
+    columns = PAIR_COLUMNS if source.has_score_rows else f"{PAIR_COLUMNS}, scores"
+    relation = UNSCORED if source.has_score_rows else "pairs"
+    params["parts"] = list(PARTS)
+    params["not_sent"] = NOT_SENT
+    sent = (
+        "(candidate_status IS NOT NULL OR candidate_error IS NULL"
+        " OR NOT starts_with(candidate_error, $not_sent))"
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMPORARY TABLE report_pairs AS
+        SELECT * {score_columns}
+        FROM (
+            SELECT {KEPT}, {sent} AS sent,
+                {_ok("primary")} AS primary_ok, {_ok("candidate")} AS candidate_ok,
+                {_checks("primary")} AS primary_checks,
+                {_checks("candidate")} AS candidate_checks,
+                {_text("route")} AS d_route,
+                {_text("model")} AS d_model,
+                {_yes_no("stream")} AS d_stream,
+                {_yes_no("tools")} AS d_tools,
+                coalesce(json_mode, 'none') AS d_structured,
+                {_bucket("prompt_size", PROMPT_BUCKETS)} AS d_prompt_tokens,
+                {_bucket("turns", TURN_BUCKETS)} AS d_turns
+                {"".join(custom)}
+                {", scores" if not source.has_score_rows else ""}
+            FROM (
+                SELECT *, {REQUEST_SQL}
+                FROM (
+                    SELECT {columns}, json_extract(request_body, $parts) AS parts
+                    FROM {relation} {where}
+                )
+            )
+        ){score_join}
+        ORDER BY target, request_id
+        """,
+        params,
+    )
+    return selection
