@@ -15,7 +15,7 @@ from shadowtap.report import stats
 from shadowtap.report.model import Example, Usage
 from shadowtap.report.reliability import CHECKS
 from shadowtap.report.selection import Selection, check_sql
-from shadowtap.report.sources import Source
+from shadowtap.report.sources import UNSCORED, Source
 
 HISTOGRAM_BINS = 20
 LATENCY_BINS = 30
@@ -221,16 +221,20 @@ def rank_disagreeing(
 
 
 def fetch_examples(pairs: Pairs, source: Source, ranked: list[str]) -> list[Example]:
-    """The ranked pairs' texts, read from `pairs` only now (texts are the bulk of the data,
-    and `report_pairs` holds none), with their scores."""
+    """The ranked pairs' texts, read from the source only now (texts are the bulk of the data,
+    and `report_pairs` holds none), with their scores. The ids are constants of the query, so
+    DuckDB prunes the scans to them (row groups of time-ordered request ids)."""
     if not ranked:
         return []
     target, selection = pairs.target, pairs.selection
+    relation = UNSCORED if source.has_score_rows else "pairs"  # scores: from report_pairs
+    ids = {f"id{i}": request_id for i, request_id in enumerate(ranked)}
     rows = source.con.execute(
         "SELECT request_id, started_at, route, model, request_body, primary_text,"
         " candidate_text, primary_tool_calls, candidate_tool_calls, candidate_error"
-        " FROM pairs WHERE target = $target AND request_id IN (SELECT unnest($ids))",
-        {"target": target, "ids": ranked},
+        f" FROM {relation} WHERE target = $target"
+        f" AND request_id IN ({', '.join(f'${name}' for name in ids)})",
+        {"target": target, **ids},
     ).fetchall()
     names = list(selection.columns)
     columns = "".join(f", {selection.scored(n)}, {selection.score(n)}" for n in names)
