@@ -192,20 +192,23 @@ def fake_upstream_app(
     return app
 
 
+BARE_SESSION = web.AppKey("session", aiohttp.ClientSession)
+
+
 def bare_passthrough_app(upstream: str) -> web.Application:
     """The baseline: the least a correct streaming aiohttp reverse proxy must do."""
 
     async def on_startup(app: web.Application) -> None:
-        app["session"] = aiohttp.ClientSession(
+        app[BARE_SESSION] = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0), auto_decompress=False
         )
 
     async def on_cleanup(app: web.Application) -> None:
-        await app["session"].close()
+        await app[BARE_SESSION].close()
 
     async def relay(request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        session: aiohttp.ClientSession = request.app["session"]
+        session = request.app[BARE_SESSION]
         async with session.request(
             request.method, upstream + request.raw_path, data=body, headers=request.headers
         ) as upstream_response:
