@@ -49,8 +49,8 @@ from shadowtap.log import get_logger
 from shadowtap.metrics import Metrics
 from shadowtap.recorder.batches import gather
 from shadowtap.recorder.caps import cap_tables
+from shadowtap.recorder.keeper import RETRY_MAX_S, RETRY_MIN_S, StoreKeeper
 from shadowtap.recorder.rows import Privacy, to_arrow
-from shadowtap.recorder.schema import DatabaseLocked
 from shadowtap.recorder.store import (
     Store,
     committed_anyway,
@@ -63,19 +63,13 @@ log = get_logger("shadowtap.recorder")
 
 ROLL_INTERVAL_S = 300.0  # how often completed data is rolled to Parquet (and at close)
 RETENTION_INTERVAL_S = 3600.0  # how often old rows are deleted (and at start)
-RETRY_MIN_S, RETRY_MAX_S = 1.0, 30.0  # reopening a degraded store: backoff bounds
 CHECK_INTERVAL_S = 1.0  # how often an idle writer checks its file is still there
 IDLE_POLL_S = 0.2  # how soon an idle writer notices close()
-VANISHED = "the database file was deleted or replaced while open"
 # Once close_timeout_s has passed: how long close() keeps interrupting DuckDB for the writer to
 # unwind (an interrupted statement returns within milliseconds), and how often it interrupts.
 UNWIND_S = 1.0
 INTERRUPT_EVERY_S = 0.02
 EXIT_WAIT_S = 30.0  # at exit, for a writer close() left inside DuckDB (see close())
-
-
-def _kind(reason: str) -> str:
-    return reason.partition(":")[0]  # "cannot open <path>", "writing failed", VANISHED
 
 
 class _Abandoned(Exception):
@@ -86,7 +80,7 @@ class RecorderClosed(RuntimeError):
     """`query()` while there is no database to read: after `close()`, or while degraded."""
 
 
-class Recorder:
+class Recorder(StoreKeeper):
     def __init__(
         self,
         config: StorageConfig,
@@ -97,24 +91,16 @@ class Recorder:
         retry_min_s: float = RETRY_MIN_S,
         retry_max_s: float = RETRY_MAX_S,
     ) -> None:
-        self.config = config
-        self._metrics = metrics
+        super().__init__(config, metrics, retry_min_s=retry_min_s, retry_max_s=retry_max_s)
         self._privacy = Privacy(config.bodies)
         self._queue: queue.Queue[Exchange] = queue.Queue(maxsize=config.queue_max)
         self._flush_s = config.flush_interval_ms / 1000.0
         self._roll_interval_s = roll_interval_s
         self._retention_interval_s = retention_interval_s
-        self._retry_min_s, self._retry_max_s = retry_min_s, retry_max_s
-        self._retry_s = retry_min_s
-        self._next_open = 0.0
         self._closing = threading.Event()
         self._abandoned = threading.Event()  # set by a close() that ran out of time
         self._hand_lock = threading.Lock()  # the writer and a late close() both settle _hand
         self._thread: threading.Thread | None = None
-        self._store: Store | None = None
-        self._degraded: str | None = None  # why, while recording is degraded
-        self._failed_writing = False  # the last storage failure was a write, not an open
-        self._read_lock = threading.Lock()
         self._hand: list[Exchange] = []  # taken off the queue, not yet written or counted
         metrics.track_queue_depth(self._queue.qsize)
 
@@ -372,75 +358,6 @@ class Recorder:
                 self._metrics.record_write_error(len(batch) - i)
                 return
             self._insert(current, [exchange])
-
-    # -- storage state ------------------------------------------------------------------------
-    def _reopen(self, store: Store) -> None:
-        """Close and open the file again: DuckDB gives back the memory it kept for the old
-        connection (see store.RECYCLE_BYTES). A failure on the way is storage trouble."""
-        with contextlib.suppress(Exception):  # an invalidated database cannot checkpoint
-            store.checkpoint()
-        self._set_store(None)
-        store.close()
-        self._open()
-
-    def _open(self) -> None:
-        try:
-            store = Store.open(self.config)
-        except Exception as error:
-            why = (
-                "locked by another process"  # its own message speaks to readers, not to serve
-                if isinstance(error, DatabaseLocked)
-                else safe_error(error)
-            )
-            self._storage_failed(None, f"cannot open {self.config.path}: {why}")
-            return
-        self._set_store(store)
-        # After a failed write, opening proves little (a full disk opens fine): recovered is
-        # declared by the next write that succeeds.
-        if not self._failed_writing:
-            self._recovered()
-
-    def _recovered(self) -> None:
-        if self._degraded is not None:
-            log.warning("recording_recovered", path=self.config.path)
-            self._degraded = None
-            self._metrics.set_recording_degraded(False)
-
-    def _storage_failed(self, store: Store | None, reason: str, **details: Any) -> None:
-        """Recording is degraded: drop the store, retry opening after the backoff."""
-        if store is not None:
-            if self._store is store:
-                self._set_store(None)
-            store.close()
-        delay = self._retry_s
-        self._next_open = time.monotonic() + delay
-        self._retry_s = min(delay * 2, self._retry_max_s)
-        # One line per state change, not per retry (nor per detail of the same failure).
-        if self._degraded is None or _kind(reason) != _kind(self._degraded):
-            log.error("recording_degraded", reason=reason, retry_in_s=delay, **details)
-        self._degraded = reason
-        self._metrics.set_recording_degraded(True)
-
-    def _vanished(self, store: Store) -> None:
-        """The file under the store was deleted or replaced: what it held that is in no
-        Parquet file either is lost, and counted; then the store is dropped."""
-        try:
-            lost = store.salvage()
-        except Exception:
-            lost = store.written  # at least what this process wrote into it
-        if lost:
-            self._metrics.records_lost_inc(lost)
-        self._storage_failed(store, VANISHED, lost=lost)
-
-    def _check_file(self) -> None:
-        store = self._store
-        if store is not None and not store.intact():
-            self._vanished(store)
-            self._open()
-
-    def _set_store(self, store: Store | None) -> None:
-        with self._read_lock:  # never swapped under a running query
-            self._store = store
 
     # -- housekeeping -------------------------------------------------------------------------
     def _roll(self) -> None:
