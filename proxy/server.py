@@ -182,6 +182,9 @@ class ShadowtapServer:
             access_log=None,
             handler_cancellation=True,
             keepalive_timeout=server.idle_timeout_s,
+            # The client's body is relayed as sent: a gzip-encoded request reaches the primary
+            # gzip-encoded (decoded here, it went out as plain bytes labelled gzip).
+            auto_decompress=False,
         )
         self._proxy = await self._serve(
             "proxy", proxy_runner, server.listen, ClientLimits.of(server, proxy_cap)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import socket
 
 import aiohttp
@@ -131,6 +132,27 @@ async def test_a_request_not_drawn_is_forwarded_unparsed(
     for outcome, count in (("not_sampled", 1), ("invalid_json", None)):
         labels = {"route": "/v1/chat/completions", "outcome": outcome}
         assert registry.get_sample_value("shadowtap_sampling_decisions_total", labels) == count
+
+
+async def test_a_gzip_encoded_request_reaches_the_primary_as_sent(
+    start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    """The client's body is relayed as it was sent: aiohttp's server used to decode a
+    gzip-encoded request, and the proxy sent the decoded bytes (cut at the client's
+    Content-Length) still labelled gzip, which the primary could not read."""
+    primary = await start_fake()
+    candidate = await start_fake()
+    server = await start_shadowtap(make_config(primary, {"cand": candidate}))
+    plain = orjson.dumps({**CHAT, "messages": [{"role": "user", "content": "y" * 3000}]})
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    direct = await raw(primary.url + "/v1/chat/completions", gzip.compress(plain), **headers)
+    proxied = await raw(proxy_url(server), gzip.compress(plain), **headers)
+    assert direct[0] == 200
+    assert (proxied[0], proxied[2]) == (direct[0], direct[2])
+    assert primary.received[-1].headers["Content-Encoding"] == "gzip"
+    assert primary.received[-1].body == plain  # decoded by the primary, once
+    await drain(server)
+    assert candidate.received == []  # an encoded body is not parsed, so never shadowed
 
 
 async def test_headers_hop_by_hop_removed_forwarded_for_appended(
