@@ -34,22 +34,34 @@ SIDE = (
     "{t}.status, {t}.error, {t}.latency_ms, {t}.ttft_ms, {t}.text, CAST({t}.tool_calls AS VARCHAR),"
     " {t}.finish_reason, {t}.prompt_tokens, {t}.completion_tokens, {t}.response_model"
 )
-UNSCORED_SQL = f"""
-SELECT c.request_id, e.started_at, e.method, e.path, e.route, e.model, e.stream,
-    CAST(e.request_body AS VARCHAR), c.cost_usd, c.source, c.replay_run,
-    {SIDE.format(t="p")}, {SIDE.format(t="c")}
+# Found once, at the start (one scan), then read a page at a time by rowid: a page query that
+# searched the tables again would make this quadratic in the file's size.
+FIND_SQL = """
+CREATE OR REPLACE TEMPORARY TABLE replay_unscored AS
+SELECT row_number() OVER (ORDER BY c.request_id) - 1 AS seq, c.rowid AS answer_row,
+    e.row_at AS exchange_row, p.row_at AS primary_row
 FROM responses AS c
-JOIN (SELECT DISTINCT ON (request_id) * FROM exchanges) AS e ON e.request_id = c.request_id
+JOIN (SELECT DISTINCT ON (request_id) request_id, rowid AS row_at FROM exchanges) AS e
+    ON e.request_id = c.request_id
 JOIN (
-    SELECT DISTINCT ON (request_id) * FROM responses WHERE role = 'primary'
+    SELECT DISTINCT ON (request_id) request_id, rowid AS row_at FROM responses
+    WHERE role = 'primary'
 ) AS p ON p.request_id = c.request_id
 WHERE c.target = ? AND c.role = 'candidate' AND c.source LIKE 'replay%'
-    AND c.request_id > ?
     AND NOT EXISTS (
         SELECT 1 FROM scores AS s WHERE s.request_id = c.request_id AND s.target = c.target
     )
-ORDER BY c.request_id
-LIMIT ?
+"""
+PAGE_SQL = f"""
+WITH u AS (SELECT * FROM replay_unscored WHERE seq >= ? AND seq < ?)
+SELECT c.request_id, e.started_at, e.method, e.path, e.route, e.model, e.stream,
+    CAST(e.request_body AS VARCHAR), c.cost_usd, c.source, c.replay_run,
+    {SIDE.format(t="p")}, {SIDE.format(t="c")}
+FROM u
+JOIN responses AS c ON c.rowid = u.answer_row
+JOIN exchanges AS e ON e.rowid = u.exchange_row
+JOIN responses AS p ON p.rowid = u.primary_row
+ORDER BY u.seq
 """
 
 
@@ -87,17 +99,24 @@ async def score_answer(
     return bool(mine)
 
 
+def find_unscored(con: duckdb.DuckDBPyConnection, target: str) -> int:
+    """How many replayed answers of `target` have no score (listed for `load_unscored`)."""
+    con.execute(FIND_SQL, [target])
+    row = con.execute("SELECT count(*) FROM replay_unscored").fetchone()
+    return int(row[0]) if row else 0
+
+
 def load_unscored(
     con: duckdb.DuckDBPyConnection,
+    start: int,
+    stop: int,
     target: str,
-    after: str,
-    limit: int,
     credentials: tuple[str, ...],
 ) -> list[Exchange]:
-    """Up to `limit` replayed answers of `target` with no score, request ids after `after`,
-    each as the exchange the scorers read (the request, the primary's and its answer)."""
+    """The unscored answers `start` to `stop`, each as the exchange the scorers read (the
+    request, the primary's answer and the candidate's)."""
     page = []
-    for row in con.execute(UNSCORED_SQL, [target, after, limit]).fetchall():
+    for row in con.execute(PAGE_SQL, [start, stop]).fetchall():
         request_id, started_at, method, path, route, model, stream, body = row[:8]
         cost_usd, source, replay_run = row[8:11]
         try:
@@ -139,12 +158,11 @@ async def score_unscored(
 ) -> None:
     """Score every replayed answer of `target` an earlier run stored but did not score, a page
     of `page_rows` at a time (all of a page fit in the scoring queue: none is shed)."""
-    after = ""
-    while not stopped():
-        page = await store.call(load_unscored, target, after, page_rows, credentials)
-        if not page:
+    total = await store.call(find_unscored, target)
+    for start in range(0, total, page_rows):
+        if stopped():
             return
-        after = page[-1].request_id
+        page = await store.call(load_unscored, start, start + page_rows, target, credentials)
         scored = await asyncio.gather(
             *(score_answer(scoring, exchange, target, store, counts) for exchange in page)
         )
