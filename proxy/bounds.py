@@ -7,7 +7,7 @@ The handler asks four things: which targets owe (shed them), may this request be
 
 Example:
     bounds = ShadowBounds(config.sampling, ["small"], metrics)
-    admission = bounds.admit(body, values, copies=1)   # None: shed for memory
+    admission = bounds.admit(body, values, copies=0)   # None: shed for memory
     reader = bounds.reader("small", admission.hold)
 """
 
@@ -39,6 +39,13 @@ class Admission:
     hold: Hold  # everything the exchange holds, answers included as they are read
     transient: int  # the part given back once scoring is over (parsed request, shadow bodies)
     handed_over: bool = False
+
+    def charge(self, size: int) -> None:
+        """Count a shadow body of `size` bytes made from the request (re-encoded when its
+        model could not be replaced in the client's bytes): it exists already, so it is
+        counted over the limit if need be, and given back with the transient part."""
+        self.hold.force(size)
+        self.transient += size
 
     def hand_over(self, exchange: Exchange) -> None:
         exchange.held_bytes, exchange.on_release = self.hold.size, self.hold.shrink

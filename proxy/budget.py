@@ -18,7 +18,7 @@ again, so TCP backpressure slows the target down and the loop stays free for the
 
 Example:
     memory = MemoryBudget(256 * MiB)
-    hold = memory.admit(len(body) * 3)      # None: shed, the request is not sampled
+    hold = memory.admit(len(body) * 2)      # None: shed, the request is not sampled
     if hold is not None and not hold.grow(len(chunk)):
         ...                                 # the answer no longer fits: cut it
     hold.close()                            # every byte back, once
@@ -51,8 +51,11 @@ def request_hold_bytes(size: int, values: int, copies: int) -> tuple[int, int]:
 
     Lasting: the raw body, kept until the exchange is recorded. Transient, given back once
     scoring is over: the parsed request (its text plus `values` times PARSED_VALUE_BYTES; it
-    exists while shadow bodies are built and while scorers read it) and `copies` re-encoded
-    shadow bodies (one per distinct `model` the targets set). Answers are charged as read.
+    exists while shadow bodies are built and while scorers read it) and `copies` bodies
+    translated into another API, about `size` each. A body that only changes `model` is the
+    client's bytes around the new value (`shadow_request.Spliced`): no copy, no charge; the
+    rare one re-encoded instead is charged when it is made (`Admission.charge`). Answers are
+    charged as read.
     """
     return size, size + values * PARSED_VALUE_BYTES + copies * size
 

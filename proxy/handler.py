@@ -21,6 +21,7 @@ from shadowtap.pricing import Prices
 from shadowtap.receive import BodyTooLarge, receive
 from shadowtap.sampling import UNSAMPLED_ROUTE, Draws, Sampler, SamplingPolicy, ShadowBudget
 from shadowtap.shadow import Shadowing, ShadowTarget
+from shadowtap.shadow_request import translated_bodies
 from shadowtap.tasks import TaskSet
 from shadowtap.urls import origin_form
 
@@ -51,10 +52,8 @@ class ProxyHandler:
     route_dialects: dict[str, str] = field(default_factory=dict)  # sampled route -> its API
 
     def __post_init__(self) -> None:
-        # Targets with the same key share one body (the client's, rewritten or translated).
-        models = {name: target.body_key for name, target in self.targets.items()}
         self.sampler = Sampler(
-            self.policy, self.draws, self.budget, self.bounds, models, metrics=self.metrics
+            self.policy, self.draws, self.budget, self.bounds, self.translations, self.metrics
         )
         completion = ExchangeCompletion(
             self.pipeline, self.bounds, self.metrics, self.primary_prices
@@ -72,6 +71,12 @@ class ProxyHandler:
             slice_headers=self.slice_headers,
             route_dialects=self.route_dialects,
         )
+
+    def translations(self, route: str, names: tuple[str, ...]) -> int:
+        """How many bodies a request on `route` is translated into for these targets: the
+        copies its admission is charged for (a model alone is replaced in the client's bytes)."""
+        targets = [self.targets[name] for name in names]
+        return translated_bodies(targets, self.route_dialects.get(route))
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()

@@ -224,7 +224,8 @@ class Sampler:
     draws: Draws
     budget: ShadowBudget
     bounds: ShadowBounds
-    target_models: Mapping[str, str | None]  # shadow target -> the model it rewrites to
+    # The bodies copied from a request on a route for these targets (see request_hold_bytes).
+    copies: Callable[[str, tuple[str, ...]], int]
     metrics: Metrics
 
     def route(self, request: web.Request) -> str | None:
@@ -257,7 +258,7 @@ class Sampler:
         )
         admission = None
         if decision.sampled:
-            copies = len({self.target_models[name] for name in decision.targets} - {None})
+            copies = self.copies(route, decision.targets)
             admission = self.bounds.admit(body, values, copies)
             if admission is None:
                 decision = shed_for_memory(decision)

@@ -176,7 +176,9 @@ class Shadowing:
         # only for a target that reads it (a translation), else dropped here.
         reads_parsed = any(target.reads_parsed(dialect) for target in targets)
         request_json = sampled.request_json if reads_parsed else None
-        bodies = ShadowBodies(body, request_json, dialect, request.headers.keys())
+        bodies = ShadowBodies(
+            body, request_json, dialect, request.headers.keys(), charge=admission.charge
+        )
         self.budget.acquire(len(targets))
         tasks = [
             self.shadow_tasks.spawn(

@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,7 @@ __all__ = [
     "shadow_headers",
     "shadow_path",
     "shadow_targets",
+    "translated_bodies",
 ]
 
 
@@ -133,6 +134,12 @@ def shadow_targets(config: Config) -> list[ShadowTarget]:
     return targets
 
 
+def translated_bodies(targets: Iterable[ShadowTarget], route_dialect: str | None) -> int:
+    """How many distinct bodies translating a request on such a route for `targets` makes
+    (targets with the same key share one)."""
+    return len({t.body_key for t in targets if t.translates(route_dialect)})
+
+
 class UnencodableBody(ValueError):
     """The request cannot be re-encoded for a target (e.g. nested past orjson's depth limit)."""
 
@@ -169,7 +176,12 @@ def _is_model_key(body: bytes, start: int, end: int) -> bool:
     if end - start > _KEY_CHARS:
         return False
     key = body[start:end]
-    return key == b'"model"' or (b"\\" in key and orjson.loads(key) == "model")
+    if key == b'"model"':
+        return True
+    try:  # an escaped spelling counts; one orjson cannot decode is in a body never sampled
+        return b"\\" in key and orjson.loads(key) == "model"
+    except orjson.JSONDecodeError:
+        return False
 
 
 def _trimmed(body: bytes, start: int, end: int) -> tuple[int, int]:
@@ -247,6 +259,8 @@ class ShadowBodies:
 
     Built inside each shadow's task (never on the primary's path), once per distinct body.
     `request_json` may be None when no target needs anything but the client's bytes.
+    `charge` is told the size of each body re-encoded because its model could not be replaced
+    in the client's bytes (translations are charged at admission: `request_hold_bytes`).
     """
 
     def __init__(
@@ -255,11 +269,13 @@ class ShadowBodies:
         request_json: dict[str, Any] | None,
         dialect: str | None = OPENAI_CHAT,
         header_names: Iterable[str] = (),
+        charge: Callable[[int], None] | None = None,
     ) -> None:
         self.body = body
         self.request_json = request_json
         self.dialect = dialect  # the route's API; None: not known
         self.header_names = tuple(header_names)
+        self._charge = charge
         self._rewritten: dict[str | None, bytes | Spliced] = {}
         self._translated: dict[tuple[str, str | None, RenderOptions], bytes] = {}
 
@@ -294,8 +310,12 @@ class ShadowBodies:
         if model is None:
             return self.body
         if model not in self._rewritten:
-            spliced = splice_model(self.body, model)
-            self._rewritten[model] = spliced if spliced is not None else self._reencoded(model)
+            rewritten: bytes | Spliced | None = splice_model(self.body, model)
+            if rewritten is None:
+                rewritten = self._reencoded(model)
+                if rewritten is not self.body and self._charge is not None:
+                    self._charge(len(rewritten))  # a whole copy, held while the shadows run
+            self._rewritten[model] = rewritten
         return self._rewritten[model]
 
     def _reencoded(self, model: str) -> bytes:

@@ -15,6 +15,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from shadowtap.budget import ADMIT_SHARE
 
 from tests.conftest import StartFake, StartShadowtap, make_config
 from tests.shadowing import CHAT, RecordingSink, drain, post, post_direct
@@ -306,3 +307,28 @@ async def test_the_recorded_request_body_is_still_the_json_object(
     kinds = con.execute("SELECT json_type(request_body), request_body->>'model' FROM exchanges")
     assert kinds.fetchall() == [("OBJECT", "gpt-test")]
     con.close()
+
+
+async def test_a_request_whose_model_is_replaced_in_its_bytes_is_charged_no_copy(
+    start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    """A candidate that sets its model gets the client's bytes around the new value, not a
+    re-encoded copy; the admission used to charge that copy anyway (3x the body, not 2x) and
+    shed a request that fits. Charged 2x: sampled, and every byte comes back."""
+    primary, candidate = await start_fake(), await start_fake()
+    prompt = {**CHAT, "messages": [{"role": "user", "content": "y" * 200_000}]}
+    size = len(orjson.dumps(prompt))
+    # New exchanges are admitted below ADMIT_SHARE of the limit: 2.5x the body, between 2x and 3x.
+    limit = int(size * 2.5 / ADMIT_SHARE)
+    registry = CollectorRegistry()
+    config = make_config(
+        primary,
+        {"c": {"url": candidate.url, "model": "small"}},
+        sampling={"max_held_bytes": limit},
+    )
+    server = await start_shadowtap(config, registry)
+    assert await post(server.proxy_port, prompt) == await post_direct(primary.url, prompt)
+    await drain(server)
+    assert (decisions(registry, "sampled"), decisions(registry, "memory")) == (1, 0)
+    assert [r.json for r in candidate.chat_requests()] == [{**prompt, "model": "small"}]
+    assert held(registry) == 0

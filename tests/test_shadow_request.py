@@ -193,3 +193,130 @@ def test_a_body_of_countless_tiny_values_is_parsed_and_encoded_again_instead() -
     sent = ShadowBodies(body, None).for_target(target(model="small"))
     assert isinstance(sent, bytes)
     assert orjson.loads(sent) == {**request_json, "model": "small"}
+
+
+# -- attacks on the splice: whatever bytes orjson reads as an object, the candidate reads the same
+# request with only `model` changed ------------------------------------------------------------
+_KEY_SPELLINGS = [
+    '"model"',
+    '"mod\\u0065l"',
+    '"\\u006dodel"',
+    '"\\u006D\\u006F\\u0064\\u0065\\u006C"',
+    '"model "',
+    '"Model"',
+    '"mo\\"del"',
+    '"\\"model\\""',
+    '"messages"',
+    '"x"',
+]
+_LITERALS = [
+    "1E+2",
+    "-0.0e-5",
+    "12345678901234567890123",
+    '"\\ud83d\\ude00"',
+    '"model"',
+    '"\\"model\\": 1, "',
+    '{"model": {"model": []}}',
+    "[]",
+    "null",
+    "true",
+]
+_SPACE = st.text(alphabet=" \t\r\n", max_size=2)
+
+
+@st.composite
+def _object_bytes(draw: st.DrawFn) -> bytes:
+    """An object with duplicate, escaped and look-alike keys, any value (nested objects that
+    hold `model`, strings that spell it), and whitespace wherever JSON allows it."""
+    members = []
+    for _ in range(draw(st.integers(0, 5))):
+        key = draw(st.sampled_from(_KEY_SPELLINGS))
+        literal = draw(st.sampled_from(_LITERALS))
+        value = literal if draw(st.booleans()) else json.dumps(draw(_json))
+        members.append(f"{draw(_SPACE)}{key}{draw(_SPACE)}:{draw(_SPACE)}{value}{draw(_SPACE)}")
+    return f"{draw(_SPACE)}{{{','.join(members)}{draw(_SPACE)}}}{draw(_SPACE)}".encode()
+
+
+def _assert_only_the_model_changes(body: bytes, model: str) -> None:
+    try:
+        request_json = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return  # never sampled: the primary alone gets it
+    if not isinstance(request_json, dict):
+        return
+    expected = {**request_json, "model": model}
+    spliced = splice_model(body, model)
+    if spliced is not None:
+        assert orjson.loads(bytes(spliced)) == expected
+        # Another parser reads it the same (its integers of any size: the client's digits are
+        # sent as they came, where re-encoding made 10**22 a float).
+        assert json.loads(bytes(spliced)) == {**json.loads(body), "model": model}
+    assert orjson.loads(bytes(ShadowBodies(body, None).for_model(model))) == expected
+
+
+@settings(max_examples=examples(400), deadline=None)
+@given(_object_bytes(), st.text(max_size=6))
+def test_duplicate_escaped_and_look_alike_keys_only_the_top_level_model_changes(
+    body: bytes, model: str
+) -> None:
+    _assert_only_the_model_changes(body, model)
+    assert splice_model(body, model) is not None  # all of these are read by the scan
+
+
+@settings(max_examples=examples(400), deadline=None)
+@given(
+    _object_bytes(),
+    st.integers(0, 10_000),
+    st.binary(min_size=1, max_size=3) | st.sampled_from([b'"', b"\\", b"{", b"}", b",", b":"]),
+)
+def test_any_bytes_orjson_reads_as_an_object_splice_to_the_same_request(
+    body: bytes, at: int, inserted: bytes
+) -> None:
+    """Bytes inserted anywhere (a quote, a backslash, a brace, invalid UTF-8): if the result is
+    still an object to orjson, the candidate reads that object with only `model` changed."""
+    at %= len(body) + 1
+    _assert_only_the_model_changes(body[:at] + inserted + body[at:], "small")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'\xef\xbb\xbf{"model": "a"}',  # a UTF-8 BOM: orjson refuses it, so it is never sampled
+        b'{"model": "a", "x": NaN}',
+        b'{"model": "a", "x": 1e400}',
+        b'{"model": "a", "x": "\\ud800"}',  # a lone surrogate
+        b'{"model": "a", "x": "\xff"}',  # invalid UTF-8
+        b'{"model": "a",}',
+        b'{"model": "a"} garbage',
+        b'{"m\\ud800": "a"}',  # a key the scan decodes: never raises, even for bytes never sampled
+    ],
+    ids=[
+        "bom",
+        "nan",
+        "infinity",
+        "lone-surrogate",
+        "bad-utf8",
+        "trailing-comma",
+        "garbage",
+        "key",
+    ],
+)
+def test_bodies_orjson_refuses_never_break_the_splice(body: bytes) -> None:
+    _assert_only_the_model_changes(body, "small")
+    splice_model(body, "small")  # whatever it returns, it does not raise
+
+
+def test_a_body_re_encoded_for_its_model_is_charged_once_and_a_spliced_one_never() -> None:
+    """The copy re-encoded when the scan gives up is real memory: charged when made, once per
+    model; the client's bytes around a new value are not charged at all."""
+    charged: list[int] = []
+    small = ShadowBodies(BODY, None, charge=charged.append)
+    assert isinstance(small.for_target(target(model="small")), Spliced)
+    assert small.for_target(target()) is BODY
+    assert charged == []
+    many = {"model": "gpt-4o", "input": ["a"] * MAX_SCAN_TOKENS}
+    bodies = ShadowBodies(orjson.dumps(many), None, charge=charged.append)
+    sent = bodies.for_target(target(model="small"))
+    assert isinstance(sent, bytes) and charged == [len(sent)]
+    bodies.for_target(target(model="small"))
+    assert charged == [len(sent)]  # one copy, however many targets share it
