@@ -295,7 +295,9 @@ def shadow_row() -> list[timeseries.Panel]:
         ),
         graph(
             "Sampling decisions/s",
-            "Eligible requests by decision: sampled, not_sampled, shed.",
+            "Eligible requests by decision: sampled, not_sampled, shed, memory, too_large, "
+            "invalid_json (counted among the requests the draw chose: the others are "
+            "not_sampled, never parsed).",
             "ops",
             (rate("shadowtap_sampling_decisions_total", "", "outcome"), "{{outcome}}"),
             stacked=True,

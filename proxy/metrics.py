@@ -98,7 +98,7 @@ class _PerRequestCollector(Collector):
         sampling = CounterMetricFamily(
             "shadowtap_sampling_decisions",
             "Sampling decisions on eligible routes (sampled, not_sampled, shed, memory, "
-            "too_large, invalid_json).",
+            "too_large, invalid_json: of the requests drawn; the rest are not_sampled).",
             labels=["route", "outcome"],
         )
         for (route, outcome), count in list(self.sampling.items()):

@@ -134,6 +134,33 @@ async def test_a_request_not_drawn_is_forwarded_unparsed(
         assert registry.get_sample_value("shadowtap_sampling_decisions_total", labels) == count
 
 
+async def test_a_header_keyed_draw_decides_before_any_parse_and_the_same_key_alike(
+    start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    """With `sampling.key = "header:..."` the draw needs no body: a session the draw passes
+    over is "not_sampled" whether its body parses or not; one it chooses is sampled when its
+    body is an object and "invalid_json" when it is broken. Same key, same draw."""
+    primary, candidate = await start_fake(), await start_fake()
+    registry = CollectorRegistry()
+    sampling = {"rate": 0.5, "key": "header:X-Session"}
+    config = make_config(primary, {"cand": candidate}, sampling=sampling)
+    server = await start_shadowtap(config, registry)
+    sessions = [f"session-{i}" for i in range(40)]
+    for session in sessions:
+        await raw(proxy_url(server), orjson.dumps(CHAT), **{"X-Session": session})
+        await raw(proxy_url(server), b'{"model": "x", "messages": [', **{"X-Session": session})
+    await drain(server)
+
+    def count(outcome: str) -> float:
+        labels = {"route": "/v1/chat/completions", "outcome": outcome}
+        return registry.get_sample_value("shadowtap_sampling_decisions_total", labels) or 0.0
+
+    sampled, broken, passed_over = count("sampled"), count("invalid_json"), count("not_sampled")
+    assert sampled == broken and 0 < sampled < len(sessions)  # each drawn session: both
+    assert passed_over == 2 * (len(sessions) - sampled)  # each other one: both, unparsed
+    assert len(candidate.chat_requests()) == sampled
+
+
 async def test_a_gzip_encoded_request_reaches_the_primary_as_sent(
     start_fake: StartFake, start_shadowtap: StartShadowtap
 ) -> None:
