@@ -38,6 +38,9 @@ class SamplingPolicy:
     target_rates: Mapping[str, float]  # shadow target -> share of sampled requests it receives
     max_body_bytes: int = 0  # larger requests are never sampled (0 = no limit)
 
+    def too_large(self, body_bytes: int) -> bool:
+        return bool(self.max_body_bytes) and body_bytes > self.max_body_bytes
+
 
 @dataclass(frozen=True, slots=True)
 class SamplingDecision:
@@ -74,7 +77,7 @@ def decide_sampling(
     """
     if route is None:
         return SamplingDecision(False, "not_eligible")
-    if policy.max_body_bytes and body_bytes > policy.max_body_bytes:
+    if policy.too_large(body_bytes):
         return SamplingDecision(False, "too_large")
     if not drawn(draws, policy):
         return SamplingDecision(False, "not_sampled")
@@ -212,7 +215,8 @@ class Sampled:
 
     route: str
     decision: SamplingDecision
-    request_json: dict[str, Any]  # parsed to decide; the shadows' bodies keep it, not the handler
+    # Parsed to decide; kept past fan-out only for a target that reads it (a translation).
+    request_json: dict[str, Any]
     admission: Admission  # its bytes, held against the memory budget
 
 
@@ -235,7 +239,7 @@ class Sampler:
 
     def decide_sampling(self, request: web.Request, route: str, body: bytes) -> Sampled | None:
         """Draw, parse, decide, admit the bytes and count the decision; None: not sampled."""
-        too_large = len(body) > self.policy.max_body_bytes  # not even parsed
+        too_large = self.policy.too_large(len(body))  # not even parsed
         draws = None
         if not too_large and not self.draws.reads_body:
             # A random (or header-keyed) draw needs no body: most requests end here, unparsed.

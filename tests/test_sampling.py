@@ -1,14 +1,19 @@
-"""decide_sampling is pure: these tests need no server."""
+"""decide_sampling is pure: these tests need no server (nor does its stage, `Sampler`)."""
 
 from __future__ import annotations
 
 import random
 
+from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict, CIMultiDictProxy
-from shadowtap.config import StickyKey
+from prometheus_client import CollectorRegistry
+from shadowtap.bounds import ShadowBounds
+from shadowtap.config import SamplingConfig, StickyKey
+from shadowtap.metrics import Metrics
 from shadowtap.sampling import (
     Draws,
     OncePerSecond,
+    Sampler,
     SamplingPolicy,
     ShadowBudget,
     decide_sampling,
@@ -121,3 +126,26 @@ def test_shed_lines_are_logged_once_a_second_with_the_count_between() -> None:
     assert gate.due() is None and gate.due() is None
     now[0] += 1.0
     assert gate.due() == 2
+
+
+def test_a_policy_without_a_size_limit_samples_a_body_of_any_size() -> None:
+    """0 means no limit in the request path's stage too (it called every body too large,
+    never parsed it, and counted each "invalid_json")."""
+    unlimited = SamplingPolicy(rate=1.0, routes=POLICY.routes, target_rates={"a": 1.0})
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    sampler = Sampler(
+        unlimited,
+        Draws(None, ["a"]),
+        ShadowBudget(0, 0),
+        ShadowBounds(SamplingConfig(), ["a"], metrics),
+        lambda _route, _targets: 0,
+        metrics,
+    )
+    route = "/v1/chat/completions"
+    request = make_mocked_request("POST", route)
+    sampled = sampler.decide_sampling(request, route, b'{"model": "m"}')
+    assert sampled is not None and sampled.decision.targets == ("a",)
+    labels = {"route": route, "outcome": "sampled"}
+    assert registry.get_sample_value("shadowtap_sampling_decisions_total", labels) == 1
+    sampled.admission.hold.close()
