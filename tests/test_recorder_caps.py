@@ -5,6 +5,7 @@ Real DuckDB files in tmp_path, the real writer thread, and the running proxy end
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,11 @@ from prometheus_client import CollectorRegistry
 from shadowtap.completion import Completion, ToolCall
 from shadowtap.config import ConfigError, StorageConfig, parse_config
 from shadowtap.exchange import Exchange, Score
+from shadowtap.export.rows import ExportQuery, read_rows
 from shadowtap.metrics import Metrics
-from shadowtap.recorder import Recorder, open_readonly
+from shadowtap.recorder import Recorder, connect, open_readonly
+from shadowtap.recorder.rows import Privacy
+from shadowtap.replay.source import Relations, Selection, make_plan
 
 from tests.conftest import StartFake, StartShadowtap, make_config
 from tests.synthetic import synthetic_exchange
@@ -198,3 +202,27 @@ async def test_a_1mb_prompt_through_the_proxy_is_stored_cut_and_read_back(
         assert f"[TRUNCATED: {len(answer.encode())} bytes, the first " in text
     assert registry.get_sample_value(TRUNCATED, {"field": "request_body"}) == 1
     assert registry.get_sample_value(TRUNCATED, {"field": "text"}) == 2
+
+
+def test_replay_and_export_leave_cut_requests_and_answers_out_and_count_them(
+    tmp_path: Path,
+) -> None:
+    """A cut body is not the request, a cut primary answer not the answer: replay must not
+    send or score against them, export must not teach from them; each is counted."""
+    cut_body = big(1, os.urandom(256 * KIB).hex())
+    cut_answer = synthetic_exchange(2)
+    long_answer = os.urandom(256 * KIB).hex()
+    cut_answer.results["primary"].completion = Completion(status=200, text=long_answer)
+    whole = synthetic_exchange(3)
+    record(tmp_path, [cut_body, cut_answer, whole])
+
+    con = connect(tmp_path / "caps.duckdb")
+    try:
+        plan = make_plan(con, Relations.local(), "newcomer", Selection())
+        assert plan.skipped["truncated"] == 2 and plan.to_send == 1
+        left_out: Counter[str] = Counter()
+        rows = list(read_rows(con, ExportQuery(), Privacy("redacted"), left_out))
+    finally:
+        con.close()
+    assert [row.request_id for row in rows] == [whole.request_id]
+    assert left_out == {"truncated": 2}

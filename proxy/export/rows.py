@@ -23,6 +23,7 @@ from typing import Any
 import duckdb
 import orjson
 from shadowtap.completion import Completion
+from shadowtap.recorder.caps import CUT_TEXT, TRUNCATION_MARK
 from shadowtap.recorder.rows import Privacy
 from shadowtap.redact import redact_json
 from shadowtap.replay.source import REDACTION_MARK, recorded_completion
@@ -32,6 +33,7 @@ FETCH_ROWS = 500
 REASONS = {
     "no_body": "request body not stored (storage.bodies = none)",
     "not_json": "request body is not a JSON object",
+    "truncated": "request or an answer cut at storage.max_text_bytes",
     "redacted": "redacted text (--allow-redacted keeps them, markers and all)",
     "no_primary": "no primary answer stored",
     "primary_failed": "primary's answer was an error (no assistant message to export)",
@@ -139,6 +141,9 @@ def _row(
         left_out["no_body"] += 1
         return None
     request = orjson.loads(body)
+    if isinstance(request, str) and request.startswith(TRUNCATION_MARK):
+        left_out["truncated"] += 1
+        return None
     if not isinstance(request, dict):
         left_out["not_json"] += 1
         return None
@@ -160,6 +165,9 @@ def _row(
             if score >= query.below:
                 left_out["agreed"] += 1
                 return None
+    if _truncated(row):  # half an answer is no example to learn from
+        left_out["truncated"] += 1
+        return None
     if not query.allow_redacted and _redacted(row):
         left_out["redacted"] += 1
         return None
@@ -172,6 +180,13 @@ def _answer(columns: tuple[Any, ...], privacy: Privacy) -> Completion:
     for call in completion.tool_calls:
         call.arguments = privacy.text(call.arguments) or ""
     return completion
+
+
+def _truncated(row: ExportRow) -> bool:
+    answers = [a for a in (row.primary, row.candidate) if a is not None]
+    return any(CUT_TEXT.search(a.text or "") for a in answers) or any(
+        CUT_TEXT.search(call.arguments) for a in answers for call in a.tool_calls
+    )
 
 
 def _redacted(row: ExportRow) -> bool:

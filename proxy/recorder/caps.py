@@ -14,8 +14,8 @@ for the whole text:
 - `tool_calls` stays a list of calls, each call's `arguments` cut like a text;
 - a JSON column (`request_body`, `detail`) becomes a JSON *string* that starts
   with `[TRUNCATED: 1048576 bytes, the first 131020 kept] ` followed by the head of the JSON
-  text, so it stays valid JSON and is never read as the object it was: replay and export
-  leave such a request out as "not a JSON object".
+  text, so it stays valid JSON and is never read as the object it was. Replay and export
+  leave out (and count) a request whose body or answer was cut (`CUT_TEXT` finds an answer).
 
 Every cut is counted in `shadowtap_record_text_truncated_total{field}`. The check costs one
 Arrow length kernel per column; only a column holding an over-long value is rebuilt.
@@ -23,6 +23,7 @@ Arrow length kernel per column; only a column holding an over-long value is rebu
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import orjson
@@ -30,6 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 TRUNCATION_MARK = "[TRUNCATED:"
+# How a cut VARCHAR value ends (readers test for it, e.g. export leaves such answers out).
+CUT_TEXT = re.compile(r"\n\[TRUNCATED: \d+ bytes, the first \d+ kept\]\Z")
 # table -> its free-text columns, and whether each is a JSON column.
 CAPPED: dict[str, tuple[tuple[str, bool], ...]] = {
     "exchanges": (("request_body", True),),

@@ -39,6 +39,7 @@ PAGE_CHARS = 64 * 1024 * 1024  # ... and at most this much of their bodies
 REASONS = {
     "no_body": "request body not stored (storage.bodies = none)",
     "not_json": "request body is not a JSON object",
+    "truncated": "request or primary answer cut at storage.max_text_bytes",
     "redacted": "redacted request or primary answer (--allow-redacted sends them, marked)",
     "primary_failed": "primary's answer was an error: nothing to compare with",
     "not_post": "not a POST request",
@@ -132,6 +133,7 @@ SELECT e.request_id, e.started_at,
     CASE
         WHEN e.method IS DISTINCT FROM 'POST' THEN 'not_post'
         WHEN e.request_body IS NULL THEN 'no_body'
+        WHEN {truncated} THEN 'truncated'
         WHEN json_type(e.request_body) IS DISTINCT FROM 'OBJECT' THEN 'not_json'
         WHEN p.request_id IS NULL OR p.error IS NOT NULL OR p.status IS NULL
             OR p.status NOT BETWEEN 200 AND 299 THEN 'primary_failed'
@@ -146,6 +148,13 @@ LEFT JOIN (
 ) AS p ON p.request_id = e.request_id
 WHERE {window}
 """
+# Cut by the recorder (`shadowtap.recorder.caps`): a body stored as a JSON string that starts
+# with the mark, or a primary answer that ends with it.
+TRUNCATED_SQL = (
+    "coalesce(starts_with(CAST(e.request_body AS VARCHAR), '\"[TRUNCATED: ')"
+    " OR regexp_matches(p.text, '\\n\\[TRUNCATED: \\d+ bytes, the first \\d+ kept\\]$'),"
+    " false)"
+)
 REDACTED_SQL = (
     "coalesce(contains(CAST(e.request_body AS VARCHAR), '[REDACTED:')"
     " OR contains(p.text, '[REDACTED:')"
@@ -167,6 +176,7 @@ def make_plan(
         # while the replay holds the file: it only appends to `responses`).
         row_at="rowid AS row_at" if relations.is_local else "NULL::BIGINT AS row_at",
         redacted=REDACTED_SQL,
+        truncated=TRUNCATED_SQL,
         exchanges=relations.exchanges,
         responses=relations.responses,
         window=where,
