@@ -39,9 +39,10 @@ CHECKPOINT_THRESHOLD = "64MB"
 # to `storage.memory_limit`) and the overflow blocks of long strings (prompts and answers past
 # a few kB) for as long as the database is open, which no limit evicts: past the limit a write
 # fails with "failed to pin block" and DuckDB invalidates the database. Reopening the file
-# gives all of it back, so the writer reopens after this many bytes of text (and after
-# RECYCLE_S), far below the limit. Measured: 1 MB rows at 256MB failed after ~120 MB written
-# on one connection; reopened every 64 MB, none failed.
+# gives all of it back, so the writer reopens after this many bytes of Arrow batches handed to
+# DuckDB (and after RECYCLE_S), far below the limit. Measured: 1 MB rows at 256MB failed after
+# ~120 MB written on one connection; reopened every 64 MB, none failed. (Texts are now cut at
+# `storage.max_text_bytes`, see caps.py, which keeps overflow strings out by default.)
 RECYCLE_BYTES = 64 * 1024 * 1024
 RECYCLE_S = 300.0
 
@@ -101,7 +102,7 @@ class Store:
         self.reader = con.cursor()
         self.identity = _identity(self.path)
         self.written = 0  # exchanges this store committed: the floor of a vanished file's loss
-        self.bytes_written = 0  # text committed through this connection (see RECYCLE_BYTES)
+        self.bytes_written = 0  # Arrow bytes committed through this connection (RECYCLE_BYTES)
         self.opened_at = time.monotonic()
 
     @classmethod
