@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry
 from shadowtap.config import StorageConfig, parse_config
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder, parquet_relations
+from shadowtap.recorder.rows import Privacy, to_arrow
+from shadowtap.recorder.store import Store
 from shadowtap.replay.run import ReplayOptions, ReplayRunner
 
 from tests.conftest import StartFake
@@ -101,3 +103,73 @@ async def test_replayed_answers_roll_to_parquet_and_the_report_shows_them(
     candidates = json.loads(stdout)["candidates"]
     assert candidates["new"]["pairs"] == N
     assert candidates["new"]["replayed_pairs"] == N
+
+
+def record_then_die(db: Path, parquet: Path) -> None:
+    """`N` live exchanges written with their Parquet-pending ids, then no roll: what a `serve`
+    killed before its roll leaves in the file."""
+    store = Store.open(StorageConfig(path=str(db), bodies="full", parquet_dir=str(parquet)))
+    exchanges = [synthetic_exchange(i) for i in range(N)]
+    store.insert(to_arrow(exchanges, Privacy("full")), [e.request_id for e in exchanges])
+    store.close()
+
+
+async def test_serve_rolling_after_a_replay_rolls_no_replayed_row_again(
+    start_fake: StartFake, tmp_path: Path
+) -> None:
+    db, parquet = tmp_path / "shadowtap.duckdb", tmp_path / "parquet"
+    record_then_die(db, parquet)
+    candidate = await start_fake("ok")
+    config = parse_config(
+        {
+            "primary": {"url": NOWHERE},
+            "candidates": {"new": {"url": candidate.url, "timeout_s": 60}},
+            "scorers": SCORERS,
+            "storage": {"path": str(db), "bodies": "full", "parquet_dir": str(parquet)},
+        },
+        {},
+    )
+    summary = await ReplayRunner(config, ReplayOptions("new", progress=False), db).run()
+    assert summary.complete and summary.recorded == N
+    # `serve` starts again on the file and rolls what its killed run left pending.
+    storage = StorageConfig(path=str(db), bodies="full", parquet_dir=str(parquet))
+    recorder = Recorder(storage, Metrics(CollectorRegistry()))
+    recorder.start()
+    recorder.close(timeout_s=60)
+
+    # Parquet holds exactly what the database holds: every row once.
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        stored = {
+            table: con.execute(f"SELECT count(*) FROM {table}").fetchall()
+            for table in ("exchanges", "responses", "scores")
+        }
+        by_target = con.execute(
+            "SELECT target, source, count(*) FROM responses GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+    finally:
+        con.close()
+    assert counts(parquet, "SELECT count(*) FROM {exchanges}") == stored["exchanges"]
+    assert counts(parquet, "SELECT count(*) FROM {responses}") == stored["responses"]
+    assert counts(parquet, "SELECT count(*) FROM {scores}") == stored["scores"]
+    assert (
+        counts(
+            parquet, "SELECT target, source, count(*) FROM {responses} GROUP BY ALL ORDER BY ALL"
+        )
+        == by_target
+    )
+    assert ("new", "replay", N) in by_target
+    dupes = (
+        "SELECT count(*) FROM (SELECT request_id, target, scorer FROM {scores}"
+        " GROUP BY ALL HAVING count(*) > 1)"
+    )
+    assert counts(parquet, dupes) == [(0,)]
+
+    report = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "shadowtap.cli", "report", "--parquet", str(parquet), "--json"),
+        stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    stdout, _ = await report.communicate()
+    assert report.returncode == 0
+    assert json.loads(stdout)["candidates"]["new"]["pairs"] == N

@@ -23,7 +23,8 @@ into the same folders, by `roll_replayed`: the replay records each answer's and 
 scores' (request id, target) in `_rollup_replayed` in the transaction that writes them, and a
 roll writes just those `responses` rows (marked by their `source` and `replay_run`) and
 `scores` rows. The exchange and the primary's answer were rolled by the recorder that stored
-them; rolling them again would count them twice.
+them; rolling them again would count them twice. Conversely a live roll leaves out what a
+replay added to a still-pending exchange (`LIVE_ONLY`): `roll_replayed` rolls that.
 """
 
 from __future__ import annotations
@@ -49,6 +50,22 @@ REPLAYED_DDL = (
 )
 # What a `_rollup_replayed` row stands for: the target's answer, or its scores.
 REPLAYED_KINDS = {"answer": "responses", "scores": "scores"}
+
+
+# What a live roll copies of a pending exchange: not the rows a replay added to it. A replay
+# answers only targets the exchange has no answer from, and rolls those answers and their
+# scores itself (`roll_replayed`); when `serve` was killed before its roll and a replay ran in
+# between, the exchange is still pending, and copying all its rows would put the replayed
+# ones in Parquet twice.
+_REPLAYED = "source LIKE 'replay%'"
+LIVE_ONLY = {
+    "exchanges": "",
+    "responses": f"AND NOT coalesce(t.{_REPLAYED}, false)",
+    "scores": (
+        "AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.request_id = t.request_id"
+        f" AND r.target = t.target AND r.{_REPLAYED})"
+    ),
+}
 
 
 def _quote(path: Path) -> str:
@@ -101,7 +118,7 @@ def roll(con: duckdb.DuckDBPyConnection, parquet_dir: str | Path) -> int:
                 temporary = folder / f".{roll_id}.parquet.tmp"
                 query = (
                     f"SELECT {cols} FROM {table} t SEMI JOIN ({ids}) i "
-                    f"ON i.request_id = t.request_id AND i.day = $day"
+                    f"ON i.request_id = t.request_id AND i.day = $day {LIVE_ONLY[table]}"
                 )
                 # COPY cannot take parameters, so they are inlined as escaped literals.
                 query = query.replace("$roll", "'" + roll_id.replace("'", "''") + "'")
