@@ -15,9 +15,11 @@ Example:
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from json.decoder import scanstring  # type: ignore[attr-defined]
 from typing import Any
 
 import orjson
@@ -144,13 +146,13 @@ class UnencodableBody(ValueError):
     """The request cannot be re-encoded for a target (e.g. nested past orjson's depth limit)."""
 
 
-# A JSON string (escapes included) or one structural character: all a top-level scan needs.
-_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[][{},:]')
-# Tokens scanned for the top-level `model` at most (~2 ms of the loop); a body with more
-# (thousands of tiny values) is parsed and re-encoded instead.
-MAX_SCAN_TOKENS = 20_000
-_KEY_CHARS = 64  # a key longer than this (escapes included) is not `model`
-_SPACE = re.compile(rb"[ \t\r\n]*")  # matched in place: a long body is never copied to strip it
+# The top-level walk skips each value with the standard library's C scanner (no Python code
+# per token: a 60 kB chat of 200 messages in ~0.07 ms, a 1 MB prompt in ~1.6 ms), on the body
+# decoded as latin-1, one character per byte, so its indices are the body's byte offsets.
+# Strict, like orjson: a control character inside a string is refused.
+_scan_value = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # (value, end)
+_SPACE = re.compile(r"[ \t\r\n]*")  # matched in place: a long body is never copied to strip it
+_BYTE_SPACE = re.compile(rb"[ \t\r\n]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,62 +174,42 @@ class Spliced:
             yield part
 
 
-def _is_model_key(body: bytes, start: int, end: int) -> bool:
-    if end - start > _KEY_CHARS:
-        return False
-    key = body[start:end]
-    if key == b'"model"':
-        return True
-    try:  # an escaped spelling counts; one orjson cannot decode is in a body never sampled
-        return b"\\" in key and orjson.loads(key) == "model"
-    except orjson.JSONDecodeError:
-        return False
-
-
-def _trimmed(body: bytes, start: int, end: int) -> tuple[int, int]:
-    """The span without the whitespace around the value (the client's layout is kept)."""
-    start = _SPACE.match(body, start).end()  # type: ignore[union-attr]
-    while end > start and body[end - 1] in b" \t\r\n":
-        end -= 1
-    return start, end
-
-
 def model_value_spans(body: bytes) -> list[tuple[int, int]] | None:
     """Where the top-level `model` values of a JSON object's bytes are: (start, end) spans;
-    [] when it has none; None when the body is not a
-    JSON object this scan reads (or has more than MAX_SCAN_TOKENS tokens)."""
-    opening = _SPACE.match(body).end()  # type: ignore[union-attr]  # matches the empty string
-    if body[opening : opening + 1] != b"{":
+    [] when it has none; None when the body is not one JSON object the walk reads (nested
+    deeper than the interpreter's recursion limit, say): the caller re-encodes instead.
+
+    Keys are compared decoded, so an escaped spelling (`"mod\\u0065l"`) counts, and every
+    duplicate is found (orjson keeps the last; a candidate's parser may keep the first)."""
+    text = body.decode("latin-1")  # a view of every byte as one character, never fails
+    at = _SPACE.match(text).end()  # type: ignore[union-attr]  # matches the empty string
+    if text[at : at + 1] != "{":
         return None
+    at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
     spans: list[tuple[int, int]] = []
-    depth = 0
-    expecting_key = True  # at depth 1: a key comes next (else: a value, up to `,` or `}`)
-    is_model = False
-    value_start = 0
-    for count, token in enumerate(_TOKEN.finditer(body, opening)):
-        if count >= MAX_SCAN_TOKENS:
-            return None
-        char, start, end = body[token.start()], token.start(), token.end()
-        if char in b"{[":
-            depth += 1
-        elif char in b"}]":
-            depth -= 1
-            if depth == 0:  # the object ends: its last value with it
-                if is_model:
-                    spans.append(_trimmed(body, value_start, start))
-                rest = _SPACE.match(body, end).end()  # type: ignore[union-attr]
-                return spans if rest == len(body) else None
-        elif depth != 1:
-            continue
-        elif char == ord(","):
-            if is_model:
-                spans.append(_trimmed(body, value_start, start))
-            expecting_key, is_model = True, False
-        elif char == ord(":"):
-            expecting_key, value_start = False, end
-        elif expecting_key:  # a string at depth 1 where a key belongs
-            is_model = _is_model_key(body, start, end)
-    return None  # never closed
+    empty = text[at : at + 1] == "}"
+    try:
+        while not empty:
+            if text[at : at + 1] != '"':
+                return None
+            key, at = scanstring(text, at + 1)
+            at = _SPACE.match(text, at).end()  # type: ignore[union-attr]
+            if text[at : at + 1] != ":":
+                return None
+            start = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+            _, at = _scan_value(text, start)
+            if key == "model":
+                spans.append((start, at))
+            at = _SPACE.match(text, at).end()  # type: ignore[union-attr]
+            if text[at : at + 1] == "}":
+                break
+            if text[at : at + 1] != ",":
+                return None
+            at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+    except (ValueError, StopIteration, RecursionError):
+        return None  # not JSON where a key or a value belongs, or nested past the stack
+    rest = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+    return spans if rest == len(text) else None
 
 
 def splice_model(body: bytes, model: str) -> Spliced | None:
@@ -240,7 +222,7 @@ def splice_model(body: bytes, model: str) -> Spliced | None:
     view = memoryview(body)
     if not spans:  # no model: the key goes first, before what the object holds
         opening = body.index(b"{") + 1
-        inside = _SPACE.match(body, opening).end()  # type: ignore[union-attr]
+        inside = _BYTE_SPACE.match(body, opening).end()  # type: ignore[union-attr]
         empty = body[inside : inside + 1] == b"}"
         return Spliced(
             (view[:opening], b'"model":' + value + (b"" if empty else b","), view[opening:])

@@ -12,7 +12,6 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from shadowtap.exchange import Exchange
-from shadowtap.shadow_request import MAX_SCAN_TOKENS
 from shadowtap.urls import origin_form, query_credentials, shadow_target
 
 from tests.conftest import StartFake, StartShadowtap, make_config
@@ -94,11 +93,10 @@ async def test_deeply_nested_body_reaches_the_primary_and_leaks_no_budget(
     server = await start_shadowtap(config, registry)
     sink = Sink()
     server.handler.pipeline.sinks.append(sink)
-    # orjson reads up to 1024 levels of nesting but writes at most 255; the padding is more
-    # than the model rewrite scans in the client's bytes, so the body must be encoded again
-    tree = b"[" * 600 + b'"deep"' + b"]" * 600
-    pad = orjson.dumps(["p"] * MAX_SCAN_TOKENS)
-    body = orjson.dumps(CHAT)[:-1] + b',"metadata":{"pad":' + pad + b',"tree":' + tree + b"}}"
+    # orjson reads up to 1024 levels of nesting but writes at most 255; past the interpreter's
+    # stack (1000) the model rewrite cannot walk the client's bytes, so it must encode again
+    tree = b"[" * 1015 + b'"deep"' + b"]" * 1015
+    body = orjson.dumps(CHAT)[:-1] + b',"metadata":{"tree":' + tree + b"}}"
     async with aiohttp.ClientSession() as session:
         for _ in range(10):  # more than max_inflight: a leaked budget would shed the last ones
             url = f"http://127.0.0.1:{server.proxy_port}/v1/chat/completions"

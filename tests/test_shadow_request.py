@@ -4,6 +4,7 @@ the target's API, at its path, with its key in its API's header; or no request a
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -13,7 +14,6 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 from shadowtap.dialects import RenderOptions, Untranslatable
 from shadowtap.shadow_request import (
-    MAX_SCAN_TOKENS,
     ShadowBodies,
     ShadowTarget,
     Spliced,
@@ -185,14 +185,41 @@ def test_bytes_that_are_not_one_json_object_are_not_spliced(body: bytes) -> None
     assert splice_model(body, "small") is None
 
 
-def test_a_body_of_countless_tiny_values_is_parsed_and_encoded_again_instead() -> None:
-    request_json = {"messages": [{"role": "user", "content": [1] * MAX_SCAN_TOKENS}]}
-    request_json["model"] = "gpt-4o"
-    body = orjson.dumps(request_json)
-    assert splice_model(body, "small") is None
-    sent = ShadowBodies(body, None).for_target(target(model="small"))
+def on_a_short_stack(call: Callable[[], Any]) -> Any:
+    """`call` made as close to the interpreter's recursion limit as it runs at all: the walk of
+    the client's bytes (which recurses into nested values) then gives up on a body nested 11
+    deep, as it does for one nested past the stack (~1000), which orjson reads (1024 levels)
+    but cannot write (255), so no real body reaches the re-encoding with a model."""
+    deepest = _frames_left()
+    for room in range(1, 100):
+        try:
+            return _frames_down(deepest - room, call)
+        except RecursionError:  # not even `call`'s own frames fit: a frame more
+            continue
+    raise AssertionError("never ran")
+
+
+def _frames_left(depth: int = 0) -> int:
+    try:
+        return _frames_left(depth + 1)
+    except RecursionError:
+        return depth
+
+
+def _frames_down(depth: int, call: Callable[[], Any]) -> Any:
+    return call() if depth <= 0 else _frames_down(depth - 1, call)
+
+
+def test_a_body_the_walk_cannot_read_is_parsed_and_encoded_again_instead() -> None:
+    request_json = {"model": "gpt-4o", "messages": [{"role": "user", "content": [[[["x"]]]]}]}
+    body = orjson.dumps({**request_json, "tree": [[[[[[[[[[[]]]]]]]]]]]})
+    assert splice_model(body, "small") is not None
+    deep = b'{"model": "gpt-4o", "tree": ' + b"[" * 1015 + b"]" * 1015 + b"}"
+    assert isinstance(orjson.loads(deep), dict)  # orjson reads 1024 levels; the walk does not
+    assert splice_model(deep, "small") is None
+    sent = on_a_short_stack(lambda: ShadowBodies(body, None).for_model("small"))
     assert isinstance(sent, bytes)
-    assert orjson.loads(sent) == {**request_json, "model": "small"}
+    assert orjson.loads(sent) == {**orjson.loads(body), "model": "small"}
 
 
 # -- attacks on the splice: whatever bytes orjson reads as an object, the candidate reads the same
@@ -314,9 +341,9 @@ def test_a_body_re_encoded_for_its_model_is_charged_once_and_a_spliced_one_never
     assert isinstance(small.for_target(target(model="small")), Spliced)
     assert small.for_target(target()) is BODY
     assert charged == []
-    many = {"model": "gpt-4o", "input": ["a"] * MAX_SCAN_TOKENS}
-    bodies = ShadowBodies(orjson.dumps(many), None, charge=charged.append)
-    sent = bodies.for_target(target(model="small"))
+    nested = {"model": "gpt-4o", "input": [[[[[[[[[[["a"]]]]]]]]]]]}
+    bodies = ShadowBodies(orjson.dumps(nested), None, charge=charged.append)
+    sent = on_a_short_stack(lambda: bodies.for_target(target(model="small")))
     assert isinstance(sent, bytes) and charged == [len(sent)]
     bodies.for_target(target(model="small"))
     assert charged == [len(sent)]  # one copy, however many targets share it
