@@ -137,6 +137,7 @@ class ReplayRunner:
         self._requests = TaskSet()
         self._in_flight = 0
         self._lane: ClaimLane | None = None
+        self.scoring: Any = None  # the run's ScoringRunner, once started (None: no scorers)
 
     @property
     def backlog_limit(self) -> int:
@@ -201,17 +202,9 @@ class ReplayRunner:
     ) -> None:
         options = self.options
         session = replay_session(options.concurrency)
-        scoring = await self._scoring()
+        scoring = self.scoring = await self._scoring()
         if scoring is not None:  # what an earlier run stored but did not score, first
-            await score_unscored(
-                store,
-                scoring,
-                self.target.name,
-                self.target.secrets(),
-                self.counts,
-                self.backlog_limit,
-                lambda: self.stop_reason is not None,
-            )
+            await self._rescore(store, scoring)
         slots = asyncio.Semaphore(options.concurrency)
         # Scoring and storing trail the sends; this bounds how many answers wait for them.
         backlog = asyncio.Semaphore(self.backlog_limit)
@@ -272,6 +265,29 @@ class ReplayRunner:
             if scoring is not None:
                 await scoring.close()
                 await scoring.session.close()
+
+    async def _rescore(self, store: ReplayStore, scoring: Any) -> None:
+        """Score what an earlier run stored but did not score. A request task (`_requests`):
+        `cancel()`, the second Ctrl-C, cuts it off as it cuts off sends; awaited directly, a
+        page stuck in a slow scorer held the run until the scorer's time limit."""
+        rescore = self._requests.spawn(
+            score_unscored(
+                store,
+                scoring,
+                self.target.name,
+                self.target.secrets(),
+                self.counts,
+                self.backlog_limit,
+                lambda: self.stop_reason is not None,
+            ),
+            name="replay-rescore",
+        )
+        try:
+            await asyncio.wait([rescore])
+        finally:
+            rescore.cancel()  # this run itself was cancelled: not left running
+        if not rescore.cancelled():
+            rescore.result()  # its error, if any, is the run's
 
     async def _scoring(self) -> Any:
         if not self.config.scorers:
