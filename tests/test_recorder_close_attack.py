@@ -20,6 +20,7 @@ from shadowtap.config import ConfigError, StorageConfig, parse_config
 from shadowtap.exchange import Score
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder, open_readonly
+from shadowtap.recorder.caps import cut_json
 
 from tests.synthetic import synthetic_exchange
 
@@ -174,3 +175,36 @@ def test_a_process_closing_a_degraded_recorder_exits_0(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "3.0"  # (the log lines go before it)
+
+
+def test_a_secret_spanning_the_cut_is_scrubbed_before_it(tmp_path: Path) -> None:
+    key = "sk-proj-CAPCANARY0123456789abcdefghij"
+    cap = 128 * 1024
+    filler = "x" * (2 * cap)
+
+    def body(prompt: str) -> bytes:
+        return orjson.dumps({"model": "m", "messages": [{"content": prompt}]})
+
+    # Where the request body's cut falls, and the key placed so that it straddles it.
+    kept = orjson.loads(cut_json(body(filler).decode(), cap)).partition("] ")[2]
+    at = len(kept) - len(b'{"model":"m","messages":[{"content":"') - 17
+    prompt = filler[:at] + key + filler[at:]
+    # The test's premise: cut before scrubbing, half the key (which matches neither the key
+    # nor its shape) would be kept.
+    assert orjson.loads(cut_json(body(prompt).decode(), cap)).endswith(key[:17])
+    exchange = synthetic_exchange(1)
+    exchange.request_body = body(prompt)
+    exchange.request_json = None
+    exchange.credentials = (key,)
+    db = tmp_path / "caps.duckdb"
+    recorder = Recorder(StorageConfig(path=str(db), bodies="full", max_text_bytes=cap), Metrics())
+    recorder.start()
+    assert recorder.record(exchange)
+    close_within_guard(recorder)
+    con = open_readonly(db)
+    try:
+        [(stored,)] = con.execute("SELECT request_body::VARCHAR FROM exchanges").fetchall()
+    finally:
+        con.close()
+    assert stored.startswith('"[TRUNCATED: ') and key[:8] not in stored
+    assert key[:12].encode() not in db.read_bytes()
