@@ -3,9 +3,11 @@
 Writes `--pairs` pairs with bench/fleet_data.py (kept in `--data DIR` between runs when given),
 then runs `shadowtap report --parquet DIR --json` as a child process and reads its peak RSS
 from the kernel (wait4). The machine is shared: a report that passes twice the targets (60 s,
-2 GB) is stopped there and reported as such, rather than left to take the machine's memory.
+2 GB; `--stop-factor`) is stopped there and reported as such, rather than left to take the
+machine's memory. `--runs N` measures N reports and prints each and the medians.
 
     .venv/bin/python bench/report_fleet.py [--pairs 10000000] [--data DIR] [--json FILE]
+        [--runs 3] [--stop-factor 2]
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,7 +36,7 @@ TARGET_MB = 2048.0
 STOP_FACTOR = 2.0  # stopped past this multiple of either target
 
 
-def run_report(directory: Path) -> dict[str, Any]:
+def run_report(directory: Path, stop_factor: float = STOP_FACTOR) -> dict[str, Any]:
     shadowtap = str(Path(sys.executable).parent / "shadowtap")
     command = [shadowtap, "report", "--parquet", str(directory), "--json"]
     started = time.perf_counter()
@@ -48,7 +51,7 @@ def run_report(directory: Path) -> dict[str, Any]:
         with contextlib.suppress(FileNotFoundError, ProcessLookupError, KeyError):
             peak_seen = max(peak_seen, memory_kb(child.pid)[1])
         if stopped is None and (
-            elapsed > STOP_FACTOR * TARGET_S or peak_seen / 1024 > STOP_FACTOR * TARGET_MB
+            elapsed > stop_factor * TARGET_S or peak_seen / 1024 > stop_factor * TARGET_MB
         ):
             stopped = f"stopped after {elapsed:.0f} s at {peak_seen / 1024:.0f} MB"
             child.send_signal(signal.SIGKILL)
@@ -72,6 +75,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=10_000_000)
     parser.add_argument("--data", type=Path, help="keep the generated Parquet here (reused)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--runs", type=int, default=1, help="reports to measure (medians)")
+    parser.add_argument("--stop-factor", type=float, default=STOP_FACTOR)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         directory = args.data or Path(tmp) / "fleet"
@@ -87,8 +92,33 @@ def main() -> None:
             marker.touch()
             print(f"generated {args.pairs:,} pairs in {time.perf_counter() - started:.0f} s")
         size = sum(f.stat().st_size for f in directory.rglob("*.parquet")) / 1e6
-        result = run_report(directory) | {"pairs": args.pairs, "parquet_mb": size}
-    result["load_average"] = [round(x, 2) for x in os.getloadavg()]
+        runs = []
+        for _ in range(args.runs):
+            run = run_report(directory, args.stop_factor)
+            run["load_average"] = [round(x, 2) for x in os.getloadavg()]
+            runs.append(run)
+            _print(run, args.pairs, size)
+    middle = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+    result = {
+        **middle,  # its exit, stop and load average, as bench/render.py reads them
+        "pairs": args.pairs,
+        "parquet_mb": size,
+        "runs": runs,
+        "seconds": statistics.median(r["seconds"] for r in runs),
+        "peak_mb": statistics.median(r["peak_mb"] for r in runs),
+    }
+    result["met"] = all(r["met"] for r in runs)
+    if len(runs) > 1:
+        print(
+            f"median of {len(runs)}: {result['seconds']:.1f} s, peak RSS {result['peak_mb']:.0f} MB"
+            f" (spread {min(r['seconds'] for r in runs):.1f}-{max(r['seconds'] for r in runs):.1f}"
+            f" s, {min(r['peak_mb'] for r in runs):.0f}-{max(r['peak_mb'] for r in runs):.0f} MB)"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+def _print(result: dict[str, Any], pairs: int, size: float) -> None:
     met = (
         not result["stopped"]
         and result["exit"] in (0, 1)
@@ -98,16 +128,14 @@ def main() -> None:
     result["met"] = met
     outcome = result["stopped"] or f"exit {result['exit']}"
     print(
-        f"report over {args.pairs:,} pairs ({size:.0f} MB of Parquet): {result['seconds']:.1f} s,"
+        f"report over {pairs:,} pairs ({size:.0f} MB of Parquet): {result['seconds']:.1f} s,"
         f" peak RSS {result['peak_mb']:.0f} MB, {outcome}"
         f" (target < {TARGET_S:.0f} s and < {TARGET_MB / 1024:.0f} GB:"
-        f" {'ok' if met else 'MISSED'}); load average"
-        f" {result['load_average']}"
+        f" {'ok' if met else 'MISSED'}); load average {result['load_average']}",
+        flush=True,
     )
     if result["error"]:
         print(f"report failed: {result['error']}")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@ Data is recorded through the proxy's own writer into a real DuckDB file (tests/r
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 import tracemalloc
 from pathlib import Path
 
@@ -123,3 +127,23 @@ def test_python_memory_does_not_grow_with_python_objects_per_pair(tmp_path: Path
     finally:
         tracemalloc.stop()
     assert peak < 200 * pairs, f"{peak / pairs:.0f} bytes a pair"
+
+
+def test_a_killed_reports_spill_files_are_removed_by_the_next(
+    hostile: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead = tmp_path / f"shadowtap-report-{gone.stdout.strip()}-x1"
+    alive = tmp_path / f"shadowtap-report-{os.getpid()}-x2"
+    for directory in (dead, alive):
+        directory.mkdir()
+        (directory / "duckdb_temp_storage-0.tmp").write_bytes(b"\0" * 1024)
+    build_report(open_db(hostile), GatesConfig())
+    assert not dead.exists()  # its process is gone: nobody else will remove it
+    assert alive.exists()  # a running report's (here: this process's own) is left alone

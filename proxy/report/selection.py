@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import re
 import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, cast
 
 import duckdb
@@ -298,10 +300,31 @@ def dimension_columns(slice_by: Sequence[str]) -> list[str]:
     return [f"d_{name}" for name in BUILT_IN] + [f"d_custom{i}" for i in range(len(slice_by))]
 
 
+SPILL_PREFIX = "shadowtap-report-"
+
+
 def _spill_directory() -> str:
-    directory = tempfile.mkdtemp(prefix="shadowtap-report-")
+    """A private directory for DuckDB's spill files, removed at exit. A report that was killed
+    (no exit handler runs) leaves its own behind: the next report removes those whose process
+    is gone, so a crash costs the disk only until then."""
+    base = Path(tempfile.gettempdir())
+    for stale in base.glob(f"{SPILL_PREFIX}*-*"):
+        pid = stale.name[len(SPILL_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    directory = tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-")
     atexit.register(shutil.rmtree, directory, ignore_errors=True)
     return directory
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def select_pairs(
