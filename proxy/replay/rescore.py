@@ -1,5 +1,6 @@
 """Scoring a replayed answer after it is stored, and scoring what an earlier run stored but
-never scored.
+never scored; the run's scoring runner (`start_scoring`) and the exchange a replayed answer
+makes (`replayed_exchange`), which is both stored and scored.
 
 A replay stores each answer as soon as it has it, then scores it and stores the scores in a
 later commit: a kill loses at most the scores of the answers being scored. The next run of the
@@ -22,13 +23,18 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 import orjson
+from prometheus_client import CollectorRegistry
 from shadowtap.exchange import Exchange, Score, TargetResult
+from shadowtap.metrics import Metrics
 from shadowtap.replay.source import recorded_completion
 
 if TYPE_CHECKING:
+    from shadowtap.config import Config
     from shadowtap.replay.progress import ReplayCounts
+    from shadowtap.replay.source import Recorded
     from shadowtap.replay.store import ReplayStore
     from shadowtap.scorers.runner import ScoringRunner
+    from shadowtap.shadow import ShadowTarget
 
 SIDE = (
     "{t}.status, {t}.error, {t}.latency_ms, {t}.ttft_ms, {t}.text, CAST({t}.tool_calls AS VARCHAR),"
@@ -63,6 +69,50 @@ JOIN exchanges AS e ON e.rowid = u.exchange_row
 JOIN responses AS p ON p.rowid = u.primary_row
 ORDER BY u.seq
 """
+
+
+async def start_scoring(config: Config, target: ShadowTarget, backlog_limit: int) -> Any:
+    """The run's `ScoringRunner` with its workers started, or None without scorers."""
+    if not config.scorers:
+        return None
+    import aiohttp
+    from shadowtap.scorers.pool import CpuSettings
+    from shadowtap.scorers.registry import build_scorers
+    from shadowtap.scorers.runner import ScoringRunner
+
+    metrics = Metrics(CollectorRegistry(), prices={target.name: target.prices})
+    # Judges get their own connections: the candidate's are limited to the concurrency.
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+    # The proxy sheds pairs when every worker is busy and its queue is full; a replay waits
+    # instead: every answer of the backlog fits in the queue, so the backlog is what holds
+    # the sends back while scoring catches up, and no pair is skipped for want of a worker.
+    settings = CpuSettings.of(config.server)
+    settings = replace(settings, queue_max=max(settings.queue_max, backlog_limit))
+    runner = ScoringRunner(build_scorers(config.scorers), metrics, session, settings)
+    await runner.wait_ready()  # CPU scorers run in worker processes: start them first
+    return runner
+
+
+def replayed_exchange(
+    recorded: Recorded, result: TargetResult, credentials: tuple[str, ...]
+) -> Exchange:
+    """The recorded request with the primary's recorded answer and the candidate's new one."""
+    return Exchange(
+        request_id=recorded.request_id,
+        started_at=recorded.started_at,
+        method=recorded.method,
+        path=recorded.path,
+        route=recorded.route,
+        model=recorded.model,
+        stream=recorded.stream,
+        request_body=recorded.body,
+        request_json=recorded.request_json,
+        results={
+            "primary": TargetResult("primary", "primary", recorded.primary),
+            result.target: result,
+        },
+        credentials=credentials,
+    )
 
 
 def answer_only(exchange: Exchange, target: str) -> Exchange:

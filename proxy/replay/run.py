@@ -21,18 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
 from rich.console import Console
 from shadowtap.completion import Completion
 from shadowtap.config import Config
-from shadowtap.exchange import Exchange, TargetResult
+from shadowtap.exchange import TargetResult
 from shadowtap.ids import uuid7
 from shadowtap.log import get_logger
-from shadowtap.metrics import Metrics
 from shadowtap.recorder import connect
 from shadowtap.recorder.rows import Privacy
 from shadowtap.replay.call import replay_session, send_to_candidate
@@ -47,7 +45,13 @@ from shadowtap.replay.pacing import (
     retry_after_s,
 )
 from shadowtap.replay.progress import ReplayCounts, ReplayProgress, ReplaySummary
-from shadowtap.replay.rescore import answer_only, score_answer, score_unscored
+from shadowtap.replay.rescore import (
+    answer_only,
+    replayed_exchange,
+    score_answer,
+    score_unscored,
+    start_scoring,
+)
 from shadowtap.replay.source import (
     Recorded,
     Relations,
@@ -202,7 +206,7 @@ class ReplayRunner:
     ) -> None:
         options = self.options
         session = replay_session(options.concurrency)
-        scoring = self.scoring = await self._scoring()
+        scoring = self.scoring = await start_scoring(self.config, self.target, self.backlog_limit)
         if scoring is not None:  # what an earlier run stored but did not score, first
             await self._rescore(store, scoring)
         slots = asyncio.Semaphore(options.concurrency)
@@ -288,26 +292,6 @@ class ReplayRunner:
             rescore.cancel()  # this run itself was cancelled: not left running
         if not rescore.cancelled():
             rescore.result()  # its error, if any, is the run's
-
-    async def _scoring(self) -> Any:
-        if not self.config.scorers:
-            return None
-        import aiohttp
-        from shadowtap.scorers.pool import CpuSettings
-        from shadowtap.scorers.registry import build_scorers
-        from shadowtap.scorers.runner import ScoringRunner
-
-        metrics = Metrics(CollectorRegistry(), prices={self.target.name: self.target.prices})
-        # Judges get their own connections: the candidate's are limited to the concurrency.
-        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
-        # The proxy sheds pairs when every worker is busy and its queue is full; a replay waits
-        # instead: every answer of the backlog fits in the queue, so the backlog is what holds
-        # the sends back while scoring catches up, and no pair is skipped for want of a worker.
-        settings = CpuSettings.of(self.config.server)
-        settings = replace(settings, queue_max=max(settings.queue_max, self.backlog_limit))
-        runner = ScoringRunner(build_scorers(self.config.scorers), metrics, session, settings)
-        await runner.wait_ready()  # CPU scorers run in worker processes: start them first
-        return runner
 
     async def _one(
         self,
@@ -396,22 +380,7 @@ class ReplayRunner:
         counts.without_usage = self.budget.without_usage
         source = "replay-redacted" if recorded.redacted else "replay"
         result = TargetResult(target.name, "candidate", completion, cost, source, self.run_id)
-        exchange = Exchange(
-            request_id=recorded.request_id,
-            started_at=recorded.started_at,
-            method=recorded.method,
-            path=recorded.path,
-            route=recorded.route,
-            model=recorded.model,
-            stream=recorded.stream,
-            request_body=recorded.body,
-            request_json=recorded.request_json,
-            results={
-                "primary": TargetResult("primary", "primary", recorded.primary),
-                target.name: result,
-            },
-            credentials=target.secrets(),
-        )
+        exchange = replayed_exchange(recorded, result, target.secrets())
         # Stored before it is scored: a kill from here on loses at most the scores, which the
         # next run finds unscored and scores (`rescore`).
         store.record(answer_only(exchange, target.name))
