@@ -6,17 +6,20 @@ question (`tests.synthetic`)."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import openai
+import orjson
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 from shadowtap.config import Config, StorageConfig, parse_config
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder
 
 from tests.conftest import StartFake, StartShadowtap, make_config
-from tests.fakes import FakeModel
+from tests.fakes import FakeModel, chat_json
 from tests.synthetic import synthetic_exchange
 
 SCORERS = {"similarity": {"type": "text_similarity", "threshold": 0.8}}
@@ -144,3 +147,24 @@ def write_synthetic_config(path: Path, candidate_url: str, db: Path) -> Path:
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+class Candidate:
+    """Answers every request with `text`, counting each by its question."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.seen: Counter[str] = Counter()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        payload = orjson.loads(body)
+        self.seen[payload["messages"][-1]["content"]] += 1
+        return web.json_response(chat_json(payload, self.text, body))
+
+
+async def serve(aiohttp_server: Any, candidate: Candidate) -> str:
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", candidate.handle)
+    server = await aiohttp_server(app)
+    return str(server.make_url("")).rstrip("/")

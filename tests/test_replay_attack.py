@@ -19,12 +19,13 @@ from shadowtap.replay.run import ReplayOptions, ReplayRunner
 
 from tests.replaying import (
     NOWHERE,
+    Candidate,
     record_synthetic,
+    serve,
     synthetic_replay_config,
     write_synthetic_config,
 )
 from tests.scorer_plugins import registered
-from tests.test_replay_store_first import Candidate, serve
 from tests.waiting import eventually
 
 N = 12

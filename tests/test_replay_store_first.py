@@ -5,43 +5,18 @@ DuckDB file, a fake candidate on loopback."""
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import orjson
 import pytest
-from aiohttp import web
 from shadowtap.replay.run import ReplayOptions, ReplayRunner
 
-from tests.fakes import chat_json
-from tests.replaying import record_synthetic, synthetic_replay_config
+from tests.replaying import Candidate, record_synthetic, serve, synthetic_replay_config
 from tests.scorer_plugins import registered
 from tests.waiting import eventually
 
 N = 12
-
-
-class Candidate:
-    """Answers every request with `text`, counting each by its question."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.seen: Counter[str] = Counter()
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        payload = orjson.loads(body)
-        self.seen[payload["messages"][-1]["content"]] += 1
-        return web.json_response(chat_json(payload, self.text, body))
-
-
-async def serve(aiohttp_server: Any, candidate: Candidate) -> str:
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", candidate.handle)
-    server = await aiohttp_server(app)
-    return str(server.make_url("")).rstrip("/")
 
 
 def stored(db: Path) -> tuple[int, int]:
