@@ -26,7 +26,8 @@ from shadowtap.completion import Completion
 from shadowtap.recorder.caps import CUT_TEXT, TRUNCATION_MARK
 from shadowtap.recorder.rows import Privacy
 from shadowtap.redact import redact_json
-from shadowtap.replay.source import REDACTION_MARK, recorded_completion
+from shadowtap.replay.source import REDACTION_MARK
+from shadowtap.replay.stored import recorded_completion
 
 FETCH_ROWS = 500
 

@@ -26,7 +26,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 from shadowtap.exchange import Exchange, Score, TargetResult
 from shadowtap.metrics import Metrics
-from shadowtap.replay.source import recorded_completion
+from shadowtap.replay.stored import recorded_completion
 
 if TYPE_CHECKING:
     from shadowtap.config import Config
