@@ -9,41 +9,22 @@ import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
-from shadowtap.completion import Completion
-from shadowtap.exchange import Exchange, Score
+from shadowtap.exchange import Score
 from shadowtap.metrics import Metrics
 from shadowtap.scorers import pool as pool_module
-from shadowtap.scorers.base import CpuScorer, ScorerOptions
-from shadowtap.scorers.pool import CpuSettings, WorkerPool
+from shadowtap.scorers.base import ScorerOptions
+from shadowtap.scorers.pool import CpuSettings
 from shadowtap.scorers.runner import ScoringRunner
 
-from tests.exchanges import chat_exchange
-from tests.scorer_plugins import Hostile, Sleepy
+from tests.pool_support import answered, hostile, pool_of
+from tests.scorer_plugins import Sleepy
 from tests.waiting import eventually
 
 HANG_GUARD_S = 60  # not a speed bound: only so that a hang fails instead of stalling the suite
-
-
-def hostile(timeout_s: float) -> CpuScorer[Any]:
-    return Hostile("hostile", ScorerOptions(type="hostile", timeout_s=timeout_s))
-
-
-def answered(text: str) -> Exchange:
-    answers = {
-        "primary": Completion(status=200, text="q"),
-        "cand": Completion(status=200, text=text),
-    }
-    return chat_exchange(answers)
-
-
-def pool_of(runner: ScoringRunner) -> WorkerPool:
-    assert runner.pool is not None
-    return runner.pool
 
 
 def errors(registry: CollectorRegistry, scorer: str = "hostile") -> float | None:

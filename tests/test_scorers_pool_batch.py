@@ -10,40 +10,20 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
-from shadowtap.completion import Completion
-from shadowtap.exchange import Exchange
 from shadowtap.metrics import Metrics
-from shadowtap.scorers.base import CpuScorer, ScorerOptions
-from shadowtap.scorers.pool import CpuSettings, WorkerPool
+from shadowtap.scorers.base import ScorerOptions
+from shadowtap.scorers.pool import CpuSettings
 from shadowtap.scorers.runner import ScoringRunner
 
 from tests.conftest import StartFake, StartShadowtap, make_config
-from tests.exchanges import chat_exchange
-from tests.scorer_plugins import Hostile, Imports, Sleepy
+from tests.pool_support import answered, hostile, pool_of
+from tests.scorer_plugins import Imports, Sleepy
 from tests.shadowing import CHAT, drain, post
 from tests.waiting import eventually
-
-
-def hostile(timeout_s: float) -> CpuScorer[Any]:
-    return Hostile("hostile", ScorerOptions(type="hostile", timeout_s=timeout_s))
-
-
-def answered(text: str) -> Exchange:
-    answers = {
-        "primary": Completion(status=200, text="q"),
-        "cand": Completion(status=200, text=text),
-    }
-    return chat_exchange(answers)
-
-
-def pool_of(runner: ScoringRunner) -> WorkerPool:
-    assert runner.pool is not None
-    return runner.pool
 
 
 def worker_pids() -> set[int]:
