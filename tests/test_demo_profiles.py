@@ -111,8 +111,12 @@ async def test_flaky_fails_at_its_rate_in_every_way(aiohttp_server: Any) -> None
     await asyncio.gather(*(one(i) for i in range(n)))
     outcomes = server.app[STATE].outcomes
     assert set(outcomes) == {"ok", "error", "hang", "reset"}
-    rate = sum(errors.values()) / n
-    assert 0.12 <= rate <= 0.4  # built for 25%: about 4 standard deviations each side
+    failed = outcomes["error"] + outcomes["hang"] + outcomes["reset"]
+    assert 0.12 <= failed / n <= 0.4  # built for 25%: about 4 standard deviations each side
+    # Each failure reached the client as an error. The rate is read from what the server
+    # served: on a loaded machine an answer that was only slow can also time out at the
+    # client, which must not fail this test, while a failure the client never saw still does.
+    assert sum(errors.values()) >= failed
     assert errors["InternalServerError"] == outcomes["error"]
     assert errors["APITimeoutError"] >= outcomes["hang"]  # the hangs never answered in time
     assert errors["APIConnectionError"] > 0  # resets drop the socket
