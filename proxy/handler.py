@@ -18,7 +18,7 @@ from shadowtap.log import get_logger
 from shadowtap.metrics import Metrics
 from shadowtap.pipeline import ExchangeCompletion, ExchangePipeline, PrimaryCopy
 from shadowtap.pricing import Prices
-from shadowtap.receive import BodyTooLarge, receive
+from shadowtap.receive import BodyTooLarge, ExpectationFailed, receive
 from shadowtap.sampling import UNSAMPLED_ROUTE, Draws, Sampler, SamplingPolicy, ShadowBudget
 from shadowtap.shadow import Shadowing, ShadowTarget
 from shadowtap.shadow_request import translated_bodies
@@ -90,6 +90,9 @@ class ProxyHandler:
         except BodyTooLarge:
             message = f"request body exceeds server.max_body_bytes ({self.max_body_bytes} bytes)"
             return error_response(413, message, "request_too_large", "invalid_request_error")
+        except ExpectationFailed:
+            message = "only the expectation 100-continue is supported"
+            return error_response(417, message, "expectation_failed", "invalid_request_error")
         route = self.sampler.route(request)
         sampled = None
         primary: PrimaryCopy | None = None  # the primary's side copy, when sampled

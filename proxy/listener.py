@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import orjson
 from aiohttp import web
@@ -189,12 +190,22 @@ class Listener:
     def open_connections(self) -> int:
         return len(self._open)
 
-    async def start(self, host: str, port: int) -> int:
-        """Listen (the runner must be set up); return the bound port."""
+    async def start(
+        self,
+        host: str,
+        port: int,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
+    ) -> int:
+        """Listen (the runner must be set up); return the bound port. `handler`: every request
+        goes to it directly instead of through the app's router and middlewares."""
         server = self._runner.server
         if server is None:
             raise RuntimeError("Listener.start() before runner.setup()")
         self._server = server
+        if handler is not None:
+            # Each new RequestHandler reads it, like `request_factory` below. The app's request
+            # factory still makes a `web.Request` (with no match info: it never was routed).
+            server.request_handler = cast(Callable[[web.BaseRequest], Any], handler)
         make_request = server.request_factory
 
         def request_factory(

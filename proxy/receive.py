@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import asyncio
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.http import HttpVersion11
 
 
 class BodyTooLarge(Exception):
     pass
 
 
-async def receive(request: web.Request, max_bytes: int) -> bytes:
-    """Read the body once, refusing more than `max_bytes` before buffering it."""
+class ExpectationFailed(Exception):
+    """An `Expect` header other than `100-continue`: answered 417, the body never read."""
+
+
+async def receive(request: web.BaseRequest, max_bytes: int) -> bytes:
+    """Read the body once, refusing more than `max_bytes` before buffering it.
+
+    A client that sent `Expect: 100-continue` waits for the go-ahead before its body; it gets
+    it here, after a too-large `Content-Length` was refused (the point of asking first).
+    """
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise BodyTooLarge
+    if request.headers.get(hdrs.EXPECT):
+        await _continue(request)
     if request.content_length is not None:
-        if request.content_length > max_bytes:
-            raise BodyTooLarge
         if request.content_length == 0:  # body-less POSTs (the SDK's cancel calls) send this
             return b""
         try:
@@ -30,3 +41,15 @@ async def receive(request: web.Request, max_bytes: int) -> bytes:
             raise BodyTooLarge
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _continue(request: web.BaseRequest) -> None:
+    """What aiohttp's router did before the proxy's handler took requests directly: HTTP/1.1
+    `Expect: 100-continue` is answered `100 Continue`; any other expectation fails."""
+    if request.version != HttpVersion11:
+        return
+    if request.headers[hdrs.EXPECT].lower() != "100-continue":
+        raise ExpectationFailed
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the answer's own bytes are counted from here
+    await request.writer.drain()

@@ -158,8 +158,8 @@ class ShadowtapServer:
             {"primary": "primary"} | {t.name: t.role for t in targets}, config.sampling.routes
         )
         app = self._app
+        # No routes: every request goes straight to the handler (see `_serve`).
         app.cleanup_ctx.extend([self._sessions, self._recording, self._scoring, self._handling])
-        app.router.add_route("*", "/{tail:.*}", self._handle)
 
         server = config.server
         proxy_cap = fit_proxy_cap(
@@ -187,7 +187,7 @@ class ShadowtapServer:
             auto_decompress=False,
         )
         self._proxy = await self._serve(
-            "proxy", proxy_runner, server.listen, ClientLimits.of(server, proxy_cap)
+            "proxy", proxy_runner, server.listen, ClientLimits.of(server, proxy_cap), direct=True
         )
         recorder = app[RECORDER]
         api_routes: list[web.AbstractRouteDef] = []
@@ -229,12 +229,21 @@ class ShadowtapServer:
         )
 
     async def _serve(
-        self, name: ListenerName, runner: web.AppRunner, address: str, limits: ClientLimits
+        self,
+        name: ListenerName,
+        runner: web.AppRunner,
+        address: str,
+        limits: ClientLimits,
+        direct: bool = False,
     ) -> Served:
+        """Set the app up and listen. `direct`: the proxy handler serves every request itself,
+        past aiohttp's router, match info and middleware chain, which a pass-through with one
+        catch-all route does not need (they cost more per request than our sampling stage)."""
         listener = Listener(name, runner, limits, self.metrics)
         try:
             await runner.setup()  # the app's cleanup_ctx set-up runs here
-            port = await listener.start(*split_host_port(address))
+            handler = self._app[HANDLER].handle if direct else None
+            port = await listener.start(*split_host_port(address), handler=handler)
         except BaseException:
             await runner.cleanup()  # tears down what was set up, in reverse
             raise
@@ -255,9 +264,6 @@ class ShadowtapServer:
             await admin.runner.cleanup()
         if proxy is not None:
             log.info("stopped")
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        return await request.app[HANDLER].handle(request)
 
     # -- the proxy app's resources, set up in this order and torn down in reverse ---------------
     async def _sessions(self, app: web.Application) -> AsyncIterator[None]:

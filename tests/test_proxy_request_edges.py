@@ -179,8 +179,70 @@ async def test_absolute_form_targets_go_to_the_configured_primary(
     status, answer = await raw_request(
         server.proxy_port, b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
-    assert status in (400, 404)  # never forwarded: aiohttp's router has no route for `*`
+    assert status == 400  # never forwarded: `*` names no path (origin_form)
     assert len(primary.received) == 1
+
+
+async def test_expect_100_continue_is_answered_before_the_body(
+    start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    """curl and many HTTP clients ask before sending a body over 1 kB and wait for the go-ahead
+    (curl gives up waiting after a second, others never): the proxy answers it itself."""
+    primary = await start_fake()
+    server = await start_shadowtap(make_config(primary, sampling={"rate": 0.0}))
+    body = orjson.dumps(CHAT)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.proxy_port)
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Expect: 100-continue\r\nContent-Length: " + str(len(body)).encode() + b"\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    await writer.drain()
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(body)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert orjson.loads(answer.partition(b"\r\n\r\n")[2])["object"] == "chat.completion"
+    assert primary.chat_requests()[0].body == body
+
+
+async def answer_without_body(port: int, head: bytes) -> tuple[int, bytes]:
+    """Send a head whose body a client would send only after `100 Continue`; read the answer
+    (by its Content-Length: the connection stays open for the body that never comes)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head)
+    await writer.drain()
+    answer_head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    length = int(answer_head.lower().partition(b"content-length: ")[2].partition(b"\r\n")[0])
+    body = await asyncio.wait_for(reader.readexactly(length), 5)
+    writer.close()
+    return int(answer_head.split()[1]), body
+
+
+async def test_unmet_expectations_and_oversized_bodies_are_refused_before_the_body(
+    start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    primary = await start_fake()
+    # The bodies never come: a short grace, or the stop would wait for them.
+    config = make_config(primary, server={"max_body_bytes": 1000, "shutdown_grace_s": 1.0})
+    server = await start_shadowtap(config)
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n"
+        b"Content-Length: 10\r\n\r\n"
+    )
+    status, answer = await answer_without_body(server.proxy_port, head)
+    assert status == 417 and orjson.loads(answer)["error"]["code"] == "expectation_failed"
+    # Too large by its Content-Length: refused at once, never invited to send (no 100 first).
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        b"Content-Length: 5000\r\n\r\n"
+    )
+    status, answer = await answer_without_body(server.proxy_port, head)
+    assert status == 413 and orjson.loads(answer)["error"]["code"] == "request_too_large"
+    assert primary.received == []
 
 
 async def test_odd_but_accepted_fields_are_kept_faithfully(
