@@ -268,8 +268,11 @@ class ShadowtapServer:
     # -- the proxy app's resources, set up in this order and torn down in reverse ---------------
     async def _sessions(self, app: web.Application) -> AsyncIterator[None]:
         # Two pools: hung shadows can exhaust their own connections, never the primary's.
+        # Neither keeps cookies: a session's jar would send a cookie one client's answer set
+        # (a provider's `__cf_bm`) with every later request, whoever sent it.
         app[PRIMARY_SESSION] = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,  # relay the primary's bytes exactly as encoded
             timeout=aiohttp.ClientTimeout(total=None),
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
@@ -278,6 +281,7 @@ class ShadowtapServer:
         # and a second limit here would only turn budgeted shadows into spurious timeouts.
         app[SHADOW_SESSION] = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0),
+            cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=None),
         )
         yield

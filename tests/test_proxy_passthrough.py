@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import gzip
 import socket
+from typing import Any
 
 import aiohttp
 import openai
 import orjson
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from tests.conftest import StartFake, StartShadowtap, make_config
@@ -275,3 +277,45 @@ async def test_client_disconnect_cancels_the_upstream_request(
             break
         await asyncio.sleep(0.1)
     assert primary.disconnects == 1
+
+
+async def test_cookies_an_upstream_sets_never_reach_another_request(
+    aiohttp_server: Any, start_shadowtap: StartShadowtap
+) -> None:
+    """Providers set cookies (Cloudflare's `__cf_bm` on api.openai.com): the client gets them,
+    and neither the primary's pool nor the shadows' keeps them for the next request, whoever
+    sends it. (aiohttp's default cookie jar did, for any upstream named by a host name.)"""
+    cookies: dict[str, list[list[str]]] = {"primary": [], "cand": []}
+
+    def upstream(name: str) -> web.Application:
+        async def answer(request: web.Request) -> web.Response:
+            cookies[name].append(request.headers.getall("Cookie", []))
+            body = orjson.dumps(
+                {"object": "chat.completion", "choices": [{"message": {"content": "42"}}]}
+            )
+            response = web.Response(body=body, content_type="application/json")
+            response.headers["Set-Cookie"] = f"__cf_bm={name}-secret; Path=/; HttpOnly"
+            return response
+
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", answer)
+        return app
+
+    primary, candidate = (
+        await aiohttp_server(upstream("primary")),
+        await aiohttp_server(upstream("cand")),
+    )
+    # `localhost`, not an IP address: aiohttp's cookie jar keeps no cookie from an IP.
+    config = make_config(
+        f"http://localhost:{primary.port}", {"cand": f"http://localhost:{candidate.port}"}
+    )
+    server = await start_shadowtap(config)
+    body = orjson.dumps(CHAT)
+    status, headers, _, _ = await raw(proxy_url(server), body)
+    assert status == 200 and headers["set-cookie"] == "__cf_bm=primary-secret; Path=/; HttpOnly"
+    await drain(server)
+    status, _, _, _ = await raw(proxy_url(server), body, Cookie="mine=1")
+    await drain(server)
+    assert status == 200
+    assert cookies["primary"] == [[], ["mine=1"]]  # the client's own, as it sent it
+    assert cookies["cand"] == [[], []]
