@@ -6,6 +6,7 @@ every target has answered) complete_exchange: normalize → score → record.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -52,6 +53,9 @@ class ProxyHandler:
     route_dialects: dict[str, str] = field(default_factory=dict)  # sampled route -> its API
 
     def __post_init__(self) -> None:
+        # Asked once (the level is set before the server starts): the per-request debug line
+        # then costs nothing when it is filtered out, not a logger lookup and its arguments.
+        self.log_requests = log.is_enabled_for(logging.DEBUG)
         self.sampler = Sampler(
             self.policy, self.draws, self.budget, self.bounds, self.translations, self.metrics
         )
@@ -127,11 +131,12 @@ class ProxyHandler:
             )
             if primary is not None:
                 primary.relayed()  # normalized later, off the primary path (complete_exchange)
-            log.debug(
-                "request",
-                method=request.method,
-                path=request.path,
-                status=status,
-                latency_ms=round(latency * 1000, 2),
-                sampled=was_sampled,
-            )
+            if self.log_requests:
+                log.debug(
+                    "request",
+                    method=request.method,
+                    path=request.path,
+                    status=status,
+                    latency_ms=round(latency * 1000, 2),
+                    sampled=was_sampled,
+                )

@@ -28,11 +28,16 @@ SHADOW_OUTCOMES = ("ok", "error", "timeout", "shed")
 ANSWER_CUTS = ("size", "memory")  # the bound that stopped reading an answer
 
 
+_STATUS_CLASSES = tuple(f"{hundreds}xx" for hundreds in range(10))
+
+
 def status_class(status: int | None) -> str:
     """'2xx'…'5xx', or 'error' when no HTTP response arrived at all."""
     if status is None:
         return "error"
-    return f"{status // 100}xx"
+    hundreds = status // 100
+    # The label strings made once; a status outside 0-999 (none reaches here) still works.
+    return _STATUS_CLASSES[hundreds] if 0 <= hundreds < 10 else f"{hundreds}xx"
 
 
 class _Responses:

@@ -22,15 +22,16 @@ async def receive(request: web.BaseRequest, max_bytes: int) -> bytes:
     A client that sent `Expect: 100-continue` waits for the go-ahead before its body; it gets
     it here, after a too-large `Content-Length` was refused (the point of asking first).
     """
-    if request.content_length is not None and request.content_length > max_bytes:
+    length = request.content_length  # parsed from the header on every access: read once
+    if length is not None and length > max_bytes:
         raise BodyTooLarge
     if request.headers.get(hdrs.EXPECT):
         await _continue(request)
-    if request.content_length is not None:
-        if request.content_length == 0:  # body-less POSTs (the SDK's cancel calls) send this
+    if length is not None:
+        if length == 0:  # body-less POSTs (the SDK's cancel calls) send this
             return b""
         try:
-            return await request.content.readexactly(request.content_length)
+            return await request.content.readexactly(length)
         except asyncio.IncompleteReadError:
             raise ConnectionResetError("client sent less than its Content-Length") from None
     chunks: list[bytes] = []

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 import socket
 from typing import Any
 
 import aiohttp
 import openai
 import orjson
+import pytest
+import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -319,3 +322,36 @@ async def test_cookies_an_upstream_sets_never_reach_another_request(
     assert status == 200
     assert cookies["primary"] == [[], ["mine=1"]]  # the client's own, as it sent it
     assert cookies["cand"] == [[], []]
+
+
+@pytest.mark.parametrize("level", ["debug", "info"])
+async def test_each_request_is_logged_at_debug_level_only(
+    level: str, start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    """The handler asks once, at start, whether its per-request line is wanted."""
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper()))
+    )
+    try:
+        primary = await start_fake()
+        server = await start_shadowtap(make_config(primary, sampling={"rate": 0.0}))
+        with structlog.testing.capture_logs() as logs:
+            status, _, _, _ = await raw(proxy_url(server), orjson.dumps(CHAT))
+    finally:
+        structlog.reset_defaults()
+    assert status == 200
+    lines = [event for event in logs if event["event"] == "request"]
+    if level == "info":
+        assert lines == []
+        return
+    assert lines == [
+        {
+            "event": "request",
+            "log_level": "debug",
+            "method": "POST",
+            "path": "/v1/chat/completions",
+            "status": 200,
+            "latency_ms": lines[0]["latency_ms"],
+            "sampled": False,
+        }
+    ]
