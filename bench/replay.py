@@ -1,7 +1,7 @@
 """Replay cost: 10,000 recorded requests replayed to a fake candidate, requests/s and CPU.
 
     .venv/bin/python bench/replay.py [--requests 10000] [--concurrency 32] [--think 0.05]
-        [--runs 3] [--no-scorers]
+        [--runs 3] [--no-scorers] [--fast-only]
 
 A DuckDB file gets `--requests` recorded exchanges (`tests.synthetic`, every fifth
 streamed) through the real Recorder. Then, in each of `--runs` rounds, for two fake candidates
@@ -133,12 +133,15 @@ async def main() -> None:
     parser.add_argument("--think", type=float, default=0.05, help="the model-like fake's delay")
     parser.add_argument("--runs", type=int, default=3, help="rounds; medians are printed last")
     parser.add_argument("--no-scorers", action="store_true", help="replay without scorers")
+    parser.add_argument("--fast-only", action="store_true", help="skip the model-like fake")
     args = parser.parse_args()
     processes = Processes()
     candidates = (
         ("fast fake (answers at once)", "upstream", ""),
         (f"model-like fake ({args.think * 1000:.0f} ms)", "slow-upstream", str(args.think)),
     )
+    if args.fast_only:
+        candidates = candidates[:1]
     results: dict[str, list[Round]] = {label: [] for label, _, _ in candidates}
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -91,6 +91,56 @@ def downstream_response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[s
     return _without(headers, HOP_BY_HOP)
 
 
+class ShadowHeaders:
+    """A shadow target's headers in one API, worked out once (a target keeps one per API it
+    is asked in): per request only the client's headers are sifted and added (`build`).
+
+    What a target gets: `defaults` (what its API requires, e.g. a version the client's own
+    header overrides when it speaks the same API), the client's headers that shape the
+    answer, the client's credentials only with `forward_client_auth` (the config refuses that
+    across providers), the target's `extra` headers, and last its `auth` (its API key in its
+    API's header: `Authorization: Bearer` or Anthropic's `x-api-key`)."""
+
+    __slots__ = ("_allowed", "_defaults", "_fixed")
+
+    def __init__(
+        self,
+        auth: Mapping[str, str],
+        extra: Mapping[str, str],
+        forward_client_auth: bool,
+        *,
+        defaults: Mapping[str, str] | None = None,
+        same_dialect: bool = True,
+    ) -> None:
+        allowed = SHADOW_PASSTHROUGH | (DIALECT_PASSTHROUGH if same_dialect else frozenset())
+        self._allowed = allowed | CLIENT_CREDENTIALS if forward_client_auth else allowed
+        fixed: CIMultiDict[str] = CIMultiDict()
+        for name, value in (*extra.items(), *auth.items()):
+            fixed[name] = value  # the key wins over an extra header of the same name
+        required: CIMultiDict[str] = CIMultiDict(defaults or {})
+        for name in fixed:
+            required.popall(name, None)  # ... and both over a default
+        self._defaults = CIMultiDictProxy(required)
+        self._fixed = CIMultiDictProxy(fixed)
+
+    def build(self, client_headers: Mapping[str, str]) -> CIMultiDict[str]:
+        """The headers for one request carrying `client_headers` (a fresh dict: the caller
+        may add to it)."""
+        allowed, fixed = self._allowed, self._fixed
+        passed = [
+            (name, value)
+            for name, value in client_headers.items()
+            if name.lower() in allowed and name not in fixed  # the target's own win anyway
+        ]
+        out: CIMultiDict[str] = CIMultiDict(self._defaults)
+        if out:
+            for name, _ in passed:
+                out.popall(name, None)  # the client's own value replaces a default
+        out.extend(passed)
+        out.extend(fixed)
+        return out
+
+
 def shadow_request_headers(
     client_headers: CIMultiDictProxy[str],
     auth: Mapping[str, str],
@@ -100,24 +150,11 @@ def shadow_request_headers(
     defaults: Mapping[str, str] | None = None,
     same_dialect: bool = True,
 ) -> CIMultiDict[str]:
-    """The headers a shadow target gets: `defaults` (what its API requires, e.g. a version the
-    client's own header overrides when it speaks the same API), the client's headers that
-    shape the answer, the client's credentials only with `forward_client_auth` (the config
-    refuses that across providers), the target's `extra` headers, and last its `auth` (its API
-    key in its API's header: `Authorization: Bearer` or Anthropic's `x-api-key`)."""
-    allowed = SHADOW_PASSTHROUGH | (DIALECT_PASSTHROUGH if same_dialect else frozenset())
-    if forward_client_auth:
-        allowed |= CLIENT_CREDENTIALS
-    out: CIMultiDict[str] = CIMultiDict(defaults or {})
-    for name in client_headers:
-        if name.lower() in allowed:
-            out.popall(name, None)
-    out.extend((name, value) for name, value in client_headers.items() if name.lower() in allowed)
-    for name, value in extra.items():
-        out[name] = value
-    for name, value in auth.items():
-        out[name] = value
-    return out
+    """The headers a shadow target gets (see `ShadowHeaders`, which a target keeps)."""
+    plan = ShadowHeaders(
+        auth, extra, forward_client_auth, defaults=defaults, same_dialect=same_dialect
+    )
+    return plan.build(client_headers)
 
 
 # Headers whose values are secrets to scrub from whatever is stored or logged.

@@ -31,7 +31,7 @@ from shadowtap.dialects.neutral import DEFAULT_OPTIONS
 from shadowtap.dialects.tables import OPENAI_CHAT, OPENAI_EMBEDDINGS, REQUIRED_HEADERS
 from shadowtap.dialects.tables import target_headers as api_headers
 from shadowtap.exchange import Role
-from shadowtap.headers import shadow_request_headers
+from shadowtap.headers import ShadowHeaders
 from shadowtap.pricing import Prices
 from shadowtap.urls import shadow_target
 
@@ -65,6 +65,10 @@ class ShadowTarget:
     path: str | None = None  # where it serves that API, if not at the API's standard path
     render: RenderOptions = DEFAULT_OPTIONS  # for a request translated into its API
     same_tokenizer: bool = False  # token-id embeddings inputs may go to its other model
+    # Its headers in each API it was asked in, worked out on first use (`shadow_headers`).
+    _headers: dict[str | None, ShadowHeaders] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def secrets(self) -> tuple[str, ...]:
         """The configured values that authenticate us with this target."""
@@ -85,6 +89,22 @@ class ShadowTarget:
         if self.translates(route_dialect):
             return True
         return route_dialect == OPENAI_EMBEDDINGS and self.model is not None
+
+    def header_plan(self, route_dialect: str | None) -> ShadowHeaders:
+        """Its headers when asked on a route of `route_dialect`: worked out once per API."""
+        plan = self._headers.get(route_dialect)
+        if plan is None:
+            speaks = self.speaks(route_dialect)
+            required = REQUIRED_HEADERS.get(speaks, {})
+            auth = {k: v for k, v in api_headers(speaks, self.api_key).items() if k not in required}
+            plan = self._headers[route_dialect] = ShadowHeaders(
+                auth,
+                self.headers,
+                self.forward_client_auth,
+                defaults=required,
+                same_dialect=not self.translates(route_dialect),
+            )
+        return plan
 
     @property
     def body_key(self) -> str | None:
@@ -338,15 +358,6 @@ def shadow_headers(
     client_headers: CIMultiDictProxy[str], target: ShadowTarget, route_dialect: str | None
 ) -> CIMultiDict[str]:
     """The target's headers in its API: its key where that API takes one (`Authorization:
-    Bearer`, or Anthropic's `x-api-key`), what the API requires (`anthropic-version`)."""
-    speaks = target.speaks(route_dialect)
-    required = REQUIRED_HEADERS.get(speaks, {})
-    auth = {k: v for k, v in api_headers(speaks, target.api_key).items() if k not in required}
-    return shadow_request_headers(
-        client_headers,
-        auth,
-        target.headers,
-        target.forward_client_auth,
-        defaults=required,
-        same_dialect=not target.translates(route_dialect),
-    )
+    Bearer`, or Anthropic's `x-api-key`), what the API requires (`anthropic-version`), and
+    the client's headers that shape the answer (`headers.ShadowHeaders`)."""
+    return target.header_plan(route_dialect).build(client_headers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from multidict import CIMultiDict, CIMultiDictProxy
 from shadowtap.headers import (
+    ShadowHeaders,
     downstream_response_headers,
     header_credentials,
     shadow_request_headers,
@@ -112,3 +113,27 @@ def test_header_credentials_are_whole_values_and_their_token_parts() -> None:
 def test_stored_header_names_are_allow_listed_and_lower_case() -> None:
     names = ["Content-Type", "Authorization", "X-Stainless-Lang", "Cookie", "content-type"]
     assert stored_header_names(names) == ["content-type", "x-stainless-lang"]
+
+
+def test_a_targets_own_headers_win_over_the_clients_and_its_apis_defaults() -> None:
+    client = frozen(
+        ("anthropic-version", "2023-01-01"),
+        ("Content-Type", "application/json"),
+        ("accept", "text/plain"),
+        ("Authorization", "Bearer sk-client-0000"),
+    )
+    plan = ShadowHeaders(
+        {"x-api-key": "sk-ant-target"},
+        {"Anthropic-Version": "2024-10-22", "X-API-KEY": "stale-key", "Accept": "application/json"},
+        False,
+        defaults={"anthropic-version": "2023-06-01"},
+    )
+    for _ in range(2):  # one plan serves every request: what one adds never reaches the next
+        headers = plan.build(client)
+        assert headers.getall("anthropic-version") == ["2024-10-22"]
+        assert headers.getall("x-api-key") == ["sk-ant-target"]
+        assert headers.getall("accept") == ["application/json"]
+        assert "Authorization" not in headers
+        assert headers["Content-Type"] == "application/json"
+        headers["Content-Length"] = "12"
+    assert "Content-Length" not in plan.build(frozen())
