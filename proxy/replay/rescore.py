@@ -9,7 +9,8 @@ same candidate finds those answers (a replayed `responses` row of the candidate 
 
 Example:
 
-    store.record(answer_only(exchange, "small"))        # committed first
+    store.record(answer_only(recorded, result, credentials))        # committed first
+    exchange = replayed_exchange(recorded, result, credentials)
     await score_answer(scoring, exchange, "small", store, counts)
     await score_unscored(store, scoring, "small", credentials, counts, page_rows=144)
 """
@@ -115,20 +116,40 @@ def replayed_exchange(
     )
 
 
-def answer_only(exchange: Exchange, target: str) -> Exchange:
+def answer_only(recorded: Recorded, result: TargetResult, credentials: tuple[str, ...]) -> Exchange:
     """What is stored of a replayed exchange first: the candidate's answer alone (the exchange
-    row and the primary's answer are stored already)."""
-    return replace(
-        exchange,
-        results={target: exchange.results[target]},
-        scores=[],
+    row and the primary's answer are stored already). Built directly, not as a copy of the
+    scored exchange: a replay without scorers never makes that one."""
+    return Exchange(
+        request_id=recorded.request_id,
+        started_at=recorded.started_at,
+        method=recorded.method,
+        path=recorded.path,
+        route=recorded.route,
+        model=recorded.model,
+        stream=recorded.stream,
         request_body=b"",
         request_json=None,
+        results={result.target: result},
+        credentials=credentials,
     )
 
 
 def scores_only(exchange: Exchange, scores: list[Score]) -> Exchange:
-    return replace(exchange, results={}, scores=scores, request_body=b"", request_json=None)
+    """What is stored of a scored exchange then: its scores alone."""
+    return Exchange(
+        request_id=exchange.request_id,
+        started_at=exchange.started_at,
+        method=exchange.method,
+        path=exchange.path,
+        route=exchange.route,
+        model=exchange.model,
+        stream=exchange.stream,
+        request_body=b"",
+        request_json=None,
+        scores=scores,
+        credentials=exchange.credentials,
+    )
 
 
 async def score_answer(

@@ -109,6 +109,7 @@ class ReplayRunner:
         self.config = config
         self.options = options
         self.target = candidate_target(config, options.candidate)
+        self.credentials = self.target.secrets()  # scrubbed from whatever is stored
         prices = self.target.prices
         if options.max_cost_usd is not None and prices.cost_usd(0, 0) is None:
             raise ReplayError(
@@ -279,7 +280,7 @@ class ReplayRunner:
                 store,
                 scoring,
                 self.target.name,
-                self.target.secrets(),
+                self.credentials,
                 self.counts,
                 self.backlog_limit,
                 lambda: self.stop_reason is not None,
@@ -380,9 +381,9 @@ class ReplayRunner:
         counts.without_usage = self.budget.without_usage
         source = "replay-redacted" if recorded.redacted else "replay"
         result = TargetResult(target.name, "candidate", completion, cost, source, self.run_id)
-        exchange = replayed_exchange(recorded, result, target.secrets())
         # Stored before it is scored: a kill from here on loses at most the scores, which the
         # next run finds unscored and scores (`rescore`).
-        store.record(answer_only(exchange, target.name))
+        store.record(answer_only(recorded, result, self.credentials))
         if scoring is not None:
+            exchange = replayed_exchange(recorded, result, self.credentials)
             await score_answer(scoring, exchange, target.name, store, counts)
