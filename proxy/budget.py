@@ -272,3 +272,32 @@ class Turn:
 
     def __exit__(self, *_: object) -> None:
         self.end()
+
+
+class Unpaced(Pace):
+    """No pace at all: answers are read as they come and parsed in turns that only time
+    themselves (the reader still yields to the loop after `TURN_S`). For callers off the
+    primary's path, such as replay, which have no loop to share with production traffic.
+    It holds no state, so one instance (`UNPACED`) serves every reader on every loop."""
+
+    def __init__(self) -> None:  # no buckets and no lock: nothing to count, nothing to wait
+        self.waited_s = 0.0
+
+    def owes(self) -> bool:
+        return False
+
+    async def read(self, size: int) -> None:
+        return None
+
+    async def turn(self) -> Turn:
+        return _FreeTurn(self)
+
+
+class _FreeTurn(Turn):
+    __slots__ = ()
+
+    def end(self) -> None:
+        return None
+
+
+UNPACED = Unpaced()

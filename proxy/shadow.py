@@ -26,7 +26,7 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDictProxy
 from shadowtap.answer import AnswerLimits, AnswerReader
-from shadowtap.budget import Pace
+from shadowtap.budget import UNPACED
 from shadowtap.completion import Completion, not_sent
 from shadowtap.config import SamplingConfig
 from shadowtap.dialects.tables import OPENAI_CHAT
@@ -92,7 +92,7 @@ async def call_shadow(
     if reader is None:
         reader = AnswerReader(
             target.name,
-            Pace(0, 0, 0),
+            UNPACED,
             AnswerLimits(DEFAULT_ANSWER_BYTES),
             dialect=target.speaks(route_dialect),
         )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from pathlib import Path
 
 import orjson
 import pytest
 from shadowtap.answer import SLICE_BYTES, AnswerLimits, AnswerReader, completion_bytes
-from shadowtap.budget import MemoryBudget, Pace
+from shadowtap.budget import UNPACED, MemoryBudget, Pace
 from shadowtap.dialects import DIALECTS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dialects"
@@ -136,3 +137,27 @@ async def test_an_answer_is_read_in_its_dialect(dialect: str, name: str, content
         expected.embeddings,
     )
     assert completion.tool_calls or completion.text or completion.embeddings
+
+
+def test_an_unpaced_reader_still_yields_to_the_loop_on_every_loop() -> None:
+    """UNPACED (the replay's pace) waits for nothing and holds no lock, so one instance serves
+    readers on any loop; parsing a long answer still gives the loop a turn between slices."""
+    events = [event(f"word{i} ") for i in range(40_000)] + [b"data: [DONE]\n\n"]
+
+    async def read_while_ticking() -> tuple[int, str | None]:
+        reader = AnswerReader("replayed", UNPACED, AnswerLimits(16 * MiB))
+        reader.begin(200, "text/event-stream", "")
+        for chunk in events:
+            reader.feed(chunk)
+        reader.finish()
+        ticks = 0
+        parsing = asyncio.create_task(reader.completion())  # noqa: TID251 - a test's own task
+        while not parsing.done():
+            ticks += 1
+            await asyncio.sleep(0)
+        return ticks, (await parsing).text
+
+    for _ in range(2):  # two loops, one after the other, share the one instance
+        ticks, text = asyncio.run(read_while_ticking())
+        assert text is not None and text.startswith("word0 word1 ")
+        assert ticks > 10  # ~1.2 MB parsed in turns, the loop served between them
