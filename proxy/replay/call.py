@@ -63,6 +63,7 @@ def replay_session(limit: int) -> aiohttp.ClientSession:
         connector=aiohttp.TCPConnector(limit=limit),
         timeout=aiohttp.ClientTimeout(total=None),  # each call has the target's own timeout
         response_class=RetryAfterResponse,
+        cookie_jar=aiohttp.DummyCookieJar(),  # a cookie the candidate sets is never sent back
     )
 
 
