@@ -41,6 +41,10 @@ class SamplingPolicy:
     def too_large(self, body_bytes: int) -> bool:
         return bool(self.max_body_bytes) and body_bytes > self.max_body_bytes
 
+    def chooses(self, request_draw: float) -> bool:
+        """True when a request's own draw (`draws[""]`) chooses it for shadowing."""
+        return request_draw < self.rate
+
 
 @dataclass(frozen=True, slots=True)
 class SamplingDecision:
@@ -97,7 +101,7 @@ def decide_sampling(
 
 def drawn(draws: Mapping[str, float], policy: SamplingPolicy) -> bool:
     """True when the request's draw chose it for shadowing (before any per-target draw)."""
-    return draws[""] < policy.rate
+    return policy.chooses(draws[""])
 
 
 def shed_for_memory(decision: SamplingDecision) -> SamplingDecision:
@@ -165,11 +169,23 @@ class Draws:
             return None if value is None else str(value)
         return None
 
-    def draw(self, sticky: str | None) -> dict[str, float]:
+    def request(self, sticky: str | None) -> float:
+        """The request's own number (`draws[""]`): alone, it decides most requests (unsampled),
+        so the targets' numbers are drawn only for a request it chose (`draw`)."""
         if sticky is None:  # no key configured, or the request lacks it: random per request
-            return {name: self._rng.random() for name in ["", *self._targets]}
-        # Salting by target keeps per-target choices independent yet sticky for the same key.
-        return {name: unit_hash(f"{name}\0{sticky}") for name in ["", *self._targets]}
+            return self._rng.random()
+        return unit_hash(f"\0{sticky}")
+
+    def draw(self, sticky: str | None, request: float | None = None) -> dict[str, float]:
+        """Every number `decide_sampling` reads: the request's (`request`, when drawn
+        already) and each target's."""
+        draws = {"": self.request(sticky) if request is None else request}
+        if sticky is None:
+            draws.update((name, self._rng.random()) for name in self._targets)
+        else:
+            # Salting by target keeps per-target choices independent yet sticky for the key.
+            draws.update((name, unit_hash(f"{name}\0{sticky}")) for name in self._targets)
+        return draws
 
 
 class ShadowBudget:
@@ -242,11 +258,14 @@ class Sampler:
         too_large = self.policy.too_large(len(body))  # not even parsed
         draws = None
         if not too_large and not self.draws.reads_body:
-            # A random (or header-keyed) draw needs no body: most requests end here, unparsed.
-            draws = self.draws.draw(self.draws.sticky_value(request.headers, None))
-            if not drawn(draws, self.policy):
+            # A random (or header-keyed) draw needs no body: most requests end here, unparsed,
+            # on one number (the targets' are drawn for a chosen request only).
+            sticky = self.draws.sticky_value(request.headers, None)
+            chosen = self.draws.request(sticky)
+            if not self.policy.chooses(chosen):
                 self.metrics.observe_sampling(route, "not_sampled")
                 return None
+            draws = self.draws.draw(sticky, chosen)
         request_json, values = (None, None) if too_large else parse_request(body)
         if draws is None:
             draws = self.draws.draw(self.draws.sticky_value(request.headers, request_json))

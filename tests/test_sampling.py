@@ -9,6 +9,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client import CollectorRegistry
 from shadowtap.bounds import ShadowBounds
 from shadowtap.config import SamplingConfig, StickyKey
+from shadowtap.ids import unit_hash
 from shadowtap.metrics import Metrics
 from shadowtap.sampling import (
     Draws,
@@ -149,3 +150,21 @@ def test_a_policy_without_a_size_limit_samples_a_body_of_any_size() -> None:
     labels = {"route": route, "outcome": "sampled"}
     assert registry.get_sample_value("shadowtap_sampling_decisions_total", labels) == 1
     sampled.admission.hold.close()
+
+
+def test_a_request_is_decided_on_its_own_number_and_keeps_it() -> None:
+    """An unsampled request costs one number; a chosen one keeps it beside its targets'. The
+    sticky numbers are the hashes they always were: a key keeps its decisions across versions."""
+    sticky = Draws(StickyKey("header", "X-User"), ["a", "b"])
+    assert sticky.request("u1") == unit_hash("\0u1")
+    assert sticky.draw("u1") == {
+        "": unit_hash("\0u1"),
+        "a": unit_hash("a\0u1"),
+        "b": unit_hash("b\0u1"),
+    }
+    assert sticky.draw("u1", 0.25) == {"": 0.25, "a": unit_hash("a\0u1"), "b": unit_hash("b\0u1")}
+    seeded, reference = Draws(None, ["a"], random.Random(7)), random.Random(7)
+    first = seeded.request(None)
+    assert first == reference.random()
+    assert seeded.draw(None, first) == {"": first, "a": reference.random()}
+    assert POLICY.chooses(POLICY.rate - 1e-9) and not POLICY.chooses(POLICY.rate)
