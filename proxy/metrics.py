@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import platform
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
-from prometheus_client.registry import Collector
 from shadowtap import __version__
+from shadowtap.loop_metrics import (
+    LATENCY_BUCKETS,
+    PerExchangeCollector,
+    PerRequestCollector,
+    bump,
+)
 from shadowtap.pricing import Prices
 
-# LLM answers take from ~10 ms (cached, tiny) to minutes (long generations).
-LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 SHADOW_OUTCOMES = ("ok", "error", "timeout", "shed")
@@ -38,84 +40,6 @@ def status_class(status: int | None) -> str:
     hundreds = status // 100
     # The label strings made once; a status outside 0-999 (none reaches here) still works.
     return _STATUS_CLASSES[hundreds] if 0 <= hundreds < 10 else f"{hundreds}xx"
-
-
-class _Responses:
-    """Answers of one (route, target, role): counts by status class and two latency histograms
-    (per-bucket counts, cumulated only at scrape time)."""
-
-    __slots__ = ("duration", "duration_sum", "statuses", "ttft", "ttft_sum")
-
-    def __init__(self) -> None:
-        self.statuses: dict[str, int] = {}
-        self.duration = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
-        self.duration_sum = 0.0
-        self.ttft = [0] * (len(LATENCY_BUCKETS) + 1)
-        self.ttft_sum = 0.0
-
-
-_LE = [*(str(float(bound)) for bound in LATENCY_BUCKETS), "+Inf"]  # as prometheus_client writes
-
-
-def _buckets(counts: list[int]) -> list[tuple[str, float]]:
-    cumulative, total = [], 0
-    for bound, count in zip(_LE, counts, strict=True):
-        total += count
-        cumulative.append((bound, float(total)))
-    return cumulative
-
-
-class _PerRequestCollector(Collector):
-    """The metrics touched by every request, kept in plain dicts and lists.
-
-    prometheus_client's labels()/inc()/observe() take a lock and several calls each (~1 µs);
-    these are bumped on the event loop's thread only — the handler and the admin server's
-    scrape both run there — so they need no lock, and cost a dict lookup and an add.
-    """
-
-    def __init__(self) -> None:
-        self.responses: dict[tuple[str, str, str], _Responses] = {}
-        self.sampling: dict[tuple[str, str], int] = {}
-
-    def collect(self) -> Iterator[Metric]:
-        responses = list(self.responses.items())
-        requests = CounterMetricFamily(
-            "shadowtap_requests",
-            "Requests answered, by route and target: every proxied request and every shadow.",
-            labels=["route", "target", "role", "status_class"],
-        )
-        duration = HistogramMetricFamily(
-            "shadowtap_request_duration_seconds",
-            "Time from sending a request upstream to the end of its answer.",
-            labels=["route", "target", "role"],
-        )
-        ttft = HistogramMetricFamily(
-            "shadowtap_time_to_first_token_seconds",
-            "Time from sending a streamed request upstream to its first content token.",
-            labels=["route", "target", "role"],
-        )
-        for key, series in responses:
-            for klass, count in list(series.statuses.items()):
-                requests.add_metric([*key, klass], count)
-            if any(series.statuses.values()):  # answered at least once (not only primed)
-                duration.add_metric(list(key), _buckets(series.duration), series.duration_sum)
-                ttft.add_metric(list(key), _buckets(series.ttft), series.ttft_sum)
-        sampling = CounterMetricFamily(
-            "shadowtap_sampling_decisions",
-            "Sampling decisions on eligible routes (sampled, not_sampled, shed, memory, "
-            "too_large, invalid_json: of the requests drawn; the rest are not_sampled).",
-            labels=["route", "outcome"],
-        )
-        for (route, outcome), count in list(self.sampling.items()):
-            sampling.add_metric([route, outcome], count)
-        yield from (requests, duration, ttft, sampling)
-
-    def series(self, route: str, target: str, role: str) -> _Responses:
-        key = (route, target, role)
-        found = self.responses.get(key)
-        if found is None:
-            found = self.responses[key] = _Responses()
-        return found
 
 
 class _Children:
@@ -146,52 +70,18 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.prices = prices or {}  # target -> its configured prices
         r = self.registry
+        # Counted on the event loop's thread without prometheus_client's locks (loop_metrics):
         # shadowtap_requests_total, _request_duration_seconds, _time_to_first_token_seconds
-        # and _sampling_decisions_total: see _PerRequestCollector.
-        self._per_request = _PerRequestCollector()
+        # and _sampling_decisions_total, touched by every request; _tokens_total,
+        # _cost_usd_total, _shadow_requests_total, _shadow_inflight, _answer_bytes_total and
+        # _answers_cut_total, touched by every sampled exchange.
+        self._per_request = PerRequestCollector()
         r.register(self._per_request)
-        self.tokens = Counter(
-            "shadowtap_tokens",
-            "Tokens reported in usage by sampled answers, by kind (prompt, completion).",
-            ["target", "kind"],
-            registry=r,
-        )
-        self.cost = Counter(
-            "shadowtap_cost_usd",
-            "Estimated spend of sampled answers from configured per-1k-token prices.",
-            ["target"],
-            registry=r,
-        )
-        self.shadow_requests = Counter(
-            "shadowtap_shadow_requests",
-            "Shadow requests by outcome: ok, error, timeout, skipped (no faithful translation"
-            " for the target, never sent), shed (over budget, never sent).",
-            ["target", "outcome"],
-            registry=r,
-        )
-        self.shadow_inflight = Gauge(
-            "shadowtap_shadow_inflight",
-            "Shadow requests currently in flight.",
-            ["target"],
-            registry=r,
-        )
+        self._per_exchange = PerExchangeCollector()
+        r.register(self._per_exchange)
         self.held_bytes = Gauge(
             "shadowtap_held_bytes",
             "Bytes held for shadows, scoring and recording, against sampling.max_held_bytes.",
-            registry=r,
-        )
-        self.answer_bytes = Counter(
-            "shadowtap_answer_bytes",
-            "Decoded bytes read from answers for shadowing: each shadow's, and the primary's "
-            "side copy (target primary).",
-            ["target"],
-            registry=r,
-        )
-        self.answers_cut = Counter(
-            "shadowtap_answers_cut",
-            "Answers not read whole because a bound was reached: size (sampling."
-            "max_answer_bytes) or memory (sampling.max_held_bytes).",
-            ["target", "kind"],
             registry=r,
         )
         self.throttled = Counter(
@@ -292,15 +182,9 @@ class Metrics:
             registry=r,
         )
         self.build_info.labels(__version__, platform.python_version()).set(1)
-        # Children of the metrics each sampled exchange touches, looked up once per label set.
-        self._tokens = _Children(self.tokens)
-        self._cost = _Children(self.cost)
-        self._shadow_requests = _Children(self.shadow_requests)
-        self._inflight = _Children(self.shadow_inflight)
+        # Children of the scoring metrics, looked up once per label set.
         self._agreement = _Children(self.agreement)
         self._disagreements = _Children(self.disagreements)
-        self._answer_bytes = _Children(self.answer_bytes)
-        self._answers_cut = _Children(self.answers_cut)
 
     # -- the proxy ----------------------------------------------------------------------------
     def observe_response(
@@ -337,14 +221,15 @@ class Metrics:
     ) -> None:
         if not self.enabled:
             return
+        counts = self._per_exchange
         if prompt_tokens:
-            self._tokens(target, "prompt").inc(prompt_tokens)
+            bump(counts.tokens, (target, "prompt"), prompt_tokens)
         if completion_tokens:
-            self._tokens(target, "completion").inc(completion_tokens)
+            bump(counts.tokens, (target, "completion"), completion_tokens)
         prices = self.prices.get(target)
         cost = prices.cost_usd(prompt_tokens, completion_tokens) if prices else None
         if cost:
-            self._cost(target).inc(cost)
+            bump(counts.cost, (target,), cost)
 
     def observe_sampling(self, route: str, outcome: str) -> None:
         if not self.enabled:
@@ -354,25 +239,25 @@ class Metrics:
 
     def shadow_started(self, target: str) -> None:
         if self.enabled:
-            self._inflight(target).inc()
+            bump(self._per_exchange.inflight, (target,))
 
     def shadow_finished(self, target: str, outcome: str) -> None:
         if self.enabled:
-            self._inflight(target).dec()
-            self._shadow_requests(target, outcome).inc()
+            bump(self._per_exchange.inflight, (target,), -1)
+            bump(self._per_exchange.shadow_requests, (target, outcome))
 
     def shadow_shed(self, target: str) -> None:
         if self.enabled:
-            self._shadow_requests(target, "shed").inc()
+            bump(self._per_exchange.shadow_requests, (target, "shed"))
 
     def observe_answer(self, target: str, size: int, cut: str | None) -> None:
         """One answer read for shadowing: its decoded bytes, and the bound that cut it."""
         if not self.enabled:
             return
         if size:
-            self._answer_bytes(target).inc(size)
+            bump(self._per_exchange.answer_bytes, (target,), size)
         if cut is not None:
-            self._answers_cut(target, cut).inc()
+            bump(self._per_exchange.answers_cut, (target, cut))
 
     def throttled_for(self, target: str) -> Callable[[float], None]:
         """The callback a target's `Pace` calls with each wait (seconds)."""
@@ -441,15 +326,16 @@ class Metrics:
         """Create every label set up front so dashboards and rate() see zeros, not gaps."""
         if not self.enabled:
             return
+        counts = self._per_exchange
         for target, role in targets.items():
-            self.answer_bytes.labels(target)
+            counts.answer_bytes.setdefault((target,), 0)
             for kind in ANSWER_CUTS:
-                self.answers_cut.labels(target, kind)
+                counts.answers_cut.setdefault((target, kind), 0)
             self.throttled.labels(target)
             if role != "primary":
-                self.shadow_inflight.labels(target)
+                counts.inflight.setdefault((target,), 0)
                 for outcome in SHADOW_OUTCOMES:
-                    self.shadow_requests.labels(target, outcome)
+                    counts.shadow_requests.setdefault((target, outcome), 0)
             for route in routes:
                 statuses = self._per_request.series(route, target, role).statuses
                 statuses.setdefault("2xx", 0)

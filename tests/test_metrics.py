@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from shadowtap.metrics import Metrics, status_class
 from shadowtap.pricing import Prices
 
@@ -212,3 +212,103 @@ def test_latency_buckets_are_cumulative_and_inclusive(registry: CollectorRegistr
     )
     # No TTFT was observed: the histogram is there (the series answered), all zeros.
     assert value(registry, "shadowtap_time_to_first_token_seconds_count", **labels) == 0
+
+
+def family_lines(text: str, name: str) -> list[str]:
+    """The exposition lines of metric family `name` (help, type, samples), `_created` aside."""
+    lines = []
+    for line in text.splitlines():
+        metric = line.removeprefix("# HELP ").removeprefix("# TYPE ")
+        sample = metric.split("{", 1)[0].split(" ", 1)[0]
+        if sample in (name, f"{name}_total") and not sample.endswith("_created"):
+            lines.append(line)
+    return sorted(lines)
+
+
+def test_exchange_counters_export_what_prometheus_client_would(registry: CollectorRegistry) -> None:
+    """Counted without prometheus_client's locks, exported as its Counter and Gauge export them:
+    the same names, help, types, labels and values (the `_created` samples aside, which
+    `shadowtap serve` turns off), primed zeros included."""
+    prices = {"small": Prices(per_1k_prompt=2.0, per_1k_completion=4.0)}
+    metrics = Metrics(registry, prices=prices)
+    metrics.prime(TARGETS, [ROUTE])
+    metrics.shadow_started("small")
+    metrics.shadow_started("small")
+    metrics.shadow_finished("small", "ok")
+    metrics.shadow_shed("secondary")
+    metrics.observe_usage("small", 100, 50)
+    metrics.observe_usage("primary", 7, None)
+    metrics.observe_answer("small", 1234, "size")
+    metrics.observe_answer("primary", 99, None)
+
+    reference = CollectorRegistry()
+    tokens = Counter(
+        "shadowtap_tokens",
+        "Tokens reported in usage by sampled answers, by kind (prompt, completion).",
+        ["target", "kind"],
+        registry=reference,
+    )
+    cost = Counter(
+        "shadowtap_cost_usd",
+        "Estimated spend of sampled answers from configured per-1k-token prices.",
+        ["target"],
+        registry=reference,
+    )
+    shadows = Counter(
+        "shadowtap_shadow_requests",
+        "Shadow requests by outcome: ok, error, timeout, skipped (no faithful translation"
+        " for the target, never sent), shed (over budget, never sent).",
+        ["target", "outcome"],
+        registry=reference,
+    )
+    inflight = Gauge(
+        "shadowtap_shadow_inflight",
+        "Shadow requests currently in flight.",
+        ["target"],
+        registry=reference,
+    )
+    answer_bytes = Counter(
+        "shadowtap_answer_bytes",
+        "Decoded bytes read from answers for shadowing: each shadow's, and the primary's "
+        "side copy (target primary).",
+        ["target"],
+        registry=reference,
+    )
+    cut = Counter(
+        "shadowtap_answers_cut",
+        "Answers not read whole because a bound was reached: size (sampling."
+        "max_answer_bytes) or memory (sampling.max_held_bytes).",
+        ["target", "kind"],
+        registry=reference,
+    )
+    for target, role in TARGETS.items():  # what prime() made
+        answer_bytes.labels(target)
+        for kind in ("size", "memory"):
+            cut.labels(target, kind)
+        if role != "primary":
+            inflight.labels(target)
+            for outcome in ("ok", "error", "timeout", "shed"):
+                shadows.labels(target, outcome)
+    inflight.labels("small").inc(2)
+    inflight.labels("small").dec()
+    shadows.labels("small", "ok").inc()
+    shadows.labels("secondary", "shed").inc()
+    tokens.labels("small", "prompt").inc(100)
+    tokens.labels("small", "completion").inc(50)
+    cost.labels("small").inc(0.4)
+    tokens.labels("primary", "prompt").inc(7)
+    answer_bytes.labels("small").inc(1234)
+    cut.labels("small", "size").inc()
+    answer_bytes.labels("primary").inc(99)
+
+    ours, theirs = generate_latest(registry).decode(), generate_latest(reference).decode()
+    for name in (
+        "shadowtap_tokens",
+        "shadowtap_cost_usd",
+        "shadowtap_shadow_requests",
+        "shadowtap_shadow_inflight",
+        "shadowtap_answer_bytes",
+        "shadowtap_answers_cut",
+    ):
+        assert family_lines(ours, name) == family_lines(theirs, name), name
+        assert len(family_lines(ours, name)) > 2, name  # help, type and samples were compared
