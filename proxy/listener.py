@@ -109,13 +109,14 @@ class UploadCutOff(web.HTTPServiceUnavailable, TimeoutError):
 class _Connection(asyncio.Protocol):
     """One accepted socket: admitted or refused, then aiohttp's protocol behind a head timer."""
 
-    __slots__ = ("_handler", "_head_timer", "_listener", "_transport")
+    __slots__ = ("_handler", "_head_timer", "_listener", "_transport", "upload")
 
     def __init__(self, listener: Listener) -> None:
         self._listener = listener
         self._handler: web.RequestHandler | None = None  # None: refused (or not yet made)
         self._transport: asyncio.Transport | None = None
         self._head_timer: asyncio.TimerHandle | None = None
+        self.upload: StreamReader | None = None  # the body of its latest request
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport (uvloop's is not an asyncio.Transport subclass, so no isinstance).
@@ -164,6 +165,8 @@ class _Connection(asyncio.Protocol):
         if handler is None:
             return
         self.head_arrived()  # cancels the timer
+        if self.upload is not None:  # a body cut off by the client will never end by itself
+            self._listener._upload_ended(self.upload)
         self._listener._forget(handler)
         handler.connection_lost(exc)
 
@@ -288,6 +291,10 @@ class Listener:
             connection.head_arrived()
         if payload.is_eof():
             return  # no body, or all of it already here
+        if connection is not None:
+            # aiohttp ends a stream whose connection is lost with an exception, which drops
+            # its end-of-body callbacks: the connection ends the upload itself then.
+            connection.upload = payload
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.limits.body_timeout_s
         if self._cutoff is not None:

@@ -249,3 +249,19 @@ async def test_a_burst_of_connections_is_queued_whole_not_left_to_syn_retries(
     finally:
         for sock in opened:
             sock.close()
+
+
+@both_loops
+async def test_an_upload_its_client_abandoned_does_not_hold_up_the_stop(
+    start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    """A client that closes mid-body ends its upload: the stop, which gives uploads in progress
+    half the grace (10 s here), does not wait for one that can never finish."""
+    server = await start_shadowtap(make_config(await start_fake(), server={"shutdown_grace_s": 20}))
+    _reader, writer = await connect(server.proxy_port)
+    writer.write(HEAD % len(CHAT) + CHAT[:10])  # a tenth of the body
+    await writer.drain()
+    await asyncio.sleep(0.3)  # the head has arrived: an upload in progress
+    writer.close()
+    await asyncio.sleep(0.3)  # the client is gone
+    await asyncio.wait_for(server.stop(), 5.0)
