@@ -17,7 +17,7 @@ counted drops (read from /metrics after the load, and from the file after a clea
 The debug hook (benchmark only, never in the product) serves the same `ShadowtapServer` with
 tracemalloc on and, every `--debug-every` seconds, writes: RSS, Python-traced bytes and the
 allocation sites that grew most since the last dump, the most numerous object types, pyarrow's
-pool, and DuckDB's `duckdb_memory()` per tag.
+pool (when something loaded it; serve does not), and DuckDB's `duckdb_memory()` per tag.
 """
 
 from __future__ import annotations
@@ -373,12 +373,10 @@ def serve_debug(out: Path, every_s: float, config_path: str) -> None:
                 "types": types,
                 "tasks": len(asyncio.all_tasks()),
             }
-            try:
-                import pyarrow as pa
-
-                record["arrow_bytes"] = pa.total_allocated_bytes()
-            except ImportError:
-                pass
+            # Only if something loaded it: importing it here would add its own RSS to the soak's.
+            arrow = sys.modules.get("pyarrow")
+            if arrow is not None:
+                record["arrow_bytes"] = arrow.total_allocated_bytes()
             if server.recorder is not None:
                 record["duckdb"] = await asyncio.to_thread(
                     server.recorder.query,

@@ -20,7 +20,6 @@ import aiohttp
 import duckdb
 import openai
 import orjson
-import pyarrow as pa
 import pytest
 from prometheus_client import CollectorRegistry
 from shadowtap.config import StorageConfig
@@ -346,26 +345,23 @@ async def test_serve_with_a_locked_database_serves_and_reports_degraded(
 
 
 def test_a_value_duckdb_refuses_is_a_data_error_not_a_storage_fault(tmp_path: Path) -> None:
-    # A failed INSERT aborts the transaction; unregistering the batch's Arrow view inside it
-    # used to raise a TransactionException that hid the real error, so a refused value read
-    # as a storage failure (recording degraded, the whole batch lost).
-    from shadowtap.recorder.rows import Privacy, to_arrow
+    # A failed INSERT aborts the transaction; unregistering the batch's view inside it
+    # raises a TransactionException that would hide the real error, so a refused value would
+    # read as a storage failure (recording degraded, the whole batch lost).
+    from shadowtap.recorder.rows import Privacy, to_columns
     from shadowtap.recorder.store import Store, is_storage_error
 
     store = Store.open(StorageConfig(path=str(tmp_path / "s.duckdb")))
     try:
-        tables = to_arrow([synthetic_exchange(0)], Privacy("redacted"))
-        responses = tables["responses"]
-        status = responses.schema.get_field_index("status")
-        tables["responses"] = responses.set_column(
-            status, "status", pa.array([2**40] * responses.num_rows, pa.int64())
-        )
+        tables = to_columns([synthetic_exchange(0)], Privacy("redacted"))
+        # Past what `to_columns` lets through (it makes such counts NULL): DuckDB refuses it.
+        tables["responses"]["status"] = [2**40] * len(tables["responses"]["status"])
         with pytest.raises(duckdb.Error) as refused:
             store.insert(tables, ["r0"])
         assert not is_storage_error(refused.value), refused.value
         # The store is still usable, and the failed batch left nothing behind.
         good = synthetic_exchange(1)
-        store.insert(to_arrow([good], Privacy("redacted")), [good.request_id])
+        store.insert(to_columns([good], Privacy("redacted")), [good.request_id])
         rows = store.con.execute("SELECT request_id FROM exchanges").fetchall()
         assert rows == [(good.request_id,)]
     finally:

@@ -217,8 +217,8 @@ def test_hostile_values_never_cost_the_exchange(tmp_path: Path, bodies: str) -> 
 
 
 def test_a_count_past_integer_alone_in_its_batch_is_stored_as_null(tmp_path: Path) -> None:
-    # Within 64 bits Arrow takes it, so the range check in Arrow (not the fallback for values
-    # past 64 bits in the test above) is what keeps DuckDB's INSERT from refusing the batch.
+    # Within 64 bits DuckDB reads it as a BIGINT, so the writer's range check (not a
+    # conversion failure) is what keeps the INSERT into INTEGER from refusing the batch.
     exchange = synthetic_exchange(0)
     exchange.results["small"].completion.prompt_tokens = 2**40
     exchange.results["primary"].completion.completion_tokens = -(2**31) - 1

@@ -7,8 +7,10 @@ from pathlib import Path
 import duckdb
 import pytest
 from shadowtap.recorder import SCHEMA_VERSION, SchemaError, connect, migrate, open_readonly
-from shadowtap.recorder.rows import ARROW_SCHEMAS
+from shadowtap.recorder.rows import Privacy, to_columns
 from shadowtap.recorder.schema import COLUMNS, schema_version
+
+from tests.synthetic import synthetic_exchange
 
 # The pairs view as migration 1 shipped it (no cost column): an older file carries this view.
 V1_PAIRS = """
@@ -39,8 +41,10 @@ def test_fresh_file_gets_every_migration_and_the_documented_columns(tmp_path: Pa
     assert versions == [(1,), (2,), (3,), (4,), (5,)]
     for table, columns in COLUMNS.items():
         assert table_columns(con, table) == list(columns)
-        # The writer's Arrow batches must line up with the tables column for column.
-        assert ARROW_SCHEMAS[table].names == list(columns)
+    # The writer's batches must line up with the tables column for column.
+    batch = to_columns([synthetic_exchange(0)], Privacy("full"))
+    for table, columns in batch.items():
+        assert list(columns) == list(COLUMNS[table])
     types = dict(
         con.execute(
             "SELECT column_name, data_type FROM information_schema.columns "

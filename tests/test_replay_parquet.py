@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from shadowtap.config import StorageConfig, parse_config
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder, parquet_relations
-from shadowtap.recorder.rows import Privacy, to_arrow
+from shadowtap.recorder.rows import Privacy, to_columns
 from shadowtap.recorder.store import Store
 from shadowtap.replay.run import ReplayOptions, ReplayRunner
 
@@ -110,7 +110,7 @@ def record_then_die(db: Path, parquet: Path) -> None:
     killed before its roll leaves in the file."""
     store = Store.open(StorageConfig(path=str(db), bodies="full", parquet_dir=str(parquet)))
     exchanges = [synthetic_exchange(i) for i in range(N)]
-    store.insert(to_arrow(exchanges, Privacy("full")), [e.request_id for e in exchanges])
+    store.insert(to_columns(exchanges, Privacy("full")), [e.request_id for e in exchanges])
     store.close()
 
 

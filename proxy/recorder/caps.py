@@ -18,7 +18,8 @@ for the whole text:
   leave out (and count) a request whose body or answer was cut (`CUT_TEXT` finds an answer).
 
 Every cut is counted in `shadowtap_record_text_truncated_total{field}`. The check costs one
-Arrow length kernel per column; only a column holding an over-long value is rebuilt.
+`len()` per value (a string's length in characters is stored, and a character is at most 4
+UTF-8 bytes, so only a value longer than a quarter of the limit is encoded to be measured).
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ import re
 from collections import Counter
 
 import orjson
-import pyarrow as pa
-import pyarrow.compute as pc
+from shadowtap.recorder.rows import Batch
 
 TRUNCATION_MARK = "[TRUNCATED:"
 # How a cut VARCHAR value ends (readers test for it, e.g. export leaves such answers out).
@@ -87,30 +87,30 @@ def cut_tool_calls(value: str, limit: int) -> str:
     return cut_json(value, limit)
 
 
-def cap_tables(tables: dict[str, pa.Table], limit: int) -> Counter[str]:
-    """Cut, in place of the batch's columns, every capped value longer than `limit` bytes;
+def cap_batch(batch: Batch, limit: int) -> Counter[str]:
+    """Cut, in place in the batch's columns, every capped value longer than `limit` bytes;
     returns how many values were cut per field. `limit` 0: nothing is cut."""
     cut: Counter[str] = Counter()
     if limit <= 0:
         return cut
+    surely_short = limit // 4  # characters: at most 4 bytes each
     for table_name, columns in CAPPED.items():
-        table = tables.get(table_name)
-        if table is None or not table.num_rows:
+        table = batch.get(table_name)
+        if not table:
             continue
         for name, is_json in columns:
-            column = table[name]
-            longest = pc.max(pc.binary_length(column)).as_py()
-            if longest is None or longest <= limit:
+            values = table[name]
+            if max(map(len, filter(None, values)), default=0) <= surely_short:
                 continue
             cutter = CUTTERS.get(name, cut_json if is_json else cut_text)
-            values = column.to_pylist()
             for i, value in enumerate(values):
-                if value is not None and len(value.encode("utf-8", "surrogatepass")) > limit:
+                if (
+                    value is not None
+                    and len(value) > surely_short
+                    and len(value.encode("utf-8", "surrogatepass")) > limit
+                ):
                     values[i] = cutter(value, limit)
                     cut[name] += 1
-            index = table.schema.get_field_index(name)
-            table = table.set_column(index, name, pa.array(values, pa.string()))
-        tables[table_name] = table
     return cut
 
 

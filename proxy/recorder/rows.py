@@ -1,7 +1,8 @@
-"""Turning a batch of `Exchange`s into one Arrow table per DuckDB table, privacy applied.
+"""Turning a batch of `Exchange`s into columns of plain Python values, privacy applied.
 
-Columnar lists are filled in one pass and handed to Arrow with explicit types, because the
-Arrow scan is DuckDB's fast bulk path (row-at-a-time `executemany` is ~100x slower).
+One list per column, filled in one pass (one comprehension per column), then handed to DuckDB
+as NumPy object arrays (`frames`), DuckDB's bulk path (row-at-a-time `executemany` is ~100x
+slower). No Arrow: the serving process never imports pyarrow.
 
 Whatever a client or an upstream sent, the exchange is stored: a `model` of any JSON type is
 kept as its JSON text (capped), a count outside the INTEGER columns' range (a candidate's
@@ -15,12 +16,11 @@ leaves this module.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
-import pyarrow as pa
-import pyarrow.compute as pc
 from shadowtap.completion import ToolCall
 from shadowtap.exchange import Exchange
 from shadowtap.recorder.schema import SCHEMA, TABLES
@@ -28,29 +28,26 @@ from shadowtap.redact import ExactSecrets, redact, redact_json_text
 
 Bodies = Literal["full", "redacted", "none"]
 Secrets = ExactSecrets | None
+# One table's rows as columns: column name -> one value per row, in `schema.COLUMNS` order.
+Columns = dict[str, list[Any]]
+# A batch: table name -> its columns.
+Batch = dict[str, Columns]
 
 MODEL_MAX_CHARS = 256  # the "model" column is a label for grouping; the body keeps the rest
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-# DuckDB type -> the Arrow type the writer builds its batches in. INTEGER goes through int64:
-# a count past INTEGER's range becomes NULL in Arrow (`_int32_checked`), not a failed batch.
-ARROW_TYPES: dict[str, pa.DataType] = {
-    "VARCHAR": pa.string(),
-    "JSON": pa.string(),
-    "BOOLEAN": pa.bool_(),
-    "DOUBLE": pa.float64(),
-    "INTEGER": pa.int64(),
-    "TIMESTAMP WITH TIME ZONE": pa.timestamp("us", tz="UTC"),
-    "VARCHAR[]": pa.list_(pa.string()),
-}
-# Derived from the one declaration of the tables (`schema.SCHEMA`), column for column.
-ARROW_SCHEMAS: dict[str, pa.Schema] = {
-    table: pa.schema([(column.name, ARROW_TYPES[column.type]) for column in columns])
-    for table, columns in SCHEMA.items()
-}
 # status, prompt_tokens, completion_tokens: INTEGER in DuckDB
 INT32_COLUMNS = tuple(
     dict.fromkeys(c.name for table in TABLES for c in SCHEMA[table] if c.type == "INTEGER")
 )
+# Columns of text, and of lists of text, per table: where a lone surrogate may hide.
+TEXT_COLUMNS = {
+    table: tuple(c.name for c in columns if c.type in ("VARCHAR", "JSON"))
+    for table, columns in SCHEMA.items()
+}
+TEXT_LIST_COLUMNS = {
+    table: tuple(c.name for c in columns if c.type == "VARCHAR[]")
+    for table, columns in SCHEMA.items()
+}
 
 
 class Privacy:
@@ -254,50 +251,47 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000.0
 
 
-def _table(name: str, columns: dict[str, list[Any]]) -> pa.Table:
-    schema = ARROW_SCHEMAS[name]
-    try:
-        table = pa.Table.from_pydict(columns, schema=schema)
-    except (UnicodeEncodeError, OverflowError):
-        # A lone surrogate, or a count past 64 bits: rare, so only then is every value checked.
-        table = pa.Table.from_pydict(_cleaned(columns, schema), schema=schema)
-    return _int32_checked(table)
+def rows(columns: Columns) -> int:
+    return len(next(iter(columns.values()), []))
 
 
-def _cleaned(columns: dict[str, list[Any]], schema: pa.Schema) -> dict[str, list[Any]]:
-    cleaned = dict(columns)
-    for field in schema:
-        values = columns[field.name]
-        if field.type == pa.string():
-            cleaned[field.name] = [None if v is None else clean_text(v) for v in values]
-        elif field.type == pa.list_(pa.string()):
-            cleaned[field.name] = [[clean_text(x) for x in v] for v in values]
-        elif field.name in INT32_COLUMNS:
-            cleaned[field.name] = [
+def checked(table: str, columns: Columns) -> Columns:
+    """`columns` with lone surrogates escaped and counts past INTEGER's range made NULL, in
+    place. Cheap when there is nothing to fix (the common case): one join per text column
+    (its `isascii()` is a flag test; only a non-ASCII column is encoded, once, whole) and one
+    min/max per count column; only a column found faulty is rebuilt value by value."""
+    for name in TEXT_COLUMNS.get(table, ()):
+        values = columns[name]
+        if not _valid_unicode("".join(filter(None, values))):
+            columns[name] = [None if v is None else clean_text(v) for v in values]
+    for name in TEXT_LIST_COLUMNS.get(table, ()):
+        lists = columns[name]
+        if not _valid_unicode("".join(itertools.chain.from_iterable(lists))):
+            columns[name] = [[clean_text(x) for x in v] for v in lists]
+    for name in INT32_COLUMNS:
+        if name not in columns:
+            continue
+        values = columns[name]
+        counts = [v for v in values if v is not None]
+        if counts and (min(counts) < INT32_MIN or max(counts) > INT32_MAX):
+            columns[name] = [
                 v if v is None or INT32_MIN <= v <= INT32_MAX else None for v in values
             ]
-    return cleaned
+    return columns
 
 
-def _int32_checked(table: pa.Table) -> pa.Table:
-    """Counts come from the upstream's JSON; one past INTEGER's range must not cost the row:
-    it becomes NULL. Checked in Arrow (one min/max per column), not value by value."""
-    for name in INT32_COLUMNS:
-        if name not in table.column_names:
-            continue
-        column = table[name]
-        bounds = pc.min_max(column)
-        low, high = bounds["min"].as_py(), bounds["max"].as_py()
-        if low is None or (low >= INT32_MIN and high <= INT32_MAX):
-            continue
-        in_range = pc.and_(pc.greater_equal(column, INT32_MIN), pc.less_equal(column, INT32_MAX))
-        kept = pc.if_else(in_range, column, pa.scalar(None, pa.int64()))
-        table = table.set_column(table.schema.get_field_index(name), name, kept)
-    return table
+def _valid_unicode(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
-def to_arrow(exchanges: list[Exchange], privacy: Privacy) -> dict[str, pa.Table]:
-    """One Arrow table per DuckDB table for the batch.
+def to_columns(exchanges: list[Exchange], privacy: Privacy) -> Batch:
+    """The batch's rows, as columns, for each of `schema.TABLES`.
 
     Built column by column: one list comprehension per column over the batch's rows. (No
     per-row tuples: allocating tens of thousands of them wakes the cyclic GC, which then
@@ -310,8 +304,8 @@ def to_arrow(exchanges: list[Exchange], privacy: Privacy) -> dict[str, pa.Table]
     scores = [s for e in ex for s in e.scores]
     score_secrets = [s for e, s in zip(ex, secrets, strict=True) for _ in e.scores]
     pairs = list(zip(ex, secrets, strict=True))
-    tables = {
-        "exchanges": _table(
+    batch = {
+        "exchanges": checked(
             "exchanges",
             {
                 "request_id": [e.request_id for e in ex],
@@ -327,7 +321,7 @@ def to_arrow(exchanges: list[Exchange], privacy: Privacy) -> dict[str, pa.Table]
                 "dialect": [e.dialect for e in ex],
             },
         ),
-        "responses": _table(
+        "responses": checked(
             "responses",
             {
                 "request_id": [e.request_id for e in ex for _ in e.results],
@@ -355,7 +349,7 @@ def to_arrow(exchanges: list[Exchange], privacy: Privacy) -> dict[str, pa.Table]
                 "replay_run": [r.replay_run for r in results],
             },
         ),
-        "scores": _table(
+        "scores": checked(
             "scores",
             {
                 "request_id": [e.request_id for e in ex for _ in e.scores],
@@ -368,4 +362,4 @@ def to_arrow(exchanges: list[Exchange], privacy: Privacy) -> dict[str, pa.Table]
             },
         ),
     }
-    return tables
+    return batch

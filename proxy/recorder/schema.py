@@ -113,7 +113,7 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 # Every column of every table, declared once: its name, its DuckDB type (as
 # `information_schema.columns.data_type` names it), the migration that added it, and what rows
-# written before that migration read as. The Arrow batches (`rows.ARROW_SCHEMAS`), the INSERT
+# written before that migration read as. The writer's checks (`rows.TEXT_COLUMNS`...), the INSERT
 # and Parquet column lists (`COLUMNS`) and the pairs view's stand-ins for columns an older
 # roll-up lacks are derived from it; a test applies MIGRATIONS to a fresh file and checks the
 # result against it, column by column.

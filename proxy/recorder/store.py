@@ -8,7 +8,7 @@ answer is no. Everything here raises on failure; `Recorder` decides what a failu
 Example:
 
     store = Store.open(config.storage)
-    store.insert(to_arrow(batch, privacy), [e.request_id for e in batch])
+    store.insert(to_columns(batch, privacy), [e.request_id for e in batch])
     if not store.intact():
         lost = store.salvage()   # rolls what it can to Parquet, counts the rest
     store.close()
@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 from shadowtap.config import StorageConfig
-from shadowtap.recorder import parquet
+from shadowtap.recorder import frames, parquet
+from shadowtap.recorder.rows import Batch, Columns, rows
 from shadowtap.recorder.schema import COLUMNS, connect
 from shadowtap.redact import redact
 
@@ -39,10 +39,11 @@ CHECKPOINT_THRESHOLD = "64MB"
 # to `storage.memory_limit`) and the overflow blocks of long strings (prompts and answers past
 # a few kB) for as long as the database is open, which no limit evicts: past the limit a write
 # fails with "failed to pin block" and DuckDB invalidates the database. Reopening the file
-# gives all of it back, so the writer reopens after this many bytes of Arrow batches handed to
-# DuckDB (and after RECYCLE_S), far below the limit. Measured: 1 MB rows at 256MB failed after
-# ~120 MB written on one connection; reopened every 64 MB, none failed. (Texts are now cut at
-# `storage.max_text_bytes`, see caps.py, which keeps overflow strings out by default.)
+# gives all of it back, so the writer reopens after this many bytes handed to DuckDB
+# (`frames.size`: its texts, where long strings are) and after RECYCLE_S, far below the
+# limit. Measured: 1 MB rows at 256MB failed after ~120 MB written on one connection;
+# reopened every 64 MB, none failed. (Texts are now cut at `storage.max_text_bytes`, see
+# caps.py, which keeps overflow strings out by default.)
 RECYCLE_BYTES = 64 * 1024 * 1024
 RECYCLE_S = 300.0
 
@@ -51,13 +52,12 @@ RECYCLE_S = 300.0
 DURABLE_COMMIT = "COMMIT succeeded and is durable"
 
 # Errors that say the data, not the storage, is at fault: a value DuckDB cannot convert or
-# store, or Arrow and orjson refusing one. Any other failure of a write is the storage's (full
+# store, or orjson refusing one. Any other failure of a write is the storage's (full
 # disk, I/O error, a database DuckDB invalidated after a fatal error, a closed connection).
 DATA_ERRORS: tuple[type[BaseException], ...] = (
     duckdb.DataError,
     duckdb.IntegrityError,
     duckdb.ProgrammingError,
-    pa.ArrowException,
     TypeError,
     ValueError,
     ArithmeticError,
@@ -102,7 +102,7 @@ class Store:
         self.reader = con.cursor()
         self.identity = _identity(self.path)
         self.written = 0  # exchanges this store committed: the floor of a vanished file's loss
-        self.bytes_written = 0  # Arrow bytes committed through this connection (RECYCLE_BYTES)
+        self.bytes_written = 0  # text committed through this connection (RECYCLE_BYTES)
         self.opened_at = time.monotonic()
 
     @classmethod
@@ -136,39 +136,23 @@ class Store:
         or its folder removed). One stat call."""
         return _identity(self.path) == self.identity
 
-    def insert(self, tables: dict[str, pa.Table], request_ids: list[str]) -> None:
+    def insert(self, batch: Batch, request_ids: list[str]) -> None:
         """The batch's rows (and its Parquet-pending ids) in one transaction."""
         con = self.con
-        views = {f"_batch_{table}": arrow for table, arrow in tables.items() if arrow.num_rows}
-        if self.config.parquet_dir is not None:
-            views["_batch_ids"] = pa.table({"request_id": pa.array(request_ids, pa.string())})
-        # Registered outside the transaction: unregistering inside a failed one raises a
-        # TransactionException that would hide the real error (a value DuckDB refused would
-        # then read as a storage failure).
-        for name, arrow in views.items():
-            con.register(name, arrow)
+        con.execute("BEGIN TRANSACTION")
         try:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                for table in tables:
-                    if f"_batch_{table}" in views:
-                        cols = ", ".join(COLUMNS[table])
-                        con.execute(
-                            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _batch_{table}"
-                        )
-                if "_batch_ids" in views:
-                    pending = parquet.PENDING_TABLE
-                    con.execute(f"INSERT INTO {pending} SELECT request_id, NULL FROM _batch_ids")
-                con.execute("COMMIT")
-            except BaseException:
-                # The failed statement may already have ended the transaction.
-                with contextlib.suppress(duckdb.Error):
-                    con.execute("ROLLBACK")
-                raise
-        finally:
-            for name in views:
-                with contextlib.suppress(duckdb.Error):
-                    con.unregister(name)
+            for table, columns in batch.items():
+                if rows(columns):
+                    frames.insert(con, table, columns, COLUMNS[table])
+            if self.config.parquet_dir is not None and request_ids:
+                pending: Columns = {"request_id": request_ids, "roll": [None] * len(request_ids)}
+                frames.insert(con, parquet.PENDING_TABLE, pending, ("request_id", "roll"))
+            con.execute("COMMIT")
+        except BaseException:
+            # The failed statement may already have ended the transaction.
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            raise
 
     def roll(self) -> int:
         assert self.config.parquet_dir is not None

@@ -5,8 +5,9 @@ never delay a response: when the queue is full the exchange is dropped and count
 (`shadowtap_records_dropped_total`). One writer thread owns the connection (DuckDB allows one
 writing process) and inserts a batch when `batch_size` exchanges are waiting or
 `flush_interval_ms` after the first of them arrived, whichever comes first, in one
-transaction through Arrow. A commit is durable in DuckDB's WAL, so `kill -9` loses at most
-what was still queued: about one flush interval.
+transaction (columns of Python values that DuckDB scans as NumPy arrays, see `frames`). A
+commit is durable in DuckDB's WAL, so `kill -9` loses at most what was still queued: about
+one flush interval.
 
 Storage trouble never stops serving (DESIGN principle 5). A file that cannot be opened at
 start (locked by another process, a folder where the file should be, a read-only volume), a
@@ -47,10 +48,11 @@ from shadowtap.config import StorageConfig
 from shadowtap.exchange import Exchange
 from shadowtap.log import get_logger
 from shadowtap.metrics import Metrics
+from shadowtap.recorder import frames
 from shadowtap.recorder.batches import gather
-from shadowtap.recorder.caps import cap_tables
+from shadowtap.recorder.caps import cap_batch
 from shadowtap.recorder.keeper import RETRY_MAX_S, RETRY_MIN_S, StoreKeeper
-from shadowtap.recorder.rows import Privacy, to_arrow
+from shadowtap.recorder.rows import Batch, Privacy, to_columns
 from shadowtap.recorder.store import (
     Store,
     committed_anyway,
@@ -304,8 +306,8 @@ class Recorder(StoreKeeper):
 
     def _insert(self, store: Store, batch: list[Exchange]) -> None:
         try:
-            tables = to_arrow(batch, self._privacy)
-            for field, count in cap_tables(tables, self.config.max_text_bytes).items():
+            tables = to_columns(batch, self._privacy)
+            for field, count in cap_batch(tables, self.config.max_text_bytes).items():
                 self._metrics.record_text_truncated_inc(field, count)
         except Exception as error:  # before any storage is touched: the data's fault
             self._bad_data(store, batch, error)
@@ -334,10 +336,10 @@ class Recorder(StoreKeeper):
             return
         self._written(store, batch, tables)
 
-    def _written(self, store: Store, batch: list[Exchange], tables: dict[str, Any]) -> None:
+    def _written(self, store: Store, batch: list[Exchange], tables: Batch) -> None:
         store.written += len(batch)
         # What DuckDB was given, caps applied: what it keeps for the connection.
-        store.bytes_written += sum(table.nbytes for table in tables.values())
+        store.bytes_written += frames.size(tables)
         self._metrics.records_written_inc(len(batch))
         self._retry_s = self._retry_min_s  # writing works again: a new failure starts over
         self._failed_writing = False

@@ -10,7 +10,7 @@ each connection is used by one thread only. Two promises:
 * **Nothing answered is lost.** Answers (the candidate's `responses` row, and later its
   scores) are committed as they come, grouped: up to `COMMIT_ROWS` of them, gathered for at
   most `GATHER_S`, go in one commit, through the recorder's own row builder
-  (`shadowtap.recorder.rows.to_arrow`), so redaction and credential scrubbing are the
+  (`shadowtap.recorder.rows.to_columns`), so redaction and credential scrubbing are the
   storage's.
 
 Claims and answers are two lanes, each a thread with its own connection: a claim never waits
@@ -35,18 +35,17 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import duckdb
-import pyarrow as pa
 from shadowtap.exchange import Exchange
 from shadowtap.log import get_logger
+from shadowtap.recorder import frames
 from shadowtap.recorder.parquet import REPLAYED_DDL, REPLAYED_TABLE, roll_replayed
-from shadowtap.recorder.rows import ARROW_SCHEMAS, Privacy, to_arrow
+from shadowtap.recorder.rows import Columns, Privacy, rows, to_columns
 from shadowtap.recorder.schema import COLUMNS
 from shadowtap.recorder.store import safe_error
 from shadowtap.tasks import TaskSet
 
 log = get_logger("shadowtap.replay")
 T = TypeVar("T")
-CLAIMS_SCHEMA = ARROW_SCHEMAS["replay_claims"]
 # Answers (and scores) are committed once this many are queued, or once the first of them has
 # waited GATHER_S: a kill loses at most that moment's answers, and never sends them again.
 ROLL_COLUMNS = ["request_id", "target", "kind"]
@@ -113,8 +112,9 @@ class ReplayStore:
         the candidate unprocessed (429/503), so a later run sends them. One transaction."""
 
         def delete(con: duckdb.DuckDBPyConnection) -> None:
-            ids = pa.table({"request_id": pa.array(request_ids, pa.string())})
-            con.register("_replay_release", ids)
+            con.register(
+                "_replay_release", frames.frame("replay_claims", {"request_id": request_ids})
+            )
             try:
                 con.execute(
                     "DELETE FROM replay_claims WHERE target = ? AND replay_run = ?"
@@ -224,18 +224,15 @@ class ReplayStore:
         try:
             if ids:
                 now = datetime.now(UTC)
-                claims = pa.Table.from_pydict(
-                    {
-                        "request_id": ids,
-                        "target": [self.target] * len(ids),
-                        "replay_run": [self.run_id] * len(ids),
-                        "claimed_at": [now] * len(ids),
-                    },
-                    schema=CLAIMS_SCHEMA,
-                )
-                self._insert(con, "replay_claims", claims, CLAIMS_SCHEMA.names)
+                claims: Columns = {
+                    "request_id": ids,
+                    "target": [self.target] * len(ids),
+                    "replay_run": [self.run_id] * len(ids),
+                    "claimed_at": [now] * len(ids),
+                }
+                self._insert(con, "replay_claims", claims, list(COLUMNS["replay_claims"]))
             if results:
-                tables = to_arrow(results, self._privacy)
+                tables = to_columns(results, self._privacy)
                 # The exchange and the primary's answer are stored already: only the
                 # candidate's answer and its scores are new.
                 for table in ("responses", "scores"):
@@ -248,27 +245,17 @@ class ReplayStore:
                 con.execute("ROLLBACK")
             raise
 
-    def _to_roll(self, results: list[Exchange]) -> pa.Table:
+    def _to_roll(self, results: list[Exchange]) -> Columns:
         """The `_rollup_replayed` rows of these answers and sets of scores."""
-        kinds = ["answer" if exchange.results else "scores" for exchange in results]
-        return pa.table(
-            {
-                "request_id": pa.array([e.request_id for e in results], pa.string()),
-                "target": pa.array([self.target] * len(results), pa.string()),
-                "kind": pa.array(kinds, pa.string()),
-            }
-        )
+        return {
+            "request_id": [e.request_id for e in results],
+            "target": [self.target] * len(results),
+            "kind": ["answer" if exchange.results else "scores" for exchange in results],
+        }
 
     @staticmethod
     def _insert(
-        con: duckdb.DuckDBPyConnection, table: str, arrow: pa.Table, columns: list[str]
+        con: duckdb.DuckDBPyConnection, table: str, columns: Columns, names: list[str]
     ) -> None:
-        if arrow.num_rows == 0:
-            return
-        name = f"_replay_{table}"
-        con.register(name, arrow)
-        try:
-            cols = ", ".join(columns)
-            con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name}")
-        finally:
-            con.unregister(name)
+        if rows(columns):
+            frames.insert(con, table, columns, names)
