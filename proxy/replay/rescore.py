@@ -83,7 +83,10 @@ async def start_scoring(config: Config, target: ShadowTarget, backlog_limit: int
 
     metrics = Metrics(CollectorRegistry(), prices={target.name: target.prices})
     # Judges get their own connections: the candidate's are limited to the concurrency.
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+    # No cookie jar: a cookie one judge answer sets is never sent back with a later request.
+    session = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None), cookie_jar=aiohttp.DummyCookieJar()
+    )
     # The proxy sheds pairs when every worker is busy and its queue is full; a replay waits
     # instead: every answer of the backlog fits in the queue, so the backlog is what holds
     # the sends back while scoring catches up, and no pair is skipped for want of a worker.
