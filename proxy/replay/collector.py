@@ -28,10 +28,13 @@ YOUNG_THRESHOLD = 5_000  # new containers before a young collection (the interpr
 def quiet_collector(threshold: int = YOUNG_THRESHOLD) -> Iterator[None]:
     """Freeze what is alive and raise the young threshold; both restored on the way out."""
     previous = gc.get_threshold()
+    # `unfreeze` thaws everything: a heap frozen before the run (server.tune_gc) stays frozen.
+    frozen_before = gc.get_freeze_count() > 0
     gc.freeze()
     gc.set_threshold(max(threshold, previous[0]), *previous[1:])
     try:
         yield
     finally:
         gc.set_threshold(*previous)
-        gc.unfreeze()  # back into the oldest generation: collected as before the run
+        if not frozen_before:
+            gc.unfreeze()  # back into the oldest generation: collected as before the run
