@@ -11,6 +11,7 @@ of the exact secrets registered at start:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import sys
 from collections.abc import Iterable, MutableMapping
@@ -76,6 +77,7 @@ def secret_values(config: Any) -> list[str]:
 EventDict = MutableMapping[str, Any]
 
 
+@functools.lru_cache(maxsize=4096)  # the same few keys, line after line: each judged once
 def _secret_key(key: object) -> bool:
     # "Authorization", "X-Api-Key" and "api_key" name the same thing; a key is compared the way
     # HTTP compares header names, so a call site's spelling cannot let a value through.
@@ -101,7 +103,10 @@ def _drop(value: Any, depth: int) -> Any:
 def drop_secrets(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
     """Values under a secret-named key are dropped at any depth and in any spelling."""
     for key, value in event_dict.items():
-        event_dict[key] = "[dropped]" if _secret_key(key) else _drop(value, 0)
+        if _secret_key(key):
+            event_dict[key] = "[dropped]"
+        elif isinstance(value, dict | list | tuple):  # only a container holds keys of its own
+            event_dict[key] = _drop(value, 0)
     return event_dict
 
 

@@ -127,3 +127,21 @@ def test_secret_keys_are_dropped_in_any_spelling_and_at_any_depth() -> None:
         "retry": [{"API_KEY": "[dropped]", "attempt": 2}],
     }
     assert REGISTERED not in str(event)
+
+
+def test_a_key_is_judged_alike_every_time_whatever_its_type() -> None:
+    """Keys are judged once and remembered: the second line is dropped exactly as the first,
+    and keys that are not strings (a nested mapping's) are judged by their text."""
+    nested = {3: "three", ("a",): "tuple", "Api-Key": REGISTERED, 4: [{"password": REGISTERED}]}
+    for _ in range(2):
+        event = log.drop_secrets(None, "info", {"X-Api-Key": REGISTERED, "n": 1, "d": nested})
+        assert event == {
+            "X-Api-Key": "[dropped]",
+            "n": 1,
+            "d": {
+                3: "three",
+                ("a",): "tuple",
+                "Api-Key": "[dropped]",
+                4: [{"password": "[dropped]"}],
+            },
+        }
