@@ -9,7 +9,9 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 # RFC 9110 §7.6.1: connection-specific fields never travel past the next hop. Host is set for
-# the upstream; Content-Length is recomputed from the body actually sent.
+# the upstream; Content-Length is recomputed from the body actually sent; Expect was answered
+# by the proxy (`receive`), which holds the whole body: passed on, it made aiohttp's client
+# withhold that body until the primary sent a `100 Continue` it may never send.
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -23,7 +25,7 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length"}
+NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "expect"}
 
 # Headers that carry the client's identity with its provider: never sent to a shadow target
 # unless that target sets `forward_client_auth`.
