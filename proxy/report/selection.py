@@ -6,9 +6,9 @@ are needed (bootstraps, percentiles). It holds no text: what the report needs of
 body (its slice values) and of each answer (its reliability checks) is computed in the one
 pass that builds it, and the few example pairs' texts are read back from `pairs` at the end.
 
-Memory is bounded by design: the connection gets `MEMORY_LIMIT` and a private spill directory,
-so at fleet size DuckDB spills to disk rather than growing (10 million pairs fit in a few
-hundred MB of columns).
+Memory is bounded by design (`shadowtap.report.workspace`): DuckDB gets a memory limit and a
+private spill directory, the table is kept compressed in a work database there, and at fleet
+size it is built in slices of request ids, each small enough for its joins to stay in memory.
 
 Columns besides the `pairs` view's numeric ones:
 
@@ -22,20 +22,16 @@ Columns besides the `pairs` view's numeric ones:
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, cast
 
 import duckdb
 from shadowtap.completion import NOT_SENT
+from shadowtap.recorder import create_pairs_view
 from shadowtap.report.reliability import (
     CHECKS,
     MAX_CHECKED_CHARS,
@@ -52,11 +48,8 @@ from shadowtap.report.slices import (
     VALUE_CHARS,
     json_path,
 )
-from shadowtap.report.sources import UNSCORED, Source
-
-# DuckDB's share of the report's memory (the 2 GB budget of issue 15 leaves the rest to Python's
-# columns): above it, DuckDB spills to the spill directory.
-MEMORY_LIMIT = "1GB"
+from shadowtap.report.sources import Source
+from shadowtap.report.workspace import WORK, prepare, ranges
 
 # Every character Python's str.split() splits on, so that slice values are normalised in SQL
 # exactly as `" ".join(value.split())` does.
@@ -263,9 +256,10 @@ class Selection:
 
 
 def _score_columns(source: Source) -> tuple[Selection, str, str]:
-    """The scorers' columns, and the SQL that gives them: a pivot of the score rows joined on
-    the pair when the source has them (cheaper than the view's MAP at fleet size), else read
-    from the `scores` MAP of `pairs` (the live API's pairs)."""
+    """The scorers' columns, and the SQL that gives them: a pivot of the score rows (of the
+    relation `{scores}` stands for) joined on the pair when the source has them (cheaper than
+    the view's MAP at fleet size), else read from the `scores` MAP of `pairs` (the live API's
+    pairs)."""
     con = source.con
     if source.has_score_rows:
         found = con.execute("SELECT DISTINCT scorer FROM score_rows WHERE scorer IS NOT NULL")
@@ -287,7 +281,7 @@ def _score_columns(source: Source) -> tuple[Selection, str, str]:
     )
     columns = ""  # the pivot's own columns (scored<i> NULL, not false, on a pair without rows)
     join = (
-        f" LEFT JOIN (SELECT request_id, target, {pivot} FROM score_rows"
+        f" LEFT JOIN (SELECT request_id, target, {pivot} FROM {{scores}}"
         " GROUP BY request_id, target) USING (request_id, target)"
         if names
         else ""
@@ -300,42 +294,17 @@ def dimension_columns(slice_by: Sequence[str]) -> list[str]:
     return [f"d_{name}" for name in BUILT_IN] + [f"d_custom{i}" for i in range(len(slice_by))]
 
 
-SPILL_PREFIX = "shadowtap-report-"
-
-
-def _spill_directory() -> str:
-    """A private directory for DuckDB's spill files, removed at exit. A report that was killed
-    (no exit handler runs) leaves its own behind: the next report removes those whose process
-    is gone, so a crash costs the disk only until then."""
-    base = Path(tempfile.gettempdir())
-    for stale in base.glob(f"{SPILL_PREFIX}*-*"):
-        pid = stale.name[len(SPILL_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
-    directory = tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-")
-    atexit.register(shutil.rmtree, directory, ignore_errors=True)
-    return directory
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
+SLICE_PAIRS = "report_slice_pairs"  # the pairs view over one slice's rows
 
 
 def select_pairs(
     source: Source, since: datetime | None, route: str | None, slice_by: Sequence[str]
 ) -> Selection:
-    """Create `report_pairs` from the pairs of the selection, ordered by target and request
-    (the order every per-pair column is read in, so bootstraps draw the same pairs on every
-    run and source)."""
+    """Create `report_pairs` from the pairs of the selection, each target's rows in request
+    order (the order every per-pair column is read in, `WHERE target = ...`, so bootstraps
+    draw the same pairs on every run and source)."""
     con = source.con
-    con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
-    con.execute(f"SET temp_directory = '{_spill_directory()}'")
+    prepare(con)
     with contextlib.suppress(duckdb.CatalogException):  # a second report on this source
         con.create_function(
             "shadowtap_check",
@@ -361,16 +330,13 @@ def select_pairs(
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     selection, score_columns, score_join = _score_columns(source)
     columns = PAIR_COLUMNS if source.has_score_rows else f"{PAIR_COLUMNS}, scores"
-    relation = UNSCORED if source.has_score_rows else "pairs"
     params["parts"] = list(PARTS)
     params["not_sent"] = NOT_SENT
     sent = (
         "(candidate_status IS NOT NULL OR candidate_error IS NULL"
         " OR NOT starts_with(candidate_error, $not_sent))"
     )
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMPORARY TABLE report_pairs AS
+    query = f"""
         SELECT * {score_columns}
         FROM (
             SELECT {KEPT}, {sent} AS sent,
@@ -390,12 +356,29 @@ def select_pairs(
                 SELECT *, {REQUEST_SQL}
                 FROM (
                     SELECT {columns}, json_extract(request_body, $parts) AS parts
-                    FROM {relation} {where}
+                    FROM {SLICE_PAIRS if source.has_score_rows else "pairs"} {where}
                 )
             )
         ){score_join}
         ORDER BY target, request_id
-        """,
-        params,
-    )
+    """
+    tables = source.tables
+    conditions = ranges(con, tables.exchanges) if tables is not None else ["true"]
+    for i, condition in enumerate(conditions):
+        scores = "score_rows"
+        if tables is not None:
+            scores = f"(SELECT * FROM {tables.scores} WHERE {condition})"
+            create_pairs_view(
+                con,
+                f"(SELECT * FROM {tables.exchanges} WHERE {condition})",
+                f"(SELECT * FROM {tables.responses} WHERE {condition})",
+                f"(SELECT * FROM {tables.scores} WHERE false)",
+                name=SLICE_PAIRS,
+                temporary=True,
+            )
+        # Each slice appended in its own (target, request) order: the slices are ranges of
+        # request ids in order, so each target's rows come out in request order.
+        into = f"INSERT INTO {WORK}.report_pairs" if i else f"CREATE TABLE {WORK}.report_pairs AS"
+        con.execute(f"{into} {query.replace('{scores}', scores)}", params)
+    con.execute(f"CREATE OR REPLACE TEMPORARY VIEW report_pairs AS FROM {WORK}.report_pairs")
     return selection

@@ -47,12 +47,25 @@ class SourceError(Exception):
     """The source cannot be read; the message is one line meant for the user."""
 
 
+@dataclass(frozen=True, slots=True)
+class Tables:
+    """The recorder's three tables as SQL relations: table names, or `read_parquet` queries."""
+
+    exchanges: str
+    responses: str
+    scores: str
+
+
 @dataclass(slots=True)
 class Source:
     con: duckdb.DuckDBPyConnection
     description: str
     notes: tuple[str, ...] = ()
-    has_score_rows: bool = False
+    tables: Tables | None = None  # the recorder's tables, when the source has them
+
+    @property
+    def has_score_rows(self) -> bool:
+        return self.tables is not None
 
 
 THRESHOLDS_SQL = """
@@ -86,7 +99,7 @@ def open_db(path: str | Path) -> Source:
     con.execute(THRESHOLDS_SQL.format(scores="scores"))
     con.execute(SCORE_ROWS_SQL.format(scores="scores"))
     _unscored(con, "exchanges", "responses", "scores")
-    return Source(con, f"DuckDB file {path}", has_score_rows=True)
+    return Source(con, f"DuckDB file {path}", tables=Tables("exchanges", "responses", "scores"))
 
 
 def open_parquet(directory: str | Path) -> Source:
@@ -108,7 +121,7 @@ def open_parquet(directory: str | Path) -> Source:
         _unscored(con, exchanges, responses, scores)
     except duckdb.Error as error:
         raise SourceError(f"cannot read Parquet under {directory}: {error}") from None
-    return Source(con, f"Parquet under {directory}", has_score_rows=True)
+    return Source(con, f"Parquet under {directory}", tables=Tables(exchanges, responses, scores))
 
 
 def _pairs_columns() -> dict[str, str]:
