@@ -55,7 +55,9 @@ async def test_a_replay_judge_never_gets_back_a_cookie_it_set(
             "type": "llm_judge",
             "url": f"http://localhost:{judge_server.port}",
             "model": "judge-1",
-            "max_per_second": 1000.0,  # every pair judged, none skipped over budget
+            # Every pair judged, none skipped over the judge's budget.
+            "max_per_second": 1000.0,
+            "max_inflight": 100,
         }
     }
     config = synthetic_replay_config(str(candidate_server.make_url("")), db, scorers=scorers)

@@ -207,11 +207,31 @@ class ReplayRunner:
     async def _send_all(
         self, store: ReplayStore, bounds: list[tuple[int, int]], total: int, console: Console
     ) -> None:
+        session = replay_session(self.options.concurrency)
+        scoring = None
+        try:  # closed on every way out, a run cancelled or failing while it rescores included
+            scoring = self.scoring = await start_scoring(
+                self.config, self.target, self.backlog_limit
+            )
+            if scoring is not None:  # what an earlier run stored but did not score, first
+                await self._rescore(store, scoring)
+            await self._send_claimed(store, bounds, total, console, session, scoring)
+        finally:
+            await session.close()
+            if scoring is not None:
+                await scoring.close()
+                await scoring.session.close()
+
+    async def _send_claimed(
+        self,
+        store: ReplayStore,
+        bounds: list[tuple[int, int]],
+        total: int,
+        console: Console,
+        session: Any,
+        scoring: Any,
+    ) -> None:
         options = self.options
-        session = replay_session(options.concurrency)
-        scoring = self.scoring = await start_scoring(self.config, self.target, self.backlog_limit)
-        if scoring is not None:  # what an earlier run stored but did not score, first
-            await self._rescore(store, scoring)
         slots = asyncio.Semaphore(options.concurrency)
         # Scoring and storing trail the sends; this bounds how many answers wait for them.
         backlog = asyncio.Semaphore(self.backlog_limit)
@@ -268,10 +288,6 @@ class ReplayRunner:
             await self._requests.cancel_all()
             await lane.close()  # unsent claims handed back: the same command sends them
             self.counts.not_sent += total - launched - unreadable
-            await session.close()
-            if scoring is not None:
-                await scoring.close()
-                await scoring.session.close()
 
     async def _rescore(self, store: ReplayStore, scoring: Any) -> None:
         """Score what an earlier run stored but did not score. A request task (`_requests`):
