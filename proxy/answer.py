@@ -155,9 +155,15 @@ class AnswerReader:
     async def completion(self) -> Completion:
         """Parse what is left (the pushed copy), normalize, and keep only what is needed."""
         wire, self._wire = self._wire, []
+        # A turn lives within one chunk, and a relayed stream is thousands of small ones, each
+        # parsed well within `TURN_S`: without this, the whole copy ran without a yield.
+        since = time.perf_counter()
         for chunk, arrived in wire:
             if not self.stopped:
                 await self._digest(chunk, arrived)
+                if time.perf_counter() - since >= TURN_S:
+                    await asyncio.sleep(0)
+                    since = time.perf_counter()
             self._release(len(chunk))
         self._wire_bytes = 0
         if self.dialect.off_loop:
