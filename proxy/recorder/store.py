@@ -116,6 +116,12 @@ class Store:
             con.execute("SET TimeZone = 'UTC'")
             con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
             con.execute(f"SET memory_limit = '{config.memory_limit}'")  # validated in config
+            # One DuckDB thread: the batches reach DuckDB as NumPy object arrays, whose values
+            # DuckDB converts holding the GIL, and with its worker threads every such step
+            # is a GIL hand-off between threads (bench/recorder.py, load ~2.3: 104-112k rows/s
+            # with redaction on 2 threads, 131-137k on one). It also leaves the sidecar's
+            # other cores to the proxy; checkpoints, rolls and admin reads run on one.
+            con.execute("SET threads = 1")
             # Always there (empty without parquet_dir), so retention can clean it either way.
             con.execute(parquet.PENDING_DDL)
             store = cls(config, con)
