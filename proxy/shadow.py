@@ -231,6 +231,9 @@ class Shadowing:
         """One shadow and its bookkeeping: whatever happens, the budget is given back and the
         target's result, metrics and log line are written."""
         self.metrics.shadow_started(target.name)
+        # The primary's request was started right after this task was: let its first steps
+        # (aiohttp writes the body in a task of its own) run before this shadow's.
+        await asyncio.sleep(0)
         completion = Completion(error="shadow did not run")
         outcome = "error"
         dialect = bodies.dialect
