@@ -101,57 +101,46 @@ def replayed_exchange(
     recorded: Recorded, result: TargetResult, credentials: tuple[str, ...]
 ) -> Exchange:
     """The recorded request with the primary's recorded answer and the candidate's new one."""
-    return Exchange(
-        request_id=recorded.request_id,
-        started_at=recorded.started_at,
-        method=recorded.method,
-        path=recorded.path,
-        route=recorded.route,
-        model=recorded.model,
-        stream=recorded.stream,
-        request_body=recorded.body,
-        request_json=recorded.request_json,
-        results={
-            "primary": TargetResult("primary", "primary", recorded.primary),
-            result.target: result,
-        },
-        credentials=credentials,
-    )
+    primary = TargetResult("primary", "primary", recorded.primary)
+    results = {"primary": primary, result.target: result}
+    return _exchange_of(recorded, credentials, results, recorded.body, recorded.request_json)
 
 
 def answer_only(recorded: Recorded, result: TargetResult, credentials: tuple[str, ...]) -> Exchange:
     """What is stored of a replayed exchange first: the candidate's answer alone (the exchange
     row and the primary's answer are stored already). Built directly, not as a copy of the
     scored exchange: a replay without scorers never makes that one."""
-    return Exchange(
-        request_id=recorded.request_id,
-        started_at=recorded.started_at,
-        method=recorded.method,
-        path=recorded.path,
-        route=recorded.route,
-        model=recorded.model,
-        stream=recorded.stream,
-        request_body=b"",
-        request_json=None,
-        results={result.target: result},
-        credentials=credentials,
-    )
+    return _exchange_of(recorded, credentials, {result.target: result})
 
 
 def scores_only(exchange: Exchange, scores: list[Score]) -> Exchange:
     """What is stored of a scored exchange then: its scores alone."""
+    stored = _exchange_of(exchange, exchange.credentials, {})
+    stored.scores = scores
+    return stored
+
+
+def _exchange_of(
+    request: Recorded | Exchange,
+    credentials: tuple[str, ...],
+    results: dict[str, TargetResult],
+    body: bytes = b"",
+    request_json: dict[str, Any] | None = None,
+) -> Exchange:
+    """An exchange of `request`'s identity and request line; its body only when the scorers
+    read it (what is stored beside an exchange row that exists already needs none)."""
     return Exchange(
-        request_id=exchange.request_id,
-        started_at=exchange.started_at,
-        method=exchange.method,
-        path=exchange.path,
-        route=exchange.route,
-        model=exchange.model,
-        stream=exchange.stream,
-        request_body=b"",
-        request_json=None,
-        scores=scores,
-        credentials=exchange.credentials,
+        request_id=request.request_id,
+        started_at=request.started_at,
+        method=request.method,
+        path=request.path,
+        route=request.route,
+        model=request.model,
+        stream=request.stream,
+        request_body=body,
+        request_json=request_json,
+        results=results,
+        credentials=credentials,
     )
 
 
