@@ -3,7 +3,10 @@ the gate arithmetic on top of them. (Peeking, simulated: tests/test_report_peeki
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 from statistics import NormalDist
 
 import pytest
@@ -166,3 +169,34 @@ def test_overall_verdict() -> None:
     verdict, more = overall([ok, unsure])
     assert verdict == "insufficient" and more == unsure.more_pairs and more
     assert overall([]) == ("insufficient", None)  # no gates: nothing shows the swap is safe
+
+
+def test_a_rate_whose_end_is_next_to_0_or_1_is_found_not_walked_forever() -> None:
+    """8 errors of 9 with the mass at 5%: the high end lies between the outward walk's last
+    point (1 - 1e-10) and 1 - 1e-12. The walk used to stop moving there and spin for ever,
+    hanging `shadowtap report` (the demo's once in a few runs). Run in a child with a time
+    limit, so the old code fails the test rather than hanging the suite; then each end found
+    is checked against its defining equation."""
+    cases = [(8, 9, 0.05), (9, 10, 0.05), (399, 400, 0.3)]
+    cases += [(s, n, 0.05) for n in range(2, 60) for s in range(n + 1)]
+    code = (
+        "import json, sys\n"
+        "from shadowtap.report.sequences import RateSequence\n"
+        "cases = json.loads(sys.argv[1])\n"
+        "out = [RateSequence(s, n, 0.0025, 0.0025, c).interval() for s, n, c in cases]\n"
+        "print(json.dumps([[i.low, i.high] for i in out]))\n"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(cases)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    target = math.log(1 / 0.0025)
+    for (successes, n, center), (low, high) in zip(cases, json.loads(child.stdout), strict=True):
+        for end in (low, high):
+            # (within 1e-9 of 0 or 1, p itself holds too few digits to check the equation)
+            if 1e-9 < end < 1 - 1e-9 and end != successes / n:
+                value = log_mixture(successes, n, end, center)
+                assert value == pytest.approx(target, rel=1e-6), (successes, n, end)

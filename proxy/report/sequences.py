@@ -226,10 +226,17 @@ class RateSequence:
             if excess(limit)[0] < target:
                 return limit  # even the far end is not rejected
             gap = max(rate if side < 0 else 1 - rate, 1e-12)
+            widest = gap * (1 - 1e-9)  # the walk's last point short of 0 or 1
             step = min(gap / 2, 1 / n)
             p = rate + side * step
             while excess(p)[0] < target:  # walk out until past the end
-                step = min(2 * step, gap * (1 - 1e-9))
+                if step >= widest:
+                    # The end lies between the walk's last point and `limit` (e.g. 8 errors
+                    # of 9 near 1): start from `limit`, past it (checked above). Walking on
+                    # would never move again.
+                    p = limit
+                    break
+                step = min(2 * step, widest)
                 p = rate + side * step
             for _ in range(100):
                 value, slope = excess(p)
