@@ -37,17 +37,22 @@ async def test_demo_verdicts_match_the_construction(tmp_path: Path) -> None:
     assert process.stdout is not None
     lines: list[str] = []
     metrics_text = ""
-    async with asyncio.timeout(90):
-        while line := (await process.stdout.readline()).decode():
-            lines.append(line)
-            found = re.search(r"(http://127\.0\.0\.1:\d+/metrics)", line)
-            if found and not metrics_text:
-                # /metrics is live while the demo runs: scrape it mid-run.
-                async with aiohttp.ClientSession() as session:
-                    async with session.get(found.group(1)) as response:
-                        assert response.status == 200
-                        metrics_text = await response.text()
-        code = await process.wait()
+    try:
+        async with asyncio.timeout(90):
+            while line := (await process.stdout.readline()).decode():
+                lines.append(line)
+                found = re.search(r"(http://127\.0\.0\.1:\d+/metrics)", line)
+                if found and not metrics_text:
+                    # /metrics is live while the demo runs: scrape it mid-run.
+                    async with aiohttp.ClientSession() as session:
+                        async with session.get(found.group(1)) as response:
+                            assert response.status == 200
+                            metrics_text = await response.text()
+            code = await process.wait()
+    finally:
+        if process.returncode is None:  # timed out or failed: never left running
+            process.kill()
+            await process.wait()
     output = "".join(lines)
     assert code == 0, output
     assert "shadowtap_" in metrics_text
