@@ -335,10 +335,18 @@ def cpu_seconds(pid: int) -> float:
 
 
 # -- the client side ---------------------------------------------------------------------------
-async def wait_ready(url: str, timeout_s: float = 20.0) -> None:
+async def wait_ready(
+    url: str,
+    timeout_s: float = 20.0,
+    child: subprocess.Popen[bytes] | None = None,
+    poll_s: float = 0.1,
+) -> None:
+    """Poll until `url` answers 200; fail at once when `child`, the server, has exited."""
     deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
+            if child is not None and child.poll() is not None:
+                raise RuntimeError(f"{url}: the server exited ({child.returncode})")
             try:
                 async with session.post(url, data=CHAT) as response:
                     await response.read()
@@ -346,7 +354,7 @@ async def wait_ready(url: str, timeout_s: float = 20.0) -> None:
                         return
             except aiohttp.ClientError:
                 pass
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(poll_s)
     raise RuntimeError(f"{url} did not come up")
 
 

@@ -35,7 +35,15 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import CHAT, PATH, Processes, free_port, shadowtap_config, toml_dump
+from bench.harness import (
+    CHAT,
+    PATH,
+    Processes,
+    free_port,
+    shadowtap_config,
+    toml_dump,
+    wait_ready,
+)
 
 SUBJECTS = (("bare", None), ("shadowtap 0%", 0.0), ("shadowtap 10%", 0.1), ("shadowtap 100%", 1.0))
 READY_S = 300.0  # start-up under valgrind takes a while
@@ -61,20 +69,7 @@ async def send(url: str, count: int, concurrency: int) -> None:
 
 async def ready(url: str, child: subprocess.Popen[bytes]) -> None:
     """Poll until the subject answers (one request, the same for every run)."""
-    deadline = asyncio.get_running_loop().time() + READY_S
-    async with aiohttp.ClientSession() as session:
-        while asyncio.get_running_loop().time() < deadline:
-            if child.poll() is not None:
-                raise RuntimeError(f"{url}: the subject exited ({child.returncode})")
-            try:
-                async with session.post(url, data=CHAT) as response:
-                    await response.read()
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.5)
-    raise RuntimeError(f"{url} did not come up under valgrind")
+    await wait_ready(url, READY_S, child, poll_s=0.5)
 
 
 def counted(command: list[str], url: str, requests: int, concurrency: int, work: Path) -> int:
