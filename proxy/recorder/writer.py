@@ -48,18 +48,10 @@ from shadowtap.config import StorageConfig
 from shadowtap.exchange import Exchange
 from shadowtap.log import get_logger
 from shadowtap.metrics import Metrics
-from shadowtap.recorder import frames
 from shadowtap.recorder.batches import gather
-from shadowtap.recorder.caps import cap_batch
-from shadowtap.recorder.keeper import RETRY_MAX_S, RETRY_MIN_S, StoreKeeper
-from shadowtap.recorder.rows import Batch, Privacy, to_columns
-from shadowtap.recorder.store import (
-    Store,
-    committed_anyway,
-    is_fatal,
-    is_storage_error,
-    safe_error,
-)
+from shadowtap.recorder.inserts import Abandoned, BatchInserter
+from shadowtap.recorder.keeper import RETRY_MAX_S, RETRY_MIN_S
+from shadowtap.recorder.store import safe_error
 
 log = get_logger("shadowtap.recorder")
 
@@ -74,15 +66,11 @@ INTERRUPT_EVERY_S = 0.02
 EXIT_WAIT_S = 30.0  # at exit, for a writer close() left inside DuckDB (see close())
 
 
-class _Abandoned(Exception):
-    """close() gave up on the writer: stop at once, write nothing more."""
-
-
 class RecorderClosed(RuntimeError):
     """`query()` while there is no database to read: after `close()`, or while degraded."""
 
 
-class Recorder(StoreKeeper):
+class Recorder(BatchInserter):
     def __init__(
         self,
         config: StorageConfig,
@@ -94,13 +82,11 @@ class Recorder(StoreKeeper):
         retry_max_s: float = RETRY_MAX_S,
     ) -> None:
         super().__init__(config, metrics, retry_min_s=retry_min_s, retry_max_s=retry_max_s)
-        self._privacy = Privacy(config.bodies)
         self._queue: queue.Queue[Exchange] = queue.Queue(maxsize=config.queue_max)
         self._flush_s = config.flush_interval_ms / 1000.0
         self._roll_interval_s = roll_interval_s
         self._retention_interval_s = retention_interval_s
         self._closing = threading.Event()
-        self._abandoned = threading.Event()  # set by a close() that ran out of time
         self._hand_lock = threading.Lock()  # the writer and a late close() both settle _hand
         self._thread: threading.Thread | None = None
         self._hand: list[Exchange] = []  # taken off the queue, not yet written or counted
@@ -231,7 +217,7 @@ class Recorder(StoreKeeper):
                 if batch:
                     try:
                         self._write(batch)
-                    except _Abandoned:
+                    except Abandoned:
                         self._settle_hand()  # interrupted: none of the batch was committed
                         raise
                     finally:
@@ -251,7 +237,7 @@ class Recorder(StoreKeeper):
                 if self.config.parquet_dir is not None and now >= next_roll:
                     next_roll = now + self._roll_interval_s
                     self._guarded("parquet_roll", self._roll)
-            except _Abandoned:
+            except Abandoned:
                 break
             except Exception as error:  # a bug here must not end recording silently
                 self._metrics.record_write_error()
@@ -303,63 +289,6 @@ class Recorder(StoreKeeper):
         finally:
             for exchange in batch:
                 exchange.release()
-
-    def _insert(self, store: Store, batch: list[Exchange]) -> None:
-        try:
-            tables = to_columns(batch, self._privacy)
-            for field, count in cap_batch(tables, self.config.max_text_bytes).items():
-                self._metrics.record_text_truncated_inc(field, count)
-        except Exception as error:  # before any storage is touched: the data's fault
-            self._bad_data(store, batch, error)
-            return
-        if self._abandoned.is_set():
-            raise _Abandoned
-        try:
-            store.insert(tables, [e.request_id for e in batch])
-        except Exception as error:
-            if self._abandoned.is_set():  # interrupted by close(): nothing was committed
-                raise _Abandoned from error
-            if committed_anyway(error):
-                # Written (durable in the WAL), but DuckDB invalidated the database: reopen
-                # now; the next open replays the WAL into the file.
-                self._written(store, batch, tables)
-                log.warning("recorder_reopened", reason=safe_error(error))
-                self._reopen(store)
-                return
-            if not is_storage_error(error):
-                self._bad_data(store, batch, error)
-                return
-            self._metrics.record_write_error(len(batch))
-            self._failed_writing = True
-            why = "database invalidated" if is_fatal(error) else "writing failed"
-            self._storage_failed(store, f"{why}: {safe_error(error)}")
-            return
-        self._written(store, batch, tables)
-
-    def _written(self, store: Store, batch: list[Exchange], tables: Batch) -> None:
-        store.written += len(batch)
-        # What DuckDB was given, caps applied: what it keeps for the connection.
-        store.bytes_written += frames.size(tables)
-        self._metrics.records_written_inc(len(batch))
-        self._retry_s = self._retry_min_s  # writing works again: a new failure starts over
-        self._failed_writing = False
-        self._recovered()
-
-    def _bad_data(self, store: Store, batch: list[Exchange], error: Exception) -> None:
-        if len(batch) == 1:
-            self._metrics.record_write_error()
-            log.error("record_write_failed", error=safe_error(error))
-            return
-        # One bad exchange must not cost the whole batch: write them one by one.
-        log.warning("record_batch_failed", size=len(batch), error=safe_error(error))
-        for i, exchange in enumerate(batch):
-            if self._abandoned.is_set():
-                raise _Abandoned
-            current = self._store  # a new one after a reopen on the way
-            if current is None:  # the storage failed on the way
-                self._metrics.record_write_error(len(batch) - i)
-                return
-            self._insert(current, [exchange])
 
     # -- housekeeping -------------------------------------------------------------------------
     def _roll(self) -> None:
