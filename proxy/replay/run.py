@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from shadowtap.recorder.rows import Privacy
 from shadowtap.replay.call import replay_session, send_to_candidate
 from shadowtap.replay.claims import ClaimLane
 from shadowtap.replay.collector import quiet_collector
+from shadowtap.replay.options import ReplayError, ReplayOptions, checked_target
 from shadowtap.replay.pacing import (
     MAX_RETRY_AFTER_S,
     RETRY_STATUSES,
@@ -56,42 +56,16 @@ from shadowtap.replay.rescore import (
 from shadowtap.replay.source import (
     Recorded,
     Relations,
-    Selection,
     copy_recorded,
     load_page,
     make_plan,
 )
 from shadowtap.replay.store import ReplayStore, StoreError
-from shadowtap.shadow import ShadowTarget, shadow_targets
 from shadowtap.tasks import TaskSet
 
 log = get_logger("shadowtap.replay")
 
-
-class ReplayError(Exception):
-    """The replay cannot start; the message is one line for the user."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayOptions:
-    candidate: str
-    selection: Selection = field(default_factory=Selection)
-    concurrency: int = 8
-    rps: float | None = None
-    max_cost_usd: float | None = None
-    max_tokens: int | None = None
-    max_consecutive_errors: int = 20
-    max_retries: int = 3  # per request, on 429/503
-    progress: bool = True
-
-
-def candidate_target(config: Config, name: str) -> ShadowTarget:
-    """The configured candidate, exactly as live shadowing would call it."""
-    for target in shadow_targets(config):
-        if target.role == "candidate" and target.name == name:
-            return target
-    configured = ", ".join(config.candidates) or "none"
-    raise ReplayError(f"no candidate {name!r} in the config (configured: {configured})")
+__all__ = ["ReplayError", "ReplayOptions", "ReplayRunner"]  # the options live in options.py
 
 
 class ReplayRunner:
@@ -103,20 +77,10 @@ class ReplayRunner:
         parquet_dir: str | Path | None = None,
         config_path: str | Path | None = None,
     ) -> None:
-        if options.concurrency < 1:
-            raise ReplayError(f"--concurrency must be 1 or more (got {options.concurrency})")
-        if options.max_retries < 0:
-            raise ReplayError(f"--max-retries must be 0 or more (got {options.max_retries})")
         self.config = config
         self.options = options
-        self.target = candidate_target(config, options.candidate)
+        self.target = checked_target(config, options)
         self.credentials = self.target.secrets()  # scrubbed from whatever is stored
-        prices = self.target.prices
-        if options.max_cost_usd is not None and prices.cost_usd(0, 0) is None:
-            raise ReplayError(
-                f"--max-cost-usd needs the candidate's prices: set price_per_1k_prompt and "
-                f"price_per_1k_completion in [candidates.{options.candidate}]"
-            )
         try:
             self.pacer = Pacer(options.rps)
             self.budget = Budget(options.max_cost_usd, options.max_tokens)
