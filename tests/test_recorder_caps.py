@@ -5,6 +5,7 @@ Real DuckDB files in tmp_path, the real writer thread, and the running proxy end
 from __future__ import annotations
 
 import os
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -226,3 +227,41 @@ def test_replay_and_export_leave_cut_requests_and_answers_out_and_count_them(
         con.close()
     assert [row.request_id for row in rows] == [whole.request_id]
     assert left_out == {"truncated": 2}
+
+
+def test_the_writer_never_holds_a_whole_copy_of_a_body_it_cuts(tmp_path: Path) -> None:
+    """40 queued 1 MiB prompts, written in one batch: the writer makes each stored body anew
+    (parsed, redacted, serialized again) and, cutting it to the cap as soon as it is made,
+    holds one such copy at a time (plus what orjson allocates to parse and write one: ~17 MiB
+    for 1 MiB) and the cut heads. Cut after the batch's column held every row's whole text
+    (and a join of the column checked its Unicode), it held 40 MiB of copies, then 40 more.
+    Counted in bytes by tracemalloc (the writer thread's Python allocations), not in RSS."""
+    count = 40
+    # 1 MiB that redaction leaves as it is (hex would look like phone numbers to it, whose
+    # substitution, one row at a time, is not what this measures)
+    text = "prompt " * (1024 * KIB // 7)
+    exchanges = [big(i, "") for i in range(count)]
+    for exchange in exchanges:
+        exchange.request_body = orjson.dumps({"model": "m", "messages": [{"content": text}]})
+    metrics = Metrics(CollectorRegistry())
+    config = StorageConfig(path=str(tmp_path / "caps.duckdb"), batch_max_bytes=256 * 1024 * KIB)
+    recorder = Recorder(config, metrics)
+    for exchange in exchanges:
+        assert recorder.record(exchange)
+    del exchanges, text
+    tracing = tracemalloc.is_tracing()
+    if not tracing:
+        tracemalloc.start()
+    try:
+        held = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        recorder.start()
+        recorder.close(timeout_s=60)
+        extra = tracemalloc.get_traced_memory()[1] - held
+    finally:
+        if not tracing:
+            tracemalloc.stop()
+    assert metrics.registry.get_sample_value("shadowtap_records_written_total") == count
+    assert cut(metrics, "request_body") == count
+    # Less than one whole copy of the batch's bodies (new: ~25 MiB; before: 80 MiB).
+    assert extra < count * 1024 * KIB, f"{extra / KIB / 1024:.1f} MiB"

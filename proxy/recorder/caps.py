@@ -26,9 +26,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import orjson
-from shadowtap.recorder.rows import Batch
+
+if TYPE_CHECKING:  # rows cuts the request body with TextCap as it makes it
+    from shadowtap.recorder.rows import Batch
 
 TRUNCATION_MARK = "[TRUNCATED:"
 # How a cut VARCHAR value ends (readers test for it, e.g. export leaves such answers out).
@@ -87,6 +91,32 @@ def cut_tool_calls(value: str, limit: int) -> str:
     return cut_json(value, limit)
 
 
+def _over(value: str, limit: int) -> bool:
+    return len(value) > limit // 4 and len(value.encode("utf-8", "surrogatepass")) > limit
+
+
+@dataclass(slots=True)
+class TextCap:
+    """`storage.max_text_bytes` applied to one value as soon as it is made, and what it cut.
+
+    The request body is the one text the writer builds anew (parsed, redacted, serialized
+    again: a prompt's full size), so it is cut there, one row at a time, rather than after the
+    batch's column held every row's whole text (`cap_batch` cuts the rest, which only refer
+    to texts the exchanges hold anyway).
+
+    Example: `cap = TextCap(128 * 1024); cap.json("request_body", text); cap.cut`.
+    """
+
+    limit: int
+    cut: Counter[str] = field(default_factory=Counter)
+
+    def json(self, name: str, value: str | None) -> str | None:
+        if value is None or self.limit <= 0 or not _over(value, self.limit):
+            return value
+        self.cut[name] += 1
+        return cut_json(value, self.limit)
+
+
 def cap_batch(batch: Batch, limit: int) -> Counter[str]:
     """Cut, in place in the batch's columns, every capped value longer than `limit` bytes;
     returns how many values were cut per field. `limit` 0: nothing is cut."""
@@ -104,11 +134,7 @@ def cap_batch(batch: Batch, limit: int) -> Counter[str]:
                 continue
             cutter = CUTTERS.get(name, cut_json if is_json else cut_text)
             for i, value in enumerate(values):
-                if (
-                    value is not None
-                    and len(value) > surely_short
-                    and len(value.encode("utf-8", "surrogatepass")) > limit
-                ):
+                if value is not None and _over(value, limit):
                     values[i] = cutter(value, limit)
                     cut[name] += 1
     return cut

@@ -18,7 +18,7 @@ from shadowtap.exchange import Exchange
 from shadowtap.log import get_logger
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import frames
-from shadowtap.recorder.caps import cap_batch
+from shadowtap.recorder.caps import TextCap, cap_batch
 from shadowtap.recorder.keeper import RETRY_MAX_S, RETRY_MIN_S, StoreKeeper
 from shadowtap.recorder.rows import Batch, Privacy, to_columns
 from shadowtap.recorder.store import (
@@ -51,8 +51,9 @@ class BatchInserter(StoreKeeper):
 
     def _insert(self, store: Store, batch: list[Exchange]) -> None:
         try:
-            tables = to_columns(batch, self._privacy)
-            for field, count in cap_batch(tables, self.config.max_text_bytes).items():
+            cap = TextCap(self.config.max_text_bytes)  # request bodies cut as they are made
+            tables = to_columns(batch, self._privacy, cap)
+            for field, count in (cap.cut + cap_batch(tables, cap.limit)).items():
                 self._metrics.record_text_truncated_inc(field, count)
         except Exception as error:  # before any storage is touched: the data's fault
             self._bad_data(store, batch, error)

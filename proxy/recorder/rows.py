@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
 from shadowtap.completion import ToolCall
 from shadowtap.exchange import Exchange
+from shadowtap.recorder.caps import TextCap
 from shadowtap.recorder.schema import SCHEMA, TABLES
 from shadowtap.redact import ExactSecrets, redact, redact_json_text
 
@@ -257,16 +259,17 @@ def rows(columns: Columns) -> int:
 
 def checked(table: str, columns: Columns) -> Columns:
     """`columns` with lone surrogates escaped and counts past INTEGER's range made NULL, in
-    place. Cheap when there is nothing to fix (the common case): one join per text column
-    (its `isascii()` is a flag test; only a non-ASCII column is encoded, once, whole) and one
-    min/max per count column; only a column found faulty is rebuilt value by value."""
+    place. Cheap when there is nothing to fix (the common case): one `isascii()` per text (a
+    flag test, run by `map` in C; only a non-ASCII text is encoded) and one min/max per count
+    column; only a column found faulty is rebuilt value by value. (Never a join of the whole
+    column: that copied every prompt and answer of the batch at once.)"""
     for name in TEXT_COLUMNS.get(table, ()):
         values = columns[name]
-        if not _valid_unicode("".join(filter(None, values))):
+        if not _all_valid(filter(None, values)):
             columns[name] = [None if v is None else clean_text(v) for v in values]
     for name in TEXT_LIST_COLUMNS.get(table, ()):
         lists = columns[name]
-        if not _valid_unicode("".join(itertools.chain.from_iterable(lists))):
+        if not _all_valid(itertools.chain.from_iterable(lists)):
             columns[name] = [[clean_text(x) for x in v] for v in lists]
     for name in INT32_COLUMNS:
         if name not in columns:
@@ -280,6 +283,11 @@ def checked(table: str, columns: Columns) -> Columns:
     return columns
 
 
+def _all_valid(texts: Iterable[str]) -> bool:
+    texts = list(texts)
+    return all(map(str.isascii, texts)) or all(map(_valid_unicode, texts))
+
+
 def _valid_unicode(text: str) -> bool:
     if text.isascii():
         return True
@@ -290,8 +298,9 @@ def _valid_unicode(text: str) -> bool:
     return True
 
 
-def to_columns(exchanges: list[Exchange], privacy: Privacy) -> Batch:
-    """The batch's rows, as columns, for each of `schema.TABLES`.
+def to_columns(exchanges: list[Exchange], privacy: Privacy, cap: TextCap | None = None) -> Batch:
+    """The batch's rows, as columns, for each of `schema.TABLES`; each request body cut by
+    `cap` as soon as it is made (the other texts are cut after, by `caps.cap_batch`).
 
     Built column by column: one list comprehension per column over the batch's rows. (No
     per-row tuples: allocating tens of thousands of them wakes the cyclic GC, which then
@@ -304,6 +313,7 @@ def to_columns(exchanges: list[Exchange], privacy: Privacy) -> Batch:
     scores = [s for e in ex for s in e.scores]
     score_secrets = [s for e, s in zip(ex, secrets, strict=True) for _ in e.scores]
     pairs = list(zip(ex, secrets, strict=True))
+    capped = (cap or TextCap(0)).json
     batch = {
         "exchanges": checked(
             "exchanges",
@@ -315,7 +325,9 @@ def to_columns(exchanges: list[Exchange], privacy: Privacy) -> Batch:
                 "route": [e.route for e in ex],
                 "model": [privacy.model(e.model, s) for e, s in pairs],
                 "stream": [e.stream if isinstance(e.stream, bool) else None for e in ex],
-                "request_body": [privacy.request_body(e, s) for e, s in pairs],
+                "request_body": [
+                    capped("request_body", privacy.request_body(e, s)) for e, s in pairs
+                ],
                 "header_names": [[name.lower() for name in e.header_names] for e in ex],
                 "slice_headers": [privacy.slice_headers(e.slice_headers, s) for e, s in pairs],
                 "dialect": [e.dialect for e in ex],
