@@ -8,14 +8,18 @@ exactly `--few` and then `--many` requests (`--concurrency` clients, the JSON ch
 the other benchmarks) from the same fake upstream, and prints the slope — instructions per
 request, start-up and shutdown cancelled out. Subjects: the bare aiohttp+uvloop pass-through
 (bench/harness.py) and `shadowtap serve` with recording off at 0%, 10% and 100% sampling
-(mirroring to a second fake upstream). Sampling is random: at 10% the sampled count, hence
-the figure, varies by about 2% between runs; the 0% and 100% figures repeat to 0.1%.
+(mirroring to a second fake upstream), and with recording on (a fresh DuckDB file per run) at
+10% and 100%. Valgrind counts every thread of the process, so the recorder's writer thread
+(DuckDB included) is counted with the rest; the rows still queued at SIGTERM are written at
+shutdown, inside the count. Sampling is random: at 10% the sampled count, hence the figure,
+varies by about 2% between runs; the 0% and 100% figures repeat to 0.1%.
 
 Kernel time (the socket system calls) is not counted: the figure is the proxy's own work, the
 part a change to its Python code can move. Valgrind runs the subject ~50x slower; a run takes
 a few minutes.
 
     .venv/bin/python bench/instructions.py [--few 500] [--many 2500] [--concurrency 32]
+                                           [--only "100%"]   # subjects whose name contains it
 """
 
 from __future__ import annotations
@@ -45,7 +49,15 @@ from bench.harness import (
     wait_ready,
 )
 
-SUBJECTS = (("bare", None), ("shadowtap 0%", 0.0), ("shadowtap 10%", 0.1), ("shadowtap 100%", 1.0))
+# (name, sampling rate or None for the bare floor, recording on)
+SUBJECTS = (
+    ("bare", None, False),
+    ("shadowtap 0%", 0.0, False),
+    ("shadowtap 10%", 0.1, False),
+    ("shadowtap 100%", 1.0, False),
+    ("shadowtap 10% rec", 0.1, True),
+    ("shadowtap 100% rec", 1.0, True),
+)
 READY_S = 300.0  # start-up under valgrind takes a while
 
 
@@ -70,6 +82,28 @@ async def send(url: str, count: int, concurrency: int) -> None:
 async def ready(url: str, child: subprocess.Popen[bytes]) -> None:
     """Poll until the subject answers (one request, the same for every run)."""
     await wait_ready(url, READY_S, child, poll_s=0.5)
+
+
+def subject_command(
+    rate: float | None, recording: bool, port: int, upstreams: tuple[str, str], work: Path
+) -> list[str]:
+    """The command line of one run of a subject listening on `port` (a fresh database each)."""
+    upstream, candidate = upstreams
+    if rate is None:
+        harness = str(Path(__file__).with_name("harness.py"))
+        return [sys.executable, harness, "bare", str(port), upstream]
+    storage: dict[str, object] = {"enabled": False}
+    if recording:
+        database = work / f"{port}-{free_port()}.duckdb"
+        storage = {"path": str(database)}
+    config = shadowtap_config(upstream, {"url": candidate}, rate=rate, storage=storage)
+    config["server"] |= {
+        "listen": f"127.0.0.1:{port}",
+        "admin_listen": f"127.0.0.1:{free_port()}",
+    }
+    path = work / f"{port}-{free_port()}.toml"
+    path.write_text(toml_dump(config))
+    return [str(Path(sys.executable).parent / "shadowtap"), "serve", "--config", str(path)]
 
 
 def counted(command: list[str], url: str, requests: int, concurrency: int, work: Path) -> int:
@@ -101,6 +135,7 @@ def main() -> None:
     parser.add_argument("--few", type=int, default=500)
     parser.add_argument("--many", type=int, default=2500)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--only", default="", help="run the subjects whose name contains this")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
@@ -109,36 +144,33 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            upstream = processes.role("upstream")
-            candidate = processes.role("upstream")
-            harness = str(Path(__file__).with_name("harness.py"))
-            shadowtap = str(Path(sys.executable).parent / "shadowtap")
-            for name, rate in SUBJECTS:
+            upstreams = processes.role("upstream"), processes.role("upstream")
+            for name, rate, recording in SUBJECTS:
+                if args.only not in name:
+                    continue
                 port = free_port()
-                if rate is None:
-                    command = [sys.executable, harness, "bare", str(port), upstream]
-                else:
-                    config = shadowtap_config(
-                        upstream, {"url": candidate}, rate=rate, storage={"enabled": False}
-                    )
-                    config["server"] |= {
-                        "listen": f"127.0.0.1:{port}",
-                        "admin_listen": f"127.0.0.1:{free_port()}",
-                    }
-                    path = work / f"{port}.toml"
-                    path.write_text(toml_dump(config))
-                    command = [sys.executable, shadowtap, "serve", "--config", str(path)]
                 url = f"http://127.0.0.1:{port}{PATH}"
-                few = counted(command, url, args.few, args.concurrency, work)
-                many = counted(command, url, args.many, args.concurrency, work)
+                runs = [
+                    counted(
+                        subject_command(rate, recording, port, upstreams, work),
+                        url,
+                        requests,
+                        args.concurrency,
+                        work,
+                    )
+                    for requests in (args.few, args.many)
+                ]
+                few, many = runs
                 figures[name] = (many - few) / (args.many - args.few)
-                print(f"{name:<16}{figures[name] / 1000:>10.1f}k instructions/request", flush=True)
+                print(f"{name:<20}{figures[name] / 1000:>10.1f}k instructions/request", flush=True)
     finally:
         processes.stop()
-    bare = figures["bare"]
+    bare = figures.get("bare")
+    if bare is None:
+        return
     print(f"\nrequests per instruction x bare ({args.few} -> {args.many} requests):")
     for name, value in figures.items():
-        print(f"{name:<16}{bare / value:>6.2f}x")
+        print(f"{name:<20}{bare / value:>6.2f}x")
 
 
 if __name__ == "__main__":
