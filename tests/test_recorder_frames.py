@@ -15,6 +15,8 @@ from shadowtap.config import StorageConfig
 from shadowtap.exchange import Exchange
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder, open_readonly
+from shadowtap.recorder.rows import Privacy, to_columns
+from shadowtap.recorder.store import Store
 
 from tests.synthetic import synthetic_exchange
 
@@ -30,6 +32,8 @@ from prometheus_client import CollectorRegistry
 from shadowtap.config import StorageConfig
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder, open_readonly
+from shadowtap.recorder.rows import Privacy, to_columns
+from shadowtap.recorder.store import Store
 from tests.synthetic import synthetic_exchange
 
 db, parquet = sys.argv[1], sys.argv[2]
@@ -143,3 +147,31 @@ def test_a_nan_is_stored_as_nan_and_its_neighbours_exactly(tmp_path: Path) -> No
     assert math.isnan(scores[first]) and math.isnan(costs[first])
     assert scores[second] == 0.1 + 0.2 and scores[third] == 5e-324
     assert costs[second] == -math.inf and costs[third] == 1e308
+
+
+def test_batches_of_every_size_in_turn_each_have_their_list_column_analyzed_whole(
+    tmp_path: Path,
+) -> None:
+    # The writer sets DuckDB's sample size only when a batch needs another one than the last
+    # batch did: a long batch after a short one, and a short one after a long one, must each
+    # be analyzed at their own size (a list column sampled empty fails the whole INSERT).
+    config = StorageConfig(path=str(tmp_path / "f.duckdb"))
+    store = Store.open(config)
+    privacy = Privacy(config.bodies)
+    written: list[str] = []
+    try:
+        for size in (10, 2_500, 10, 1_200, 2_500):
+            batch = [synthetic_exchange(i) for i in range(size)]
+            for exchange in batch:
+                exchange.header_names = []
+            batch[-1].header_names = ["X-Tenant"]
+            store.insert(to_columns(batch, privacy), [e.request_id for e in batch])
+            written.append(batch[-1].request_id)
+        stored = store.con.execute(
+            "SELECT request_id FROM exchanges WHERE len(header_names) > 0 ORDER BY request_id"
+        ).fetchall()
+        total = store.con.execute("SELECT count(*) FROM exchanges").fetchone()
+    finally:
+        store.close()
+    assert [row[0] for row in stored] == sorted(written)
+    assert total == (10 + 2_500 + 10 + 1_200 + 2_500,)

@@ -104,6 +104,7 @@ class Store:
         self.written = 0  # exchanges this store committed: the floor of a vanished file's loss
         self.bytes_written = 0  # text committed through this connection (RECYCLE_BYTES)
         self.opened_at = time.monotonic()
+        self.analyzed: int | None = None  # the connection's pandas_analyze_sample, once set
 
     @classmethod
     def open(cls, config: StorageConfig) -> Store:
@@ -149,12 +150,21 @@ class Store:
         try:
             for table, columns in batch.items():
                 if rows(columns):
-                    frames.insert(con, table, columns, COLUMNS[table])
+                    self.analyzed = frames.insert(
+                        con, table, columns, COLUMNS[table], analyzed=self.analyzed
+                    )
             if self.config.parquet_dir is not None and request_ids:
                 pending: Columns = {"request_id": request_ids, "roll": [None] * len(request_ids)}
-                frames.insert(con, parquet.PENDING_TABLE, pending, ("request_id", "roll"))
+                self.analyzed = frames.insert(
+                    con,
+                    parquet.PENDING_TABLE,
+                    pending,
+                    ("request_id", "roll"),
+                    analyzed=self.analyzed,
+                )
             con.execute("COMMIT")
         except BaseException:
+            self.analyzed = None  # whatever failed, the next batch sets it again
             # The failed statement may already have ended the transaction.
             with contextlib.suppress(duckdb.Error):
                 con.execute("ROLLBACK")
