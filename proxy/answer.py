@@ -31,6 +31,7 @@ import sys
 import time
 import zlib
 from dataclasses import dataclass
+from typing import cast
 
 import aiohttp
 from shadowtap.budget import TURN_S, Hold, Pace, Turn
@@ -155,10 +156,12 @@ class AnswerReader:
     async def completion(self) -> Completion:
         """Parse what is left (the pushed copy), normalize, and keep only what is needed."""
         wire, self._wire = self._wire, []
+        wire.reverse()  # popped as parsed: the copy is let go while the parsed buffer grows
         # A turn lives within one chunk, and a relayed stream is thousands of small ones, each
         # parsed well within `TURN_S`: without this, the whole copy ran without a yield.
         since = time.perf_counter()
-        for chunk, arrived in wire:
+        while wire:
+            chunk, arrived = wire.pop()
             if not self.stopped:
                 await self._digest(chunk, arrived)
                 if time.perf_counter() - since >= TURN_S:
@@ -188,7 +191,10 @@ class AnswerReader:
         if assembler is not None:
             completion = assembler.finish(self.status)
         else:
-            completion = self.dialect.completion_from_json(bytes(buffer), self.status, self._values)
+            # The buffer itself, not a bytes() copy of the whole answer: the parsers only read
+            # it (orjson, len, count, strip), which a bytearray does as bytes do.
+            body = cast(bytes, buffer)
+            completion = self.dialect.completion_from_json(body, self.status, self._values)
         completion.latency_s = latency
         completion.ttft_s = self.ttft_s
         if self.cut == "size":
