@@ -11,7 +11,8 @@ alone. Used by `bench/peers.py --long`.
   limit the bench could get is below that, it says so, since no proxy can then hold them all.
 - large prompts: 1 MB chat requests, 16 at a time, through the bare floor, shadowtap with no
   request sampled and shadowtap with every request sampled to a candidate that sets its own
-  `model` (the request rewritten for it, as most candidates need): RSS growth over idle, ratio.
+  `model` (the request rewritten for it, as most candidates need), and the same with recording
+  off: RSS growth over idle, ratio.
 """
 
 from __future__ import annotations
@@ -38,6 +39,15 @@ PROMPT_CONCURRENCY = 16
 
 
 CANDIDATE_MODEL = "bench-candidate"
+# (name, kind, sampling rate). Recording off shows what the proxy holds of a sampled prompt
+# apart from the recorder: its queue of bodies waiting for a batch, and DuckDB's buffer pool,
+# which keeps the stored heads (storage.max_text_bytes each) whatever the concurrency.
+PROMPT_CASES = (
+    ("bare", "bare", 0.0),
+    ("shadowtap unsampled", "tap0", 0.0),
+    ("shadowtap sampled", "tap100", 1.0),
+    ("shadowtap sampled, recording off", "tap100-unrecorded", 1.0),
+)
 
 
 def _start(
@@ -156,8 +166,7 @@ def large_prompts(args: argparse.Namespace) -> dict[str, Any]:
             up, upstream = peer_servers.role("upstream", "0")
             cand, candidate = peer_servers.role("upstream", "0")
             children += [up, cand]
-            cases = (("bare", "bare", 0.0), ("shadowtap unsampled", "tap0", 0.0))
-            for name, kind, rate in (*cases, ("shadowtap sampled", "tap100", 1.0)):
+            for name, kind, rate in PROMPT_CASES:
                 target = {"url": candidate, "model": CANDIDATE_MODEL}
                 process, url = _start(kind, upstream, target, work, rate, 20_000)
                 children.append(process)
@@ -181,7 +190,7 @@ def large_prompts(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         peer_servers.stop(children)
     bare = result["bare"]
-    for name in ("shadowtap unsampled", "shadowtap sampled"):
+    for name, _, _ in PROMPT_CASES[1:]:
         result[name]["peak_ratio"] = result[name]["peak_mb"] / bare["peak_mb"]
         result[name]["growth_ratio"] = result[name]["growth_mb"] / max(bare["growth_mb"], 1e-9)
         print(

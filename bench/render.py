@@ -118,7 +118,10 @@ def peers_section(data: dict[str, Any]) -> list[str]:
             "| proxy | answered | RSS idle MB | peak RSS MB | growth MB | growth x bare |",
             "|---|---|---|---|---|---|",
         ]
-        for name in ("bare", "shadowtap unsampled", "shadowtap sampled"):
+        names = ("bare", "shadowtap unsampled", "shadowtap sampled")
+        for name in (*names, "shadowtap sampled, recording off"):
+            if name not in prompts:  # figures from before the case was measured
+                continue
             row = prompts[name]
             ratio = f"{row['growth_ratio']:.2f}" if "growth_ratio" in row else ""
             lines.append(
