@@ -146,7 +146,8 @@ class AnswerReader:
             if not chunk:
                 break
             arrived = time.perf_counter()
-            await self._pace.read(len(chunk))  # over the byte rate: wait before reading on
+            if not self._pace.read_now(len(chunk)):
+                await self._pace.read(len(chunk))  # over the byte rate: wait before reading on
             await self._digest(chunk, arrived)
         self.finish()
         if self.stopped:
@@ -173,7 +174,7 @@ class AnswerReader:
             # Held bytes stay charged while the thread parses; it owns the buffer meanwhile.
             completion = await asyncio.to_thread(self._normalize)
         else:
-            with await self._pace.turn() as turn:
+            with self._pace.turn_now() or await self._pace.turn() as turn:
                 turn.add(self.decoded)  # the final parse reads at most all of it
                 completion = self._normalize()
         self._release(self._held)
@@ -231,7 +232,7 @@ class AnswerReader:
                         self._stop("size")
                         return
                     if turn is None:
-                        turn = await self._pace.turn()
+                        turn = self._pace.turn_now() or await self._pace.turn()
                     turn.add(len(piece))
                     self._parse(piece, arrived)
                     if turn.elapsed() >= TURN_S:

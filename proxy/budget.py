@@ -219,6 +219,23 @@ class Pace:
         await self._wait(self._bytes)
         self._bytes.spend(size)
 
+    def read_now(self, size: int) -> bool:
+        """`read` without an await, when the byte rate is not overspent (the common case);
+        False (nothing counted): the caller awaits `read`."""
+        if self._bytes.wait_s() > 0:
+            return False
+        self._bytes.spend(size)
+        return True
+
+    def turn_now(self) -> Turn | None:
+        """`turn` without an await, when no reader holds or waits for the turn and the target
+        owes no loop time (the common case); None: the caller awaits `turn`. Such a turn takes
+        no lock: a turn is never held across an await (the parse it times runs without one),
+        so the lock only queues the readers that wait for the debt to be repaid."""
+        if self._lock.locked() or self._loop.wait_s() > 0:
+            return None
+        return Turn(self, locked=False)
+
     async def turn(self) -> Turn:
         """Wait for this target's turn to parse (one reader at a time), then for its loop-time
         debt to be repaid. The caller parses, tells the turn how many bytes (`add`), and
@@ -249,10 +266,11 @@ class Turn:
     not run. Usable as a context manager for a single piece of work.
     """
 
-    __slots__ = ("_pace", "_started", "size")
+    __slots__ = ("_locked", "_pace", "_started", "size")
 
-    def __init__(self, pace: Pace) -> None:
+    def __init__(self, pace: Pace, *, locked: bool = True) -> None:
         self._pace = pace
+        self._locked = locked  # holds the pace's lock (`Pace.turn`), or none (`turn_now`)
         self._started = time.perf_counter()
         self.size = 0
 
@@ -265,7 +283,8 @@ class Turn:
     def end(self) -> None:
         most = self.size * WORST_NS_PER_BYTE * 1e-9 + TURN_OVERHEAD_S
         self._pace._loop.spend(min(self.elapsed(), most))
-        self._pace._lock.release()
+        if self._locked:
+            self._pace._lock.release()
 
     def __enter__(self) -> Turn:
         return self
@@ -289,8 +308,14 @@ class Unpaced(Pace):
     async def read(self, size: int) -> None:
         return None
 
+    def read_now(self, size: int) -> bool:
+        return True
+
+    def turn_now(self) -> Turn:
+        return _FreeTurn(self, locked=False)
+
     async def turn(self) -> Turn:
-        return _FreeTurn(self)
+        return _FreeTurn(self, locked=False)
 
 
 class _FreeTurn(Turn):

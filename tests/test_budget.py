@@ -122,3 +122,31 @@ async def test_one_target_parses_one_slice_at_a_time() -> None:
 def test_unlimited_pace_never_owes() -> None:
     pace = Pace(bytes_per_second=0, burst_bytes=0, loop_share=0)
     assert not pace.owes()
+
+
+async def test_a_turn_is_taken_at_once_only_when_no_reader_waits_and_nothing_is_owed() -> None:
+    clock = Clock()
+    pace = Pace(bytes_per_second=0, burst_bytes=0, loop_share=0.5, clock=clock)
+    turn = pace.turn_now()  # nothing owed, nobody waiting: no await, and charged all the same
+    assert turn is not None
+    with turn:
+        turn.add(10**6)
+        busy(0.06)
+    assert pace.turn_now() is None  # owes loop time: the caller must wait for its turn
+    waiting = asyncio.ensure_future(pace.turn())
+    await asyncio.sleep(0)  # holds the lock while it waits for the debt to be repaid
+    clock.now += 100
+    assert pace.turn_now() is None  # repaid, but a reader queued first: it goes first
+    with await waiting:
+        pass
+    assert pace.turn_now() is not None
+
+
+async def test_a_read_is_counted_at_once_only_within_the_byte_rate() -> None:
+    clock = Clock()
+    pace = Pace(bytes_per_second=1000, burst_bytes=1000, loop_share=0, clock=clock)
+    assert pace.read_now(1500)  # within the rate so far: counted, now 500 bytes in debt
+    assert pace.owes()
+    assert not pace.read_now(1)  # in debt: not counted here, the caller awaits read()
+    clock.now += 0.75  # repaid up to a quarter of the burst
+    assert pace.read_now(1)
