@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import signal
 import sys
 from collections.abc import Sequence
@@ -19,34 +18,9 @@ import orjson
 from shadowtap import __version__
 from shadowtap.config import ConfigError, load_config, masked
 
-# glibc's malloc raises its mmap threshold (from 128 KiB up to 32 MiB) each time it frees a
-# block it had mmapped. After the first large prompt, every later one (the body, its parse,
-# and orjson's buffers to read or write it, ~8 times its size, mostly untouched) then comes
-# from the heap arenas (one more per thread, the recorder's writer included), which keep the
-# pages ever touched and fragment: 1 MB prompts sampled 16 at a time grew the proxy by ~140
-# MB, ~10 per request. Pinned at glibc's default, a large block stays mmapped: only its
-# touched pages are resident, and they go back to the system when it is freed. Small blocks
-# (every ordinary request's) are unaffected. Process-wide, so set by `serve` only.
-M_MMAP_THRESHOLD = -3  # glibc's <malloc.h>
-MMAP_THRESHOLD_BYTES = 128 * 1024
-
-
-def pin_mmap_threshold() -> bool:
-    """Keep glibc's mmap threshold at MMAP_THRESHOLD_BYTES (see above); True when it was set.
-    A no-op elsewhere (another C library, another system)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version  # noqa: B018 - only glibc has it (musl's mallopt is a stub)
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
-    except (OSError, AttributeError):
-        return False
-
 
 def cmd_serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)  # resolved: scorer types and options checked here
-    pin_mmap_threshold()
     from shadowtap.log import add_secrets, configure_logging, secret_values
     from shadowtap.server import serve
 

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import platform
 import signal
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import aiohttp
 import orjson
-import pytest
 
 from tests.conftest import StartFake
 from tests.waiting import eventually
@@ -184,43 +181,3 @@ async def test_serve_raises_the_open_file_limit_and_fits_its_connection_caps(
     assert started["max_connections"] < 1024
     lowered = lines["connection_cap_lowered"]
     assert lowered["configured"] == 4096 and lowered["effective"] == started["max_connections"]
-
-
-LARGE_BLOCK_PROBE = """
-import ctypes, sys
-from shadowtap.cli import pin_mmap_threshold
-NAMES = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
-class Info(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in NAMES.split()]
-libc = ctypes.CDLL(None)
-libc.mallinfo2.restype = Info
-pinned = pin_mmap_threshold() if sys.argv[1] == "pin" else None
-first = bytearray(4 << 20)
-del first  # unpinned, glibc raises its mmap threshold past 4 MiB here
-second = bytearray(4 << 20)
-print(pinned, libc.mallinfo2().hblkhd >= 4 << 20)  # bytes in mmapped blocks
-"""
-
-
-def glibc_version() -> tuple[int, ...]:
-    name, version = platform.libc_ver()
-    return tuple(int(part) for part in version.split(".")) if name == "glibc" else ()
-
-
-@pytest.mark.skipif(
-    glibc_version() < (2, 33),
-    reason="glibc's mallinfo2 (2.33) tells whether a block is mmapped",
-)
-def test_serve_keeps_large_blocks_mmapped_so_freed_prompts_go_back_to_the_system() -> None:
-    """`serve` pins glibc's mmap threshold: the second 4 MiB block, after a first was freed,
-    is still mmapped (given back when freed); unpinned, glibc serves it from its heap, which
-    keeps the pages. Each in a fresh interpreter: the setting is process-wide."""
-
-    def probe(mode: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-c", LARGE_BLOCK_PROBE, mode], capture_output=True, check=True
-        )
-        return done.stdout.decode().strip()
-
-    assert probe("leave") == "None False"  # glibc's own behaviour, which the pin undoes
-    assert probe("pin") == "True True"
