@@ -33,6 +33,10 @@ log = get_logger("shadowtap.pipeline")
 
 
 class Scoring(Protocol):
+    # True when a scorer reads the parsed request on the event loop (`exchange.request_json`):
+    # only then is the request parsed there for scoring (CPU scorers' workers parse the body).
+    reads_request_json: bool
+
     async def score(self, exchange: Exchange) -> list[Score]: ...
 
 
@@ -130,8 +134,9 @@ class ExchangeCompletion:
 
 
 async def score(scoring: Scoring, exchange: Exchange) -> None:
-    """Scorers read the request parsed; it is parsed for them and dropped after them."""
-    parsed_here = exchange.request_json is None
+    """Scorers on the event loop read the request parsed: it is parsed for them (never when no
+    scorer there reads it: a 1 MB prompt's parse allocates ~12 MB) and dropped after them."""
+    parsed_here = exchange.request_json is None and scoring.reads_request_json
     if parsed_here:
         exchange.request_json = _request_object(exchange.request_body)
     try:

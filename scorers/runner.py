@@ -109,6 +109,9 @@ class ScoringRunner:
         self.metrics = metrics
         self.session = session
         self.settings = settings or CpuSettings()
+        # Only an I/O scorer sees `Pair.request` as the proxy parsed it; a CPU scorer's worker
+        # is sent the request body and parses it there (`pipeline.score` reads this).
+        self.reads_request_json = any(isinstance(scorer, IoScorer) for scorer in scorers)
         cpu = [scorer for scorer in scorers if isinstance(scorer, CpuScorer)]
         self._cpu_index = {id(scorer): index for index, scorer in enumerate(cpu)}
         self.pool: WorkerPool | None = None
