@@ -12,9 +12,22 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp import web
 
 from tests.conftest import StartFake, StartShadowtap, make_config
-from tests.test_scoring_e2e import start_judge
+
+
+async def start_judge(aiohttp_server: Any) -> str:
+    """A judge that calls every pair a tie."""
+
+    async def judge(_request: web.Request) -> web.Response:
+        reply = orjson.dumps({"winner": "tie", "rationale": "alike"}).decode()
+        return web.json_response({"choices": [{"message": {"content": reply}}]})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", judge)
+    server = await aiohttp_server(app)
+    return str(server.make_url("")).rstrip("/")
 
 
 async def scoring_parses(start_shadowtap: StartShadowtap, config: dict[str, Any]) -> int:
