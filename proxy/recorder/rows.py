@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -265,11 +264,11 @@ def checked(table: str, columns: Columns) -> Columns:
     column: that copied every prompt and answer of the batch at once.)"""
     for name in TEXT_COLUMNS.get(table, ()):
         values = columns[name]
-        if not _all_valid(filter(None, values)):
+        if not _column_valid(values):
             columns[name] = [None if v is None else clean_text(v) for v in values]
     for name in TEXT_LIST_COLUMNS.get(table, ()):
         lists = columns[name]
-        if not _all_valid(itertools.chain.from_iterable(lists)):
+        if not _lists_valid(lists):
             columns[name] = [[clean_text(x) for x in v] for v in lists]
     for name in INT32_COLUMNS:
         if name not in columns:
@@ -283,9 +282,18 @@ def checked(table: str, columns: Columns) -> Columns:
     return columns
 
 
-def _all_valid(texts: Iterable[str]) -> bool:
-    texts = list(texts)
-    return all(map(str.isascii, texts)) or all(map(_valid_unicode, texts))
+def _column_valid(values: list[str | None]) -> bool:
+    """Every text of a column valid Unicode: ASCII (a flag test, run by `map` in C), or else
+    encodable (walked again only when some text is not ASCII, which is rare)."""
+    return all(map(str.isascii, filter(None, values))) or all(
+        map(_valid_unicode, filter(None, values))
+    )
+
+
+def _lists_valid(lists: list[list[str]]) -> bool:
+    """`_column_valid` for a column of lists of text."""
+    chain = itertools.chain.from_iterable
+    return all(map(str.isascii, chain(lists))) or all(map(_valid_unicode, chain(lists)))
 
 
 def _valid_unicode(text: str) -> bool:
