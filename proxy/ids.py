@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-import uuid
 
 
 def uuid7() -> str:
@@ -22,7 +21,9 @@ def uuid7() -> str:
     value |= ((rand >> 62) & 0xFFF) << 64  # rand_a, 12 bits
     value |= 0b10 << 62  # variant
     value |= rand & ((1 << 62) - 1)  # rand_b
-    return str(uuid.UUID(int=value))
+    # What str(uuid.UUID(int=value)) writes, without building the UUID object (half the cost).
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def unit_hash(text: str) -> float:

@@ -16,3 +16,4 @@ def test_uuid7_shape_uniqueness_and_order() -> None:
     now_ms = time.time_ns() // 1_000_000
     stamps = [u.int >> 80 for u in parsed]
     assert stamps == sorted(stamps) and abs(stamps[-1] - now_ms) < 5_000
+    assert all(str(u) == i for u, i in zip(parsed, ids, strict=True))  # the canonical text
