@@ -11,6 +11,7 @@ import asyncio
 import gzip
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -105,8 +106,6 @@ async def upstream(aiohttp_server: Any, body: bytes, *, chunk: int, headers: dic
 
 
 async def test_a_gzip_stream_pulled_a_byte_at_a_time_is_read_whole(aiohttp_server: Any) -> None:
-    import aiohttp
-
     words = [f"w{i} " for i in range(300)]
     url = await upstream(
         aiohttp_server,
@@ -159,8 +158,6 @@ async def test_a_reader_cancelled_while_it_pops_gives_back_every_byte_and_the_tu
 
 
 async def test_several_streams_of_one_target_at_once_some_cancelled(aiohttp_server: Any) -> None:
-    import aiohttp
-
     words = [f"t{i} " for i in range(3_000)]
     body = sse(words)
     url = await upstream(

@@ -31,9 +31,11 @@ def with_body(i: int, body: bytes, *, credentials: tuple[str, ...] = ()) -> Exch
     return exchange
 
 
-def record(tmp_path: Path, exchanges: list[Exchange], **storage: Any) -> dict[str, str | None]:
+def record(
+    tmp_path: Path, exchanges: list[Exchange], metrics: Metrics | None = None, **storage: Any
+) -> dict[str, str | None]:
     """Every exchange written in one batch; their stored request bodies by request id."""
-    metrics = Metrics(CollectorRegistry())
+    metrics = metrics or Metrics(CollectorRegistry())
     path = tmp_path / "cut.duckdb"
     recorder = Recorder(StorageConfig(path=str(path), max_text_bytes=LIMIT, **storage), metrics)
     for exchange in exchanges:
@@ -74,7 +76,10 @@ def assert_cut(stored: str | None, original: int) -> str:
 def test_a_body_of_exactly_the_cap_is_whole_and_one_byte_over_is_cut(tmp_path: Path) -> None:
     at, over = with_body(1, sized(LIMIT)), with_body(2, sized(LIMIT + 1))
     assert len(at.request_body) == LIMIT and len(over.request_body) == LIMIT + 1
-    stored = record(tmp_path, [at, over])
+    metrics = Metrics(CollectorRegistry())
+    stored = record(tmp_path, [at, over], metrics)
+    # Counted once: cut as it was made, not again by the batch's cap after.
+    assert metrics.registry.get_sample_value(TRUNCATED, {"field": "request_body"}) == 1
     assert stored[at.request_id] is not None
     assert stored[at.request_id].encode() == bytes(at.request_body)
     head = assert_cut(stored[over.request_id], LIMIT + 1)
