@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import openai
 import orjson
 from prometheus_client import CollectorRegistry
 from shadowtap.config import StorageConfig
@@ -15,6 +16,7 @@ from shadowtap.exchange import Exchange
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder, open_readonly
 
+from tests.conftest import StartFake, StartShadowtap, make_config
 from tests.synthetic import synthetic_exchange
 
 LIMIT = 4096
@@ -136,3 +138,45 @@ def test_the_cap_holds_when_bodies_are_kept_in_full(tmp_path: Path) -> None:
     big = with_body(1, sized(LIMIT * 4, "\u00e9"))
     stored = record(tmp_path, [big], bodies="full")
     assert_cut(stored[big.request_id], len(big.request_body))
+
+
+async def test_through_the_proxy_the_clients_key_pasted_across_the_cut_never_reaches_the_file(
+    start_fake: StartFake, start_shadowtap: StartShadowtap, tmp_path: Path
+) -> None:
+    # The official client sends its key in Authorization; a user pasted the same key into the
+    # prompt where the stored body is cut. Bodies of exactly the cap and one byte over too.
+    primary, candidate = await start_fake(), await start_fake()
+    db = tmp_path / "proxy.duckdb"
+    storage = {"enabled": True, "path": str(db), "flush_interval_ms": 50, "max_text_bytes": LIMIT}
+    server = await start_shadowtap(make_config(primary, {"small": candidate}, storage=storage))
+    client = openai.AsyncOpenAI(
+        base_url=f"http://127.0.0.1:{server.proxy_port}/v1", api_key=CLIENT_KEY
+    )
+    base = len(chat(""))  # what the writer serializes for a chat of one user message
+    contents = [
+        f"{'p' * (LIMIT - 60 - base - offset)} {CLIENT_KEY} " + "q" * 200
+        for offset in range(0, 48, 4)
+    ]
+    contents += ["a" * (LIMIT - base), "a" * (LIMIT - base + 1)]
+    try:
+        for content in contents:
+            answer = await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": content}]
+            )
+            assert answer.choices[0].message.content  # production's answer, untouched
+        await server.shadow_tasks.wait(30)
+        await server.exchange_tasks.wait(60)
+    finally:
+        await client.close()
+        await server.stop()
+    con = open_readonly(db)
+    try:
+        bodies = [row[0] for row in con.execute("SELECT request_body FROM exchanges").fetchall()]
+    finally:
+        con.close()
+    assert len(bodies) == len(contents)
+    for body in bodies:
+        assert len(body.encode()) <= LIMIT
+        assert CLIENT_KEY[3:11] not in body
+    whole = [orjson.loads(b) for b in bodies if isinstance(orjson.loads(b), dict)]
+    assert [m["messages"][0]["content"] for m in whole] == ["a" * (LIMIT - base)]
