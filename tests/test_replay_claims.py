@@ -278,7 +278,12 @@ async def test_a_request_asked_for_while_the_stock_is_handed_back_is_claimed_aga
     tmp_path: Path,
 ) -> None:
     store = ReplayStore(
-        connect(tmp_path / "shadowtap.duckdb"), Privacy("full"), "new", "run-1", TaskSet()
+        connect(tmp_path / "shadowtap.duckdb"),
+        Privacy("full"),
+        "new",
+        "run-1",
+        TaskSet(),
+        max_text_bytes=128 * 1024,
     )
     pages = [[planned(i) for i in range(3)]]
 

@@ -135,7 +135,13 @@ class ReplayRunner:
         storage = self.config.storage
         privacy = Privacy(storage.bodies)
         store = ReplayStore(
-            con, privacy, self.target.name, self.run_id, self.tasks, storage.parquet_dir
+            con,
+            privacy,
+            self.target.name,
+            self.run_id,
+            self.tasks,
+            storage.parquet_dir,
+            max_text_bytes=storage.max_text_bytes,
         )
         try:
             try:

@@ -18,7 +18,9 @@ behind a batch of answers being written.
 
 Example:
 
-    store = ReplayStore(connect(path), Privacy("redacted"), "small", run_id, tasks)
+    store = ReplayStore(
+        connect(path), Privacy("redacted"), "small", run_id, tasks, max_text_bytes=131072
+    )
     await store.claim([request_id, ...])   # durable before any of them is sent
     store.record(exchange)                 # in the next commit
     await store.release([request_id])      # never sent after all: a later run sends it
@@ -38,6 +40,7 @@ import duckdb
 from shadowtap.exchange import Exchange
 from shadowtap.log import get_logger
 from shadowtap.recorder import frames
+from shadowtap.recorder.caps import cap_batch
 from shadowtap.recorder.parquet import REPLAYED_DDL, REPLAYED_TABLE, roll_replayed
 from shadowtap.recorder.rows import Columns, Privacy, rows, to_columns
 from shadowtap.recorder.schema import COLUMNS
@@ -66,6 +69,8 @@ class ReplayStore:
         run_id: str,
         tasks: TaskSet,
         parquet_dir: str | None = None,
+        *,
+        max_text_bytes: int,
     ) -> None:
         self.con = con
         self.target = target
@@ -73,6 +78,9 @@ class ReplayStore:
         # Where answers and scores roll to Parquet (`storage.parquet_dir`), as live ones do.
         self.parquet_dir = parquet_dir
         self._privacy = privacy
+        # `storage.max_text_bytes`, as the live recorder applies it: a candidate's long answer
+        # is cut and marked, never kept whole in blocks DuckDB cannot evict (recorder.caps).
+        self._max_text_bytes = max_text_bytes
         self._tasks = tasks
         # Two lanes, each a thread with its own connection to the file: claims never queue
         # behind a batch of answers being written (DuckDB runs both transactions at once; they
@@ -233,6 +241,9 @@ class ReplayStore:
                 self._insert(con, "replay_claims", claims, list(COLUMNS["replay_claims"]))
             if results:
                 tables = to_columns(results, self._privacy)
+                cut = cap_batch(tables, self._max_text_bytes)
+                if cut:
+                    log.info("replay_texts_truncated", **cut)
                 # The exchange and the primary's answer are stored already: only the
                 # candidate's answer and its scores are new.
                 for table in ("responses", "scores"):
