@@ -10,11 +10,11 @@ import sys
 from types import FrameType
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 
 from tests.conftest import StartFake, StartShadowtap, make_config
+from tests.shadowing import drain, post
 
 
 async def start_judge(aiohttp_server: Any) -> str:
@@ -42,16 +42,8 @@ async def scoring_parses(start_shadowtap: StartShadowtap, config: dict[str, Any]
     body = {"model": "m", "messages": [{"role": "user", "content": "question " * 1000}]}
     sys.setprofile(profile)
     try:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(
-                f"http://127.0.0.1:{server.proxy_port}/v1/chat/completions", json=body
-            ) as response,
-        ):
-            assert response.status == 200
-            await response.read()
-        await server.shadow_tasks.wait(10)
-        await server.exchange_tasks.wait(10)
+        assert (await post(server.proxy_port, body))[0] == 200
+        await drain(server)
     finally:
         sys.setprofile(None)
     await server.stop()

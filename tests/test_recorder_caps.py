@@ -10,7 +10,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry
@@ -24,6 +23,7 @@ from shadowtap.recorder.rows import Privacy
 from shadowtap.replay.source import Relations, Selection, make_plan
 
 from tests.conftest import StartFake, StartShadowtap, make_config
+from tests.shadowing import post
 from tests.synthetic import synthetic_exchange
 
 KIB = 1024
@@ -180,14 +180,9 @@ async def test_a_1mb_prompt_through_the_proxy_is_stored_cut_and_read_back(
     server = await start_shadowtap(config, registry)
     prompt = "word " * 200_000
     body = {"model": "m", "messages": [{"role": "user", "content": prompt}]}
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(
-            f"http://127.0.0.1:{server.proxy_port}/v1/chat/completions", json=body
-        ) as response,
-    ):
-        assert response.status == 200
-        answer = (await response.json())["choices"][0]["message"]["content"]
+    status, raw = await post(server.proxy_port, body)
+    assert status == 200
+    answer = orjson.loads(raw)["choices"][0]["message"]["content"]
     assert prompt in answer  # the production answer is untouched by the cap
     await server.stop()
     con = open_readonly(db)

@@ -11,7 +11,6 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -19,6 +18,7 @@ from shadowtap.recorder import open_readonly
 from shadowtap.scorers.base import CpuScorer, Pair, Result, ScorerOptions, Verdict
 
 from tests.conftest import StartFake, StartShadowtap, make_config
+from tests.shadowing import post
 
 
 class Reads(CpuScorer[ScorerOptions]):
@@ -89,14 +89,7 @@ async def test_a_judge_and_cpu_scorers_together_each_get_what_they_read(
     server = await start_shadowtap(config)
     question = "the marmot question " + "é" * 2000
     body = {"model": "m", "messages": [{"role": "user", "content": question}]}
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(
-            f"http://127.0.0.1:{server.proxy_port}/v1/chat/completions", json=body
-        ) as response,
-    ):
-        assert response.status == 200
-        await response.read()
+    assert (await post(server.proxy_port, body))[0] == 200
     await server.shadow_tasks.wait(30)
     await server.exchange_tasks.wait(60)
     await server.stop()
