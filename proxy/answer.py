@@ -42,6 +42,11 @@ from shadowtap.normalize import json_values_bound
 
 SLICE_BYTES = 4096  # parsed at once: worst case (tiny SSE events) ~1 ms, typical ~0.1 ms
 COMPLETION_OVERHEAD = 512  # the Completion object and its small fields, beside its strings
+# What the primary's side copy holds for a chunk besides its payload: the bytes object's header,
+# the (chunk, arrival) tuple, the float and the list's slot (~122 bytes on 64-bit CPython).
+# Charged with each chunk, so a stream relayed in tiny chunks cannot hold many times
+# `max_held_bytes` (one byte a chunk used to be charged for ~120 held).
+HELD_PER_CHUNK = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +125,7 @@ class AnswerReader:
         if self._wire_bytes + len(chunk) > self._limits.max_bytes:
             self._stop("size")
             return
-        if not self._charge(len(chunk)):
+        if not self._charge(len(chunk) + HELD_PER_CHUNK):
             return
         self._wire.append((chunk, time.perf_counter()))
         self._wire_bytes += len(chunk)
@@ -168,7 +173,7 @@ class AnswerReader:
                 if time.perf_counter() - since >= TURN_S:
                     await asyncio.sleep(0)
                     since = time.perf_counter()
-            self._release(len(chunk))
+            self._release(len(chunk) + HELD_PER_CHUNK)
         self._wire_bytes = 0
         if self.dialect.off_loop:
             # Held bytes stay charged while the thread parses; it owns the buffer meanwhile.

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from shadowtap.answer import SLICE_BYTES, AnswerLimits, AnswerReader, completion_bytes
+from shadowtap.answer import (
+    HELD_PER_CHUNK,
+    SLICE_BYTES,
+    AnswerLimits,
+    AnswerReader,
+    completion_bytes,
+)
 from shadowtap.budget import UNPACED, MemoryBudget, Pace
 from shadowtap.dialects import DIALECTS
 
@@ -31,7 +37,9 @@ async def test_feeding_keeps_wire_bytes_and_parses_only_when_asked() -> None:
     chunks = [event("Hel"), event("lo"), b"data: [DONE]\n\n"]
     for chunk in chunks:
         reader.feed(chunk)
-    assert reader.decoded == 0 and memory.held == sum(map(len, chunks))  # nothing parsed yet
+    # Nothing parsed yet: the wire bytes are held, each chunk with what keeping it costs.
+    assert reader.decoded == 0
+    assert memory.held == sum(len(chunk) + HELD_PER_CHUNK for chunk in chunks)
     reader.finish()
     completion = await reader.completion()
     assert completion.ok and completion.text == "Hello"
@@ -76,7 +84,7 @@ async def test_an_abandoned_answer_gives_its_bytes_back() -> None:
     reader = AnswerReader("c", UNLIMITED, AnswerLimits(MiB), hold)
     reader.begin(200, "application/json", "")
     reader.feed(b"x" * 50_000)
-    assert memory.held == 51_000
+    assert memory.held == 51_000 + HELD_PER_CHUNK
     reader.abandon()
     assert memory.held == 1000
 
