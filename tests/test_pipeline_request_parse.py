@@ -11,23 +11,9 @@ from types import FrameType
 from typing import Any
 
 import orjson
-from aiohttp import web
 
 from tests.conftest import StartFake, StartShadowtap, make_config
-from tests.shadowing import drain, post
-
-
-async def start_judge(aiohttp_server: Any) -> str:
-    """A judge that calls every pair a tie."""
-
-    async def judge(_request: web.Request) -> web.Response:
-        reply = orjson.dumps({"winner": "tie", "rationale": "alike"}).decode()
-        return web.json_response({"choices": [{"message": {"content": reply}}]})
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", judge)
-    server = await aiohttp_server(app)
-    return str(server.make_url("")).rstrip("/")
+from tests.shadowing import drain, post, start_tie_judge
 
 
 async def scoring_parses(start_shadowtap: StartShadowtap, config: dict[str, Any]) -> int:
@@ -64,6 +50,6 @@ async def test_an_io_scorer_gets_the_request_parsed_on_the_loop(
     start_fake: StartFake, start_shadowtap: StartShadowtap, aiohttp_server: Any
 ) -> None:
     primary, candidate = await start_fake(), await start_fake()
-    judge = {"type": "llm_judge", "url": await start_judge(aiohttp_server), "model": "judge"}
+    judge = {"type": "llm_judge", "url": await start_tie_judge(aiohttp_server), "model": "judge"}
     config = make_config(primary, {"small": candidate}, scorers={"judge": judge})
     assert await scoring_parses(start_shadowtap, config) == 1

@@ -13,12 +13,11 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
 from shadowtap.recorder import open_readonly
 from shadowtap.scorers.base import CpuScorer, Pair, Result, ScorerOptions, Verdict
 
 from tests.conftest import StartFake, StartShadowtap, make_config
-from tests.shadowing import post
+from tests.shadowing import post, start_tie_judge
 
 
 class Reads(CpuScorer[ScorerOptions]):
@@ -47,18 +46,6 @@ def plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     importlib.invalidate_caches()
 
 
-async def start_judge(aiohttp_server: Any, asked: list[bytes]) -> str:
-    async def judge(request: web.Request) -> web.Response:
-        asked.append(await request.read())
-        reply = orjson.dumps({"winner": "tie", "rationale": "alike"}).decode()
-        return web.json_response({"choices": [{"message": {"content": reply}}]})
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", judge)
-    server = await aiohttp_server(app)
-    return str(server.make_url("")).rstrip("/")
-
-
 async def test_a_judge_and_cpu_scorers_together_each_get_what_they_read(
     plugins: None,
     start_fake: StartFake,
@@ -71,7 +58,7 @@ async def test_a_judge_and_cpu_scorers_together_each_get_what_they_read(
     scorers = {
         "judge": {
             "type": "llm_judge",
-            "url": await start_judge(aiohttp_server, asked),
+            "url": await start_tie_judge(aiohttp_server, asked),
             "model": "judge",
         },
         "reads": {"type": "review_reads"},
