@@ -10,17 +10,21 @@ never touches what the client receives.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 from shadowtap.answer import AnswerReader
 from shadowtap.headers import downstream_response_headers, error_response, upstream_request_headers
+from shadowtap.upstream import UpstreamError, UpstreamPool, UpstreamUnreachable
 
 WHOLE_BODY_BYTES = 256 * 1024  # non-streamed answers up to this size are relayed in one write
+UNBOUNDED_S = 365 * 24 * 3600.0  # `timeout_s` has no "never"; a year stands for it
 
 
-def streamed(upstream: aiohttp.ClientResponse) -> bool:
-    return upstream.headers.get("Content-Type", "").startswith("text/event-stream")
+def streamed(headers: Mapping[str, str]) -> bool:
+    return headers.get("Content-Type", "").startswith("text/event-stream")
 
 
 async def forward_primary(
@@ -30,14 +34,19 @@ async def forward_primary(
     url: str,
     upstream_timeout: aiohttp.ClientTimeout,
     capture: AnswerReader | None,
+    pool: UpstreamPool | None = None,
+    path_qs: str = "",
 ) -> tuple[web.StreamResponse, int | None]:
     """Relay one request; return the response sent and the upstream status (None: unreachable).
 
     Only a failure before the primary answered becomes the proxy's own 502 (or 504 on timeout);
     a failure mid-stream aborts the connection, so the client sees a cut answer, not a
-    silently shortened one.
+    silently shortened one. `pool` (the primary's own HTTP/1.1 client) relays what it
+    `handles`; aiohttp's client the rest (HEAD, upgrades).
     """
     headers = upstream_request_headers(request.headers, request.remote)
+    if pool is not None and pool.handles(request.method, request.headers):
+        return await _relay(request, body, pool, path_qs, headers, upstream_timeout, capture)
     prepared = False
     try:
         async with session.request(
@@ -56,7 +65,7 @@ async def forward_primary(
                     upstream.headers.get("Content-Encoding", ""),
                 )
             length = upstream.content_length
-            if length is not None and length <= WHOLE_BODY_BYTES and not streamed(upstream):
+            if length is not None and length <= WHOLE_BODY_BYTES and not streamed(upstream.headers):
                 # A small, finite answer: send headers and body in one write, not three.
                 data = await upstream.read()
                 if capture is not None:
@@ -83,19 +92,103 @@ async def forward_primary(
             await response.write_eof()
             return response, upstream.status
     except (TimeoutError, aiohttp.ClientError) as error:
-        timed_out = isinstance(error, TimeoutError)
-        reason = "primary timed out" if timed_out else f"primary failed: {type(error).__name__}"
-        if capture is not None:
-            capture.fail(reason)
         if prepared:
+            if capture is not None:
+                capture.fail(_why(error))
             raise  # aiohttp aborts the connection: the client must see a cut answer
-        if timed_out:
-            return error_response(
-                504, "the primary did not answer in time", "upstream_timeout", "proxy_error"
-            ), None
-        message = f"the primary could not be reached ({type(error).__name__})"
-        return error_response(502, message, "upstream_unreachable", "proxy_error"), None
+        return _failed(error, capture), None
     except asyncio.CancelledError:
         if capture is not None:
             capture.fail("client disconnected")
         raise
+
+
+async def _relay(
+    request: web.Request,
+    body: bytes,
+    pool: UpstreamPool,
+    path_qs: str,
+    headers: CIMultiDict[str],
+    upstream_timeout: aiohttp.ClientTimeout,
+    capture: AnswerReader | None,
+) -> tuple[web.StreamResponse, int | None]:
+    """`forward_primary` through the primary's own HTTP/1.1 client: the same answers."""
+    timeout_s = upstream_timeout.total or UNBOUNDED_S
+    try:
+        upstream = await pool.request(request.method, path_qs, headers, body, timeout_s)
+    except (TimeoutError, UpstreamError) as error:
+        return _failed(error, capture), None
+    except ValueError:
+        message = "a request header carries a line break"
+        return error_response(400, message, "invalid_header", "invalid_request_error"), None
+    except asyncio.CancelledError:
+        if capture is not None:
+            capture.fail("client disconnected")
+        raise
+    status = upstream.status
+    prepared = False
+    try:
+        if capture is not None:
+            capture.begin(
+                status,
+                upstream.headers.get("Content-Type", ""),
+                upstream.headers.get("Content-Encoding", ""),
+            )
+        headers = downstream_response_headers(upstream.headers)
+        length = upstream.content_length
+        if length is not None and length <= WHOLE_BODY_BYTES and not streamed(upstream.headers):
+            data = await upstream.read()  # a small, finite answer: headers and body in one write
+            if capture is not None:
+                capture.feed(data)
+            return web.Response(
+                status=status, reason=upstream.reason, headers=headers, body=data
+            ), status
+        response = web.StreamResponse(status=status, reason=upstream.reason, headers=headers)
+        await response.prepare(request)
+        prepared = True
+        while chunk := await upstream.next_chunk():
+            if capture is not None:
+                capture.feed(chunk)
+            try:
+                await response.write(chunk)
+            except ConnectionResetError:
+                if capture is not None:  # the client went away: release() closes the upstream
+                    capture.fail("client disconnected")
+                return response, status
+        await response.write_eof()
+        return response, status
+    except (TimeoutError, UpstreamError) as error:
+        if prepared:
+            if capture is not None:
+                capture.fail(_why(error))
+            raise  # aiohttp aborts the connection: the client must see a cut answer
+        return _failed(error, capture), None
+    except asyncio.CancelledError:
+        if capture is not None:
+            capture.fail("client disconnected")
+        raise
+    finally:
+        upstream.release()
+
+
+def _why(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return "primary timed out"
+    return f"primary failed: {_name(error)}"
+
+
+def _name(error: BaseException) -> str:
+    """The failure's kind as a client may see it: the socket's error when unreachable."""
+    return str(error) if isinstance(error, UpstreamUnreachable) else type(error).__name__
+
+
+def _failed(error: BaseException, capture: AnswerReader | None) -> web.Response:
+    """The proxy's own answer when the primary's never began: 504 on timeout, else 502."""
+    if capture is not None:
+        capture.fail(_why(error))
+    if isinstance(error, TimeoutError):
+        return error_response(
+            504, "the primary did not answer in time", "upstream_timeout", "proxy_error"
+        )
+    message = f"the primary could not be reached ({_name(error)})"
+    return error_response(502, message, "upstream_unreachable", "proxy_error")

@@ -24,6 +24,7 @@ from shadowtap.sampling import UNSAMPLED_ROUTE, Draws, Sampler, SamplingPolicy, 
 from shadowtap.shadow import Shadowing, ShadowTarget
 from shadowtap.shadow_request import translated_bodies
 from shadowtap.tasks import TaskSet
+from shadowtap.upstream import UpstreamPool
 from shadowtap.urls import origin_form
 
 log = get_logger("shadowtap.proxy")
@@ -51,6 +52,7 @@ class ProxyHandler:
     target_secrets: tuple[str, ...] = ()  # configured keys of the shadow targets
     slice_headers: tuple[str, ...] = ()  # [report] slice_by headers whose values are stored
     route_dialects: dict[str, str] = field(default_factory=dict)  # sampled route -> its API
+    primary_pool: UpstreamPool | None = None  # relays what it handles, below aiohttp's client
 
     def __post_init__(self) -> None:
         # Asked once (the level is set before the server starts): the per-request debug line
@@ -121,6 +123,8 @@ class ProxyHandler:
                 self.primary_url + path_qs,
                 self.primary_timeout,
                 primary.reader if primary is not None else None,
+                self.primary_pool,
+                path_qs,
             )
             return response
         finally:
