@@ -39,6 +39,7 @@ from shadowtap.completion import Completion
 from shadowtap.dialects import DIALECTS, Assembler
 from shadowtap.dialects.tables import OPENAI_CHAT
 from shadowtap.normalize import json_values_bound
+from shadowtap.upstream import UpstreamAnswer
 
 SLICE_BYTES = 4096  # parsed at once: worst case (tiny SSE events) ~1 ms, typical ~0.1 ms
 COMPLETION_OVERHEAD = 512  # the Completion object and its small fields, beside its strings
@@ -139,15 +140,21 @@ class AnswerReader:
             self.finished = time.perf_counter()
 
     # -- pull: a shadow's answer ----------------------------------------------------------------
-    async def read(self, response: aiohttp.ClientResponse) -> None:
-        """Read `response` (opened with `auto_decompress=False`) until it ends or is cut."""
+    async def read(self, response: aiohttp.ClientResponse | UpstreamAnswer) -> None:
+        """Read `response` (aiohttp's opened with `auto_decompress=False`, or the shadows' own
+        client's) until it ends or is cut; an answer cut short drops its connection."""
         self.begin(
             response.status,
             response.headers.get("Content-Type", ""),
             response.headers.get("Content-Encoding", ""),
         )
+        next_chunk = (
+            response.next_chunk
+            if isinstance(response, UpstreamAnswer)
+            else response.content.readany
+        )
         while not self.stopped:
-            chunk = await response.content.readany()
+            chunk = await next_chunk()
             if not chunk:
                 break
             arrived = time.perf_counter()
@@ -155,7 +162,7 @@ class AnswerReader:
                 await self._pace.read(len(chunk))  # over the byte rate: wait before reading on
             await self._digest(chunk, arrived)
         self.finish()
-        if self.stopped:
+        if self.stopped and isinstance(response, aiohttp.ClientResponse):
             response.close()  # unread bytes (an endless answer): drop the connection
 
     # -- both -----------------------------------------------------------------------------------

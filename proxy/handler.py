@@ -53,6 +53,7 @@ class ProxyHandler:
     slice_headers: tuple[str, ...] = ()  # [report] slice_by headers whose values are stored
     route_dialects: dict[str, str] = field(default_factory=dict)  # sampled route -> its API
     primary_pool: UpstreamPool | None = None  # relays what it handles, below aiohttp's client
+    shadow_pools: dict[str, UpstreamPool] = field(default_factory=dict)  # per target name
 
     def __post_init__(self) -> None:
         # Asked once (the level is set before the server starts): the per-request debug line
@@ -76,6 +77,7 @@ class ProxyHandler:
             target_secrets=self.target_secrets,
             slice_headers=self.slice_headers,
             route_dialects=self.route_dialects,
+            pools=self.shadow_pools,
         )
 
     def translations(self, route: str, names: tuple[str, ...]) -> int:

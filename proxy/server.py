@@ -68,6 +68,7 @@ ADMIN_DRAIN_S = 1.0  # admin requests are short: a scrape, a probe, a page of /a
 PRIMARY_SESSION = web.AppKey("primary_session", aiohttp.ClientSession)
 SHADOW_SESSION = web.AppKey("shadow_session", aiohttp.ClientSession)
 PRIMARY_POOL = web.AppKey("primary_pool", UpstreamPool)
+SHADOW_POOLS: web.AppKey[dict[str, UpstreamPool]] = web.AppKey("shadow_pools")
 RECORDER: web.AppKey[Recorder | None] = web.AppKey("recorder")
 SCORING: web.AppKey[ScoringRunner | None] = web.AppKey("scoring")
 HANDLER = web.AppKey("handler", ProxyHandler)
@@ -289,7 +290,11 @@ class ShadowtapServer:
         # The primary's own client (shadowtap.upstream): what aiohttp's did per request for
         # ~350k CPU instructions, for a fraction; the session above keeps HEAD and upgrades.
         app[PRIMARY_POOL] = UpstreamPool.of(self.config.primary.url)
+        # Each shadow target's own connections, by the same client (judges keep the session).
+        app[SHADOW_POOLS] = {t.name: UpstreamPool.of(t.url) for t in self._targets}
         yield
+        for pool in app[SHADOW_POOLS].values():
+            await pool.close()
         await app[PRIMARY_POOL].close()
         await app[SHADOW_SESSION].close()
         await app[PRIMARY_SESSION].close()
@@ -331,6 +336,7 @@ class ShadowtapServer:
             max_body_bytes=config.server.max_body_bytes,
             primary_session=app[PRIMARY_SESSION],
             primary_pool=app[PRIMARY_POOL],
+            shadow_pools=app[SHADOW_POOLS],
             shadow_session=app[SHADOW_SESSION],
             metrics=self.metrics,
             pipeline=ExchangePipeline(app[SCORING], [recorder] if recorder is not None else []),

@@ -51,6 +51,7 @@ from shadowtap.shadow_request import (
     shadow_targets,
 )
 from shadowtap.tasks import TaskSet
+from shadowtap.upstream import UpstreamError, UpstreamPool
 from shadowtap.urls import query_credentials
 
 if TYPE_CHECKING:
@@ -82,8 +83,12 @@ async def call_shadow(
     client_headers: CIMultiDictProxy[str],
     reader: AnswerReader | None = None,
     route_dialect: str | None = OPENAI_CHAT,
+    pool: UpstreamPool | None = None,
 ) -> tuple[Completion, str]:
     """Send one shadow request; return its `Completion` and outcome (ok, error, timeout).
+
+    Through `pool`, the target's own HTTP/1.1 client (`shadowtap.upstream`), when given:
+    live shadows are; replay and judges go through `session`.
 
     The answer is read by `reader`, within its cap and its target's pace (the proxy's; by
     default the answer cap alone, for callers off the primary's path such as replay);
@@ -98,8 +103,14 @@ async def call_shadow(
         )
     headers = shadow_headers(client_headers, target, route_dialect)
     headers["Accept-Encoding"] = "gzip, deflate"  # what the reader decodes, a slice at a time
-    data: bytes | AsyncIterator[bytes | memoryview]
-    if isinstance(body, Spliced):  # the client's bytes around a new model, never joined
+    native = pool if pool is not None and pool.handles(method, headers) else None
+    data: bytes | AsyncIterator[bytes | memoryview] = b""
+    if native is not None:
+        # aiohttp labelled a body without a type `application/octet-stream`; a sampled body
+        # is JSON (the sampler parsed it), which is what every target's API expects.
+        if body and "Content-Type" not in headers:
+            headers["Content-Type"] = "application/json"
+    elif isinstance(body, Spliced):  # the client's bytes around a new model, never joined
         data = body.stream()
         headers["Content-Length"] = str(len(body))
     else:
@@ -107,22 +118,30 @@ async def call_shadow(
     reader.started = started = time.perf_counter()
     try:
         async with asyncio.timeout(target.timeout_s):
-            async with session.request(
-                method,
-                target.url + path_qs,
-                data=data,
-                headers=headers,
-                allow_redirects=False,
-                auto_decompress=False,
-            ) as response:
-                await reader.read(response)
+            if native is not None:
+                parts = body.parts if isinstance(body, Spliced) else body
+                answer = await native.request(method, path_qs, headers, parts, target.timeout_s)
+                try:
+                    await reader.read(answer)
+                finally:
+                    answer.release()  # kept only if read whole
+            else:
+                async with session.request(
+                    method,
+                    target.url + path_qs,
+                    data=data,
+                    headers=headers,
+                    allow_redirects=False,
+                    auto_decompress=False,
+                ) as response:
+                    await reader.read(response)
             completion = await reader.completion()
     except TimeoutError:
         reader.abandon()
         return Completion(
             error=f"timed out after {target.timeout_s:g}s", latency_s=time.perf_counter() - started
         ), "timeout"
-    except (aiohttp.ClientError, OSError) as error:
+    except (aiohttp.ClientError, OSError, UpstreamError) as error:
         reader.abandon()
         message = f"{type(error).__name__}: {error}"[:300]
         return Completion(error=message, latency_s=time.perf_counter() - started), "error"
@@ -159,6 +178,8 @@ class Shadowing:
     slice_headers: tuple[str, ...] = ()  # [report] slice_by headers whose values are stored
     # Each sampled route's API (absent: not known; read as OpenAI chat, never translated).
     route_dialects: Mapping[str, str] = field(default_factory=dict)
+    # Each target's own connections (`shadowtap.upstream`); a target without one uses `session`.
+    pools: Mapping[str, UpstreamPool] = field(default_factory=dict)
 
     def fan_out_shadows(
         self, request: web.Request, path_qs: str, body: bytes, sampled: Sampled
@@ -248,6 +269,7 @@ class Shadowing:
                 request.headers,
                 reader,
                 dialect,
+                self.pools.get(target.name),
             )
         except (Untranslatable, UnencodableBody) as error:
             completion, outcome = not_sent(str(error)), "skipped"

@@ -26,6 +26,10 @@ PAUSE_BYTES = 256 * 1024
 MAX_HEAD_BYTES = 64 * 1024
 
 
+# A request body: its bytes, or pieces of it sent one after another (`shadow_request.Spliced`).
+Body = bytes | tuple[bytes | memoryview, ...]
+
+
 class UpstreamError(Exception):
     """The upstream broke the exchange: unreachable, closed early, or not speaking HTTP/1.1."""
 
@@ -170,13 +174,15 @@ class UpstreamConnection(asyncio.Protocol):
         self._wake_reader()
 
     # -- the request's side -----------------------------------------------------------------
-    def send(self, head: bytes, body: bytes) -> None:
+    def send(self, head: bytes, body: Body) -> None:
         """Write one request; its answer is then awaited with `head()` and `next_chunk()`."""
         transport = self.transport
         if transport is None or transport.is_closing():
             raise UpstreamClosed("the connection closed before the request was sent")
         self.busy = True
-        if body and len(body) < 16 * 1024:
+        if isinstance(body, tuple):  # pieces of a body never joined (a long prompt's views)
+            transport.writelines((head, *body))
+        elif body and len(body) < 16 * 1024:
             transport.write(head + body)  # one segment, not two
         else:
             transport.write(head)

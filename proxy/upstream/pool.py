@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from shadowtap.upstream.connection import (
+    Body,
     UpstreamClosed,
     UpstreamConnection,
     UpstreamError,
@@ -120,7 +121,7 @@ class UpstreamPool:
         method: str,
         target: str,
         headers: Mapping[str, str],
-        body: bytes,
+        body: Body,
         timeout_s: float,
     ) -> UpstreamAnswer:
         """Send one request; return once its answer's head arrived.
@@ -177,14 +178,15 @@ class UpstreamPool:
         while self._idle:
             self._idle.pop().close()
 
-    def _head(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> bytes:
+    def _head(self, method: str, target: str, headers: Mapping[str, str], body: Body) -> bytes:
         fields = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
         # One check for every field: a CR or LF inside a name or value would end it early and
         # let its rest be read as more fields, or as a second request.
         if fields.count("\n") != len(headers) or fields.count("\r") != len(headers):
             raise ValueError("a header carries a line break")
-        if body or method in BODY_METHODS:
-            fields += f"Content-Length: {len(body)}\r\n"
+        length = len(body) if isinstance(body, bytes) else sum(len(part) for part in body)
+        if length or method in BODY_METHODS:
+            fields += f"Content-Length: {length}\r\n"
         start = f"{method} {self.origin.base_path}{target} HTTP/1.1\r\nHost: "
         return b"".join(
             (
