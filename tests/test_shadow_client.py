@@ -111,3 +111,32 @@ async def test_an_answer_cut_at_the_cap_closes_its_connection_and_the_next_is_re
     assert first.error and not first.ok
     assert second.ok and second.text == "7"
     assert candidate.peers[0] != candidate.peers[1]  # a new connection for the second
+
+
+UNRESOLVABLE = "http://" + "x" * 70 + ".invalid:9"  # a label IDNA refuses: over 63 characters
+
+
+async def test_a_target_whose_host_name_cannot_be_encoded_fails_its_calls_not_the_start(
+    start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    primary = await start_fake()
+    server = await start_shadowtap(make_config(primary, {"c": UNRESOLVABLE}))
+    seen: list[Any] = []
+    server.handler.pipeline.sinks.append(RecordingSink(seen))
+    assert await post_raw(server.proxy_port, orjson.dumps(CHAT)) == 200
+    await drain(server)
+    (exchange,) = seen
+    assert exchange.primary.ok
+    assert "UnicodeError" in (exchange.results["c"].completion.error or "")
+
+
+async def test_a_primary_whose_host_name_cannot_be_encoded_is_a_502(
+    start_shadowtap: StartShadowtap,
+) -> None:
+    server = await start_shadowtap(make_config(UNRESOLVABLE))
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{server.proxy_port}/v1/chat/completions"
+        async with session.post(url, json=CHAT) as response:
+            assert response.status == 502
+            error = (await response.json())["error"]
+    assert error["code"] == "upstream_unreachable" and "UnicodeError" in error["message"]

@@ -56,10 +56,22 @@ class Origin:
         tls = parts.scheme == "https"
         host = parts.hostname or ""
         port = parts.port or (443 if tls else 80)
-        shown = f"[{host}]" if ":" in host else host.encode("idna").decode("ascii")
+        shown = f"[{host}]" if ":" in host else _ascii_host(host)
         if port != (443 if tls else 80):
             shown = f"{shown}:{port}"
         return cls(host, port, tls, shown.encode("ascii"), parts.path.rstrip("/"))
+
+
+def _ascii_host(host: str) -> str:
+    """The host as `Host:` carries it: IDNA for a non-ASCII name. A name IDNA refuses (a label
+    over 63 characters) is kept as written: the resolver refuses it at the first request, so
+    one bad target URL fails its calls, not the proxy's start."""
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return host.encode("ascii", "backslashreplace").decode("ascii")
 
 
 class UpstreamAnswer:
@@ -222,7 +234,9 @@ class UpstreamPool:
                     ssl=self._ssl,
                     server_hostname=origin.host if self._ssl is not None else None,
                 )
-        except OSError as error:  # refused, unresolvable, TLS refused: ssl.SSLError included
+        # Refused, unresolvable, TLS refused (ssl.SSLError is an OSError); UnicodeError: a
+        # host name the resolver's IDNA encoding refuses (a label over 63 characters).
+        except (OSError, UnicodeError) as error:
             raise UpstreamUnreachable(type(error).__name__) from error
         return protocol
 
