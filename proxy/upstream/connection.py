@@ -51,6 +51,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_close_delimited",
         "_error",
         "_head_bytes",
+        "_head_fed",
         "_head_waiter",
         "_paused",
         "_reader_waiter",
@@ -83,6 +84,7 @@ class UpstreamConnection(asyncio.Protocol):
             False  # any byte of an answer arrived (a reused connection never retries then)
         )
         self._head_bytes = 0
+        self._head_fed = 0  # bytes fed while no answer's head was whole
         self._body_bytes = 0
         self._close_delimited = False
         self._chunks: deque[bytes] = deque()
@@ -109,6 +111,12 @@ class UpstreamConnection(asyncio.Protocol):
                 self._abort(self._error or UpstreamProtocolError("invalid HTTP/1.1 answer"))
         except httptools.HttpParserError as error:
             self._abort(UpstreamProtocolError(f"invalid HTTP/1.1 answer: {error}"))
+        if self.status == 0 and self._error is None:
+            # httptools joins a field's pieces until the field ends, unseen by `on_header`: a
+            # head that never ends would be buffered whole until the deadline. Counted here.
+            self._head_fed += len(data)
+            if self._head_fed > MAX_HEAD_BYTES:
+                self._abort(self._head_too_big())
 
     def eof_received(self) -> bool:
         self._ended(None)
@@ -138,7 +146,7 @@ class UpstreamConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value) + 4
         if self._head_bytes > MAX_HEAD_BYTES:
-            self._error = UpstreamProtocolError(f"the answer's head is over {MAX_HEAD_BYTES} bytes")
+            self._error = self._head_too_big()
             raise ValueError  # stops the parser: reported as HttpParserCallbackError
         self.headers.add(name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
 
@@ -231,6 +239,10 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.close()
 
     # -- internals ----------------------------------------------------------------------------
+    @staticmethod
+    def _head_too_big() -> UpstreamProtocolError:
+        return UpstreamProtocolError(f"the answer's head is over {MAX_HEAD_BYTES} bytes")
+
     def _abort(self, error: BaseException) -> None:
         if self._error is None:
             self._error = error
