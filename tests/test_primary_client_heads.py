@@ -177,3 +177,20 @@ async def test_interim_100_continue_answers_are_skipped_for_the_real_one(
             assert (got.status, got.body) == (200, b'{"ok": true}')
             assert "Link" not in got.headers  # an interim answer's fields are not the answer's
         assert primary.accepts == 1
+
+
+async def test_a_101_nobody_asked_for_is_a_502_and_the_proxy_goes_on(
+    start_shadowtap: StartShadowtap, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Upgrades never take this path (aiohttp's client relays them), so a 101 is a broken
+    answer. httptools reports it with an exception of its own, not an HttpParserError: it
+    escaped `data_received`, asyncio logged a fatal error, the 502 blamed a closed socket."""
+    upgrade = (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
+    )
+    async with running(replies(upgrade, OK)) as primary:
+        port = await proxy(start_shadowtap, primary.url)
+        got = await fetch(port)
+        assert got.status == 502 and b"UpstreamProtocolError" in got.body
+        assert (await fetch(port)).status == 200
+    assert "Fatal error" not in caplog.text

@@ -111,6 +111,8 @@ class UpstreamConnection(asyncio.Protocol):
                 self._abort(self._error or UpstreamProtocolError("invalid HTTP/1.1 answer"))
         except httptools.HttpParserError as error:
             self._abort(UpstreamProtocolError(f"invalid HTTP/1.1 answer: {error}"))
+        except httptools.HttpParserUpgrade:  # not an HttpParserError: upgrades go via aiohttp
+            self._abort(UpstreamProtocolError("an upgrade (101) no request asked for"))
         if self.status == 0 and self._error is None:
             # httptools joins a field's pieces until the field ends, unseen by `on_header`: a
             # head that never ends would be buffered whole until the deadline. Counted here.
