@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import aiohttp
 from multidict import CIMultiDictProxy
 
+from tests.conftest import StartShadowtap, make_config
+
 CLOSE = b""  # in `replies`: close the connection after this answer's bytes
 
 
@@ -150,3 +152,11 @@ async def fetch(
                 cut = True
             reason = response.reason or ""
             return Got(response.status, reason, response.headers, b"".join(parts), cut)
+
+
+async def proxy(start_shadowtap: StartShadowtap, url: str, **primary: object) -> int:
+    """A proxy in front of `url` (nothing sampled), `primary` its [primary] settings; its port."""
+    config = make_config(url, sampling={"rate": 0.0})
+    config["primary"].update(primary)
+    server = await start_shadowtap(config)
+    return server.proxy_port

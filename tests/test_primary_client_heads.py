@@ -9,17 +9,10 @@ import asyncio
 
 import pytest
 
-from tests.conftest import StartShadowtap, make_config
-from tests.hostile_primary import Seen, fetch, framed, replies, running
+from tests.conftest import StartShadowtap
+from tests.hostile_primary import Seen, fetch, framed, proxy, replies, running
 
 OK = framed(b'{"ok": true}', b"Content-Type: application/json")
-
-
-async def proxy(start_shadowtap: StartShadowtap, url: str, **primary: object) -> int:
-    config = make_config(url, sampling={"rate": 0.0})
-    config["primary"].update(primary)
-    server = await start_shadowtap(config)
-    return server.proxy_port
 
 
 @pytest.mark.parametrize(

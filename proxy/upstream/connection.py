@@ -146,6 +146,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.reason += reason.decode("utf-8", "surrogateescape")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.status:  # a trailer field, after a chunked body: never merged into the head
+            return
         self._head_bytes += len(name) + len(value) + 4
         if self._head_bytes > MAX_HEAD_BYTES:
             self._error = self._head_too_big()
