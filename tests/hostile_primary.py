@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -32,6 +33,7 @@ class Seen:
     head: bytes
     body: bytes
     connection: int  # the number of the accepted connection that carried it (0, 1, ...)
+    index: int  # the number of the request, over all connections (0, 1, ...)
 
     @property
     def request_line(self) -> bytes:
@@ -70,6 +72,7 @@ class HostilePrimary:
     writers: list[asyncio.StreamWriter] = field(default_factory=list)
     url: str = ""
     _server: asyncio.Server | None = None
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     async def start(self) -> str:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -81,12 +84,18 @@ class HostilePrimary:
         if self._server is not None:
             self._server.close()
             for writer in self.writers:
-                writer.close()
+                writer.transport.abort()  # unsent bytes (a flood) are dropped, not flushed
+            for task in self._tasks:  # answers stalled on purpose
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         number = self.accepts
         self.accepts += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
         self.writers.append(writer)
         try:
             while not writer.is_closing():
@@ -100,11 +109,13 @@ class HostilePrimary:
                     name, _, value = line.partition(b":")
                     if name.strip().lower() == b"content-length":
                         length = int(value)
-                seen = Seen(head, await reader.readexactly(length), number)
+                seen = Seen(head, await reader.readexactly(length), number, len(self.seen))
                 self.seen.append(seen)
                 await self.answer(seen, writer)
         except ConnectionError:
             self.ended.append(number)
+        except asyncio.CancelledError:
+            pass  # stopped: ending quietly spares asyncio's stream callback a cancelled task
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError):

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from multidict import CIMultiDict
+from shadowtap.upstream import Origin, UpstreamPool, UpstreamProtocolError
 
 from tests.conftest import StartShadowtap
 from tests.hostile_primary import Seen, fetch, framed, proxy, replies, running
@@ -133,3 +135,39 @@ async def test_a_content_length_and_chunked_together_are_refused(
         got = await fetch(port)
         assert got.status == 502 and b"UpstreamProtocolError" in got.body
         assert (await fetch(port)).body == b"first"
+
+
+@pytest.mark.parametrize(
+    "endless",
+    [
+        b"2\r\nhi\r\n0\r\nX-Trailer: ",  # a trailer value that never ends
+        b"2\r\nhi\r\n0\r\nX-",  # a trailer name that never ends
+        b"2\r\nhi\r\n5;ext=",  # a chunk extension that never ends
+    ],
+)
+async def test_chunk_framing_or_trailers_that_never_end_are_refused_past_64_kib(
+    endless: bytes,
+) -> None:
+    """httptools joins a trailer field's pieces until it ends (as it does a head's): fed for
+    ever, it was buffered whole until the deadline. Bytes that carry no body byte are
+    bounded as the head is: past 64 KiB the answer is refused as broken."""
+    stop = asyncio.Event()
+
+    async def answer(seen: Seen, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + endless)
+        for _ in range(256):  # 4 MiB, then a stall: the proxy has had enough to decide
+            writer.write(b"a" * 16384)
+            await writer.drain()
+        await stop.wait()
+
+    async with running(answer) as primary:
+        pool = UpstreamPool(Origin.of(primary.url))
+        try:
+            upstream = await pool.request("GET", "/", CIMultiDict(), b"", timeout_s=10)
+            assert await upstream.next_chunk() == b"hi"
+            with pytest.raises(UpstreamProtocolError):
+                await upstream.read()
+            upstream.release()
+        finally:
+            stop.set()
+            await pool.close()

@@ -50,8 +50,8 @@ class UpstreamConnection(asyncio.Protocol):
         "_chunks",
         "_close_delimited",
         "_error",
+        "_fed_without_body",
         "_head_bytes",
-        "_head_fed",
         "_head_waiter",
         "_paused",
         "_reader_waiter",
@@ -84,7 +84,7 @@ class UpstreamConnection(asyncio.Protocol):
             False  # any byte of an answer arrived (a reused connection never retries then)
         )
         self._head_bytes = 0
-        self._head_fed = 0  # bytes fed while no answer's head was whole
+        self._fed_without_body = 0  # bytes fed since the last body byte (or ever)
         self._body_bytes = 0
         self._close_delimited = False
         self._chunks: deque[bytes] = deque()
@@ -102,6 +102,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.received = True
+        body_bytes = self._body_bytes
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError:
@@ -113,12 +114,16 @@ class UpstreamConnection(asyncio.Protocol):
             self._abort(UpstreamProtocolError(f"invalid HTTP/1.1 answer: {error}"))
         except httptools.HttpParserUpgrade:  # not an HttpParserError: upgrades go via aiohttp
             self._abort(UpstreamProtocolError("an upgrade (101) no request asked for"))
-        if self.status == 0 and self._error is None:
+        if self._error is None and not self.complete:
             # httptools joins a field's pieces until the field ends, unseen by `on_header`: a
-            # head that never ends would be buffered whole until the deadline. Counted here.
-            self._head_fed += len(data)
-            if self._head_fed > MAX_HEAD_BYTES:
-                self._abort(self._head_too_big())
+            # head or a chunked body's trailers fed for ever would be buffered whole until the
+            # deadline. What is fed without a body byte (head, chunk framing, trailers) counts.
+            if self._body_bytes != body_bytes:
+                self._fed_without_body = 0
+            else:
+                self._fed_without_body += len(data)
+                if self._fed_without_body > MAX_HEAD_BYTES:
+                    self._abort(self._no_body_in_sight())
 
     def eof_received(self) -> bool:
         self._ended(None)
@@ -246,6 +251,11 @@ class UpstreamConnection(asyncio.Protocol):
     @staticmethod
     def _head_too_big() -> UpstreamProtocolError:
         return UpstreamProtocolError(f"the answer's head is over {MAX_HEAD_BYTES} bytes")
+
+    def _no_body_in_sight(self) -> UpstreamProtocolError:
+        if self.status == 0:
+            return self._head_too_big()
+        return UpstreamProtocolError(f"over {MAX_HEAD_BYTES} bytes of chunk framing or trailers")
 
     def _abort(self, error: BaseException) -> None:
         if self._error is None:
