@@ -15,6 +15,9 @@ from tests.conftest import StartFake, StartShadowtap, make_config
 from tests.hostile_primary import Answer, Seen, fetch, replies, running
 from tests.shadowing import CHAT, RecordingSink, drain
 
+# On uvloop too: `shadowtap serve` runs there, and its transports differ from asyncio's.
+pytestmark = pytest.mark.asyncio(loop_factories=["asyncio", "uvloop"])
+
 CUT = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
 EVENT = b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}}]}\n\n'
 CHUNK = b"%x\r\n%s\r\n" % (len(EVENT), EVENT)

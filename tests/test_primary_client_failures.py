@@ -18,6 +18,9 @@ from tests.conftest import StartShadowtap
 from tests.hostile_primary import Seen, fetch, framed, proxy, replies, running
 from tests.waiting import eventually
 
+# On uvloop too: `shadowtap serve` runs there, and its transports differ from asyncio's.
+pytestmark = pytest.mark.asyncio(loop_factories=["asyncio", "uvloop"])
+
 
 def closed_port() -> int:
     with socket.socket() as probe:  # bound, then closed: nobody listens there

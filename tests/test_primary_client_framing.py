@@ -15,6 +15,9 @@ from tests.conftest import StartShadowtap
 from tests.hostile_primary import Seen, fetch, framed, proxy, replies, running
 from tests.waiting import eventually
 
+# On uvloop too: `shadowtap serve` runs there, and its transports differ from asyncio's.
+pytestmark = pytest.mark.asyncio(loop_factories=["asyncio", "uvloop"])
+
 FIRST, SECOND = framed(b"first"), framed(b"second")
 
 

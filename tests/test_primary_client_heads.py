@@ -12,6 +12,9 @@ import pytest
 from tests.conftest import StartShadowtap
 from tests.hostile_primary import Seen, fetch, framed, proxy, replies, running
 
+# On uvloop too: `shadowtap serve` runs there, and its transports differ from asyncio's.
+pytestmark = pytest.mark.asyncio(loop_factories=["asyncio", "uvloop"])
+
 OK = framed(b'{"ok": true}', b"Content-Type: application/json")
 
 

@@ -16,6 +16,9 @@ from tests.conftest import StartShadowtap
 from tests.hostile_primary import Answer, Seen, fetch, framed, proxy, replies, running
 from tests.waiting import eventually
 
+# On uvloop too: `shadowtap serve` runs there, and its transports differ from asyncio's.
+pytestmark = pytest.mark.asyncio(loop_factories=["asyncio", "uvloop"])
+
 
 async def test_sequential_requests_share_one_connection(start_shadowtap: StartShadowtap) -> None:
     async with running(replies(framed(b"ok"))) as primary:
