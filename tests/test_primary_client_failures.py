@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from shadowtap.upstream import Origin
 
 from tests.conftest import StartShadowtap
 from tests.hostile_primary import Seen, fetch, framed, proxy, replies, running
@@ -68,6 +69,19 @@ async def test_the_request_head_carries_the_base_path_the_query_one_host_one_len
         lengths = [value.strip() for name, _, value in fields if name.lower() == b"content-length"]
         assert lengths == ([length] if length else [])
         assert not any(name.lower() == b"transfer-encoding" for name, _, _ in fields)
+
+
+async def test_a_base_path_with_a_space_or_utf_8_is_sent_percent_encoded(
+    start_shadowtap: StartShadowtap,
+) -> None:
+    """The config takes the primary URL as written; aiohttp's client percent-encoded its path.
+    Sent raw, a space split the request line (`POST /my base/... HTTP/1.1`: a 400 at best)."""
+    async with running(replies(framed(b"ok"))) as primary:
+        port = await proxy(start_shadowtap, primary.url + "/my base/é/")
+        assert (await fetch(port, "/v1/x?q=%20")).status == 200
+    assert primary.seen[0].request_line == b"POST /my%20base/%C3%A9/v1/x?q=%20 HTTP/1.1"
+    long_label = Origin.of("http://" + "é" * 70 + ".invalid/a b")  # a host IDNA refuses
+    assert long_label.base_path == "/a%20b"  # its path encoded all the same, no UnicodeError
 
 
 def certificate(tmp_path: Path) -> tuple[Path, Path]:

@@ -32,6 +32,7 @@ from shadowtap.upstream.connection import (
     UpstreamConnection,
     UpstreamError,
 )
+from yarl import URL
 
 IDEMPOTENT = frozenset({"GET", "PUT", "DELETE", "OPTIONS", "TRACE"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # sent `Content-Length: 0` when empty
@@ -59,7 +60,11 @@ class Origin:
         shown = f"[{host}]" if ":" in host else _ascii_host(host)
         if port != (443 if tls else 80):
             shown = f"{shown}:{port}"
-        return cls(host, port, tls, shown.encode("ascii"), parts.path.rstrip("/"))
+        # Percent-encoded as aiohttp's client sent it (yarl's quoting): a space or a non-ASCII
+        # byte sent raw would break the request line. The path alone, behind a stand-in host:
+        # yarl encodes the real one with IDNA, which may refuse it (see `_ascii_host`).
+        path = URL("http://h" + parts.path).raw_path.rstrip("/")
+        return cls(host, port, tls, shown.encode("ascii"), path)
 
 
 def _ascii_host(host: str) -> str:
