@@ -75,3 +75,30 @@ async def test_a_sampled_request_through_a_failing_primary_is_recorded_as_failed
     assert not exchange.primary.ok and error in (exchange.primary.error or "")
     assert exchange.results["cand"].completion.ok  # the candidate's side: unharmed
     assert len(candidate.chat_requests()) == 1
+
+
+@pytest.mark.parametrize("name", list(FAILURES))
+async def test_a_candidate_failing_the_same_ways_never_touches_the_primarys_answer(
+    name: str, start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    """Live shadows go through the same client (their own pools): a hostile candidate is
+    recorded as failed, and the client gets the primary's answer, byte for byte."""
+    answer = FAILURES[name][0]
+    primary = await start_fake()
+    async with running(answer or replies(b"")) as candidate:
+        url = candidate.url
+        if answer is None:
+            await candidate.stop()
+        config = make_config(primary, {"cand": {"url": url, "timeout_s": 1}})
+        server = await start_shadowtap(config)
+        seen: list[Any] = []
+        server.handler.pipeline.sinks.append(RecordingSink(seen))
+        body = orjson.dumps({**CHAT, "stream": True})
+        got = await fetch(server.proxy_port, body=body)
+        direct = await fetch(int(primary.url.rsplit(":", 1)[1]), body=body)
+        await drain(server)
+    assert (got.status, got.cut, got.body) == (200, False, direct.body)
+    (exchange,) = seen
+    assert exchange.primary.ok
+    assert not exchange.results["cand"].completion.ok
+    assert exchange.results["cand"].completion.error
