@@ -20,10 +20,17 @@ class ConfigError(Exception):
     """The config cannot be used; the message is one line naming the key."""
 
 
+# A URL's `user:secret@` was sent nowhere (the upstream client drops it) but printed wherever
+# the URL is: refused, and the value is never echoed (`describe`).
+CREDENTIAL_IN_URL = "must not carry a user or password (`user:secret@`): send keys in headers"
+
+
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"must be an http(s) URL with a host (got {value!r})")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(CREDENTIAL_IN_URL)
     if parts.query or parts.fragment:
         raise ValueError(f"must not carry a query or fragment (got {value!r})")
     return value.rstrip("/")
@@ -87,5 +94,7 @@ def describe(error: ValidationError, prefix: tuple[str, ...] = ()) -> str:
     message = first["msg"].removeprefix("Value error, ")
     got = first.get("input")
     secret = any(part in SECRET_FIELDS for part in loc)
-    quiet = secret or isinstance(got, dict | list) or "got" in message
+    quiet = (
+        secret or isinstance(got, dict | list) or "got" in message or message == CREDENTIAL_IN_URL
+    )
     return f"config error: {key}: {message}{'' if quiet else f' (got {got!r})'}"

@@ -54,6 +54,23 @@ def test_bad_values_name_the_key(raw: dict, message: str) -> None:
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize("field", ["primary", "candidate", "judge"])
+def test_a_url_carrying_a_user_or_password_is_refused_without_echoing_it(field: str) -> None:
+    """The upstream client sends no userinfo, and the URL is printed at start: refused."""
+    url = "https://alice:sk-url-secret-77@api.example.com/v1"
+    raw: dict = {**BASE}
+    if field == "primary":
+        raw = {"primary": {"url": url}}
+    elif field == "candidate":
+        raw["candidates"] = {"c": {"url": url}}
+    else:
+        raw["scorers"] = {"j": {"type": "llm_judge", "url": url, "model": "m"}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, {})
+    assert "must not carry a user or password" in str(caught.value)
+    assert "sk-url-secret-77" not in str(caught.value) and "alice" not in str(caught.value)
+
+
 def test_env_substitution_and_unset_variables() -> None:
     raw = {**BASE, "candidates": {"small": {"url": "${SMALL_URL}", "api_key": "${SMALL_KEY}"}}}
     config = parse_config(raw, {"SMALL_URL": "http://127.0.0.1:8001", "SMALL_KEY": "sk-abc"})

@@ -19,8 +19,9 @@ import httptools
 from multidict import CIMultiDict
 
 # Reading pauses once this much of an answer waits for the reader (a client slower than the
-# upstream), so a fast upstream can never fill the proxy's memory.
-PAUSE_BYTES = 256 * 1024
+# upstream), so a fast upstream can never fill the proxy's memory: 64 KiB, aiohttp's own read
+# buffer, since 2,000 slow clients at 256 KiB each would hold half a gigabyte.
+PAUSE_BYTES = 64 * 1024
 # An answer's status line and headers together; aiohttp's client refuses a field over 8 KiB
 # and the headers of any API answer fit in a few: beyond this the upstream is broken.
 MAX_HEAD_BYTES = 64 * 1024
