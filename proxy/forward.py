@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 from shadowtap.answer import AnswerReader
 from shadowtap.headers import downstream_response_headers, error_response, upstream_request_headers
 from shadowtap.upstream import UpstreamError, UpstreamPool, UpstreamUnreachable
@@ -25,6 +26,50 @@ UNBOUNDED_S = 365 * 24 * 3600.0  # `timeout_s` has no "never"; a year stands for
 
 def streamed(headers: Mapping[str, str]) -> bool:
     return headers.get("Content-Type", "").startswith("text/event-stream")
+
+
+class Answer(Protocol):
+    """What the relay reads of an answer: `UpstreamAnswer`, or aiohttp's (`_AiohttpAnswer`)."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def reason(self) -> str | None: ...
+
+    @property
+    def headers(self) -> CIMultiDict[str] | CIMultiDictProxy[str]: ...
+
+    @property
+    def content_length(self) -> int | None: ...
+
+    async def next_chunk(self) -> bytes: ...
+
+    async def read(self) -> bytes: ...
+
+
+class _AiohttpAnswer:
+    """aiohttp's response, read as the relay reads an `UpstreamAnswer` (HEAD, upgrades)."""
+
+    __slots__ = ("_response", "content_length", "headers", "reason", "status")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.reason = response.reason
+        self.headers = response.headers
+        self.content_length = response.content_length
+
+    async def next_chunk(self) -> bytes:
+        return await self._response.content.readany()
+
+    async def read(self) -> bytes:
+        return await self._response.read()
+
+
+class AnswerCut(Exception):
+    """The primary failed after the client's answer began: raised out of the handler, so
+    aiohttp aborts the connection and the client sees a cut answer, not a shortened one."""
 
 
 async def forward_primary(
@@ -40,15 +85,22 @@ async def forward_primary(
     """Relay one request; return the response sent and the upstream status (None: unreachable).
 
     Only a failure before the primary answered becomes the proxy's own 502 (or 504 on timeout);
-    a failure mid-stream aborts the connection, so the client sees a cut answer, not a
-    silently shortened one. `pool` (the primary's own HTTP/1.1 client) relays what it
-    `handles`; aiohttp's client the rest (HEAD, upgrades).
+    a failure mid-stream aborts the connection (`AnswerCut`). `pool` (the primary's own
+    HTTP/1.1 client) sends what it `handles`; aiohttp's client the rest (HEAD, upgrades).
     """
     headers = upstream_request_headers(request.headers, request.remote)
-    if pool is not None and pool.handles(request.method, request.headers):
-        return await _relay(request, body, pool, path_qs, headers, upstream_timeout, capture)
-    prepared = False
     try:
+        if pool is not None and pool.handles(request.method, request.headers):
+            timeout_s = upstream_timeout.total or UNBOUNDED_S
+            try:
+                upstream = await pool.request(request.method, path_qs, headers, body, timeout_s)
+            except ValueError:
+                message = "a request header carries a line break"
+                return error_response(400, message, "invalid_header", "invalid_request_error"), None
+            try:
+                return await _relay(request, upstream, capture)
+            finally:
+                upstream.release()  # kept alive only when read whole
         async with session.request(
             request.method,
             url,
@@ -56,47 +108,10 @@ async def forward_primary(
             data=body or None,
             timeout=upstream_timeout,
             allow_redirects=False,
-        ) as upstream:
-            headers = downstream_response_headers(upstream.headers)
-            if capture is not None:
-                capture.begin(
-                    upstream.status,
-                    upstream.headers.get("Content-Type", ""),
-                    upstream.headers.get("Content-Encoding", ""),
-                )
-            length = upstream.content_length
-            if length is not None and length <= WHOLE_BODY_BYTES and not streamed(upstream.headers):
-                # A small, finite answer: send headers and body in one write, not three.
-                data = await upstream.read()
-                if capture is not None:
-                    capture.feed(data)
-                whole = web.Response(
-                    status=upstream.status, reason=upstream.reason, headers=headers, body=data
-                )
-                return whole, upstream.status
-            response = web.StreamResponse(
-                status=upstream.status, reason=upstream.reason, headers=headers
-            )
-            await response.prepare(request)
-            prepared = True
-            async for chunk in upstream.content.iter_any():
-                if capture is not None:
-                    capture.feed(chunk)
-                try:
-                    await response.write(chunk)
-                except ConnectionResetError:
-                    # The client went away: leaving `async with` closes the upstream request.
-                    if capture is not None:
-                        capture.fail("client disconnected")
-                    return response, upstream.status
-            await response.write_eof()
-            return response, upstream.status
-    except (TimeoutError, aiohttp.ClientError) as error:
-        if prepared:
-            if capture is not None:
-                capture.fail(_why(error))
-            raise  # aiohttp aborts the connection: the client must see a cut answer
-        return _failed(error, capture), None
+        ) as response:
+            return await _relay(request, _AiohttpAnswer(response), capture)
+    except (TimeoutError, UpstreamError, aiohttp.ClientError) as error:
+        return _failed(error, capture), None  # before the client's answer began
     except asyncio.CancelledError:
         if capture is not None:
             capture.fail("client disconnected")
@@ -104,71 +119,43 @@ async def forward_primary(
 
 
 async def _relay(
-    request: web.Request,
-    body: bytes,
-    pool: UpstreamPool,
-    path_qs: str,
-    headers: CIMultiDict[str],
-    upstream_timeout: aiohttp.ClientTimeout,
-    capture: AnswerReader | None,
-) -> tuple[web.StreamResponse, int | None]:
-    """`forward_primary` through the primary's own HTTP/1.1 client: the same answers."""
-    timeout_s = upstream_timeout.total or UNBOUNDED_S
-    try:
-        upstream = await pool.request(request.method, path_qs, headers, body, timeout_s)
-    except (TimeoutError, UpstreamError) as error:
-        return _failed(error, capture), None
-    except ValueError:
-        message = "a request header carries a line break"
-        return error_response(400, message, "invalid_header", "invalid_request_error"), None
-    except asyncio.CancelledError:
-        if capture is not None:
-            capture.fail("client disconnected")
-        raise
+    request: web.Request, upstream: Answer, capture: AnswerReader | None
+) -> tuple[web.StreamResponse, int]:
+    """Send the client `upstream`'s answer as it arrives, a copy of each chunk to `capture`."""
     status = upstream.status
-    prepared = False
-    try:
+    if capture is not None:
+        capture.begin(
+            status,
+            upstream.headers.get("Content-Type", ""),
+            upstream.headers.get("Content-Encoding", ""),
+        )
+    headers = downstream_response_headers(upstream.headers)
+    length = upstream.content_length
+    if length is not None and length <= WHOLE_BODY_BYTES and not streamed(upstream.headers):
+        data = await upstream.read()  # a small, finite answer: headers and body in one write
         if capture is not None:
-            capture.begin(
-                status,
-                upstream.headers.get("Content-Type", ""),
-                upstream.headers.get("Content-Encoding", ""),
-            )
-        headers = downstream_response_headers(upstream.headers)
-        length = upstream.content_length
-        if length is not None and length <= WHOLE_BODY_BYTES and not streamed(upstream.headers):
-            data = await upstream.read()  # a small, finite answer: headers and body in one write
-            if capture is not None:
-                capture.feed(data)
-            return web.Response(
-                status=status, reason=upstream.reason, headers=headers, body=data
-            ), status
-        response = web.StreamResponse(status=status, reason=upstream.reason, headers=headers)
-        await response.prepare(request)
-        prepared = True
+            capture.feed(data)
+        return web.Response(
+            status=status, reason=upstream.reason, headers=headers, body=data
+        ), status
+    response = web.StreamResponse(status=status, reason=upstream.reason, headers=headers)
+    await response.prepare(request)
+    try:
         while chunk := await upstream.next_chunk():
             if capture is not None:
                 capture.feed(chunk)
             try:
                 await response.write(chunk)
             except ConnectionResetError:
-                if capture is not None:  # the client went away: release() closes the upstream
+                if capture is not None:  # the client went away: the upstream is closed after
                     capture.fail("client disconnected")
                 return response, status
         await response.write_eof()
-        return response, status
-    except (TimeoutError, UpstreamError) as error:
-        if prepared:
-            if capture is not None:
-                capture.fail(_why(error))
-            raise  # aiohttp aborts the connection: the client must see a cut answer
-        return _failed(error, capture), None
-    except asyncio.CancelledError:
+    except (TimeoutError, UpstreamError, aiohttp.ClientError) as error:
         if capture is not None:
-            capture.fail("client disconnected")
-        raise
-    finally:
-        upstream.release()
+            capture.fail(_why(error))
+        raise AnswerCut(_why(error)) from error
+    return response, status
 
 
 def _why(error: BaseException) -> str:

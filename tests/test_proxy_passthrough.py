@@ -355,3 +355,22 @@ async def test_each_request_is_logged_at_debug_level_only(
             "sampled": False,
         }
     ]
+
+
+async def test_a_head_request_goes_through_aiohttps_client_and_keeps_its_length(
+    start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    """llhttp cannot be told an answer to HEAD has no body: aiohttp's client relays HEAD."""
+    primary = await start_fake()
+    server = await start_shadowtap(make_config(primary))
+    url = f"http://127.0.0.1:{server.proxy_port}/v1/models"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url) as got:
+            body = await got.read()
+        async with session.head(url) as head:
+            assert head.status == 200
+            assert head.headers["Content-Length"] == str(len(body))
+            assert await head.read() == b""
+        async with session.get(url) as again:  # the connection after a HEAD is sound
+            assert await again.read() == body
+    assert [r.method for r in primary.received] == ["GET", "HEAD", "GET"]
