@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 from multidict import CIMultiDict
-from shadowtap.upstream import Origin, UpstreamClosed, UpstreamPool
+from shadowtap.upstream import Origin, UpstreamClosed, UpstreamPool, UpstreamUnreachable
 
 from tests.conftest import StartShadowtap
 from tests.hostile_primary import Answer, Seen, fetch, framed, proxy, replies, running
@@ -139,3 +139,31 @@ async def test_a_retry_is_made_once_only_and_never_on_a_new_connection() -> None
             assert [seen.connection for seen in primary.seen] == [0, 0, 1, 2]
         finally:
             await pool.close()
+
+
+async def test_new_connections_resolve_the_host_once_per_dns_ttl() -> None:
+    """A burst of new connections makes one DNS lookup (aiohttp's session cached 300 s)."""
+    async with running(replies(framed(b"ok"), close=True)) as primary:
+        url = primary.url.replace("127.0.0.1", "localhost")
+        pool = UpstreamPool(Origin.of(url))
+        try:
+            for _ in range(3):  # each answer closes its connection: three connections
+                answer = await pool.request("GET", "/", CIMultiDict(), b"", 10)
+                assert await answer.read() == b"ok"
+                answer.release()
+            assert primary.accepts == 3 and pool.lookups == 1
+        finally:
+            await pool.close()
+
+
+async def test_an_address_that_refuses_is_looked_up_again_next_time() -> None:
+    async with running(replies(framed(b"ok"))) as primary:
+        port = primary.url.rsplit(":", 1)[1]
+    pool = UpstreamPool(Origin.of(f"http://localhost:{port}"))  # the primary is gone
+    try:
+        for lookups in (1, 2):
+            with pytest.raises(UpstreamUnreachable):
+                await pool.request("GET", "/", CIMultiDict(), b"", 10)
+            assert pool.lookups == lookups
+    finally:
+        await pool.close()

@@ -20,6 +20,7 @@ protocol upgrades.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections import deque
 from collections.abc import Mapping
@@ -36,6 +37,7 @@ from yarl import URL
 
 IDEMPOTENT = frozenset({"GET", "PUT", "DELETE", "OPTIONS", "TRACE"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # sent `Content-Length: 0` when empty
+DNS_TTL_S = 300.0
 KEEPALIVE_S = 15.0  # aiohttp's connector closes idle connections after as long
 
 
@@ -113,7 +115,18 @@ class UpstreamAnswer:
 
 
 class UpstreamPool:
-    __slots__ = ("_closed", "_idle", "_loop", "_ssl", "_sweep", "keepalive_s", "origin")
+    __slots__ = (
+        "_addresses",
+        "_addresses_until",
+        "_closed",
+        "_idle",
+        "_loop",
+        "_ssl",
+        "_sweep",
+        "keepalive_s",
+        "lookups",
+        "origin",
+    )
 
     def __init__(self, origin: Origin, keepalive_s: float = KEEPALIVE_S) -> None:
         self.origin = origin
@@ -123,6 +136,9 @@ class UpstreamPool:
         self._loop = asyncio.get_running_loop()
         self._sweep: asyncio.TimerHandle | None = None
         self._closed = False
+        self._addresses: list[tuple[str, int]] = []  # the host's, resolved at most every DNS_TTL_S
+        self._addresses_until = 0.0
+        self.lookups = 0  # how often the host name was resolved
 
     @classmethod
     def of(cls, url: str) -> UpstreamPool:
@@ -232,18 +248,41 @@ class UpstreamPool:
             raise TimeoutError("the upstream did not answer in time")
         try:
             async with asyncio.timeout(remaining):
-                _, protocol = await self._loop.create_connection(
-                    UpstreamConnection,
-                    origin.host,
-                    origin.port,
-                    ssl=self._ssl,
-                    server_hostname=origin.host if self._ssl is not None else None,
-                )
+                addresses = await self._resolve()
+                for index, (address, port) in enumerate(addresses):
+                    try:
+                        _, protocol = await self._loop.create_connection(
+                            UpstreamConnection,
+                            address,
+                            port,
+                            ssl=self._ssl,
+                            server_hostname=origin.host if self._ssl is not None else None,
+                        )
+                        return protocol
+                    except OSError:
+                        if index == len(addresses) - 1:
+                            self._addresses_until = 0.0  # resolved again on the next attempt
+                            raise
         # Refused, unresolvable, TLS refused (ssl.SSLError is an OSError); UnicodeError: a
         # host name the resolver's IDNA encoding refuses (a label over 63 characters).
         except (OSError, UnicodeError) as error:
             raise UpstreamUnreachable(type(error).__name__) from error
-        return protocol
+        raise UpstreamUnreachable("no address")  # getaddrinfo never answers an empty list
+
+    async def _resolve(self) -> list[tuple[str, int]]:
+        """The host's addresses, looked up at most every `DNS_TTL_S` (aiohttp's session kept
+        them 300 s): a burst of new connections makes no burst of DNS queries, each of which
+        a cluster's resolver may multiply by its search domains."""
+        now = self._loop.time()
+        if now < self._addresses_until:
+            return self._addresses
+        self.lookups += 1
+        found = await self._loop.getaddrinfo(
+            self.origin.host, self.origin.port, type=socket.SOCK_STREAM
+        )
+        self._addresses = list(dict.fromkeys((str(f[4][0]), int(f[4][1])) for f in found))
+        self._addresses_until = now + DNS_TTL_S
+        return self._addresses
 
     def _close_expired(self) -> None:
         self._sweep = None
