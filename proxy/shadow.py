@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -84,11 +84,12 @@ async def call_shadow(
     reader: AnswerReader | None = None,
     route_dialect: str | None = OPENAI_CHAT,
     pool: UpstreamPool | None = None,
+    on_head: Callable[[Mapping[str, str]], None] | None = None,
 ) -> tuple[Completion, str]:
     """Send one shadow request; return its `Completion` and outcome (ok, error, timeout).
 
-    Through `pool`, the target's own HTTP/1.1 client (`shadowtap.upstream`), when given:
-    live shadows are; replay and judges go through `session`.
+    Through `pool`, the target's own HTTP/1.1 client (`shadowtap.upstream`), when given (live
+    shadows and replay; judges go through `session`). `on_head` is shown the answer's headers.
 
     The answer is read by `reader`, within its cap and its target's pace (the proxy's; by
     default the answer cap alone, for callers off the primary's path such as replay);
@@ -122,6 +123,8 @@ async def call_shadow(
                 parts = body.parts if isinstance(body, Spliced) else body
                 answer = await native.request(method, path_qs, headers, parts, target.timeout_s)
                 try:
+                    if on_head is not None:
+                        on_head(answer.headers)
                     await reader.read(answer)
                 finally:
                     answer.release()  # kept only if read whole
@@ -134,6 +137,8 @@ async def call_shadow(
                     allow_redirects=False,
                     auto_decompress=False,
                 ) as response:
+                    if on_head is not None:
+                        on_head(response.headers)
                     await reader.read(response)
             completion = await reader.completion()
     except TimeoutError:

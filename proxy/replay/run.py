@@ -32,7 +32,7 @@ from shadowtap.ids import uuid7
 from shadowtap.log import get_logger
 from shadowtap.recorder import connect
 from shadowtap.recorder.rows import Privacy
-from shadowtap.replay.call import replay_session, send_to_candidate
+from shadowtap.replay.call import ReplayClient, send_to_candidate
 from shadowtap.replay.claims import ClaimLane
 from shadowtap.replay.collector import quiet_collector
 from shadowtap.replay.options import ReplayError, ReplayOptions, checked_target
@@ -177,7 +177,7 @@ class ReplayRunner:
     async def _send_all(
         self, store: ReplayStore, bounds: list[tuple[int, int]], total: int, console: Console
     ) -> None:
-        session = replay_session(self.options.concurrency)
+        client = ReplayClient.open(self.target, self.options.concurrency)
         scoring = None
         try:  # closed on every way out, a run cancelled or failing while it rescores included
             scoring = self.scoring = await start_scoring(
@@ -185,9 +185,9 @@ class ReplayRunner:
             )
             if scoring is not None:  # what an earlier run stored but did not score, first
                 await self._rescore(store, scoring)
-            await self._send_claimed(store, bounds, total, console, session, scoring)
+            await self._send_claimed(store, bounds, total, console, client, scoring)
         finally:
-            await session.close()
+            await client.close()
             if scoring is not None:
                 await scoring.close()
                 await scoring.session.close()
@@ -198,7 +198,7 @@ class ReplayRunner:
         bounds: list[tuple[int, int]],
         total: int,
         console: Console,
-        session: Any,
+        client: ReplayClient,
         scoring: Any,
     ) -> None:
         options = self.options
@@ -248,7 +248,7 @@ class ReplayRunner:
                     self._in_flight += 1
                     launched += 1
                     self._requests.spawn(
-                        self._one(recorded, store, session, scoring, slots, backlog, progress),
+                        self._one(recorded, store, client, scoring, slots, backlog, progress),
                         name=f"replay:{recorded.request_id}",
                     )
                 await self._requests.wait(None)
@@ -286,7 +286,7 @@ class ReplayRunner:
         self,
         recorded: Recorded,
         store: ReplayStore,
-        session: Any,
+        client: ReplayClient,
         scoring: Any,
         slots: asyncio.Semaphore,
         backlog: asyncio.Semaphore,
@@ -294,7 +294,7 @@ class ReplayRunner:
     ) -> None:
         completion = None
         try:
-            completion = await self._send(recorded, store, session)
+            completion = await self._send(recorded, store, client)
         except asyncio.CancelledError:
             self.counts.cancelled += 1
             raise
@@ -312,7 +312,7 @@ class ReplayRunner:
             progress.update(self.counts)
 
     async def _send(
-        self, recorded: Recorded, store: ReplayStore, session: Any
+        self, recorded: Recorded, store: ReplayStore, client: ReplayClient
     ) -> Completion | None:
         """Send (its claim is committed), retry on 429/503; the final answer, or None when
         none is to be stored."""
@@ -323,7 +323,7 @@ class ReplayRunner:
                 break
             sent = True
             self.counts.attempts += 1
-            result = await send_to_candidate(session, self.target, recorded)
+            result = await send_to_candidate(client, self.target, recorded)
             completion = result.completion
             reason = self.guard.observe(completion.ok, completion.status)
             if reason is not None:
