@@ -7,10 +7,12 @@ loopback counts connections and requests; the pool is our own code, run for real
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 from multidict import CIMultiDict
 from shadowtap.upstream import Origin, UpstreamClosed, UpstreamPool, UpstreamUnreachable
+from shadowtap.upstream.pool import announced_keepalive_s
 
 from tests.conftest import StartShadowtap
 from tests.hostile_primary import Answer, Seen, fetch, framed, proxy, replies, running
@@ -167,3 +169,52 @@ async def test_an_address_that_refuses_is_looked_up_again_next_time() -> None:
             assert pool.lookups == lookups
     finally:
         await pool.close()
+
+
+@pytest.mark.parametrize(
+    ("announced", "kept_s"),
+    [
+        ("timeout=5, max=100", 4.0),
+        ("max=100, TIMEOUT = 7", 6.0),
+        ("timeout=1", 0.0),
+        ("max=3", math.inf),
+        ("timeout=soon", math.inf),
+        ("timeout=nan", math.inf),
+        ("", math.inf),
+    ],
+)
+async def test_an_announced_keep_alive_timeout_is_kept_a_second_short(
+    announced: str, kept_s: float
+) -> None:
+    assert announced_keepalive_s(announced) == kept_s
+
+
+async def test_a_connection_is_not_reused_past_the_keep_alive_timeout_its_answer_announced() -> (
+    None
+):
+    """An upstream saying `Keep-Alive: timeout=N` closes idle connections after N seconds: a
+    request sent on one just then would be lost (a POST is never retried), so none is."""
+    async with running(replies(framed(b"ok", b"Keep-Alive: timeout=1.3"))) as primary:
+        pool = UpstreamPool(Origin.of(primary.url))  # keepalive_s 15: the answer says less
+        try:
+            for pause_s in (0.0, 0.0, 0.5):
+                await asyncio.sleep(pause_s)
+                answer = await pool.request("POST", "/", CIMultiDict(), b"{}", 10)
+                assert await answer.read() == b"ok"
+                answer.release()
+            assert [seen.connection for seen in primary.seen] == [0, 0, 1]
+        finally:
+            await pool.close()
+
+
+async def test_an_answer_announcing_a_second_or_less_leaves_its_connection_closed() -> None:
+    async with running(replies(framed(b"ok", b"Keep-Alive: timeout=1"))) as primary:
+        pool = UpstreamPool(Origin.of(primary.url))
+        try:
+            for _ in range(2):
+                answer = await pool.request("POST", "/", CIMultiDict(), b"{}", 10)
+                assert await answer.read() == b"ok"
+                answer.release()
+            assert [seen.connection for seen in primary.seen] == [0, 1]
+        finally:
+            await pool.close()

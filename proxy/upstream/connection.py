@@ -59,7 +59,7 @@ class UpstreamConnection(asyncio.Protocol):
         "busy",
         "complete",
         "headers",
-        "idle_since",
+        "idle_until",
         "lost",
         "parser",
         "reason",
@@ -72,7 +72,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.lost = False  # the connection is gone (or going): never reused
-        self.idle_since = 0.0
+        self.idle_until = 0.0  # when an idle connection is no longer reused
         self.busy = False  # a request was sent and its answer is not yet read whole
         self._reset()
 

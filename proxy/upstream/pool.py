@@ -20,6 +20,7 @@ protocol upgrades.
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import ssl
 from collections import deque
@@ -79,6 +80,21 @@ def _ascii_host(host: str) -> str:
         return host.encode("idna").decode("ascii")
     except UnicodeError:
         return host.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def announced_keepalive_s(value: str) -> float:
+    """How long to keep a connection whose answer said `Keep-Alive: timeout=N`: a second less
+    than N, so a request is not sent just as the upstream closes it (a POST is never retried).
+    Infinite when no usable timeout is given."""
+    for part in value.split(","):
+        name, _, number = part.partition("=")
+        if name.strip().lower() == "timeout":
+            try:
+                seconds = float(number.strip())
+            except ValueError:
+                return math.inf
+            return seconds - 1.0 if math.isfinite(seconds) else math.inf
+    return math.inf
 
 
 class UpstreamAnswer:
@@ -197,8 +213,15 @@ class UpstreamPool:
         ):
             connection.close()
             return
+        keep_s = self.keepalive_s
+        announced = connection.headers.get("Keep-Alive")  # read before reuse() forgets it
+        if announced is not None:
+            keep_s = min(keep_s, announced_keepalive_s(announced))
+        if keep_s <= 0:
+            connection.close()
+            return
         connection.reuse()
-        connection.idle_since = self._loop.time()
+        connection.idle_until = self._loop.time() + keep_s
         self._idle.append(connection)
         if self._sweep is None:
             self._sweep = self._loop.call_later(self.keepalive_s, self._close_expired)
@@ -236,7 +259,12 @@ class UpstreamPool:
         while idle:
             connection = idle.pop()  # the most recent: the least likely to have been closed
             transport = connection.transport
-            if not connection.lost and transport is not None and not transport.is_closing():
+            if (
+                not connection.lost
+                and transport is not None
+                and not transport.is_closing()
+                and connection.idle_until > self._loop.time()
+            ):
                 return connection
             connection.close()
         return None
@@ -286,9 +314,14 @@ class UpstreamPool:
 
     def _close_expired(self) -> None:
         self._sweep = None
-        idle = self._idle
-        expiry = self._loop.time() - self.keepalive_s
-        while idle and idle[0].idle_since <= expiry:
-            idle.popleft().close()
+        now = self._loop.time()
+        idle: deque[UpstreamConnection] = deque()
+        # In the order they went idle, which announced timeouts make another than they expire in.
+        for connection in self._idle:
+            if connection.idle_until > now:
+                idle.append(connection)
+            else:
+                connection.close()
+        self._idle = idle
         if idle:
             self._sweep = self._loop.call_later(self.keepalive_s, self._close_expired)
