@@ -104,18 +104,15 @@ async def call_shadow(
         )
     headers = shadow_headers(client_headers, target, route_dialect)
     headers["Accept-Encoding"] = "gzip, deflate"  # what the reader decodes, a slice at a time
+    # A body the client sent without a type is JSON (the sampler parsed it), which is what every
+    # target's API expects; aiohttp's client would have labelled it application/octet-stream.
+    if body and "Content-Type" not in headers:
+        headers["Content-Type"] = "application/json"
     native = pool if pool is not None and pool.handles(method, headers) else None
-    data: bytes | AsyncIterator[bytes | memoryview] = b""
-    if native is not None:
-        # aiohttp labelled a body without a type `application/octet-stream`; a sampled body
-        # is JSON (the sampler parsed it), which is what every target's API expects.
-        if body and "Content-Type" not in headers:
-            headers["Content-Type"] = "application/json"
-    elif isinstance(body, Spliced):  # the client's bytes around a new model, never joined
-        data = body.stream()
+    data: bytes | AsyncIterator[bytes | memoryview] = body if isinstance(body, bytes) else b""
+    if native is None and isinstance(body, Spliced):  # the client's bytes, never joined
+        data = body.stream()  # (the pool writes a Spliced body's pieces itself)
         headers["Content-Length"] = str(len(body))
-    else:
-        data = body
     reader.started = started = time.perf_counter()
     try:
         async with asyncio.timeout(target.timeout_s):
