@@ -13,6 +13,15 @@ alone. Used by `bench/peers.py --long`.
   request sampled and shadowtap with every request sampled to a candidate that sets its own
   `model` (the request rewritten for it, as most candidates need), and the same with recording
   off: RSS growth over idle, ratio.
+
+Each RSS is also split into anonymous memory (heaps, stacks, DuckDB's buffers: what the process
+itself allocated) and pages of mapped files (the code of the interpreter and of every loaded
+library: clean pages the kernel can drop and read back, shared with any process mapping the
+same file). The second part is not the proxy's to choose: DuckDB's own code is 36-49 MB of it
+at idle, and which of those it is depends on the page cache (a freshly installed library's
+pages are mapped in larger runs), which is why the same idle proxy measured 115 or 131 MB.
+The peaks of the split are sampled (`/proc/PID/status` every SAMPLE_S), the peak RSS is the
+kernel's own high-water mark (VmHWM).
 """
 
 from __future__ import annotations
@@ -21,6 +30,9 @@ import argparse
 import asyncio
 import resource
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +48,8 @@ FD_SPARE = 1_000  # a proxy's descriptors besides its streams' (upstream pools, 
 PROMPT_BYTES = 1_000_000
 PROMPT_REQUESTS = 160
 PROMPT_CONCURRENCY = 16
+SAMPLE_S = 0.05  # how often the RSS split is sampled during a case's load
+DUCKDB_LIBRARY = "/_duckdb."  # the path of DuckDB's Python extension module, as mapped
 
 
 CANDIDATE_MODEL = "bench-candidate"
@@ -48,6 +62,72 @@ PROMPT_CASES = (
     ("shadowtap sampled", "tap100", 1.0),
     ("shadowtap sampled, recording off", "tap100-unrecorded", 1.0),
 )
+
+
+def rss_split_kb(pid: int) -> tuple[int, int]:
+    """(anonymous, mapped files) resident kB of a process, from /proc/PID/status."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(fields["RssAnon"].split()[0]), int(fields["RssFile"].split()[0])
+
+
+def mapped_kb(pid: int, needle: str) -> int:
+    """Resident kB of the mappings whose path contains `needle` (/proc/PID/smaps)."""
+    total, inside = 0, False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        if line[:1] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
+            inside = needle in line
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@contextmanager
+def peak_split(pid: int) -> Iterator[dict[str, int]]:
+    """Samples the process's RSS split while the block runs: `anon_kb` and `file_kb` hold the
+    largest of each seen (the peak RSS itself is the kernel's VmHWM)."""
+    peaks = {"anon_kb": 0, "file_kb": 0}
+    done = threading.Event()
+
+    def sample() -> None:
+        while True:
+            try:
+                anon, files = rss_split_kb(pid)
+            except (OSError, KeyError, ValueError):  # the process ended: nothing more to see
+                return
+            peaks["anon_kb"] = max(peaks["anon_kb"], anon)
+            peaks["file_kb"] = max(peaks["file_kb"], files)
+            if done.wait(SAMPLE_S):
+                return
+
+    sampler = threading.Thread(target=sample, name="rss-sampler", daemon=True)
+    sampler.start()
+    try:
+        yield peaks
+    finally:
+        done.set()
+        sampler.join()
+
+
+def split_figures(pid: int, idle_split: tuple[int, int], peaks: dict[str, int]) -> dict[str, float]:
+    return {
+        "idle_anon_mb": idle_split[0] / 1024,
+        "idle_file_mb": idle_split[1] / 1024,
+        "idle_duckdb_code_mb": mapped_kb(pid, DUCKDB_LIBRARY) / 1024,
+        "peak_anon_mb": peaks["anon_kb"] / 1024,
+        "peak_file_mb": peaks["file_kb"] / 1024,
+    }
+
+
+def split_line(row: dict[str, float]) -> str:
+    duckdb = row["idle_duckdb_code_mb"]
+    return (
+        f"anonymous idle {row['idle_anon_mb']:.0f} MB, peak {row['peak_anon_mb']:.0f} MB;"
+        f" mapped files idle {row['idle_file_mb']:.0f} MB"
+        f"{f' (DuckDB code {duckdb:.0f} MB)' if duckdb else ''},"
+        f" peak {row['peak_file_mb']:.0f} MB"
+    )
 
 
 def _start(
@@ -100,9 +180,11 @@ def long_streams(args: argparse.Namespace) -> dict[str, Any]:
                 children.append(process)
                 asyncio.run(wait_ready(url + PATH))
                 idle = memory_kb(process.pid)[0]
-                done = asyncio.run(
-                    concurrent_streams(url + PATH, STREAM_CHAT, count, ramp, 3 * seconds + 60)
-                )
+                idle_split = rss_split_kb(process.pid)
+                with peak_split(process.pid) as peaks:
+                    done = asyncio.run(
+                        concurrent_streams(url + PATH, STREAM_CHAT, count, ramp, 3 * seconds + 60)
+                    )
                 peak = memory_kb(process.pid)[1]
                 completed = done.pop("completed", 0)
                 result[name] = {
@@ -110,12 +192,14 @@ def long_streams(args: argparse.Namespace) -> dict[str, Any]:
                     "failed": done,
                     "idle_mb": idle / 1024,
                     "peak_mb": peak / 1024,
+                    **split_figures(process.pid, idle_split, peaks),
                 }
                 failed = ", ".join(f"{n} {kind}" for kind, n in sorted(done.items()))
                 print(
                     f"long streams, {name}: {completed:,}/{count:,} of {seconds:g} s completed"
                     f"{f' (not: {failed})' if failed else ''},"
-                    f" RSS idle {idle / 1024:.0f} MB, peak {peak / 1024:.0f} MB",
+                    f" RSS idle {idle / 1024:.0f} MB, peak {peak / 1024:.0f} MB;"
+                    f" {split_line(result[name])}",
                     flush=True,
                 )
                 peer_servers.stop([process])
@@ -128,10 +212,12 @@ def long_streams(args: argparse.Namespace) -> dict[str, Any]:
     )
     unrecorded = result[UNRECORDED]
     result["peak_ratio_unrecorded"] = unrecorded["peak_mb"] / bare["peak_mb"]
+    result["peak_anon_ratio"] = tap["peak_anon_mb"] / max(bare["peak_anon_mb"], 1e-9)
     print(
         f"long streams: peak RSS shadowtap/bare {result['peak_ratio']:.2f}x (target <= 1.5x);"
         f" growth over idle {result['growth_ratio']:.2f}x; with recording off"
-        f" {result['peak_ratio_unrecorded']:.2f}x"
+        f" {result['peak_ratio_unrecorded']:.2f}x; peak anonymous RSS shadowtap/bare"
+        f" {result['peak_anon_ratio']:.2f}x"
     )
     return result
 
@@ -172,18 +258,21 @@ def large_prompts(args: argparse.Namespace) -> dict[str, Any]:
                 children.append(process)
                 asyncio.run(wait_ready(url + PATH))
                 idle = memory_kb(process.pid)[0]
-                ok = asyncio.run(_prompts(url + PATH))
+                idle_split = rss_split_kb(process.pid)
+                with peak_split(process.pid) as peaks:
+                    ok = asyncio.run(_prompts(url + PATH))
                 peak = memory_kb(process.pid)[1]
                 result[name] = {
                     "answered": ok,
                     "idle_mb": idle / 1024,
                     "peak_mb": peak / 1024,
                     "growth_mb": (peak - idle) / 1024,
+                    **split_figures(process.pid, idle_split, peaks),
                 }
                 print(
                     f"1 MB prompts, {name}: {ok}/{PROMPT_REQUESTS} answered, RSS idle"
                     f" {idle / 1024:.0f} MB, peak {peak / 1024:.0f} MB"
-                    f" (+{(peak - idle) / 1024:.0f} MB)",
+                    f" (+{(peak - idle) / 1024:.0f} MB); {split_line(result[name])}",
                     flush=True,
                 )
                 peer_servers.stop([process])

@@ -15,8 +15,8 @@ measures every peer in turn (the order rotates):
 
 Ratios are per round against the bare floor measured in the same round; the median is printed
 with the range across rounds. `--long` adds the long-stream case and the large-prompt case
-(bench/peer_memory.py); `--only large-prompts` runs the large-prompt case alone. `--json FILE`
-keeps the figures for bench/render.py.
+(bench/peer_memory.py); `--only large-prompts` (or `long-streams`) runs that case alone.
+`--json FILE` keeps the figures for bench/render.py.
 
     .venv/bin/python bench/peers.py [--rounds 5] [--duration 5] [--connections 32]
                                     [--streams 200] [--long] [--streams-open 2000]
@@ -179,20 +179,24 @@ def main() -> None:
     parser.add_argument("--stream-seconds", type=float, default=20.0, help="with --long")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument(
-        "--only", choices=["large-prompts"], help="run only this part of --long, nothing else"
+        "--only",
+        choices=["large-prompts", "long-streams"],
+        help="run only this part of --long, nothing else",
     )
     args = parser.parse_args()
-    if args.only == "large-prompts":
+    if args.only is not None:
         from bench import peer_memory
 
-        result = {"machine_before": machine(), "large_prompts": peer_memory.large_prompts(args)}
-        result["machine_after"] = machine()
+        part = args.only.replace("-", "_")
+        only: dict[str, Any] = {"machine_before": machine()}
+        only[part] = getattr(peer_memory, part)(args)
+        only["machine_after"] = machine()
         print(
-            f"load average {result['machine_before']['load_average']} before,"
-            f" {result['machine_after']['load_average']} after"
+            f"load average {only['machine_before']['load_average']} before,"
+            f" {only['machine_after']['load_average']} after"
         )
         if args.json:
-            args.json.write_text(json.dumps(result, indent=2))
+            args.json.write_text(json.dumps(only, indent=2))
         return
     args.events = len(ANSWER_TEXT.split()) + 1  # one SSE event per word, then [DONE]
     peer_servers.raise_nofile(NOFILE)
