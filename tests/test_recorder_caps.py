@@ -19,12 +19,14 @@ from shadowtap.exchange import Exchange, Score
 from shadowtap.export.rows import ExportQuery, read_rows
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder, connect, open_readonly
+from shadowtap.recorder.caps import fitted
 from shadowtap.recorder.rows import Privacy
 from shadowtap.replay.source import Relations, Selection, make_plan
 
 from tests.conftest import StartFake, StartShadowtap, make_config
 from tests.shadowing import post
 from tests.synthetic import synthetic_exchange
+from tests.waiting import wait_for
 
 KIB = 1024
 CAP = 128 * KIB  # the default
@@ -145,6 +147,58 @@ def test_a_secret_at_the_cut_is_scrubbed_before_the_cut(tmp_path: Path) -> None:
     record(tmp_path, [exchange])
     raw = (tmp_path / "caps.duckdb").read_bytes()
     assert CANARY_KEY[:12].encode() not in raw
+
+
+def test_texts_cut_at_the_default_cap_share_duckdbs_blocks(tmp_path: Path) -> None:
+    # Until a checkpoint, DuckDB keeps each long string whole in a 256 KiB overflow block, as
+    # many to a block as fit: texts cut to exactly 128 KiB took a block each, twice their size.
+    text = os.urandom(256 * KIB).hex()  # 512 KiB in every capped field: each one is cut
+    exchanges = [big(i, text) for i in range(4)]
+    metrics = Metrics(CollectorRegistry())
+    recorder = Recorder(StorageConfig(path=str(tmp_path / "caps.duckdb")), metrics)
+    recorder.start()
+    try:
+        for exchange in exchanges:
+            assert recorder.record(exchange)
+        wait_for(
+            lambda: metrics.registry.get_sample_value("shadowtap_records_written_total") == 4,
+            timeout_s=60,
+        )
+        # Read before close(): its checkpoint writes the strings out and frees the blocks.
+        [usage] = recorder.query(
+            "SELECT memory_usage_bytes AS held FROM duckdb_memory() WHERE tag = 'OVERFLOW_STRINGS'"
+        )
+        [stored] = recorder.query(
+            "SELECT sum(strlen(request_body::VARCHAR)) AS size FROM exchanges"
+        )
+    finally:
+        recorder.close(timeout_s=60)
+    fields = ("request_body", "text", "error", "tool_calls", "detail")
+    texts = sum(cut(metrics, field) for field in fields)
+    assert texts == 4 * 11  # a body, 3 answers, 3 errors, 3 tool calls and a detail each
+    assert stored["size"] > 4 * (CAP - 64)  # the cut keeps all but a few bytes of the cap
+    assert usage["held"] <= texts * CAP * 1.05  # not texts * 256 KiB
+
+
+@pytest.mark.parametrize(
+    ("limit", "size"),
+    [
+        (128 * KIB, 131_040),  # the default: two cut texts to a 256 KiB block
+        (131_040, 131_040),
+        (131_041, 131_040),
+        (133_087, 131_040),  # the last limit brought down to half a block
+        (133_088, 133_088),  # further over: the cut would lose more than the packing saves
+        (87_361, 87_360),  # a third of a block
+        (66 * 1000, 65_520),  # a quarter
+        (4 * KIB, 4 * KIB),  # short texts are stored inline, never in overflow blocks
+        (1024 * KIB, 1024 * KIB),
+    ],
+)
+def test_a_cut_is_fitted_to_a_share_of_duckdbs_block_only_just_under_the_limit(
+    limit: int, size: int
+) -> None:
+    assert fitted(limit) == size
+    assert size <= limit and limit - size <= limit // 64
 
 
 def test_zero_keeps_every_text_whole(tmp_path: Path) -> None:

@@ -20,6 +20,11 @@ for the whole text:
 Every cut is counted in `shadowtap_record_text_truncated_total{field}`. The check costs one
 `len()` per value (a string's length in characters is stored, and a character is at most 4
 UTF-8 bytes, so only a value longer than a quarter of the limit is encoded to be measured).
+
+A cut text is made a little shorter than the limit when that lets cut texts share DuckDB's
+blocks without waste (`fitted`): until a checkpoint, DuckDB keeps each long string whole in a
+256 KiB overflow block, as many to a block as fit, so texts cut to exactly 128 KiB (the
+default limit, a few bytes over half a block) took a block each, twice their size.
 """
 
 from __future__ import annotations
@@ -43,6 +48,27 @@ CAPPED: dict[str, tuple[tuple[str, bool], ...]] = {
     "responses": (("text", False), ("error", False), ("tool_calls", True)),
     "scores": (("detail", True), ("error", False)),
 }
+
+
+# DuckDB's overflow blocks (its default block size), less room for their header and each
+# string's: measured with DuckDB 2.0, two strings of up to 131,062 bytes share a block and two
+# of 131,064 do not (`duckdb_memory()` OVERFLOW_STRINGS: 25 MB for 200 strings of 131,062
+# bytes, 50 MB for 200 of 131,064); 64 bytes of room keeps a margin for a version's headers.
+BLOCK_BYTES = 256 * 1024
+BLOCK_ROOM = BLOCK_BYTES - 64
+# A limit this little over a share of a block (1/64th of it at most) is brought down to the
+# share; further over, the cut would lose more text than the packing saves.
+FIT_SLACK = 64
+
+
+def fitted(limit: int) -> int:
+    """The size a text over `limit` bytes is cut to: `limit`, or just under it when that
+    fits one more cut text into each of DuckDB's blocks (see BLOCK_ROOM). The default
+    131,072 becomes 131,040: two cut texts to a block instead of one."""
+    for share in (BLOCK_ROOM // 2, BLOCK_ROOM // 3, BLOCK_ROOM // 4):
+        if share < limit <= share + share // FIT_SLACK:
+            return share
+    return limit
 
 
 def _head(data: bytes, size: int) -> str:
@@ -114,7 +140,7 @@ class TextCap:
         if value is None or self.limit <= 0 or not _over(value, self.limit):
             return value
         self.cut[name] += 1
-        return cut_json(value, self.limit)
+        return cut_json(value, fitted(self.limit))
 
 
 def cap_batch(batch: Batch, limit: int) -> Counter[str]:
@@ -124,6 +150,7 @@ def cap_batch(batch: Batch, limit: int) -> Counter[str]:
     if limit <= 0:
         return cut
     surely_short = limit // 4  # characters: at most 4 bytes each
+    size = fitted(limit)
     for table_name, columns in CAPPED.items():
         table = batch.get(table_name)
         if not table:
@@ -135,7 +162,7 @@ def cap_batch(batch: Batch, limit: int) -> Counter[str]:
             cutter = CUTTERS.get(name, cut_json if is_json else cut_text)
             for i, value in enumerate(values):
                 if value is not None and _over(value, limit):
-                    values[i] = cutter(value, limit)
+                    values[i] = cutter(value, size)
                     cut[name] += 1
     return cut
 
