@@ -20,7 +20,8 @@ in the route's dialect, a shadow's in its target's, so every scorer compares lik
 
 Example (a shadow):
     reader = AnswerReader("small", pace, limits, hold, dialect="anthropic-messages")
-    await reader.read(response)           # returns when the answer ended or was cut
+    await reader.read(answer)             # returns when the answer ended or was cut
+    answer.release()                      # its connection kept only if read whole
     completion = await reader.completion()
 """
 
@@ -33,13 +34,12 @@ import zlib
 from dataclasses import dataclass
 from typing import cast
 
-import aiohttp
 from shadowtap.budget import TURN_S, Hold, Pace, Turn
 from shadowtap.completion import Completion
 from shadowtap.dialects import DIALECTS, Assembler
 from shadowtap.dialects.tables import OPENAI_CHAT
 from shadowtap.normalize import json_values_bound
-from shadowtap.upstream import UpstreamAnswer
+from shadowtap.upstream import Answer
 
 SLICE_BYTES = 4096  # parsed at once: worst case (tiny SSE events) ~1 ms, typical ~0.1 ms
 COMPLETION_OVERHEAD = 512  # the Completion object and its small fields, beside its strings
@@ -140,21 +140,16 @@ class AnswerReader:
             self.finished = time.perf_counter()
 
     # -- pull: a shadow's answer ----------------------------------------------------------------
-    async def read(self, response: aiohttp.ClientResponse | UpstreamAnswer) -> None:
-        """Read `response` (aiohttp's opened with `auto_decompress=False`, or the shadows' own
-        client's) until it ends or is cut; an answer cut short drops its connection."""
+    async def read(self, answer: Answer) -> None:
+        """Read `answer` until it ends or is cut. Its opener lets it go after: a connection
+        left with unread bytes (an endless answer's) is dropped then, not kept."""
         self.begin(
-            response.status,
-            response.headers.get("Content-Type", ""),
-            response.headers.get("Content-Encoding", ""),
-        )
-        next_chunk = (
-            response.next_chunk
-            if isinstance(response, UpstreamAnswer)
-            else response.content.readany
+            answer.status,
+            answer.headers.get("Content-Type", ""),
+            answer.headers.get("Content-Encoding", ""),
         )
         while not self.stopped:
-            chunk = await next_chunk()
+            chunk = await answer.next_chunk()
             if not chunk:
                 break
             arrived = time.perf_counter()
@@ -162,8 +157,6 @@ class AnswerReader:
                 await self._pace.read(len(chunk))  # over the byte rate: wait before reading on
             await self._digest(chunk, arrived)
         self.finish()
-        if self.stopped and isinstance(response, aiohttp.ClientResponse):
-            response.close()  # unread bytes (an endless answer): drop the connection
 
     # -- both -----------------------------------------------------------------------------------
     async def completion(self) -> Completion:

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Protocol
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
 from shadowtap.answer import AnswerReader
 from shadowtap.headers import downstream_response_headers, error_response, upstream_request_headers
-from shadowtap.upstream import UpstreamError, UpstreamPool, UpstreamUnreachable
+from shadowtap.upstream import (
+    AiohttpAnswer,
+    Answer,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamUnreachable,
+)
 
 WHOLE_BODY_BYTES = 256 * 1024  # non-streamed answers up to this size are relayed in one write
 UNBOUNDED_S = 365 * 24 * 3600.0  # `timeout_s` has no "never"; a year stands for it
@@ -26,45 +30,6 @@ UNBOUNDED_S = 365 * 24 * 3600.0  # `timeout_s` has no "never"; a year stands for
 
 def streamed(headers: Mapping[str, str]) -> bool:
     return headers.get("Content-Type", "").startswith("text/event-stream")
-
-
-class Answer(Protocol):
-    """What the relay reads of an answer: `UpstreamAnswer`, or aiohttp's (`_AiohttpAnswer`)."""
-
-    @property
-    def status(self) -> int: ...
-
-    @property
-    def reason(self) -> str | None: ...
-
-    @property
-    def headers(self) -> CIMultiDict[str] | CIMultiDictProxy[str]: ...
-
-    @property
-    def content_length(self) -> int | None: ...
-
-    async def next_chunk(self) -> bytes: ...
-
-    async def read(self) -> bytes: ...
-
-
-class _AiohttpAnswer:
-    """aiohttp's response, read as the relay reads an `UpstreamAnswer` (HEAD, upgrades)."""
-
-    __slots__ = ("_response", "content_length", "headers", "reason", "status")
-
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self._response = response
-        self.status = response.status
-        self.reason = response.reason
-        self.headers = response.headers
-        self.content_length = response.content_length
-
-    async def next_chunk(self) -> bytes:
-        return await self._response.content.readany()
-
-    async def read(self) -> bytes:
-        return await self._response.read()
 
 
 class AnswerCut(Exception):
@@ -109,7 +74,7 @@ async def forward_primary(
             timeout=upstream_timeout,
             allow_redirects=False,
         ) as response:
-            return await _relay(request, _AiohttpAnswer(response), capture)
+            return await _relay(request, AiohttpAnswer(response), capture)
     except (TimeoutError, UpstreamError, aiohttp.ClientError) as error:
         return _failed(error, capture), None  # before the client's answer began
     except asyncio.CancelledError:

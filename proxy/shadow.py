@@ -52,7 +52,7 @@ from shadowtap.shadow_request import (
     shadow_targets,
 )
 from shadowtap.tasks import TaskSet
-from shadowtap.upstream import UpstreamError, UpstreamPool
+from shadowtap.upstream import AiohttpAnswer, UpstreamError, UpstreamPool
 from shadowtap.urls import query_credentials
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ async def call_shadow(
                 ) as response:
                     if on_head is not None:
                         on_head(response.headers)
-                    await reader.read(response)
+                    await reader.read(AiohttpAnswer(response))
             completion = await reader.completion()
     except TimeoutError:
         reader.abandon()

@@ -18,6 +18,7 @@ from aiohttp import web
 from shadowtap.answer import AnswerLimits, AnswerReader
 from shadowtap.budget import MemoryBudget, Pace
 from shadowtap.completion import Completion
+from shadowtap.upstream import AiohttpAnswer
 
 MiB = 1024 * 1024
 UNLIMITED = Pace(bytes_per_second=0, burst_bytes=0, loop_share=0)
@@ -118,7 +119,7 @@ async def test_a_gzip_stream_pulled_a_byte_at_a_time_is_read_whole(aiohttp_serve
         aiohttp.ClientSession() as session,
         session.post(url, json={}, auto_decompress=False) as response,
     ):
-        await reader.read(response)
+        await reader.read(AiohttpAnswer(response))
     completion = await reader.completion()
     assert completion.ok and completion.text == "".join(words)
 
@@ -174,7 +175,7 @@ async def test_several_streams_of_one_target_at_once_some_cancelled(aiohttp_serv
         readers.append(reader)
         try:
             async with session.post(url, json={}, auto_decompress=False) as response:
-                await reader.read(response)
+                await reader.read(AiohttpAnswer(response))
             return await reader.completion()
         except BaseException:
             reader.abandon()

@@ -1,5 +1,6 @@
 """An HTTP/1.1 client for the relay's hot path, below aiohttp's (see `connection`, `pool`)."""
 
+from shadowtap.upstream.answer import AiohttpAnswer, Answer
 from shadowtap.upstream.connection import (
     UpstreamClosed,
     UpstreamConnection,
@@ -9,6 +10,8 @@ from shadowtap.upstream.connection import (
 from shadowtap.upstream.pool import Origin, UpstreamAnswer, UpstreamPool, UpstreamUnreachable
 
 __all__ = [
+    "AiohttpAnswer",
+    "Answer",
     "Origin",
     "UpstreamAnswer",
     "UpstreamClosed",
