@@ -5,7 +5,7 @@ alone. Used by `bench/peers.py --long`.
 
 - long streams: `--streams-open` concurrent streams of `--stream-seconds` each, through the
   bare floor, shadowtap at 10% sampling with recording on, and the same with recording off
-  (what the recorder's DuckDB and Arrow cost, apart from the proxy's own), one after the
+  (what the recorder's DuckDB and NumPy cost, apart from the proxy's own), one after the
   other in front of the same slow-streaming upstream: how many completed, peak RSS, ratios.
   A proxied stream holds two descriptors (the client's, the upstream's): when the open-file
   limit the bench could get is below that, it says so, since no proxy can then hold them all.
