@@ -10,6 +10,7 @@ time.perf_counter, statistics.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import re
@@ -320,18 +321,59 @@ class Processes:
                 child.kill()
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (Linux /proc): shadowtap's scorer workers, nginx's."""
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                children = [int(child) for child in task.read_text().split()]
+                found += children
+                pending += children
+    return found
+
+
 def memory_kb(pid: int) -> tuple[int, int]:
-    """(resident set size, its peak so far) of a process in kB, from Linux /proc."""
-    fields = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-    )
-    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+    """(resident set size, its peak so far) in kB of a process and its live descendants, from
+    Linux /proc: a sidecar's scorer workers are memory its pod pays. The peak is the sum of
+    each process's own (an upper bound on the peak of the sum)."""
+    rss = peak = 0
+    for each in [pid, *descendants(pid)]:
+        with contextlib.suppress(OSError):  # a descendant that just exited
+            status = Path(f"/proc/{each}/status").read_text().splitlines()
+            fields = dict(line.split(":", 1) for line in status)
+            rss += int(fields["VmRSS"].split()[0])
+            peak += int(fields["VmHWM"].split()[0])
+    return rss, peak
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time used so far by a process, its live descendants and the children
+    it has reaped (Linux /proc): a sidecar's scorer workers are CPU its pod pays."""
+    total = 0
+    for each in [pid, *descendants(pid)]:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+            if each == pid:
+                total += int(fields[13]) + int(fields[14])  # reaped children's
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def settle(pids: Sequence[int], window_s: float = 0.5, within_s: float = 30.0) -> float:
+    """Wait until these processes (and theirs) together use under 4% of a core over
+    `window_s`: the work a load left behind (shadows in flight, scoring, recording) is done.
+    (/proc counts CPU in 10 ms ticks: 4% of 0.5 s is two ticks.) Returns the seconds waited,
+    at most `within_s`."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < within_s:
+        before = sum(cpu_seconds(pid) for pid in pids)
+        await asyncio.sleep(window_s)
+        if sum(cpu_seconds(pid) for pid in pids) - before < 0.04 * window_s:
+            break
+    return time.perf_counter() - started
 
 
 # -- the client side ---------------------------------------------------------------------------

@@ -1,7 +1,10 @@
 """Memory beside the bare floor: many long streams held open, and 1 MB prompts.
 
 Every case starts fresh proxy processes, so each one's peak RSS (VmHWM, /proc) is that case's
-alone. Used by `bench/peers.py --long`.
+alone. A proxy's RSS is its process's and its live descendants' (shadowtap's scorer workers,
+started on the first sampled exchange; nginx's workers): memory the pod pays. The peak is the
+sum of each process's own, an upper bound on the peak of the sum. Used by
+`bench/peers.py --long`.
 
 - long streams: `--streams-open` concurrent streams of `--stream-seconds` each, through the
   bare floor, shadowtap at 10% sampling with recording on, and the same with recording off
@@ -21,13 +24,14 @@ same file). The second part is not the proxy's to choose: DuckDB's own code is 3
 at idle, and which of those it is depends on the page cache (a freshly installed library's
 pages are mapped in larger runs), which is why the same idle proxy measured 115 or 131 MB.
 The peaks of the split are sampled (`/proc/PID/status` every SAMPLE_S), the peak RSS is the
-kernel's own high-water mark (VmHWM).
+kernel's own high-water marks (VmHWM).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import resource
 import tempfile
 import threading
@@ -39,7 +43,15 @@ from typing import Any
 import orjson
 
 from bench import peer_servers
-from bench.harness import ANSWER_TEXT, PATH, STREAM_CHAT, memory_kb, shadowtap_config, wait_ready
+from bench.harness import (
+    ANSWER_TEXT,
+    PATH,
+    STREAM_CHAT,
+    descendants,
+    memory_kb,
+    shadowtap_config,
+    wait_ready,
+)
 from bench.peer_load import concurrent_streams
 
 UNRECORDED = "shadowtap 10%, recording off"
@@ -65,11 +77,16 @@ PROMPT_CASES = (
 
 
 def rss_split_kb(pid: int) -> tuple[int, int]:
-    """(anonymous, mapped files) resident kB of a process, from /proc/PID/status."""
-    fields = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-    )
-    return int(fields["RssAnon"].split()[0]), int(fields["RssFile"].split()[0])
+    """(anonymous, mapped files) resident kB of a process and its live descendants (shadowtap's
+    scorer workers), from /proc/PID/status."""
+    anon = files = 0
+    for each in [pid, *descendants(pid)]:
+        with contextlib.suppress(OSError):  # a descendant that just exited
+            status = Path(f"/proc/{each}/status").read_text().splitlines()
+            fields = dict(line.split(":", 1) for line in status)
+            anon += int(fields["RssAnon"].split()[0])
+            files += int(fields["RssFile"].split()[0])
+    return anon, files
 
 
 def mapped_kb(pid: int, needle: str) -> int:

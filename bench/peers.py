@@ -7,9 +7,11 @@ own cost apart from the recorder's), mirroring to a second canned upstream. Each
 measures every peer in turn (the order rotates):
 
 - throughput: closed loop, `--connections` clients (wrk when installed), requests per second;
-- CPU per request: the proxy process's own CPU time (/proc) over the requests it served;
-- time to first streamed token at concurrency 1: p50 over `--streams` streams, minus the same
-  measured direct to the upstream in the same round;
+- CPU per request: the CPU time (/proc) of the proxy's processes (shadowtap's scorer workers,
+  nginx's workers) from the start of the load until every process of the run is idle again
+  (`settle`: shadows in flight, scoring and recording finished), over the requests served;
+- time to first streamed token at concurrency 1, measured once everything is idle: p50 over
+  `--streams` streams, minus the same measured direct to the upstream in the same round;
 - inter-chunk gap widening: each stream's first-to-last chunk span minus the direct span
   (median), spread over the upstream's gaps; and the p95 of the longest gap's widening.
 
@@ -42,6 +44,7 @@ from bench.harness import (
     PATH,
     STREAM_CHAT,
     cpu_seconds,
+    settle,
     shadowtap_config,
     wait_ready,
 )
@@ -97,7 +100,7 @@ def start_peers(
 
 
 async def one_round(
-    peers: dict[str, tuple[Any, str]], args: argparse.Namespace, index: int
+    peers: dict[str, tuple[Any, str]], args: argparse.Namespace, index: int, pids: list[int]
 ) -> tuple[dict[str, dict[str, float]], list[Throughput]]:
     names = list(peers)
     order = names[index % len(names) :] + names[: index % len(names)]
@@ -109,6 +112,9 @@ async def one_round(
         url = base + PATH
         before = cpu_seconds(process.pid) if process else 0.0
         run = await throughput(url, CHAT, args.connections, args.duration)
+        # What the load left behind (shadows in flight, scoring, recording) is its cost too,
+        # and must not run under the streams: they measure concurrency 1.
+        settled_s = await settle(pids)
         used = cpu_seconds(process.pid) - before if process else float("nan")
         if run.errors:
             raise RuntimeError(f"{name}: {run.errors} failed requests")
@@ -116,7 +122,11 @@ async def one_round(
         streams[name] = await sequential_streams(url, STREAM_CHAT, args.streams)
         if not all(s.complete for s in streams[name]):
             raise RuntimeError(f"{name}: a stream did not complete")
-        figures[name] = {"rps": run.rps, "cpu_ms": 1000 * used / max(run.requests, 1)}
+        figures[name] = {
+            "rps": run.rps,
+            "cpu_ms": 1000 * used / max(run.requests, 1),
+            "settle_s": settled_s,
+        }
     direct = streams["direct"]
     direct_first = statistics.median(s.first_s for s in direct)
     direct_span = statistics.median(s.span_s for s in direct)
@@ -219,7 +229,7 @@ def main() -> None:
                     await throughput(base + PATH, CHAT, args.connections, 1.0)
                 rounds, runs = [], []
                 for index in range(args.rounds):
-                    figures, used = await one_round(peers, args, index)
+                    figures, used = await one_round(peers, args, index, [c.pid for c in children])
                     rounds.append(figures)
                     runs += used
                     print(f"round {index + 1}/{args.rounds} done", file=sys.stderr)
