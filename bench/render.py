@@ -90,8 +90,9 @@ def peers_section(data: dict[str, Any]) -> list[str]:
             "",
             f"Long streams: {long['streams']:,} concurrent {long['seconds']:g}-second streams.",
             "",
-            "| proxy | completed | RSS idle MB | peak RSS MB |",
-            "|---|---|---|---|",
+            "| proxy | completed | RSS idle MB | peak RSS MB | anonymous idle / peak MB |"
+            " mapped files idle / peak MB |",
+            "|---|---|---|---|---|---|",
         ]
         for name in ("bare", "shadowtap 10%", "shadowtap 10%, recording off"):
             if name not in long:  # recording off: measured since issue 15's hot-path work
@@ -101,12 +102,14 @@ def peers_section(data: dict[str, Any]) -> list[str]:
             lines.append(
                 f"| {name} | {row['completed']:,}/{long['streams']:,}"
                 f"{f' (not: {failed})' if failed else ''} | {row['idle_mb']:.0f}"
-                f" | {row['peak_mb']:.0f} |"
+                f" | {row['peak_mb']:.0f} | {split(row)}"
             )
+        anonymous = long.get("peak_anon_ratio")
         lines += [
             "",
             f"Peak RSS shadowtap / bare: {long['peak_ratio']:.2f}x; growth over idle RSS"
-            f" shadowtap / bare: {long['growth_ratio']:.2f}x.",
+            f" shadowtap / bare: {long['growth_ratio']:.2f}x"
+            + (f"; peak anonymous RSS shadowtap / bare: {anonymous:.2f}x." if anonymous else "."),
         ]
         lines += [f"{note}." for note in long.get("notes", [])]
     prompts = data.get("large_prompts")
@@ -115,8 +118,9 @@ def peers_section(data: dict[str, Any]) -> list[str]:
             "",
             f"1 MB prompts, {prompts['concurrency']} at a time:",
             "",
-            "| proxy | answered | RSS idle MB | peak RSS MB | growth MB | growth x bare |",
-            "|---|---|---|---|---|---|",
+            "| proxy | answered | RSS idle MB | peak RSS MB | growth MB | growth x bare |"
+            " anonymous idle / peak MB | mapped files idle / peak MB |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         names = ("bare", "shadowtap unsampled", "shadowtap sampled")
         for name in (*names, "shadowtap sampled, recording off"):
@@ -126,9 +130,19 @@ def peers_section(data: dict[str, Any]) -> list[str]:
             ratio = f"{row['growth_ratio']:.2f}" if "growth_ratio" in row else ""
             lines.append(
                 f"| {name} | {row['answered']} | {row['idle_mb']:.0f} | {row['peak_mb']:.0f}"
-                f" | {row['growth_mb']:.0f} | {ratio} |"
+                f" | {row['growth_mb']:.0f} | {ratio} | {split(row)}"
             )
     return lines
+
+
+def split(row: dict[str, Any]) -> str:
+    """The anonymous / mapped-files cells of a memory row ("" in figures from before them)."""
+    if "peak_anon_mb" not in row:
+        return " | |"
+    return (
+        f"{row['idle_anon_mb']:.0f} / {row['peak_anon_mb']:.0f} |"
+        f" {row['idle_file_mb']:.0f} / {row['peak_file_mb']:.0f} |"
+    )
 
 
 def report_section(data: dict[str, Any]) -> list[str]:
