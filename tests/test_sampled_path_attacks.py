@@ -1,0 +1,213 @@
+"""The sampled path since its exchange is opened in a task of its own (`Shadowing.mirror`):
+clients that leave, bursts over the shadow budget, the order requests reach the wire. Each
+drives the proxy end to end on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+from shadowtap.recorder import open_readonly
+from shadowtap.tasks import TaskSet
+
+from tests.conftest import StartFake, StartShadowtap, make_config
+from tests.shadowing import CHAT, drain
+from tests.waiting import eventually
+
+ROUTE = "/v1/chat/completions"
+REQUEST = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+
+
+def stored(path: Path) -> dict[str, dict[str, Any]]:
+    """Each stored response by target, for a file holding one exchange."""
+    con = open_readonly(path)
+    try:
+        rows = con.execute(
+            "SELECT e.request_id, r.target, r.status, r.error FROM exchanges e"
+            " JOIN responses r USING (request_id)"
+        ).fetchall()
+    finally:
+        con.close()
+    assert len({row[0] for row in rows}) == 1, rows
+    return {target: {"status": status, "error": error} for _, target, status, error in rows}
+
+
+def gauge(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    value = registry.get_sample_value(name, labels)
+    assert value is not None, name
+    return value
+
+
+def recording(tmp_path: Path) -> dict[str, Any]:
+    return {"enabled": True, "path": str(tmp_path / "db.duckdb"), "flush_interval_ms": 20}
+
+
+async def nothing_held(server: Any, registry: CollectorRegistry) -> None:
+    await drain(server)
+    assert server.handler.budget.inflight == 0
+    assert gauge(registry, "shadowtap_shadow_inflight", target="c") == 0
+    await eventually(lambda: gauge(registry, "shadowtap_held_bytes") == 0)
+
+
+async def test_a_client_gone_before_the_primarys_head_still_has_its_exchange_recorded(
+    tmp_path: Path, start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    primary, candidate = await start_fake("hang"), await start_fake()
+    registry = CollectorRegistry()
+    config = make_config(primary, {"c": candidate}, storage=recording(tmp_path))
+    server = await start_shadowtap(config, registry)
+    body = orjson.dumps(CHAT)
+    _, writer = await asyncio.open_connection("127.0.0.1", server.proxy_port)
+    writer.write(REQUEST % (ROUTE.encode(), len(body)) + body)
+    await eventually(lambda: primary.chat_requests() and candidate.chat_requests())
+    writer.close()  # the primary is still thinking: no head yet
+    await nothing_held(server, registry)
+    await server.stop()
+    rows = stored(tmp_path / "db.duckdb")
+    assert rows["primary"] == {"status": None, "error": "client disconnected"}
+    assert rows["c"] == {"status": 200, "error": None}  # the shadow ran to its end
+
+
+async def test_a_client_gone_mid_stream_still_has_its_exchange_recorded(
+    tmp_path: Path, start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    primary, candidate = await start_fake("drip", delay_s=0.05), await start_fake()
+    registry = CollectorRegistry()
+    config = make_config(primary, {"c": candidate}, storage=recording(tmp_path))
+    server = await start_shadowtap(config, registry)
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(
+            f"http://127.0.0.1:{server.proxy_port}{ROUTE}", json={**CHAT, "stream": True}
+        )
+        assert response.status == 200
+        assert (await response.content.readany()).startswith(b"data: ")
+        response.close()  # hang up mid-answer
+    await eventually(lambda: primary.disconnects == 1)
+    await nothing_held(server, registry)
+    await server.stop()
+    rows = stored(tmp_path / "db.duckdb")
+    assert rows["primary"] == {"status": 200, "error": "client disconnected"}
+    assert rows["c"] == {"status": 200, "error": None}
+
+
+async def test_a_burst_over_a_small_shadow_budget_never_drives_it_negative_nor_leaks_it(
+    start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    """200 sampled requests at once, two shadow targets (one failing), room for 2 shadows."""
+    primary = await start_fake()
+    slow, reset = await start_fake("slow", delay_s=0.01), await start_fake("reset")
+    registry = CollectorRegistry()
+    config = make_config(primary, {"c": slow, "r": reset}, sampling={"max_inflight": 2})
+    server = await start_shadowtap(config, registry)
+    budget = server.handler.budget
+    seen: set[int] = set()
+    watching = True
+
+    async def watch() -> None:
+        while watching:
+            seen.add(budget.inflight)
+            await asyncio.sleep(0)
+
+    watcher = TaskSet().spawn(watch(), name="watch-inflight")
+    connector = aiohttp.TCPConnector(limit=50)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(i: int) -> tuple[int, bytes]:
+            payload = {**CHAT, "user": f"u{i}"}
+            url = f"http://127.0.0.1:{server.proxy_port}{ROUTE}"
+            async with session.post(url, json=payload) as response:
+                return response.status, await response.read()
+
+        answers = await asyncio.gather(*(one(i) for i in range(200)))
+    await drain(server)
+    watching = False
+    await watcher
+    assert {status for status, _ in answers} == {200}
+    assert min(seen) >= 0 and max(seen) <= 2, sorted(seen)
+    assert budget.inflight == 0
+
+    def shadows(target: str, outcome: str) -> float:
+        labels = {"target": target, "outcome": outcome}
+        return registry.get_sample_value("shadowtap_shadow_requests_total", labels) or 0.0
+
+    sent_c, sent_r = len(slow.chat_requests()), len(reset.chat_requests())
+    assert shadows("c", "ok") == sent_c and shadows("r", "error") == sent_r
+    assert shadows("c", "ok") + shadows("c", "shed") == 200
+    assert shadows("r", "error") + shadows("r", "shed") == 200
+    assert shadows("c", "shed") > 0 and shadows("r", "shed") > 0
+    for target in ("c", "r"):
+        assert gauge(registry, "shadowtap_shadow_inflight", target=target) == 0
+    await eventually(lambda: gauge(registry, "shadowtap_held_bytes") == 0)
+    assert len(primary.chat_requests()) == 200
+
+
+class Arrivals:
+    """A raw HTTP/1.1 upstream on loopback that notes, in one list shared with others, the
+    moment each request's head arrived: (its name, the request's `user`)."""
+
+    def __init__(self, name: str, log: list[tuple[str, str]]) -> None:
+        self.name = name
+        self.log = log
+        self.url = ""
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                body = await reader.readexactly(length)
+                self.log.append((self.name, orjson.loads(body)["user"]))
+                answer = orjson.dumps(
+                    {"object": "chat.completion", "choices": [{"message": {"content": "hi"}}]}
+                )
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer)
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def arrivals() -> AsyncIterator[tuple[Arrivals, Arrivals, list[tuple[str, str]]]]:
+    log: list[tuple[str, str]] = []
+    upstreams = Arrivals("primary", log), Arrivals("candidate", log)
+    servers = []
+    for upstream in upstreams:
+        server = await asyncio.start_server(upstream.serve, "127.0.0.1", 0)
+        upstream.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        servers.append(server)
+    yield upstreams[0], upstreams[1], log
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.asyncio(loop_factories=["asyncio", "uvloop"])
+async def test_the_primary_gets_each_sampled_request_before_the_candidate(
+    arrivals: tuple[Arrivals, Arrivals, list[tuple[str, str]]], start_shadowtap: StartShadowtap
+) -> None:
+    primary, candidate, log = arrivals
+    server = await start_shadowtap(make_config(primary.url, {"c": candidate.url}))
+    users = [f"u{i}" for i in range(50)]
+    async with aiohttp.ClientSession() as session:
+        for user in users:  # the first on new connections, the rest on kept ones
+            url = f"http://127.0.0.1:{server.proxy_port}{ROUTE}"
+            async with session.post(url, json={**CHAT, "user": user}) as response:
+                assert response.status == 200
+                await response.read()
+    await drain(server)
+    assert len(log) == 100
+    for user in users:
+        assert log.index(("primary", user)) < log.index(("candidate", user)), user
