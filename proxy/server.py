@@ -273,8 +273,11 @@ class ShadowtapServer:
         # Two pools: hung shadows can exhaust their own connections, never the primary's.
         # Neither keeps cookies: a session's jar would send a cookie one client's answer set
         # (a provider's `__cf_bm`) with every later request, whoever sent it.
+        # It relays only what the primary's own client cannot (HEAD, upgrades), and keeps no
+        # connection: aiohttp's client would read bytes a primary sends past a HEAD answer, on
+        # the idle connection, as the next request's answer.
         app[PRIMARY_SESSION] = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, force_close=True),
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,  # relay the primary's bytes exactly as encoded
             timeout=aiohttp.ClientTimeout(total=None),

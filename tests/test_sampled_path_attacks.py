@@ -1,6 +1,6 @@
 """The sampled path since its exchange is opened in a task of its own (`Shadowing.mirror`):
-clients that leave, bursts over the shadow budget, the order requests reach the wire. Each
-drives the proxy end to end on loopback."""
+clients that leave, bursts over the shadow budget, the order requests reach the wire, and a
+HEAD answer that carries more than its head. Each drives the proxy end to end on loopback."""
 
 from __future__ import annotations
 
@@ -211,3 +211,73 @@ async def test_the_primary_gets_each_sampled_request_before_the_candidate(
     assert len(log) == 100
     for user in users:
         assert log.index(("primary", user)) < log.index(("candidate", user)), user
+
+
+FORGED = b"HTTP/1.1 299 Forged\r\nX-Which: forged\r\nContent-Length: 0\r\n\r\n"
+
+
+class HeadPrimary:
+    """A raw primary whose answer to `HEAD /bad` goes on past its head: `how` is "same" (the
+    bytes of a forged answer in the head's own write), "later" (they come once the answer was
+    relayed: on an idle connection) or "endless" (bytes until the connection closes). Any
+    other HEAD is answered with its path in `X-Which`."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+        self.relayed = asyncio.Event()
+        self.accepted = 0
+        self.url = ""
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                path = head.split(b" ", 2)[1]
+                answer = b"HTTP/1.1 200 OK\r\nX-Which: %s\r\nContent-Length: %d\r\n\r\n"
+                writer.write(answer % (path, len(FORGED)))
+                if path == b"/bad":
+                    await self.misbehave(writer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def misbehave(self, writer: asyncio.StreamWriter) -> None:
+        if self.how == "same":
+            writer.write(FORGED)
+        elif self.how == "later":
+            await writer.drain()
+            await self.relayed.wait()
+            writer.write(FORGED)
+        else:
+            while True:
+                writer.write(b"x" * 4096)
+                await writer.drain()
+                await asyncio.sleep(0.001)
+
+
+@pytest.mark.parametrize("how", ["same", "later", "endless"])
+async def test_bytes_after_a_head_answer_never_become_the_next_requests_answer(
+    how: str, start_shadowtap: StartShadowtap
+) -> None:
+    primary = HeadPrimary(how)
+    upstream = await asyncio.start_server(primary.serve, "127.0.0.1", 0)
+    primary.url = f"http://127.0.0.1:{upstream.sockets[0].getsockname()[1]}"
+    try:
+        server = await start_shadowtap(make_config(primary.url))
+        base = f"http://127.0.0.1:{server.proxy_port}"
+        async with aiohttp.ClientSession() as session:
+            async with session.head(base + "/bad") as bad:
+                if how == "endless":  # aiohttp's client reads the bytes as a broken answer
+                    assert bad.status == 502
+                else:
+                    assert (bad.status, bad.headers["X-Which"]) == (200, "/bad")
+            primary.relayed.set()
+            await asyncio.sleep(0.1)  # the late bytes reach the proxy's idle connection
+            for path in ("/next", "/then"):
+                async with session.head(base + path) as after:
+                    assert (after.status, after.headers.get("X-Which")) == (200, path)
+    finally:
+        upstream.close()
+        await upstream.wait_closed()
