@@ -6,11 +6,16 @@ URL and the HTTP status, never headers or the key.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 from pydantic import SecretStr
+
+# A judge's verdict, or two embeddings (two 3072-dimension vectors are ~150 KiB of JSON), is
+# far smaller: an answer longer than this is not one, and is not read on (nor held).
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
 
 
 class UpstreamError(Exception):
@@ -46,7 +51,7 @@ async def post_json(
         async with session.post(url, json=body, headers=headers) as response:
             if response.status != 200:
                 raise UpstreamError(f"{url} answered HTTP {response.status}")
-            payload = await response.json(content_type=None)
+            payload = json.loads(await _body_within(response, url))
     except aiohttp.ClientError as error:
         raise UpstreamError(f"{url}: {type(error).__name__}: {error}") from None
     except ValueError:
@@ -54,3 +59,14 @@ async def post_json(
     if not isinstance(payload, dict):
         raise UpstreamError(f"{url} answered with JSON that is not an object")
     return payload
+
+
+async def _body_within(response: aiohttp.ClientResponse, url: str) -> bytes:
+    """The answer's body, or UpstreamError once it passes `MAX_ANSWER_BYTES` (an endless
+    answer): its connection, left with unread bytes, is dropped when the response is let go."""
+    body = bytearray()
+    async for chunk in response.content.iter_any():
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            raise UpstreamError(f"{url} answered more than {MAX_ANSWER_BYTES} bytes")
+    return bytes(body)

@@ -12,12 +12,13 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 from shadowtap.recorder import open_readonly
 from shadowtap.tasks import TaskSet
 
 from tests.conftest import StartFake, StartShadowtap, make_config
-from tests.shadowing import CHAT, drain
+from tests.shadowing import CHAT, RecordingSink, drain, post, post_direct
 from tests.waiting import eventually
 
 ROUTE = "/v1/chat/completions"
@@ -281,3 +282,60 @@ async def test_bytes_after_a_head_answer_never_become_the_next_requests_answer(
     finally:
         upstream.close()
         await upstream.wait_closed()
+
+
+class EndlessJudge:
+    """An LLM judge whose answer starts like one and never ends (up to `LIMIT` bytes, then it
+    stalls) while `endless`; a tie verdict once not. `written` counts what it sent."""
+
+    LIMIT = 64 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self.endless = True
+        self.written = 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        if not self.endless:
+            reply = orjson.dumps({"winner": "tie", "rationale": "alike"}).decode()
+            return web.json_response({"choices": [{"message": {"content": reply}}]})
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        opening = b'{"choices": [{"message": {"content": "'
+        await response.write(opening)
+        self.written += len(opening)
+        chunk = b"x" * 65536
+        try:
+            while self.written < self.LIMIT:
+                await response.write(chunk)
+                self.written += len(chunk)
+            await asyncio.sleep(3600)  # never ends; the scorer's timeout_s ends the call
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        return response
+
+
+async def test_an_endless_judge_answer_is_not_read_past_a_cap_and_the_next_is_its_own(
+    aiohttp_server: Any, start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    judge = EndlessJudge()
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", judge.handle)
+    judge_url = str((await aiohttp_server(app)).make_url("")).rstrip("/")
+    primary, candidate = await start_fake(), await start_fake("paraphrase")
+    judging = {"url": judge_url, "model": "j", "timeout_s": 3, "max_per_second": 100}
+    scorers = {"j": {"type": "llm_judge", **judging}}
+    server = await start_shadowtap(make_config(primary, {"c": candidate}, scorers=scorers))
+    seen: list[Any] = []
+    server.handler.pipeline.sinks.append(RecordingSink(seen))
+    want = await post_direct(primary.url, CHAT)
+    assert await post(server.proxy_port, CHAT) == want
+    await drain(server)
+    (endless,) = seen[0].scores
+    assert endless.score is None and "more than" in (endless.error or ""), endless
+    assert judge.written < EndlessJudge.LIMIT  # hung up at the cap, not at the timeout
+    judge.endless = False
+    assert await post(server.proxy_port, CHAT) == want
+    await drain(server)
+    (verdict,) = seen[1].scores
+    assert verdict.error is None and verdict.score == 1.0 and verdict.detail["verdict"] == "tie"
