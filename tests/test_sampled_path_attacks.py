@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from shadowtap.recorder import open_readonly
@@ -339,3 +340,110 @@ async def test_an_endless_judge_answer_is_not_read_past_a_cap_and_the_next_is_it
     await drain(server)
     (verdict,) = seen[1].scores
     assert verdict.error is None and verdict.score == 1.0 and verdict.detail["verdict"] == "tie"
+
+
+async def echo_everything(request: web.Request) -> web.Response:
+    """A primary that quotes the request's whole target and every header value back in its
+    answer, as some error messages do: the recorder gets every credential to scrub."""
+    await request.read()
+    quoted = " ".join([request.path_qs, *request.headers.values()])
+    answer = {"object": "chat.completion", "choices": [{"message": {"content": quoted}}]}
+    return web.json_response(answer)
+
+
+CANARIES = {
+    "Authorization": "Bearer sk-canary-bearer-7q2z",
+    "Api-Key": "canary-azure-key-5w8",
+    "X-Api-Key": "canary-anthropic-key-3k1",
+    "Cookie": "session=canary-cookie-9d4x; theme=dark",
+}
+NAMES = ["api_key", "key", "access_token", "token", "client_secret", "sig", "password"]
+QUERY_SECRETS = {name + str(i): f"canary-{name}-{i}-q9z" for i in range(30) for name in NAMES}
+LEAKS = [
+    *QUERY_SECRETS.values(),
+    "sk-canary-bearer-7q2z",
+    "canary-azure-key-5w8",
+    "canary-anthropic-key-3k1",
+    "canary-cookie-9d4x",
+]
+TARGET = ROUTE + "?" + "&".join(f"{name}={value}" for name, value in QUERY_SECRETS.items())
+
+
+async def test_a_query_full_of_credentials_and_a_hundred_headers_leave_no_secret_behind(
+    tmp_path: Path,
+    aiohttp_server: Any,
+    start_fake: StartFake,
+    start_shadowtap: StartShadowtap,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = web.Application()
+    app.router.add_post(ROUTE, echo_everything)
+    primary_url = str((await aiohttp_server(app)).make_url("")).rstrip("/")
+    candidate = await start_fake("reject_key")  # quotes the key it got in its error
+    store = tmp_path / "store"
+    config = make_config(
+        primary_url,
+        {"c": {"url": candidate.url, "forward_client_auth": True}},
+        storage={"enabled": True, "path": str(store / "db.duckdb"), "flush_interval_ms": 20},
+    )
+    server = await start_shadowtap(config)
+    # 110 fillers: with the credentials and the client's own, under aiohttp's 128 a request.
+    headers = {f"X-Filler-{i}": f"value-{i}" for i in range(110)} | CANARIES
+    async with aiohttp.ClientSession() as session:
+        with structlog.testing.capture_logs() as logs:
+            async with session.post(
+                f"http://127.0.0.1:{server.proxy_port}{TARGET}", json=CHAT, headers=headers
+            ) as response:
+                relayed = response.status, await response.read()
+            await drain(server)
+        async with session.post(primary_url + TARGET, json=CHAT, headers=headers) as direct:
+            assert direct.status == 200
+            want = orjson.loads(await direct.read())["choices"][0]["message"]["content"]
+    assert relayed[0] == 200
+    got = orjson.loads(relayed[1])["choices"][0]["message"]["content"]
+    # The primary got the client's target and every header (the proxy adds X-Forwarded-For).
+    assert got.split(" ")[0] == want.split(" ")[0] == TARGET
+    assert set(want.split(" ")) <= set(got.split(" "))
+    assert all(leak in got for leak in LEAKS)
+    assert candidate.chat_requests()[0].headers["Authorization"] == CANARIES["Authorization"]
+    await server.stop()
+    stored = every_stored_value(store / "db.duckdb")
+    raw = b"".join(p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file())
+    assert "value-109" in stored and b"value-109" in raw  # the echo was stored, scrubbed
+    assert any(event["event"] == "shadow" for event in logs)
+    for leak in LEAKS:
+        assert leak not in stored, leak
+        assert leak.encode() not in raw, leak
+        assert leak not in repr(logs) and leak not in caplog.text, leak
+
+
+async def test_thousands_of_headers_are_refused_and_the_proxy_goes_on(
+    start_fake: StartFake, start_shadowtap: StartShadowtap, caplog: pytest.LogCaptureFixture
+) -> None:
+    primary, candidate = await start_fake(), await start_fake()
+    server = await start_shadowtap(make_config(primary, {"c": candidate}))
+    headers = {f"X-Filler-{i}": f"value-{i}" for i in range(3000)} | CANARIES
+    url = f"http://127.0.0.1:{server.proxy_port}{TARGET}"
+    with structlog.testing.capture_logs() as logs:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url, json=CHAT, headers=headers) as refused:
+                assert refused.status == 400
+            async with session.post(url, json=CHAT, headers=CANARIES) as after:
+                assert after.status == 200
+                assert (await after.json())["object"] == "chat.completion"
+        await drain(server)
+    assert len(primary.chat_requests()) == len(candidate.chat_requests()) == 1
+    assert "Too many headers" in caplog.text  # aiohttp's log of the refusal was scanned
+    assert any(event["event"] == "shadow" for event in logs)
+    for leak in LEAKS:
+        assert leak not in repr(logs) and leak not in caplog.text, leak
+
+
+def every_stored_value(path: Path) -> str:
+    con = open_readonly(path)
+    try:
+        tables = [row[0] for row in con.execute("SHOW TABLES").fetchall()]
+        rows = [row for t in tables for row in con.execute(f"SELECT * FROM {t}").fetchall()]
+        return "\n".join(str(value) for row in rows for value in row)
+    finally:
+        con.close()
