@@ -16,6 +16,7 @@ not sent to it: the shadow is recorded as `skipped`, with the reason.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ __all__ = [
 log = get_logger("shadowtap.proxy")
 DEFAULT_ANSWER_BYTES = SamplingConfig().max_answer_bytes
 MODEL_TEXT_CHARS = 200
+_ESCAPED_BYTES = re.compile("[\udc80-\udcff]+")  # bytes decoding with surrogateescape kept
 
 
 async def call_shadow(
@@ -152,6 +154,21 @@ async def call_shadow(
         reader.abandon()
         raise
     return completion, "ok" if completion.ok else "error"
+
+
+def _credential_texts(values: list[str]) -> list[str]:
+    """Credentials as stored text can show them. aiohttp hands header bytes that are not
+    UTF-8 over as lone surrogates, which text cannot hold (the recorder failed on such a key):
+    a value with any is kept as an answer decoding it would read it (U+FFFD for each bad
+    byte), and its UTF-8 runs apart, so an echo of it is scrubbed however it was decoded."""
+    texts = []
+    for value in values:
+        if value.isascii() or not _ESCAPED_BYTES.search(value):
+            texts.append(value)
+            continue
+        texts.append(value.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+        texts += _ESCAPED_BYTES.split(value)  # runs too short to be a secret are not scrubbed
+    return texts
 
 
 def requested_model(request_json: dict[str, Any] | None) -> str | None:
@@ -271,7 +288,7 @@ class Shadowing:
         """Every secret this exchange's stored text must never show: the client's own (its
         auth headers and credential-named query values) and the targets' configured keys."""
         carried = header_credentials(request.headers) + query_credentials(path_qs.partition("?")[2])
-        return (*dict.fromkeys(carried), *self.target_secrets)
+        return (*dict.fromkeys(_credential_texts(carried)), *self.target_secrets)
 
     async def run_shadow(
         self,

@@ -16,6 +16,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from shadowtap.recorder import open_readonly
+from shadowtap.redact import CREDENTIAL_PLACEHOLDER
 from shadowtap.tasks import TaskSet
 
 from tests.conftest import StartFake, StartShadowtap, make_config
@@ -447,3 +448,42 @@ def every_stored_value(path: Path) -> str:
         return "\n".join(str(value) for row in rows for value in row)
     finally:
         con.close()
+
+
+async def test_a_credential_that_is_not_utf8_costs_no_record_and_is_scrubbed(
+    tmp_path: Path, aiohttp_server: Any, start_shadowtap: StartShadowtap
+) -> None:
+    """aiohttp hands header bytes that are not UTF-8 over as lone surrogates: such a key was
+    taken as a credential as is, and the recorder failed on it (its percent-encoded form)."""
+    app = web.Application()
+    app.router.add_post(ROUTE, echo_everything)
+    primary_url = str((await aiohttp_server(app)).make_url("")).rstrip("/")
+    store = tmp_path / "store"
+    config = make_config(
+        primary_url,
+        storage={"enabled": True, "path": str(store / "db.duckdb"), "flush_interval_ms": 20},
+        secondary={"rate": 1.0},  # a shadow (the primary's own API) so the request is sampled
+    )
+    server = await start_shadowtap(config)
+    body = orjson.dumps(CHAT)
+    keys = [b"sk-canary-plain-1", b"sk-\xff\xfecanary-bytes-2", b"sk-canary-plain-3"]
+    for key in keys:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.proxy_port)
+        writer.write(
+            b"POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (ROUTE.encode(), key, len(body), body)
+        )
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 ")
+        writer.close()
+        await drain(server)
+    await server.stop()
+    con = open_readonly(store / "db.duckdb")
+    try:
+        assert con.execute("SELECT count(*) FROM exchanges").fetchone() == (3,)
+    finally:
+        con.close()
+    stored = every_stored_value(store / "db.duckdb")
+    raw = b"".join(p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file())
+    assert stored.count(CREDENTIAL_PLACEHOLDER) >= 3  # each echo was stored, scrubbed
+    for leak in ("canary-plain-1", "canary-bytes-2", "canary-plain-3"):
+        assert leak not in stored and leak.encode() not in raw, leak
