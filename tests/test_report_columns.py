@@ -19,7 +19,7 @@ from shadowtap.report import build_report, open_db
 from shadowtap.report.reliability import REFUSAL_WINDOW, Answer, check
 from shadowtap.report.slices import VALUE_CHARS
 
-from tests.report_data import NOISE, make_exchanges, write
+from tests.report_data import FLAKY, NOISE, make_exchanges, write
 
 # Answers the refusal check must judge as `reliability.check` does: odd case and whitespace,
 # curly quotes, non-ASCII look-alikes, a phrase past the checked window, blank ones.
@@ -147,3 +147,26 @@ def test_a_killed_reports_spill_files_are_removed_by_the_next(
     build_report(open_db(hostile), GatesConfig())
     assert not dead.exists()  # its process is gone: nobody else will remove it
     assert alive.exists()  # a running report's (here: this process's own) is left alone
+
+
+def test_latency_histograms_count_each_primary_answer_once(tmp_path: Path) -> None:
+    """Two candidates on the same requests: the primary's histogram counts each request's
+    answer once (not once per candidate), each candidate's its own successful answers, all on
+    edges that span every latency shown."""
+    requests = 60
+    exchanges = make_exchanges(requests, {"small": NOISE, "flaky": FLAKY}, seed=11)
+    db = write(exchanges, tmp_path / "h.duckdb")
+    report = build_report(open_db(db), GatesConfig())
+    primary = [e.results["primary"].completion.latency_s * 1000 for e in exchanges]
+    assert sum(report.primary_latency_histogram) == requests
+    for name in ("small", "flaky"):
+        answered = [
+            e.results[name].completion.latency_s * 1000
+            for e in exchanges
+            if e.results[name].completion.error is None
+        ]
+        assert sum(report.candidates[name].latency_histogram) == len(answered)
+        primary += answered
+    edges = report.latency_edges_ms
+    assert len(edges) == len(report.primary_latency_histogram) + 1
+    assert edges[0] == pytest.approx(min(primary)) and edges[-1] == pytest.approx(max(primary))

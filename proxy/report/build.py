@@ -210,22 +210,36 @@ WHERE list_contains($targets, target) AND sent AND candidate_ok
 """
 
 
+PRIMARY_LATENCY_TABLE = "report_primary_latencies"
+
+
 def _latency_histograms(
     con: duckdb.DuckDBPyConnection, reports: dict[str, CandidateReport], targets: list[str]
 ) -> tuple[list[float], list[int]]:
     """Shared log-spaced edges over every latency shown; each candidate's histogram on them
-    (set on its report) and the primary's (returned)."""
-    span = con.execute(
-        f"SELECT min(v) FILTER (WHERE v > 0), max(v) FILTER (WHERE v > 0)"
-        f" FROM ({PRIMARY_LATENCIES} UNION ALL {CANDIDATE_LATENCIES})",
+    (set on its report) and the primary's (returned).
+
+    The primary's latencies are grouped by request once, into a table both the edges and its
+    histogram read: the grouping is most of the cost (~3 CPU-s at 10 million pairs)."""
+    con.execute(
+        f"CREATE OR REPLACE TEMPORARY TABLE {PRIMARY_LATENCY_TABLE} AS {PRIMARY_LATENCIES}",
         {"targets": targets},
-    ).fetchone()
-    edges = latency_edges(*(span or (None, None)))
-    for name in targets:
-        reports[name].latency_histogram = latency_histogram(
-            con, CANDIDATE_LATENCIES, edges, {"targets": [name]}
-        )
-    return edges, latency_histogram(con, PRIMARY_LATENCIES, edges, {"targets": targets})
+    )
+    primary = f"SELECT v FROM {PRIMARY_LATENCY_TABLE}"
+    try:
+        span = con.execute(
+            f"SELECT min(v) FILTER (WHERE v > 0), max(v) FILTER (WHERE v > 0)"
+            f" FROM ({primary} UNION ALL {CANDIDATE_LATENCIES})",
+            {"targets": targets},
+        ).fetchone()
+        edges = latency_edges(*(span or (None, None)))
+        for name in targets:
+            reports[name].latency_histogram = latency_histogram(
+                con, CANDIDATE_LATENCIES, edges, {"targets": [name]}
+            )
+        return edges, latency_histogram(con, primary, edges, {})
+    finally:
+        con.execute(f"DROP TABLE {PRIMARY_LATENCY_TABLE}")
 
 
 def build_report(
