@@ -29,8 +29,11 @@ import duckdb
 MEMORY_LIMIT = "1GB"
 SPILL_PREFIX = "shadowtap-report-"
 WORK = "shadowtap_report"  # the attached database that holds the working tables
-# Requests per slice of the selection: one slice's joins and sort fit in MEMORY_LIMIT.
-SLICE_REQUESTS = 1_000_000
+# Requests per slice of the selection: one slice's joins and sort fit in MEMORY_LIMIT, and
+# their hash tables stay small. Building 10 million synthetic pairs took a median of ~110
+# CPU-s in slices of a million requests, ~92-94 in slices of 500,000 or 250,000 (~15% less
+# work for the same joins), and 250,000 peaks ~230 MB lower.
+SLICE_REQUESTS = 250_000
 SAMPLED_IDS = 100_000  # request ids sampled to place the slices' bounds
 
 
