@@ -138,7 +138,7 @@ def peers_section(data: dict[str, Any]) -> list[str]:
 def split(row: dict[str, Any]) -> str:
     """The anonymous / mapped-files cells of a memory row ("" in figures from before them)."""
     if "peak_anon_mb" not in row:
-        return " | |"
+        return " |  |"
     return (
         f"{row['idle_anon_mb']:.0f} / {row['peak_anon_mb']:.0f} |"
         f" {row['idle_file_mb']:.0f} / {row['peak_file_mb']:.0f} |"

@@ -122,9 +122,12 @@ def peers_json() -> dict[str, Any]:
             "seconds": 20.0,
             "bare": {"completed": 1_985, "failed": {"ServerDisconnectedError": 15}}
             | {"idle_mb": 40.0, "peak_mb": 90.0},
-            "shadowtap 10%": {"completed": 2_000, "failed": {}, "idle_mb": 190.0, "peak_mb": 249.0},
+            "shadowtap 10%": {"completed": 2_000, "failed": {}, "idle_mb": 190.0, "peak_mb": 249.0}
+            | {"idle_anon_mb": 54.0, "peak_anon_mb": 97.0}
+            | {"idle_file_mb": 69.0, "peak_file_mb": 70.4},
             "peak_ratio": 2.77,
             "growth_ratio": 1.18,
+            "peak_anon_ratio": 1.29,
         },
     }
 
@@ -146,10 +149,12 @@ def test_render_writes_a_dated_section_with_machine_tables_and_outputs(tmp_path:
     assert "| bare | 1000 | 0.95 (0.90 to 1.02) | 0.200 | 0.90 (0.85 to 0.93) | +0.500" in section
     assert "| direct | 1000 |  |  |  | +0.500 (+0.400 to +0.600)" in section
     assert "envoy: not installed." in lines
-    assert "| bare | 1,985/2,000 (not: 15 ServerDisconnectedError) | 40 | 90 |" in lines
-    assert "| shadowtap 10% | 2,000/2,000 | 190 | 249 |" in lines
+    # a row measured before the anonymous / mapped-files split has those cells empty
+    assert "| bare | 1,985/2,000 (not: 15 ServerDisconnectedError) | 40 | 90 |  |  |" in lines
+    assert "| shadowtap 10% | 2,000/2,000 | 190 | 249 | 54 / 97 | 69 / 70 |" in lines
     assert (
-        "Peak RSS shadowtap / bare: 2.77x; growth over idle RSS shadowtap / bare: 1.18x." in lines
+        "Peak RSS shadowtap / bare: 2.77x; growth over idle RSS shadowtap / bare: 1.18x;"
+        " peak anonymous RSS shadowtap / bare: 1.29x." in lines
     )
     # another benchmark's output is quoted whole, and cannot close the code block early
     assert section.count("```") == 2 and "'''sneaky fence'''" in section
