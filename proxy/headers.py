@@ -165,7 +165,15 @@ def shadow_request_headers(
 
 # Headers whose values are secrets to scrub from whatever is stored or logged.
 SECRET_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "api-key", "x-api-key", "cookie"}
+    {
+        "authorization",
+        "proxy-authorization",
+        "api-key",  # Azure OpenAI
+        "x-api-key",  # Anthropic
+        "x-goog-api-key",  # Gemini's OpenAI-compatible endpoint
+        "ocp-apim-subscription-key",  # Azure API Management in front of a model
+        "cookie",
+    }
 )
 # Shorter values are no real key, and scrubbing them would mangle ordinary words in stored text.
 MIN_SECRET_CHARS = 8

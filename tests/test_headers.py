@@ -110,6 +110,18 @@ def test_header_credentials_are_whole_values_and_their_token_parts() -> None:
     ]
 
 
+def test_the_key_headers_of_gemini_and_azure_api_management_are_credentials() -> None:
+    # Either key, echoed by a primary in its answer, must be scrubbed from what is stored.
+    headers = frozen(
+        ("x-goog-api-key", "AIzaSyCANARY-gemini-key"),
+        ("Ocp-Apim-Subscription-Key", "0123456789abcdef0123456789abcdef"),
+    )
+    assert header_credentials(headers) == [
+        "AIzaSyCANARY-gemini-key",
+        "0123456789abcdef0123456789abcdef",
+    ]
+
+
 def test_stored_header_names_are_allow_listed_and_lower_case() -> None:
     names = ["Content-Type", "Authorization", "X-Stainless-Lang", "Cookie", "content-type"]
     assert stored_header_names(names) == ["content-type", "x-stainless-lang"]
