@@ -335,17 +335,24 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def memory_kb(pid: int) -> tuple[int, int]:
-    """(resident set size, its peak so far) in kB of a process and its live descendants, from
-    Linux /proc: a sidecar's scorer workers are memory its pod pays. The peak is the sum of
-    each process's own (an upper bound on the peak of the sum)."""
-    rss = peak = 0
+def tree_kb(pid: int, *fields: str) -> list[int]:
+    """The sums of these /proc/PID/status fields (kB) over a process and its live descendants:
+    a sidecar's scorer workers are memory its pod pays."""
+    totals = [0] * len(fields)
     for each in [pid, *descendants(pid)]:
         with contextlib.suppress(OSError):  # a descendant that just exited
             status = Path(f"/proc/{each}/status").read_text().splitlines()
-            fields = dict(line.split(":", 1) for line in status)
-            rss += int(fields["VmRSS"].split()[0])
-            peak += int(fields["VmHWM"].split()[0])
+            values = dict(line.split(":", 1) for line in status)
+            for index, field in enumerate(fields):
+                totals[index] += int(values[field].split()[0])
+    return totals
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """(resident set size, its peak so far) in kB of a process and its live descendants, from
+    Linux /proc. The peak is the sum of each process's own (an upper bound on the peak of the
+    sum)."""
+    rss, peak = tree_kb(pid, "VmRSS", "VmHWM")
     return rss, peak
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import resource
 import tempfile
 import threading
@@ -47,9 +46,9 @@ from bench.harness import (
     ANSWER_TEXT,
     PATH,
     STREAM_CHAT,
-    descendants,
     memory_kb,
     shadowtap_config,
+    tree_kb,
     wait_ready,
 )
 from bench.peer_load import concurrent_streams
@@ -79,13 +78,7 @@ PROMPT_CASES = (
 def rss_split_kb(pid: int) -> tuple[int, int]:
     """(anonymous, mapped files) resident kB of a process and its live descendants (shadowtap's
     scorer workers), from /proc/PID/status."""
-    anon = files = 0
-    for each in [pid, *descendants(pid)]:
-        with contextlib.suppress(OSError):  # a descendant that just exited
-            status = Path(f"/proc/{each}/status").read_text().splitlines()
-            fields = dict(line.split(":", 1) for line in status)
-            anon += int(fields["RssAnon"].split()[0])
-            files += int(fields["RssFile"].split()[0])
+    anon, files = tree_kb(pid, "RssAnon", "RssFile")
     return anon, files
 
 
