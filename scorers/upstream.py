@@ -6,11 +6,11 @@ URL and the HTTP status, never headers or the key.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import orjson
 from pydantic import SecretStr
 
 # A judge's verdict, or two embeddings (two 3072-dimension vectors are ~150 KiB of JSON), is
@@ -51,7 +51,7 @@ async def post_json(
         async with session.post(url, json=body, headers=headers) as response:
             if response.status != 200:
                 raise UpstreamError(f"{url} answered HTTP {response.status}")
-            payload = json.loads(await _body_within(response, url))
+            payload = orjson.loads(await _body_within(response, url))
     except aiohttp.ClientError as error:
         raise UpstreamError(f"{url}: {type(error).__name__}: {error}") from None
     except ValueError:
@@ -61,12 +61,14 @@ async def post_json(
     return payload
 
 
-async def _body_within(response: aiohttp.ClientResponse, url: str) -> bytes:
+async def _body_within(response: aiohttp.ClientResponse, url: str) -> bytearray:
     """The answer's body, or UpstreamError once it passes `MAX_ANSWER_BYTES` (an endless
-    answer): its connection, left with unread bytes, is dropped when the response is let go."""
+    answer): its connection, left with unread bytes, is dropped when the response is let go.
+    (Parsed as it is, by orjson: no copy, and nesting past its depth limit is "not JSON" where
+    json.loads raised RecursionError.)"""
     body = bytearray()
     async for chunk in response.content.iter_any():
         body += chunk
         if len(body) > MAX_ANSWER_BYTES:
             raise UpstreamError(f"{url} answered more than {MAX_ANSWER_BYTES} bytes")
-    return bytes(body)
+    return body
