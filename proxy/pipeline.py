@@ -15,6 +15,7 @@ this pipeline when nothing records.
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -70,6 +71,23 @@ class PrimaryCopy:
         self.reader = reader
         self._relayed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
+    async def head_start(self, within: float) -> None:
+        """Return once the primary's answer is relayed whole, or `within` seconds after it
+        was called, whichever comes first."""
+        relayed = self._relayed
+        if relayed.done():
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(within, _resolve, waiter)
+        wake = functools.partial(_resolve_on, waiter)
+        relayed.add_done_callback(wake)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            relayed.remove_done_callback(wake)
+
     def relayed(self) -> None:
         """The primary's answer ended, or failed: its side copy is complete."""
         self.reader.finish()
@@ -78,6 +96,15 @@ class PrimaryCopy:
     async def wait(self) -> AnswerReader:
         await self._relayed
         return self.reader
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _resolve_on(future: asyncio.Future[None], _done: asyncio.Future[None]) -> None:
+    _resolve(future)
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,6 +74,8 @@ __all__ = [
 log = get_logger("shadowtap.proxy")
 DEFAULT_ANSWER_BYTES = SamplingConfig().max_answer_bytes
 MODEL_TEXT_CHARS = 200
+# How long a sampled request's shadows wait behind its primary (see `Shadowing.mirror`).
+PRIMARY_HEAD_START_S = 0.005
 _ESCAPED_BYTES = re.compile("[\udc80-\udcff]+")  # bytes decoding with surrogateescape kept
 
 
@@ -233,11 +235,20 @@ class Shadowing:
         primary: PrimaryCopy,
         arrived: float,
     ) -> None:
-        """The exchange's task: open it, start a task per target, then complete it."""
+        """The exchange's task: open it, start a task per target, then complete it.
+
+        It first gives the primary a head start (`PRIMARY_HEAD_START_S`, or until its answer is
+        relayed whole): ~0.2-0.3 ms of shadow work (opening the exchange, each target's
+        request, the target's own reading of it) must not compete for the CPU with a primary
+        that answers at once, nor with the application reading that answer (a sidecar shares
+        its pod's CPU). A model's first token takes far longer than the head start, so against
+        one the shadows only go out a few milliseconds later; their latency is timed from
+        their own request."""
         admission = sampled.admission
         dialect = self.route_dialects.get(sampled.route)
         targets = [self.targets[name] for name in sampled.decision.targets]
         try:
+            await primary.head_start(PRIMARY_HEAD_START_S)
             exchange = self.open_exchange(request, path_qs, body, sampled, arrived)
             exchange.dialect = dialect or OPENAI_CHAT
             # A model is rewritten in the client's bytes (`Spliced`): the parsed request is
@@ -247,12 +258,12 @@ class Shadowing:
             bodies = ShadowBodies(
                 body, request_json, dialect, request.headers.keys(), charge=admission.charge
             )
+        except asyncio.CancelledError:  # shut down while waiting on the primary
+            self.give_up(len(targets), primary)
+            raise
         except Exception:  # a bug here costs this exchange, never the primary's answer
             log.exception("shadowing_failed", path=request.path)
-            for _ in targets:
-                self.budget.release()
-            primary.reader.fail("shadowing failed")  # the relay stops copying into it
-            primary.reader.abandon()
+            self.give_up(len(targets), primary)
             return
         del sampled  # its parsed request is not held on past here
         asyncio.current_task().set_name(f"exchange:{exchange.request_id}")  # type: ignore[union-attr]
@@ -264,6 +275,14 @@ class Shadowing:
             for target in targets
         ]
         await self.completion.complete_exchange(exchange, primary, tasks, admission)
+
+    def give_up(self, shadows: int, primary: PrimaryCopy) -> None:
+        """No exchange after all: the budget its shadows took comes back, and the relay stops
+        copying the primary's answer."""
+        for _ in range(shadows):
+            self.budget.release()
+        primary.reader.fail("shadowing failed")
+        primary.reader.abandon()
 
     def open_exchange(
         self, request: web.Request, path_qs: str, body: bytes, sampled: Sampled, arrived: float
