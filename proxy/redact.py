@@ -210,6 +210,18 @@ class ExactSecrets:
                 return True
         return False
 
+    def straddling(self, text: str, point: int) -> int:
+        """Where the earliest form that starts before `point` and ends after it starts in
+        `text`, or -1: cutting there would leave part of that secret unmatched in the head."""
+        first = -1
+        for form in self._forms:
+            size = len(form)
+            # Every occurrence inside this slice starts before `point` and ends after it.
+            start = text.find(form, max(point - size + 1, 0), point + size - 1)
+            if start >= 0 and (first < 0 or start < first):
+                first = start
+        return first
+
     def scrub(self, text: str) -> str:
         for probe in self._probes:
             if probe in text:

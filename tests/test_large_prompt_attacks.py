@@ -2,8 +2,10 @@
 UTF-8, escaped JSON (`\\u00e9`, and the client's key spelled with escapes), nesting deeper
 than orjson writes back, a key near the head and one at the very end. For each: the primary
 gets the client's bytes, the candidate the same request with only its model replaced, and
-the stored body is redacted over its whole length, then cut (the marker counts the redacted
-text's bytes), with no trace of the key. Real fakes on loopback, a real DuckDB file."""
+the stored body is redacted (over its whole length, or over a head cut first at a point no
+secret straddles, `recorder/precut.py`), then cut (the marker counts the redacted text's bytes,
+and a pre-cut tail's as sent), with no trace of the key. Real fakes on loopback, a real
+DuckDB file."""
 
 from __future__ import annotations
 
@@ -55,7 +57,7 @@ async def send(url: str, body: bytes) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("kind", ["utf8", "escaped", "nested"])
-async def test_a_hostile_1mb_prompt_is_sent_once_rewritten_redacted_whole_then_cut(
+async def test_a_hostile_1mb_prompt_is_sent_once_rewritten_redacted_then_cut(
     kind: str, start_fake: StartFake, start_shadowtap: StartShadowtap, tmp_path: Path
 ) -> None:
     primary, candidate = await start_fake(), await start_fake()
@@ -87,11 +89,13 @@ async def test_a_hostile_1mb_prompt_is_sent_once_rewritten_redacted_whole_then_c
     assert PLACEHOLDER in head  # the key near the head, scrubbed before the cut
     if kind == "nested":
         # Past orjson's writing depth the raw text is stored (as a JSON string), scrubbed
-        # of the key everywhere, the end included.
-        whole = orjson.dumps(body.decode().replace(KEY, PLACEHOLDER)).decode()
+        # of the key everywhere (its end dropped by the pre-cut, and counted as sent).
+        whole = orjson.dumps(body.decode().replace(KEY, PLACEHOLDER, 1)).decode()
     else:
-        # The request as read (escapes decoded), the key replaced at both ends.
-        whole = orjson.dumps(orjson.loads(body)).decode().replace(KEY, PLACEHOLDER)
+        # The request as read (escapes decoded), the key replaced at both ends; the prose of
+        # "utf8" is cut before it is scrubbed, and its dropped tail counted as sent.
+        whole = orjson.dumps(orjson.loads(body)).decode()
+        whole = whole.replace(KEY, PLACEHOLDER, 1 if kind == "utf8" else -1)
         assert head.startswith('{"model":"m","messages":[{"role":"user","content":"key ')
     assert marker == f"[TRUNCATED: {len(whole.encode())} bytes, the first {len(head.encode())} kept"
     assert whole.startswith(head)

@@ -6,8 +6,9 @@ rewrites: with 1 MB prompts a checkpoint under `storage.memory_limit` failed ("f
 block") once the table held ~300 MB, and one that succeeded took the process past 1 GiB. Texts
 of a few hundred KiB or less are stored in ordinary blocks, which the buffer pool streams and
 evicts. So each free-text field is cut to `max_text_bytes` (UTF-8 bytes) after redaction (a
-secret is never cut in half before it is scrubbed), and marked so that no reader mistakes it
-for the whole text:
+secret is never cut in half before it is scrubbed: a request body's strings longer than twice
+the limit are first cut only at a point no secret straddles, `precut`), and marked so that no
+reader mistakes it for the whole text:
 
 - a VARCHAR column (`text`, `error`) keeps its head and ends with
   `\\n[TRUNCATED: 1048576 bytes, the first 131022 kept]`;
@@ -84,9 +85,11 @@ def cut_text(value: str, limit: int) -> str:
     return head + mark.format(kept=len(head.encode("utf-8", "surrogatepass")))
 
 
-def cut_json(value: str, limit: int) -> str:
+def cut_json(value: str, limit: int, dropped: int = 0) -> str:
+    """`value` as a JSON string holding the mark and its head; `dropped`: bytes of it already
+    cut off before (`precut`), counted in the mark's total."""
     data = value.encode("utf-8", "surrogatepass")
-    mark = f"{TRUNCATION_MARK} {len(data)} bytes, the first {{kept}} kept] "
+    mark = f"{TRUNCATION_MARK} {len(data) + dropped} bytes, the first {{kept}} kept] "
     room = limit - len(mark.format(kept=limit).encode()) - 2  # the string's quotes
     while True:
         head = _head(data, room)
@@ -136,11 +139,13 @@ class TextCap:
     limit: int
     cut: Counter[str] = field(default_factory=Counter)
 
-    def json(self, name: str, value: str | None) -> str | None:
-        if value is None or self.limit <= 0 or not _over(value, self.limit):
+    def json(self, name: str, value: str | None, dropped: int = 0) -> str | None:
+        """`value` cut if it is too long, or if `dropped` bytes of it were already cut off
+        before it was scrubbed (`precut`): then it is marked cut even when what is left fits."""
+        if value is None or self.limit <= 0 or (not dropped and not _over(value, self.limit)):
             return value
         self.cut[name] += 1
-        return cut_json(value, fitted(self.limit))
+        return cut_json(value, fitted(self.limit), dropped)
 
 
 def cap_batch(batch: Batch, limit: int) -> Counter[str]:

@@ -24,6 +24,7 @@ import orjson
 from shadowtap.completion import ToolCall
 from shadowtap.exchange import Exchange
 from shadowtap.recorder.caps import TextCap
+from shadowtap.recorder.precut import GUARD, JsonCut, window
 from shadowtap.recorder.schema import SCHEMA, TABLES
 from shadowtap.redact import ExactSecrets, redact, redact_json_text
 
@@ -82,9 +83,14 @@ class Privacy:
             text = redact(_json_or_repr(value), pii=self.pii, secrets=secrets)
         return text[:MODEL_MAX_CHARS]
 
-    def request_body(self, exchange: Exchange, secrets: Secrets = None) -> str | None:
+    def request_body(
+        self, exchange: Exchange, secrets: Secrets = None, cap: TextCap | None = None
+    ) -> str | None:
+        """The body as stored: scrubbed, and cut by `cap` (its long strings cut first at a
+        point no secret straddles, `precut`, so only what may be stored is scrubbed)."""
         if not self.keep_bodies:
             return None
+        cap = cap or TextCap(0)
         # The proxy keeps only the raw body (never raw and parsed at once): parsed here, on
         # the writer's thread, when no earlier stage left it parsed.
         parsed = exchange.request_json
@@ -93,14 +99,26 @@ class Privacy:
                 parsed = orjson.loads(exchange.request_body)
         if isinstance(parsed, dict):
             try:
-                return redact_json_text(parsed, pii=self.pii, secrets=secrets)
+                cut = JsonCut(cap.limit, secrets)
+                # A string can only be past the guard in a body that long (or one parsed
+                # earlier, whose raw bytes are gone).
+                if cap.limit > 0 and (
+                    not exchange.request_body or len(exchange.request_body) > GUARD * cap.limit
+                ):
+                    parsed = cut.walk(parsed)
+                text = redact_json_text(parsed, pii=self.pii, secrets=secrets)
+                return cap.json("request_body", text, cut.dropped)
             except TypeError:
                 pass  # orjson cannot write it back (see module docstring): the raw text below
         if not exchange.request_body:
             return None
         # Not JSON: stored as a JSON string so the column stays valid JSON.
         raw = bytes(exchange.request_body).decode("utf-8", "replace")
-        return _dumps(redact(raw, pii=self.pii, secrets=secrets))
+        head = window(raw, cap.limit, secrets)
+        # (No lone surrogate in `raw`: decoded with "replace". Bytes of JSON, less the quotes.)
+        dropped = 0 if head is None else len(orjson.dumps(raw[len(head) :])) - 2
+        text = _dumps(redact(raw if head is None else head, pii=self.pii, secrets=secrets))
+        return cap.json("request_body", text, dropped)
 
     def slice_headers(self, values: dict[str, str], secrets: Secrets = None) -> str | None:
         """The [report] slice_by headers' values (e.g. a tenant), scrubbed like any text."""
@@ -321,7 +339,6 @@ def to_columns(exchanges: list[Exchange], privacy: Privacy, cap: TextCap | None 
     scores = [s for e in ex for s in e.scores]
     score_secrets = [s for e, s in zip(ex, secrets, strict=True) for _ in e.scores]
     pairs = list(zip(ex, secrets, strict=True))
-    capped = (cap or TextCap(0)).json
     batch = {
         "exchanges": checked(
             "exchanges",
@@ -333,9 +350,7 @@ def to_columns(exchanges: list[Exchange], privacy: Privacy, cap: TextCap | None 
                 "route": [e.route for e in ex],
                 "model": [privacy.model(e.model, s) for e, s in pairs],
                 "stream": [e.stream if isinstance(e.stream, bool) else None for e in ex],
-                "request_body": [
-                    capped("request_body", privacy.request_body(e, s)) for e, s in pairs
-                ],
+                "request_body": [privacy.request_body(e, s, cap) for e, s in pairs],
                 "header_names": [[name.lower() for name in e.header_names] for e in ex],
                 "slice_headers": [privacy.slice_headers(e.slice_headers, s) for e, s in pairs],
                 "dialect": [e.dialect for e in ex],
