@@ -15,7 +15,10 @@ sum of each process's own, an upper bound on the peak of the sum. Used by
 - large prompts: 1 MB chat requests, 16 at a time, through the bare floor, shadowtap with no
   request sampled and shadowtap with every request sampled to a candidate that sets its own
   `model` (the request rewritten for it, as most candidates need), and the same with recording
-  off: RSS growth over idle, ratio.
+  off: RSS growth over idle, ratio. The prompt is prose (words and spaces, `PROMPT_TEXT`), as
+  a real one is: the recorder cuts such a text before it scrubs it, while one 1 MB token (the
+  bench's prompt before 2026-12-02 was `"x" * 1 MB`) it still scrubs whole
+  (`shadowtap.recorder.precut`).
 
 Each RSS is also split into anonymous memory (heaps, stacks, DuckDB's buffers: what the process
 itself allocated) and pages of mapped files (the code of the interpreter and of every loaded
@@ -57,6 +60,12 @@ UNRECORDED = "shadowtap 10%, recording off"
 LONG_STREAM_CASES = (("bare", "bare"), ("shadowtap 10%", "tap10"), (UNRECORDED, "tap10-unrecorded"))
 FD_SPARE = 1_000  # a proxy's descriptors besides its streams' (upstream pools, files, the loop)
 PROMPT_BYTES = 1_000_000
+# Prose without secrets: ~6-letter words, spaces, a full stop now and then.
+_WORDS = ("the", "customer", "asked", "about", "their", "order", "and", "wanted", "a", "short")
+_WORDS += ("summary", "of", "each", "ticket", "they", "opened", "last", "week")
+PROMPT_TEXT = " ".join(
+    _WORDS[(i * 5) % len(_WORDS)] + ("." if i % 13 == 12 else "") for i in range(200_000)
+)[:PROMPT_BYTES]
 PROMPT_REQUESTS = 160
 PROMPT_CONCURRENCY = 16
 SAMPLE_S = 0.05  # how often the RSS split is sampled during a case's load
@@ -235,9 +244,7 @@ def long_streams(args: argparse.Namespace) -> dict[str, Any]:
 async def _prompts(url: str) -> int:
     import aiohttp
 
-    body = orjson.dumps(
-        {"model": "bench", "messages": [{"role": "user", "content": "x" * PROMPT_BYTES}]}
-    )
+    body = orjson.dumps({"model": "bench", "messages": [{"role": "user", "content": PROMPT_TEXT}]})
     ok = 0
     semaphore = asyncio.Semaphore(PROMPT_CONCURRENCY)
     async with aiohttp.ClientSession() as session:
