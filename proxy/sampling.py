@@ -231,9 +231,12 @@ class Sampled:
 
     route: str
     decision: SamplingDecision
-    # Parsed to decide; kept past fan-out only for a target that reads it (a translation).
-    request_json: dict[str, Any]
+    # Parsed to decide. `Shadowing.fan_out_shadows` takes what the exchange needs of it
+    # (`model`, `stream`) and keeps it only for a target that reads it (a translation).
+    request_json: dict[str, Any] | None
     admission: Admission  # its bytes, held against the memory budget
+    model: str | None = None
+    stream: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -213,7 +213,16 @@ class Shadowing:
         handler first waits, on the primary: the primary's request is on its way before any of
         that bookkeeping runs (~0.1-0.3 ms of a sampled request's time to first token)."""
         admission = sampled.admission
-        reads = self.route_dialects.get(sampled.route) or OPENAI_CHAT
+        dialect = self.route_dialects.get(sampled.route)
+        parsed = sampled.request_json
+        if parsed is not None:
+            sampled.model, sampled.stream = requested_model(parsed), parsed.get("stream") is True
+            targets = (self.targets[name] for name in sampled.decision.targets)
+            if not any(target.reads_parsed(dialect) for target in targets):
+                # Dropped before the primary is forwarded: a 1 MB prompt's parse (~1-12 MB)
+                # is never held beside its bytes while the primary relays its answer.
+                sampled.request_json = None
+        reads = dialect or OPENAI_CHAT
         primary = PrimaryCopy(self.bounds.reader("primary", admission.hold, reads))
         # Taken now, against the count `decide_sampling` just read: no other request can
         # claim the same room before the shadows start.
@@ -252,11 +261,9 @@ class Shadowing:
             exchange = self.open_exchange(request, path_qs, body, sampled, arrived)
             exchange.dialect = dialect or OPENAI_CHAT
             # A model is rewritten in the client's bytes (`Spliced`): the parsed request is
-            # kept only for a target that reads it (a translation), else dropped here.
-            reads_parsed = any(target.reads_parsed(dialect) for target in targets)
-            request_json = sampled.request_json if reads_parsed else None
+            # still here only for a target that reads it (a translation; `fan_out_shadows`).
             bodies = ShadowBodies(
-                body, request_json, dialect, request.headers.keys(), charge=admission.charge
+                body, sampled.request_json, dialect, request.headers.keys(), charge=admission.charge
             )
         except asyncio.CancelledError:  # shut down while waiting on the primary
             self.give_up(len(targets), primary)
@@ -287,15 +294,14 @@ class Shadowing:
     def open_exchange(
         self, request: web.Request, path_qs: str, body: bytes, sampled: Sampled, arrived: float
     ) -> Exchange:
-        request_json = sampled.request_json
         return Exchange(
             request_id=uuid7(),
             started_at=datetime.fromtimestamp(arrived, UTC),
             method=request.method,
             path=request.path,
             route=sampled.route,
-            model=requested_model(request_json),
-            stream=request_json.get("stream") is True,
+            model=sampled.model,
+            stream=sampled.stream,
             request_body=body,
             request_json=None,  # parsed again for the scorers only (pipeline.score)
             header_names=stored_header_names(request.headers.keys()),

@@ -7,14 +7,17 @@ is raw HTTP, and the primary's answers are compared byte for byte with the prima
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 import zlib
 from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from shadowtap import shadow
 from shadowtap.budget import ADMIT_SHARE
 
 from tests.conftest import StartFake, StartShadowtap, make_config
@@ -332,3 +335,57 @@ async def test_a_request_whose_model_is_replaced_in_its_bytes_is_charged_no_copy
     assert (decisions(registry, "sampled"), decisions(registry, "memory")) == (1, 0)
     assert [r.json for r in candidate.chat_requests()] == [{**prompt, "model": "small"}]
     assert held(registry) == 0
+
+
+def parsed_prompts(marker: str) -> int:
+    """Parsed `messages` lists whose one message says `marker`: what of a parsed request is
+    still alive (a list is always tracked by the GC; a dict of strings may not be)."""
+    return sum(
+        1
+        for obj in gc.get_objects()
+        if type(obj) is list
+        and len(obj) == 1
+        and type(obj[0]) is dict
+        and obj[0].get("content") == marker
+    )
+
+
+@pytest.mark.parametrize("translated", [False, True])
+async def test_a_parsed_request_is_dropped_before_the_primary_answers_unless_a_target_reads_it(
+    start_fake: StartFake,
+    start_shadowtap: StartShadowtap,
+    translated: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sampler parses a request to decide; a 1 MB prompt's parse is ~1-12 MB. Only a
+    target that translates builds its body from it: else it is gone before the primary is
+    forwarded, not held through the shadows' head start (here as long as the slow primary
+    takes), and the exchange has its model and stream all the same."""
+    monkeypatch.setattr(shadow, "PRIMARY_HEAD_START_S", 5.0)
+    primary, candidate = await start_fake("slow", delay_s=0.6), await start_fake()
+    target: dict[str, Any] = {"url": candidate.url}
+    if translated:
+        target |= {"model": "claude-x", "dialect": "anthropic-messages"}
+    server = await start_shadowtap(make_config(primary, {"c": target}))
+    seen: list = []
+    server.handler.pipeline.sinks.append(RecordingSink(seen))
+    marker = f"a prompt only this test sends ({translated})"
+    body = orjson.dumps({**CHAT, "stream": True, "messages": [{"role": "user", "content": marker}]})
+    url = f"http://127.0.0.1:{server.proxy_port}/v1/chat/completions"
+
+    async def alive_while_the_primary_thinks() -> int:
+        await asyncio.sleep(0.3)
+        assert not seen  # nothing answered or recorded yet
+        # One parse is the primary's own (the fake's handler holds it while it sleeps).
+        return parsed_prompts(marker) - 1
+
+    async with aiohttp.ClientSession() as session:
+        sending = session.post(url, data=body, headers={"Content-Type": "application/json"})
+        response, alive = await asyncio.gather(sending, alive_while_the_primary_thinks())
+        assert response.status == 200
+        await response.read()
+    assert alive == (1 if translated else 0)
+    await drain(server)
+    (exchange,) = seen
+    assert (exchange.model, exchange.stream) == (CHAT["model"], True)
+    assert parsed_prompts(marker) == 0
