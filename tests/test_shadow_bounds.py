@@ -389,3 +389,26 @@ async def test_a_parsed_request_is_dropped_before_the_primary_answers_unless_a_t
     (exchange,) = seen
     assert (exchange.model, exchange.stream) == (CHAT["model"], True)
     assert parsed_prompts(marker) == 0
+
+
+async def test_an_exchange_cancelled_behind_its_primary_gives_everything_back_not_the_answer(
+    start_fake: StartFake, start_shadowtap: StartShadowtap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shadows wait behind their primary (the head start, here longer than the stream).
+    An exchange cancelled meanwhile (a stop's teardown racing the primary's end) gives back
+    its shadow slots and held bytes, sends no shadow, and the client's stream goes on whole."""
+    monkeypatch.setattr(shadow, "PRIMARY_HEAD_START_S", 30.0)
+    primary, candidate = await start_fake("drip", delay_s=0.05), await start_fake()
+    registry = CollectorRegistry()
+    server = await start_shadowtap(make_config(primary, {"c": candidate}), registry)
+    budget = server.handler.shadowing.budget
+    asked = {**CHAT, "stream": True}
+
+    async def cancel_the_exchange() -> None:
+        await asyncio.sleep(0.15)  # the stream is under way; the shadow waits behind it
+        assert (budget.inflight, held(registry) > 0, len(server.exchange_tasks)) == (1, True, 1)
+        await server.exchange_tasks.cancel_all()
+
+    answered, _ = await asyncio.gather(post(server.proxy_port, asked), cancel_the_exchange())
+    assert answered == await post_direct(primary.url, asked)
+    assert (budget.inflight, held(registry), candidate.chat_requests()) == (0, 0, [])
