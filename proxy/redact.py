@@ -29,10 +29,15 @@ from urllib.parse import quote, quote_plus
 
 import orjson
 
+# A PEM private key: its header, then everything up to the first END marker after the header
+# (the recorder's pre-cut, `recorder/precut.py`, looks for both to know whether a key is open).
+PRIVATE_KEY_HEADER = r"-----BEGIN [A-Z ]*PRIVATE KEY-----"
+PRIVATE_KEY_END = r"-----END [A-Z ]*PRIVATE KEY-----"
+PRIVATE_KEY = rf"{PRIVATE_KEY_HEADER}[\s\S]*?{PRIVATE_KEY_END}"
 # Ordered: the first alternative that matches at a position wins, so the specific shapes
 # (a JWT, a bearer header) come before the generic ones they contain.
 _CREDENTIALS: tuple[tuple[str, str], ...] = (
-    ("private_key", r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
+    ("private_key", PRIVATE_KEY),
     ("bearer_token", r"(?i:\bbearer)\s+[A-Za-z0-9._~+/=-]{8,}"),
     ("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
     # OpenAI / Anthropic (sk-, sk-proj-, sk-ant-), Stripe, Google, GitHub, Slack, Hugging Face.

@@ -14,7 +14,8 @@ would match starts inside the window and ends past it. The cut point P (the wind
 1. the character before P is a space or a newline, and the one before that is neither an ASCII
    digit nor ")";
 2. no exact secret (`ExactSecrets`, any of its forms) starts before P and ends after it;
-3. every `-----BEGIN` before P is followed, before P, by a whole `-----END ... PRIVATE KEY-----`.
+3. every `-----BEGIN` before P is followed, before P, by a whole `-----END ... PRIVATE KEY-----`
+   that starts after the key's whole header (if it is one).
 
 Why no shape of `shadowtap.redact` can then straddle P (a match that does would hold the
 character at P-1, a space or newline):
@@ -26,7 +27,7 @@ character at P-1, a space or newline):
   value, so a match holding P-1 has all of its secret part at or after P, which is dropped;
   the window keeps "Bearer " or "aws_secret_access_key = ", names, not secrets;
 - `private_key`: a match starts with `-----BEGIN` and ends at the first whole END marker
-  after it (lazy), which rule 3 puts before P;
+  after its header (lazy), which rule 3 puts before P;
 - exact secrets: rule 2, checked on every form (raw, JSON-escaped, percent-encoded). (A form
   only made by an earlier placeholder next to P, `...credential] x`, is not looked for.)
 Matches wholly inside the window are found as in the whole text: their lookarounds and `\\b`
@@ -51,7 +52,7 @@ import re
 from typing import Any
 
 import orjson
-from shadowtap.redact import ExactSecrets
+from shadowtap.redact import PRIVATE_KEY_END, PRIVATE_KEY_HEADER, ExactSecrets
 
 GUARD = 2
 MAX_MOVES = 64
@@ -60,7 +61,8 @@ _PHONE_END = frozenset("0123456789)")
 MAX_SPACES = 4096  # unsafe spaces passed over before giving up (then: scrubbed whole)
 REACH = 8  # past GUARD x limit, a window may reach this far to end after a long token
 _KEY_BEGIN = "-----BEGIN"
-_KEY_END = re.compile(r"-----END [A-Z ]*PRIVATE KEY-----")
+_KEY_HEADER = re.compile(PRIVATE_KEY_HEADER)
+_KEY_END = re.compile(PRIVATE_KEY_END)
 # Nesting orjson cannot write back (the body is then stored as its raw text): not walked.
 _MAX_DEPTH = 255
 
@@ -101,6 +103,14 @@ def _first_after_space(text: str, start: int, end: int) -> int:
     return -1
 
 
+def _key_body(text: str, begin: int, point: int) -> int:
+    """Where the END marker closing a key that starts at `begin` may start: after its header,
+    whose closing dashes may start one (`-----BEGIN PRIVATE KEY-----END ...`, which the
+    scrub's pattern does not take for the END), or after `-----BEGIN` when it is no key's."""
+    header = _KEY_HEADER.match(text, begin, point)
+    return begin + len(_KEY_BEGIN) if header is None else header.end()
+
+
 def safe_point(text: str, low: int, high: int, secrets: ExactSecrets | None) -> int:
     """The largest cut point P in [low, high] that no secret straddles (module docstring), or
     -1 when there is none or finding one takes more than `MAX_MOVES` moves."""
@@ -111,7 +121,7 @@ def safe_point(text: str, low: int, high: int, secrets: ExactSecrets | None) -> 
             return -1
         moved = point
         begin = text.rfind(_KEY_BEGIN, 0, point)
-        if begin >= 0 and _KEY_END.search(text, begin, point) is None:
+        if begin >= 0 and _KEY_END.search(text, _key_body(text, begin, point), point) is None:
             moved = begin
         if secrets is not None:
             start = secrets.straddling(text, moved)
