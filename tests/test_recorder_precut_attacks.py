@@ -10,6 +10,7 @@ JSON, and the exchange is recorded."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -19,7 +20,7 @@ from shadowtap.config import StorageConfig
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder, open_readonly
 from shadowtap.recorder.caps import TRUNCATION_MARK
-from shadowtap.recorder.precut import safe_point
+from shadowtap.recorder.precut import MAX_SPACES, REACH, safe_point, window
 
 from tests.synthetic import synthetic_exchange
 from tests.test_recorder_precut import (
@@ -189,6 +190,35 @@ def test_bytes_that_are_not_utf8_at_the_cut_cost_nothing(bad: bytes) -> None:
         assert new is not None and orjson.loads(new).startswith(TRUNCATION_MARK)
         assert cap.cut == {"request_body": 1}
         assert not shown(new, key), offset
+
+
+class Scans(str):
+    """A text that counts the scans (`find`, `rfind`) a search makes in it: the work, not the
+    time, so the bound holds on any machine."""
+
+    scans = 0
+
+    def find(self, *args: Any) -> int:
+        Scans.scans += 1
+        return super().find(*args)
+
+    def rfind(self, *args: Any) -> int:
+        Scans.scans += 1
+        return super().rfind(*args)
+
+
+CAP = 128 * 1024  # the default cap
+UNSAFE = "a " + "1 " * (MAX_SPACES - 1) + "-----BEGIN"  # one safe space, 4095 unsafe ones, a key
+
+
+def test_a_crafted_text_costs_the_search_a_bounded_number_of_scans() -> None:
+    # Runs of 4095 spaces after digits, each after a safe space and before an open key: every
+    # unsafe space cost a scan and every key a move, so the search took ~260 ms at the default
+    # cap (then the text was scrubbed whole in ~10 ms). Its unsafe spaces are one budget now.
+    text = (UNSAFE * (REACH * CAP // len(UNSAFE) + 2))[: REACH * CAP]
+    Scans.scans = 0
+    assert window(Scans(text), CAP, None) is None  # no safe point: scrubbed whole
+    assert Scans.scans <= 2 * MAX_SPACES + 1024
 
 
 def test_answers_errors_tool_arguments_and_details_are_scrubbed_whole_before_the_cut(

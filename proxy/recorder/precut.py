@@ -58,7 +58,7 @@ GUARD = 2
 MAX_MOVES = 64
 # What may precede a phone number's separator: a safe point's space follows none of them.
 _PHONE_END = frozenset("0123456789)")
-MAX_SPACES = 4096  # unsafe spaces passed over before giving up (then: scrubbed whole)
+MAX_SPACES = 4096  # unsafe spaces one text's search passes over before giving up (scrubbed whole)
 REACH = 8  # past GUARD x limit, a window may reach this far to end after a long token
 _KEY_BEGIN = "-----BEGIN"
 _KEY_HEADER = re.compile(PRIVATE_KEY_HEADER)
@@ -67,23 +67,26 @@ _KEY_END = re.compile(PRIVATE_KEY_END)
 _MAX_DEPTH = 255
 
 
-def _after_space(text: str, low: int, point: int) -> int:
+def _after_space(text: str, low: int, point: int, budget: list[int]) -> int:
     """The largest P in [low, point] after a space or newline that follows neither a digit nor
-    ")" (or starts the text), or -1 (also past `MAX_SPACES` unsafe spaces: "1 2 3 ...")."""
+    ")" (or starts the text), or -1; also -1 when finding it would pass over more unsafe spaces
+    ("1 2 3 ...") than `budget[0]`, which it takes the ones it passes over from."""
     lowest = max(low - 1, 0)  # the space is at P-1
     space = text.rfind(" ", lowest, point)  # str.rfind: a C scan, unlike a regex
     newline = text.rfind("\n", lowest, point)
-    for _ in range(MAX_SPACES):
+    while True:
         at = max(space, newline)
         if at < 0:
             return -1
         if at == 0 or text[at - 1] not in _PHONE_END:
             return at + 1
+        if budget[0] <= 0:
+            return -1
+        budget[0] -= 1
         if at == space:
             space = text.rfind(" ", lowest, at)
         else:
             newline = text.rfind("\n", lowest, at)
-    return -1
 
 
 def _first_after_space(text: str, start: int, end: int) -> int:
@@ -111,16 +114,23 @@ def _key_body(text: str, begin: int, point: int) -> int:
     return begin + len(_KEY_BEGIN) if header is None else header.end()
 
 
-def safe_point(text: str, low: int, high: int, secrets: ExactSecrets | None) -> int:
+def safe_point(
+    text: str, low: int, high: int, secrets: ExactSecrets | None, budget: list[int] | None = None
+) -> int:
     """The largest cut point P in [low, high] that no secret straddles (module docstring), or
-    -1 when there is none or finding one takes more than `MAX_MOVES` moves."""
+    -1 when there is none or finding one takes more than `MAX_MOVES` moves or passing over more
+    than `MAX_SPACES` unsafe spaces (`budget`: a one-item list of those left, which a caller's
+    searches of one text share)."""
+    budget = [MAX_SPACES] if budget is None else budget
     point = high
+    begin = text.rfind(_KEY_BEGIN, 0, high)  # the last one before `point` while it ends before
     for _ in range(MAX_MOVES):
-        point = _after_space(text, low, point)
+        point = _after_space(text, low, point, budget)
         if point < 0:
             return -1
         moved = point
-        begin = text.rfind(_KEY_BEGIN, 0, point)
+        if begin + len(_KEY_BEGIN) > point:  # (a scan from the start each move cost ~50 us)
+            begin = text.rfind(_KEY_BEGIN, 0, point)
         if begin >= 0 and _KEY_END.search(text, _key_body(text, begin, point), point) is None:
             moved = begin
         if secrets is not None:
@@ -138,11 +148,12 @@ def window(text: str, limit: int, secrets: ExactSecrets | None) -> str | None:
     point). `limit` is the cap in UTF-8 bytes; 0 or less: None (no cap, nothing cut)."""
     if limit <= 0 or len(text) <= GUARD * limit:
         return None
-    point = safe_point(text, limit, GUARD * limit, secrets)
+    budget = [MAX_SPACES]  # for both searches: the second walks the first one's range again
+    point = safe_point(text, limit, GUARD * limit, secrets, budget)
     if point < 0:  # no safe point up to GUARD x limit: a long token; the first one after it
         after = _first_after_space(text, GUARD * limit, REACH * limit)
         if after >= 0:
-            point = safe_point(text, limit, after, secrets)
+            point = safe_point(text, limit, after, secrets, budget)
     return None if point < 0 or point >= len(text) else text[:point]
 
 
