@@ -184,9 +184,19 @@ class JsonCut:
             return head
         if depth >= _MAX_DEPTH:
             return value
+        # What `walk` would give back as it is (a string too short to cut, a number, a boolean,
+        # null) is passed over here, not in a call: a call per value cost ~220 ns, and a 1 MB
+        # body of 250,000 short strings took ~55 ms to walk, twice its parse.
+        guard = GUARD * self.limit
         if isinstance(value, dict):
             out = None
             for key, item in value.items():
+                kind = type(item)
+                if kind is str:
+                    if len(item) <= guard:
+                        continue
+                elif kind is not dict and kind is not list:
+                    continue
                 new = self.walk(item, depth + 1)
                 if new is not item:
                     if out is None:
@@ -196,6 +206,12 @@ class JsonCut:
         if isinstance(value, list):
             items = None
             for i, item in enumerate(value):
+                kind = type(item)
+                if kind is str:
+                    if len(item) <= guard:
+                        continue
+                elif kind is not dict and kind is not list:
+                    continue
                 new = self.walk(item, depth + 1)
                 if new is not item:
                     if items is None:
