@@ -34,6 +34,8 @@ import orjson
 PRIVATE_KEY_HEADER = r"-----BEGIN [A-Z ]*PRIVATE KEY-----"
 PRIVATE_KEY_END = r"-----END [A-Z ]*PRIVATE KEY-----"
 PRIVATE_KEY = rf"{PRIVATE_KEY_HEADER}[\s\S]*?{PRIVATE_KEY_END}"
+# The names an AWS secret key's value follows (`aws_secret_access_key = ...`); no \b before them.
+AWS_SECRET_NAME = r"(?i:aws_secret_access_key|aws_secret_key|secret_access_key)"
 # Ordered: the first alternative that matches at a position wins, so the specific shapes
 # (a JWT, a bearer header) come before the generic ones they contain.
 _CREDENTIALS: tuple[tuple[str, str], ...] = (
@@ -48,11 +50,7 @@ _CREDENTIALS: tuple[tuple[str, str], ...] = (
     ("api_key", r"\bxox[abprs]-[A-Za-z0-9-]{10,}"),
     ("api_key", r"\bhf_[A-Za-z0-9]{30,}"),
     ("aws_access_key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
-    (
-        "aws_secret_key",
-        r"(?i:aws_secret_access_key|aws_secret_key|secret_access_key)[\"']?\s*[:=]\s*[\"']?"
-        r"[A-Za-z0-9/+=]{40}",
-    ),
+    ("aws_secret_key", rf"{AWS_SECRET_NAME}[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9/+=]{{40}}"),
 )
 _PII: tuple[tuple[str, str], ...] = (
     ("email", r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"),

@@ -9,6 +9,8 @@ JSON, and the exchange is recorded."""
 
 from __future__ import annotations
 
+import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder, open_readonly
 from shadowtap.recorder.caps import TRUNCATION_MARK
 from shadowtap.recorder.precut import MAX_SPACES, REACH, safe_point, window
+from shadowtap.redact import AWS_SECRET_NAME, ExactSecrets, redact
 
 from tests.synthetic import synthetic_exchange
 from tests.test_recorder_precut import (
@@ -273,3 +276,97 @@ def test_answers_errors_tool_arguments_and_details_are_scrubbed_whole_before_the
         cut["tool_calls"] += TRUNCATION_MARK in calls
     cut["detail"] = sum(TRUNCATION_MARK in d for (d,) in details)
     assert all(cut.values()), cut  # the cuts were made, not skipped
+
+
+@pytest.mark.parametrize("form", ["json", "raw"])
+@pytest.mark.parametrize(
+    ("personal", "name"),
+    [
+        ("john.doe1234@example.io", "aws_secret_access_key = "),
+        ("+1 415 555 0100", "AWS_SECRET_KEY: "),
+        ("(415) 555-0100", 'secret_access_key"  =  "'),
+        # U+017F, the long s: to `re` the name matches case-insensitively
+        ("a.b@c.io", "aws_\u017fecret_key =\n  "),
+    ],
+    ids=["email", "phone", "phone_quoted", "email_long_s"],
+)
+def test_personal_data_against_an_aws_secret_name_cut_before_its_value_is_scrubbed(
+    personal: str, name: str, form: str
+) -> None:
+    # The name has no \b, so the whole text's scrub replaces "name = value" and the e-mail or
+    # phone pass then sees "[REDACTED:..." right after the address or number: it matches.
+    # A window ending inside the name's separators keeps the name, and "...ioaws_secret" or
+    # "...0100AWS_SECRET" matches no e-mail or phone.
+    value = "Q1w2E3r4T5y6U7i8O9p0Q1w2E3r4T5y6U7i8O9p0"
+    plant = f" {personal}{name}{value} "
+    cases = 0
+    for shrink in (False, True):
+        for offset in range(HIGH - len(plant), HIGH + 4):
+            text = planted(ASCII_FILLER, 4 * LIMIT, offset, plant, shrink=shrink)
+            new, old, _, _ = stored(exchange(body_of(text, form)))
+            assert personal not in readable(old)  # scrubbed whole, it is found
+            cases += personal in text[:HIGH]
+            assert not shown(new, personal), (offset, shrink, shown(new, personal))
+            assert not shown(new, value)
+    assert cases
+
+
+# Pieces that make and break shapes, for texts made at random: separators, digits, names,
+# markers, parts of keys, addresses and numbers, exact secrets and their parts.
+VOCABULARY = [
+    *(" ", " ", " ", "\n", "\t", "1", "42", ")", "(415) ", "555-0100", "+1 ", "0100", "x"),
+    *("word", "lorem", ".", "-", "@", "a@b.io", "john@example.com", "+44 20 ", "7946 0958"),
+    *("-----BEGIN PRIVATE KEY-----", "-----BEGIN RSA PRIVATE KEY-----", "-----BEGIN "),
+    *("-----END PRIVATE KEY-----", "-----END RSA PRIVATE KEY-----", "-----END ", "-----"),
+    *("PRIVATE KEY", "Bearer", "bearer", "Bearer ", "sk-", "sk-proj-Q1w2E3r4T5y6U7i8O9p0"),
+    *(
+        "Q1w2E3r4",
+        "eyJhbGciOiJIUzI1NiJ9",
+        ".eyJzdWIiOiIxMjM0NTY3ODkwIn0",
+        ".dozjgNryP4J3jVmNHl0w5N",
+    ),
+    *("AKIA", "Q7W8E9R0T1Y2U3I4", "aws_secret_access_key", "AWS_SECRET_KEY", "secret_access_key"),
+    *(" = ", ":", ": ", "=", '"', "'", "\u017f", "Q1w2E3r4T5y6U7i8O9p0Q1w2E3r4T5y6U7i8O9p0"),
+    *("tok3n-OF-any-SHAPE-77", "open sesame", " 42 XyZ qq", "ab", "cd", "k3y", "a1 b2", " c3 d4"),
+    *("日本", "🙂", "é"),
+]
+CREDENTIALS = [
+    "Bearer tok3n-OF-any-SHAPE-77",
+    "open sesame 42 XyZ qq",
+    "ab cd",
+    "k3y k3y",
+    "a1 b2 c3",
+]
+# What the window's scrub may end in past where it parts from the whole text's: names whose
+# secret is past the cut, whitespace, placeholders (the window matched more than the whole).
+ALLOWED_TAIL = re.compile(
+    rf"""(?:{AWS_SECRET_NAME}["']?\s*(?:[:=]\s*["']?)?|(?i:bearer)\s+|\[REDACTED:\w+\]|\s)*"""
+)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_scrubbed_window_is_the_head_of_the_scrubbed_whole_text(seed: int) -> None:
+    """On texts made at random of the pieces above: what scrubbing the window stores is what
+    scrubbing the whole text stores, up to where the window's has only names whose secret is
+    past the cut ("Bearer ", "aws_secret_key = "), whitespace, or placeholders."""
+    rng = random.Random(seed)
+    limit = 64
+    windows = 0
+    for _ in range(1500):
+        size = rng.randint(2 * limit + 1, 12 * limit)
+        parts: list[str] = []
+        while sum(map(len, parts)) < size:
+            parts.append(rng.choice(VOCABULARY))
+        text = "".join(parts)
+        secrets = ExactSecrets(rng.sample(CREDENTIALS, rng.randint(0, 2))) or None
+        pii = rng.random() < 0.7
+        head = window(text, limit, secrets)
+        if head is None:
+            continue
+        windows += 1
+        part = redact(head, pii=pii, secrets=secrets)
+        whole = redact(text, pii=pii, secrets=secrets)
+        apart = next((i for i, (a, b) in enumerate(zip(part, whole, strict=False)) if a != b), None)
+        tail = part[min(len(part), len(whole)) if apart is None else apart :]
+        assert ALLOWED_TAIL.fullmatch(tail), (text, secrets, pii, len(head), tail)
+    assert windows > 500

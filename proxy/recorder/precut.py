@@ -15,7 +15,9 @@ would match starts inside the window and ends past it. The cut point P (the wind
    digit nor ")";
 2. no exact secret (`ExactSecrets`, any of its forms) starts before P and ends after it;
 3. every `-----BEGIN` before P is followed, before P, by a whole `-----END ... PRIVATE KEY-----`
-   that starts after the key's whole header (if it is one).
+   that starts after the key's whole header (if it is one);
+4. the text before P does not end with an AWS secret-key name and the separators its shape
+   allows after it (`aws_secret_access_key = `).
 
 Why no shape of `shadowtap.redact` can then straddle P (a match that does would hold the
 character at P-1, a space or newline):
@@ -25,13 +27,19 @@ character at P-1, a space or newline):
   (rule 1 excludes both);
 - `bearer_token` and `aws_secret_key`: whitespace only in `\\s+`/`\\s*` before the token or
   value, so a match holding P-1 has all of its secret part at or after P, which is dropped;
-  the window keeps "Bearer " or "aws_secret_access_key = ", names, not secrets;
+  the window keeps "Bearer " or "aws_secret_access_key = ", names, not secrets. But scrubbed
+  whole, the name goes with its value, and the later passes (e-mail, phone) then see
+  "[REDACTED:" after what precedes it: an address or number written against an AWS name
+  (`a@b.ioaws_secret_access_key = ...`, which no `\\b` starts) matches only there, and would
+  be stored from the window. Rule 4 keeps such a name out of the window. ("bearer" starts
+  with `\\b`, so what precedes it ends in a character no e-mail or phone ends in.)
 - `private_key`: a match starts with `-----BEGIN` and ends at the first whole END marker
   after its header (lazy), which rule 3 puts before P;
 - exact secrets: rule 2, checked on every form (raw, JSON-escaped, percent-encoded). (A form
   only made by an earlier placeholder next to P, `...credential] x`, is not looked for.)
 Matches wholly inside the window are found as in the whole text: their lookarounds and `\\b`
-see the same characters, since P-1 is whitespace in both. So for a text with no secret near
+see the same characters, since P-1 is whitespace in both (and, by rule 4, the same text the
+earlier passes replaced). So for a text with no secret near
 P, the scrubbed window is exactly the head of the scrubbed whole text, and the stored value is
 the old path's (the mark's byte count adds the dropped tail as sent, before scrubbing).
 
@@ -52,7 +60,7 @@ import re
 from typing import Any
 
 import orjson
-from shadowtap.redact import PRIVATE_KEY_END, PRIVATE_KEY_HEADER, ExactSecrets
+from shadowtap.redact import AWS_SECRET_NAME, PRIVATE_KEY_END, PRIVATE_KEY_HEADER, ExactSecrets
 
 GUARD = 2
 MAX_MOVES = 64
@@ -63,6 +71,12 @@ REACH = 8  # past GUARD x limit, a window may reach this far to end after a long
 _KEY_BEGIN = "-----BEGIN"
 _KEY_HEADER = re.compile(PRIVATE_KEY_HEADER)
 _KEY_END = re.compile(PRIVATE_KEY_END)
+# The text before a cut point ending in an AWS secret-key name and the separators its shape
+# allows after the name (rule 4), within `_NAME_REACH` characters; longer runs of separators
+# there move the point back by as much.
+_NAME_BEFORE = re.compile(AWS_SECRET_NAME + r"""["']?\s*(?:[:=]\s*["']?)?\Z""")
+_SEPARATORS = re.compile(r"""[\s"':=]*""")
+_NAME_REACH = 256
 # Nesting orjson cannot write back (the body is then stored as its raw text): not walked.
 _MAX_DEPTH = 255
 
@@ -114,6 +128,17 @@ def _key_body(text: str, begin: int, point: int) -> int:
     return begin + len(_KEY_BEGIN) if header is None else header.end()
 
 
+def _name_before(text: str, point: int) -> int:
+    """Where a point before `point` must be for rule 4, or -1 when `point` keeps it."""
+    low = max(point - _NAME_REACH, 0)
+    if low > 0 and _SEPARATORS.fullmatch(text, low, point):
+        return low  # a long run of them: a name may be further back
+    if text.find("_", low, point) < 0:  # in every name: most texts are done here
+        return -1
+    name = _NAME_BEFORE.search(text, low, point)
+    return -1 if name is None else name.start()
+
+
 def safe_point(
     text: str, low: int, high: int, secrets: ExactSecrets | None, budget: list[int] | None = None
 ) -> int:
@@ -133,6 +158,9 @@ def safe_point(
             begin = text.rfind(_KEY_BEGIN, 0, point)
         if begin >= 0 and _KEY_END.search(text, _key_body(text, begin, point), point) is None:
             moved = begin
+        name = _name_before(text, moved)
+        if name >= 0:
+            moved = name
         if secrets is not None:
             start = secrets.straddling(text, moved)
             if start >= 0:
