@@ -7,16 +7,18 @@ slower). No Arrow: the serving process never imports pyarrow.
 Whatever a client or an upstream sent, the exchange is stored: a `model` of any JSON type is
 kept as its JSON text (capped), a count outside the INTEGER columns' range (a candidate's
 `"prompt_tokens": 10000000000`) as NULL, a body orjson cannot write back (nesting past 255,
-an integer past 64 bits) as its raw text, and a lone surrogate (Python strings may hold one,
-UTF-8 cannot) as its escape (`\\udc80`). Every free-text field is scrubbed of the exact
-credentials its request carried and of credential shapes (`shadowtap.redact`) before it
-leaves this module.
+an integer past 64 bits) as its raw text (its escapes as orjson writes them, so that a key
+the client escaped, `\\/`, `\\u0074`, is scrubbed like any), and a lone surrogate (Python
+strings may hold one, UTF-8 cannot) as its escape (`\\udc80`). Every free-text field is
+scrubbed of the exact credentials its request carried and of credential shapes
+(`shadowtap.redact`) before it leaves this module.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -114,6 +116,8 @@ class Privacy:
             return None
         # Not JSON: stored as a JSON string so the column stays valid JSON.
         raw = bytes(exchange.request_body).decode("utf-8", "replace")
+        if parsed is not None and "\\" in raw:  # JSON orjson reads but cannot write (nesting)
+            raw = _ESCAPE.sub(_as_orjson_escapes, raw)
         head = window(raw, cap.limit, secrets)
         # (No lone surrogate in `raw`: decoded with "replace". Bytes of JSON, less the quotes.)
         dropped = 0 if head is None else len(orjson.dumps(raw[len(head) :])) - 2
@@ -223,6 +227,23 @@ def _clean_json(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_clean_json(v) for v in value]
     return value
+
+
+# A JSON escape (an escaped backslash, `\\`, is one, so it never starts another).
+_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|([\s\S]))")
+
+
+def _as_orjson_escapes(escape: re.Match[str]) -> str:
+    """A JSON escape as orjson writes its character (`\\/` and `\\u0074` as `/` and `t`,
+    `\\u000A` as `\\n`): a secret the client's encoder escaped so then reads as one of the
+    forms `ExactSecrets` scrubs. A surrogate's escape is left as it is."""
+    code, char = escape.groups()
+    if char is not None:
+        return "/" if char == "/" else escape.group()
+    value = chr(int(code, 16))
+    if "\ud800" <= value <= "\udfff":
+        return escape.group()
+    return orjson.dumps(value).decode()[1:-1]
 
 
 def _dumps(value: Any) -> str:
