@@ -25,8 +25,7 @@ from shadowtap.recorder.caps import TRUNCATION_MARK
 from shadowtap.recorder.precut import MAX_SPACES, REACH, safe_point, window
 from shadowtap.redact import AWS_SECRET_NAME, ExactSecrets, redact
 
-from tests.synthetic import synthetic_exchange
-from tests.test_recorder_precut import (
+from tests.precut_support import (
     ASCII_FILLER,
     HIGH,
     LIMIT,
@@ -37,6 +36,7 @@ from tests.test_recorder_precut import (
     readable,
     stored,
 )
+from tests.synthetic import synthetic_exchange
 
 PIECE = 8  # characters: a stored piece of a secret this long is a leak
 
