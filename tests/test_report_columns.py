@@ -35,6 +35,11 @@ ANSWERS = (
     "   ",
     "",
     "I'M SORRY, BUT I CAN'T",
+    # the head is cut only past REFUSAL_WINDOW characters: a phrase ending at the window's
+    # last character is in it; so is one after 300 two-byte characters (over 400 bytes)
+    "x" * (REFUSAL_WINDOW - 17) + " I cannot provide",
+    "\u00e9" * 300 + " I cannot provide",
+    "x" * (REFUSAL_WINDOW - 16) + " I cannot provide",  # its last letter past the window
 )
 # Slice values the SQL must normalise as `" ".join(value.split())`, cut to VALUE_CHARS.
 TENANTS = (
@@ -95,7 +100,7 @@ def test_refusals_and_blanks_are_found_as_the_python_check_finds_them(hostile: P
         assert small.reliability[name].estimate == pytest.approx(broken / len(expected)), name
     # the ones the SQL alone could not settle really are refusals, and the rest are not
     refusing = {text for (text, _), o in zip(rows, expected, strict=True) if o["refused"]}
-    assert refusing == {ANSWERS[i] for i in (0, 1, 2, 4, 10)}
+    assert refusing == {ANSWERS[i] for i in (0, 1, 2, 4, 10, 11, 12)}
 
 
 def test_slice_values_are_normalised_like_python(hostile: Path) -> None:

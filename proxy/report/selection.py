@@ -147,7 +147,13 @@ def _ok(side: str) -> str:
 def _checks(side: str) -> str:
     """The packed checks of one side: settled in SQL, or by `packed_check` when it must."""
     text = f"{side}_text"
-    head = f"left({text}, {REFUSAL_WINDOW})"
+    # `left(text, REFUSAL_WINDOW)`, without its copy when the text is no longer (strlen counts
+    # bytes: a text of at most that many bytes has at most that many characters). Most answers
+    # are shorter; the copy was ~0.3 CPU-s of every 250,000 requests' slice.
+    head = (
+        f"(CASE WHEN strlen({text}) <= {REFUSAL_WINDOW} THEN {text}"
+        f" ELSE left({text}, {REFUSAL_WINDOW}) END)"
+    )
     # `text IS NULL OR trim(text) = ''`, with trim run only on a text that starts with a space
     blank = (
         f"(CASE WHEN {text} IS NULL OR {text} = '' THEN true"
