@@ -301,6 +301,7 @@ def dimension_columns(slice_by: Sequence[str]) -> list[str]:
 
 
 SLICE_PAIRS = "report_slice_pairs"  # the pairs view over one slice's rows
+BUILD_SIDES = "build_side_probe_side"  # the optimizer that picks a hash join's build side
 
 
 def select_pairs(
@@ -370,6 +371,27 @@ def select_pairs(
     """
     tables = source.tables
     conditions = ranges(con, tables.exchanges) if tables is not None else ["true"]
+    # Each hash join built on its right side as written (a slice's responses, the score
+    # pivot), not on the side DuckDB's estimates pick: those are of whole files, so it built
+    # on the wide joined rows (texts, bodies) and probed with the narrow ones. The same joins,
+    # ~10% less work per slice at fleet size.
+    con.execute(f"SET disabled_optimizers = '{BUILD_SIDES}'")
+    try:
+        _insert_slices(con, source, query, params, conditions)
+    finally:
+        con.execute("RESET disabled_optimizers")
+    con.execute(f"CREATE OR REPLACE TEMPORARY VIEW report_pairs AS FROM {WORK}.report_pairs")
+    return selection
+
+
+def _insert_slices(
+    con: duckdb.DuckDBPyConnection,
+    source: Source,
+    query: str,
+    params: dict[str, object],
+    conditions: list[str],
+) -> None:
+    tables = source.tables
     for i, condition in enumerate(conditions):
         scores = "score_rows"
         if tables is not None:
@@ -386,5 +408,3 @@ def select_pairs(
         # request ids in order, so each target's rows come out in request order.
         into = f"INSERT INTO {WORK}.report_pairs" if i else f"CREATE TABLE {WORK}.report_pairs AS"
         con.execute(f"{into} {query.replace('{scores}', scores)}", params)
-    con.execute(f"CREATE OR REPLACE TEMPORARY VIEW report_pairs AS FROM {WORK}.report_pairs")
-    return selection
