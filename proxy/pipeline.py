@@ -151,7 +151,11 @@ class ExchangeCompletion:
             raise
         except Exception as error:  # a normalizer bug loses this pair's text, nothing else
             log.exception("normalize_failed", request_id=exchange.request_id)
-            completion = Completion(status=capture.status, error=f"internal error: {error!r}"[:300])
+            # Its type only: its message may quote the answer, unbounded and unscrubbed (cut
+            # here, a credential could be left in part); the log has the traceback.
+            completion = Completion(
+                status=capture.status, error=f"internal error: {type(error).__name__}"
+            )
         self.bounds.observe(capture)
         self.metrics.observe_ttft(exchange.route, "primary", "primary", completion.ttft_s)
         tokens = completion.prompt_tokens, completion.completion_tokens

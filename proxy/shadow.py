@@ -150,7 +150,10 @@ async def call_shadow(
         ), "timeout"
     except (aiohttp.ClientError, OSError, UpstreamError) as error:
         reader.abandon()
-        message = f"{type(error).__name__}: {error}"[:300]
+        # Kept whole: the recorder scrubs it, then cuts it (`storage.max_text_bytes`). Cut
+        # here, before the scrub, it could keep part of a credential it quotes (a URL's query
+        # key). Its sources bound it: aiohttp's request-line and header limits, our messages.
+        message = f"{type(error).__name__}: {error}"
         return Completion(error=message, latency_s=time.perf_counter() - started), "error"
     except BaseException:
         reader.abandon()
