@@ -200,13 +200,15 @@ def stored_header_names(names: Iterable[str]) -> list[str]:
     return sorted({n.lower() for n in names} & STORED_HEADER_NAMES)
 
 
-SLICE_VALUE_CHARS = 128  # a tenant or feature label; longer values are cut
+SLICE_VALUE_CHARS = 128  # a tenant or feature label; longer values are cut, once scrubbed
 
 
 def slice_header_values(headers: CIMultiDictProxy[str], names: tuple[str, ...]) -> dict[str, str]:
     """The values of the `[report] slice_by` headers a request carries (the config refuses
-    credential headers), each cut to SLICE_VALUE_CHARS."""
-    return {name: headers[name][:SLICE_VALUE_CHARS] for name in names if name in headers}
+    credential headers), whole: the recorder scrubs each, then cuts it to SLICE_VALUE_CHARS
+    (cut first, a key or an address across the cut would be kept in part, unrecognized).
+    aiohttp's header limit bounds them."""
+    return {name: headers[name] for name in names if name in headers}
 
 
 def error_response(status: int, message: str, code: str, kind: str) -> web.Response:

@@ -169,6 +169,7 @@ async def test_the_proxy_stores_the_slice_headers_values_and_no_other(
         )
     )
     secret = "sk-test-0123456789abcdefghijklmnop"
+    opaque = "Q7m2pX9vR4tY8wK3nB6cF1hJ5dG0sAe4Lz"  # no credential shape: only known exactly
     headers = {
         "Authorization": f"Bearer {secret}",
         "X-Tenant": "acme-" + "x" * 500,  # cut to 128 characters
@@ -183,6 +184,10 @@ async def test_the_proxy_stores_the_slice_headers_values_and_no_other(
         # A client that puts its key in the sliced header gets it scrubbed, not stored.
         leaky = {"Authorization": f"Bearer {secret}", "X-Tenant": secret}
         async with session.post(url, json=body, headers=leaky) as response:
+            await response.read()
+        # Its key across the cut: scrubbed whole, then cut, never cut then missed by the scrub.
+        straddling = {"Authorization": f"Bearer {opaque}", "X-Tenant": "t" * 100 + " " + opaque}
+        async with session.post(url, json=body, headers=straddling) as response:
             await response.read()
     await server.shadow_tasks.wait(10)
     await server.exchange_tasks.wait(10)
@@ -199,4 +204,6 @@ async def test_the_proxy_stores_the_slice_headers_values_and_no_other(
     assert stored[0] == '{"x-tenant":"acme-' + "x" * 123 + '"}'
     assert secret not in stored[1] and "x-tenant" in stored[1]
     assert "not stored" not in everything and secret not in everything
+    assert stored[2].startswith('{"x-tenant":"' + "t" * 100 + " ")
+    assert not [opaque[i : i + 8] for i in range(len(opaque) - 7) if opaque[i : i + 8] in stored[2]]
     await asyncio.sleep(0)

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import orjson
 from shadowtap.completion import ToolCall
 from shadowtap.exchange import Exchange
+from shadowtap.headers import SLICE_VALUE_CHARS
 from shadowtap.recorder.caps import TextCap
 from shadowtap.recorder.precut import GUARD, JsonCut, window
 from shadowtap.recorder.schema import SCHEMA, TABLES
@@ -125,10 +126,14 @@ class Privacy:
         return cap.json("request_body", text, dropped)
 
     def slice_headers(self, values: dict[str, str], secrets: Secrets = None) -> str | None:
-        """The [report] slice_by headers' values (e.g. a tenant), scrubbed like any text."""
+        """The [report] slice_by headers' values (e.g. a tenant), scrubbed like any text, then
+        cut to SLICE_VALUE_CHARS."""
         if not values:
             return None
-        return _dumps({k: redact(v, pii=self.pii, secrets=secrets) for k, v in values.items()})
+        pii = self.pii
+        return _dumps(
+            {k: redact(v, pii=pii, secrets=secrets)[:SLICE_VALUE_CHARS] for k, v in values.items()}
+        )
 
     def tool_calls(self, calls: list[ToolCall], secrets: Secrets = None) -> str | None:
         if not calls:
