@@ -194,8 +194,9 @@ class ExactSecrets:
                 forms.add(core)
                 if not _PLAIN(core):  # usual keys read the same in every encoding
                     forms.add(_json_escaped(core))
-                    forms.add(quote(core, safe=""))
-                    forms.add(quote_plus(core, safe=""))
+                    for encoded in (quote(core, safe=""), quote_plus(core, safe="")):
+                        forms.add(encoded)
+                        forms.add(_LOWER_HEX.sub(_lowered, encoded))  # `%2f`, as some encode
         self._forms = tuple(sorted(forms, key=len, reverse=True))
         # A form that contains another form can only occur where that one does: checking the
         # minimal ones is enough to know a text holds none (usually one check: the token).
@@ -238,6 +239,13 @@ class ExactSecrets:
                 if len(text) > limit:
                     return CREDENTIAL_PLACEHOLDER
         return text
+
+
+_LOWER_HEX = re.compile(r"%[0-9A-F]{2}")
+
+
+def _lowered(match: re.Match[str]) -> str:
+    return match.group().lower()
 
 
 def _json_escaped(text: str) -> str:

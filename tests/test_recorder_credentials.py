@@ -44,6 +44,10 @@ def test_exact_values_are_replaced_in_every_form() -> None:
         "messages": [{"content": f"my key is {CREDENTIAL_PLACEHOLDER}"}],
         CREDENTIAL_PLACEHOLDER: [CREDENTIAL_PLACEHOLDER],
     }
+    # Percent-encoded in lower-case hex, as some clients' encoders write it.
+    lower = quote(QUERY_KEY, safe="").replace("%2F", "%2f").replace("%2B", "%2b")
+    assert lower != quote(QUERY_KEY, safe="")
+    assert redact(f"?k={lower}", pii=False, secrets=secrets) == f"?k={CREDENTIAL_PLACEHOLDER}"
     # Without the exact values, none of them is caught: this is what the seam adds.
     assert TOKEN in redact(text.replace("Bearer ", ""), pii=True)
 
