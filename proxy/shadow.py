@@ -77,6 +77,10 @@ MODEL_TEXT_CHARS = 200
 # How long a sampled request's shadows wait behind its primary (see `Shadowing.mirror`).
 PRIMARY_HEAD_START_S = 0.005
 _ESCAPED_BYTES = re.compile("[\udc80-\udcff]+")  # bytes decoding with surrogateescape kept
+# A transport error longer than this is not kept (twice aiohttp's 8190-byte line limit: a
+# URL it quotes fits). Only aiohttp's client parser writes longer ones: it quotes the answer's
+# line it failed on, up to what one read gave it (a candidate's 200 KB line: 128-500 KB).
+MAX_ERROR_CHARS = 16384
 
 
 async def call_shadow(
@@ -152,8 +156,10 @@ async def call_shadow(
         reader.abandon()
         # Kept whole: the recorder scrubs it, then cuts it (`storage.max_text_bytes`). Cut
         # here, before the scrub, it could keep part of a credential it quotes (a URL's query
-        # key). Its sources bound it: aiohttp's request-line and header limits, our messages.
+        # key). Too long, it is dropped whole: held unscrubbed and uncharged until recorded.
         message = f"{type(error).__name__}: {error}"
+        if len(message) > MAX_ERROR_CHARS:
+            message = f"{type(error).__name__} (its {len(message)}-character message not kept)"
         return Completion(error=message, latency_s=time.perf_counter() - started), "error"
     except BaseException:
         reader.abandon()
