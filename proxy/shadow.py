@@ -303,6 +303,13 @@ class Shadowing:
     def open_exchange(
         self, request: web.Request, path_qs: str, body: bytes, sampled: Sampled, arrived: float
     ) -> Exchange:
+        slices = slice_header_values(request.headers, self.slice_headers)
+        credentials = self.credentials(request, path_qs)
+        # The client's header values it keeps (not the targets' keys, shared by every exchange)
+        # are held with its raw body until it is recorded, and are as large as a client makes
+        # them (aiohttp's limits: 128 headers of up to 8 KiB each): counted like the body.
+        carried = credentials[: len(credentials) - len(self.target_secrets)]
+        sampled.admission.hold.force(sum(map(len, (*slices.values(), *carried))))
         return Exchange(
             request_id=uuid7(),
             started_at=datetime.fromtimestamp(arrived, UTC),
@@ -314,8 +321,8 @@ class Shadowing:
             request_body=body,
             request_json=None,  # parsed again for the scorers only (pipeline.score)
             header_names=stored_header_names(request.headers.keys()),
-            slice_headers=slice_header_values(request.headers, self.slice_headers),
-            credentials=self.credentials(request, path_qs),
+            slice_headers=slices,
+            credentials=credentials,
         )
 
     def credentials(self, request: web.Request, path_qs: str) -> tuple[str, ...]:

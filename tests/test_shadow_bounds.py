@@ -412,3 +412,26 @@ async def test_an_exchange_cancelled_behind_its_primary_gives_everything_back_no
     answered, _ = await asyncio.gather(post(server.proxy_port, asked), cancel_the_exchange())
     assert answered == await post_direct(primary.url, asked)
     assert (budget.inflight, held(registry), candidate.chat_requests()) == (0, 0, [])
+
+
+async def test_the_header_values_an_exchange_keeps_are_held_against_the_memory_budget(
+    start_fake: StartFake, start_shadowtap: StartShadowtap
+) -> None:
+    # Kept until recorded, as long as a client makes them: 128 headers of up to 8 KiB each.
+    primary, candidate = await start_fake(), await start_fake()
+    config = make_config(primary, {"c": candidate}, report={"slice_by": ["header:x-tenant"]})
+    server = await start_shadowtap(config)
+    seen: list = []
+    server.handler.pipeline.sinks.append(RecordingSink(seen))
+    headers = [("Authorization", f"Bearer {i:03d}" + "k" * 7000) for i in range(20)]
+    headers.append(("X-Tenant", "t" * 8000))
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{server.proxy_port}/v1/chat/completions"
+        async with session.post(url, json=CHAT, headers=headers) as response:
+            assert response.status == 200
+            await response.read()
+    await drain(server)
+    (exchange,) = seen
+    kept = [*exchange.slice_headers.values(), *exchange.credentials]
+    assert sum(map(len, kept)) > 2 * 20 * 7000 + 8000  # each key whole, and its token
+    assert exchange.held_bytes >= sum(map(len, kept)) + len(exchange.request_body)
