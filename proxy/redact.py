@@ -194,7 +194,13 @@ class ExactSecrets:
                 forms.add(core)
                 if not _PLAIN(core):  # usual keys read the same in every encoding
                     forms.add(_json_escaped(core))
-                    for encoded in (quote(core, safe=""), quote_plus(core, safe="")):
+                    # Also with "/" left as it is: `quote`'s default, yarl's (aiohttp's) in a query.
+                    for encoded in (
+                        quote(core, safe=""),
+                        quote_plus(core, safe=""),
+                        quote(core, safe="/"),
+                        quote_plus(core, safe="/"),
+                    ):
                         forms.add(encoded)
                         forms.add(_LOWER_HEX.sub(_lowered, encoded))  # `%2f`, as some encode
         self._forms = tuple(sorted(forms, key=len, reverse=True))

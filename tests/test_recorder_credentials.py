@@ -15,6 +15,7 @@ from shadowtap.config import StorageConfig
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder, open_readonly
 from shadowtap.redact import CREDENTIAL_PLACEHOLDER, ExactSecrets, redact, redact_json_text
+from yarl import URL
 
 from tests.synthetic import synthetic_exchange
 
@@ -48,6 +49,11 @@ def test_exact_values_are_replaced_in_every_form() -> None:
     lower = quote(QUERY_KEY, safe="").replace("%2F", "%2f").replace("%2B", "%2b")
     assert lower != quote(QUERY_KEY, safe="")
     assert redact(f"?k={lower}", pii=False, secrets=secrets) == f"?k={CREDENTIAL_PLACEHOLDER}"
+    # With "/" left as it is: `quote`'s default, and yarl's (aiohttp's URLs) in a query.
+    yarl = URL("http://h/").with_query({"k": QUERY_KEY}).raw_query_string[2:]
+    for kept in (quote(QUERY_KEY), yarl, yarl.replace("%2B", "%2b")):
+        assert "/" in kept and "%2B" in kept.upper()
+        assert redact(f"?k={kept}", pii=False, secrets=secrets) == f"?k={CREDENTIAL_PLACEHOLDER}"
     # Without the exact values, none of them is caught: this is what the seam adds.
     assert TOKEN in redact(text.replace("Bearer ", ""), pii=True)
 
