@@ -165,6 +165,7 @@ CREDENTIAL_PLACEHOLDER = "[REDACTED:credential]"
 # never inflate what the writer holds.
 MIN_SECRET_CHARS = 4
 _MAX_GROWTH = 2
+_MINIMAL_FORMS = 64  # the most forms whose minimal ones are looked for (`ExactSecrets`)
 # Characters that JSON escaping and percent-encoding leave as they are.
 _PLAIN = re.compile(r"[A-Za-z0-9._~-]*\Z").match
 
@@ -206,7 +207,12 @@ class ExactSecrets:
         self._forms = tuple(sorted(forms, key=len, reverse=True))
         # A form that contains another form can only occur where that one does: checking the
         # minimal ones is enough to know a text holds none (usually one check: the token).
-        self._probes = tuple(f for f in forms if not any(o != f and o in f for o in forms))
+        # Finding them takes time square in their number: past a few dozen, every form is one.
+        self._probes = (
+            tuple(f for f in forms if not any(o != f and o in f for o in forms))
+            if len(forms) <= _MINIMAL_FORMS
+            else self._forms
+        )
 
     def __bool__(self) -> bool:
         return bool(self._forms)

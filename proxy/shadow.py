@@ -42,6 +42,7 @@ from shadowtap.ids import uuid7
 from shadowtap.log import get_logger
 from shadowtap.metrics import Metrics
 from shadowtap.pipeline import ExchangeCompletion, PrimaryCopy
+from shadowtap.sampling import OncePerSecond
 from shadowtap.shadow_request import (
     ShadowBodies,
     ShadowTarget,
@@ -74,6 +75,12 @@ __all__ = [
 log = get_logger("shadowtap.proxy")
 DEFAULT_ANSWER_BYTES = SamplingConfig().max_answer_bytes
 MODEL_TEXT_CHARS = 200
+# The most credential values (and characters) one exchange's stored text is scrubbed of. A
+# request carrying more is not shadowed: each of its texts is searched for each value in a
+# few forms (`ExactSecrets`), and aiohttp lets a client send 128 headers of 8 KiB, cookie
+# headers tens of thousands of values (60,120 kept the recorder's thread busy for hours).
+MAX_CREDENTIALS = 256
+MAX_CREDENTIAL_CHARS = 64 * 1024
 # How long a sampled request's shadows wait behind its primary (see `Shadowing.mirror`).
 PRIMARY_HEAD_START_S = 0.005
 _ESCAPED_BYTES = re.compile("[\udc80-\udcff]+")  # bytes decoding with surrogateescape kept
@@ -211,6 +218,7 @@ class Shadowing:
     route_dialects: Mapping[str, str] = field(default_factory=dict)
     # Each target's own connections (`shadowtap.upstream`); a target without one uses `session`.
     pools: Mapping[str, UpstreamPool] = field(default_factory=dict)
+    _refused_log: OncePerSecond = field(default_factory=OncePerSecond)
 
     def fan_out_shadows(
         self, request: web.Request, path_qs: str, body: bytes, sampled: Sampled
@@ -268,6 +276,9 @@ class Shadowing:
         try:
             await primary.head_start(PRIMARY_HEAD_START_S)
             exchange = self.open_exchange(request, path_qs, body, sampled, arrived)
+            if exchange is None:  # more credentials than its text can be scrubbed of
+                self.give_up(len(targets), primary)
+                return
             exchange.dialect = dialect or OPENAI_CHAT
             # A model is rewritten in the client's bytes (`Spliced`): the parsed request is
             # still here only for a target that reads it (a translation; `fan_out_shadows`).
@@ -302,14 +313,21 @@ class Shadowing:
 
     def open_exchange(
         self, request: web.Request, path_qs: str, body: bytes, sampled: Sampled, arrived: float
-    ) -> Exchange:
-        slices = slice_header_values(request.headers, self.slice_headers)
+    ) -> Exchange | None:
+        """The exchange, or None when its request carries more credentials than
+        `MAX_CREDENTIALS` (or `MAX_CREDENTIAL_CHARS`): then it is not shadowed."""
         credentials = self.credentials(request, path_qs)
-        # The client's header values it keeps (not the targets' keys, shared by every exchange)
-        # are held with its raw body until it is recorded, and are as large as a client makes
-        # them (aiohttp's limits: 128 headers of up to 8 KiB each): counted like the body.
+        # The client's own; the targets' configured keys are shared by every exchange.
         carried = credentials[: len(credentials) - len(self.target_secrets)]
-        sampled.admission.hold.force(sum(map(len, (*slices.values(), *carried))))
+        carried_chars = sum(map(len, carried))
+        if len(carried) > MAX_CREDENTIALS or carried_chars > MAX_CREDENTIAL_CHARS:
+            if (quiet := self._refused_log.due()) is not None:
+                log.warning("too_many_credentials", values=len(carried), not_logged=quiet)
+            return None
+        slices = slice_header_values(request.headers, self.slice_headers)
+        # Its header values are held with its raw body until it is recorded, and are as large
+        # as a client makes them (aiohttp's limits: 128 headers of up to 8 KiB each): counted.
+        sampled.admission.hold.force(carried_chars + sum(map(len, slices.values())))
         return Exchange(
             request_id=uuid7(),
             started_at=datetime.fromtimestamp(arrived, UTC),
