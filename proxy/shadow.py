@@ -278,6 +278,8 @@ class Shadowing:
             exchange = self.open_exchange(request, path_qs, body, sampled, arrived)
             if exchange is None:  # more credentials than its text can be scrubbed of
                 self.give_up(len(targets), primary)
+                for target in targets:  # sampled, then dropped: counted like a shed shadow
+                    self.metrics.shadow_shed(target.name)
                 return
             exchange.dialect = dialect or OPENAI_CHAT
             # A model is rewritten in the client's bytes (`Spliced`): the parsed request is

@@ -444,7 +444,8 @@ async def test_a_request_with_more_credentials_than_are_scrubbed_is_relayed_not_
     # Each stored text is searched for each value (`ExactSecrets`): the 60,120 values of 120
     # cookie headers kept the recorder's thread busy for hours. Such a request is relayed only.
     primary, candidate = await start_fake(), await start_fake()
-    server = await start_shadowtap(make_config(primary, {"c": candidate}))
+    registry = CollectorRegistry()
+    server = await start_shadowtap(make_config(primary, {"c": candidate}), registry)
     seen: list = []
     server.handler.pipeline.sinks.append(RecordingSink(seen))
     cookies = ";".join(f"c{i}=value-{i:04d}" for i in range(shadow.MAX_CREDENTIALS + 1))
@@ -461,3 +462,5 @@ async def test_a_request_with_more_credentials_than_are_scrubbed_is_relayed_not_
                 assert (response.status, await response.read()) == want
     await drain(server)
     assert len(seen) == 1 and "tok3n-of-the-client" in seen[0].credentials
+    # The two dropped ones are counted, as shed shadows are, and never reach the candidate.
+    assert shadows(registry, "c", "shed") == 2 and len(candidate.chat_requests()) == 1
