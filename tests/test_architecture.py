@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HEAVY = {"duckdb", "pyarrow", "rapidfuzz", "jsonschema", "re2", "numpy"}
 REQUEST_PATH = [
     *("handler", "forward", "shadow", "sampling", "normalize", "sse", "pipeline"),
-    *("answer", "bounds", "budget", "receive", "shadow_request"),
+    *("answer", "bounds", "budget", "receive", "shadow_request", "shadow_call"),
     # Every answer and every cross-dialect shadow goes through the dialect readers/renderers.
     *(f"dialects.{p.stem}" for p in sorted((ROOT / "proxy" / "dialects").glob("[!_]*.py"))),
 ]

@@ -84,11 +84,14 @@ def test_the_request_flow_names_each_stage_where_it_lives() -> None:
     [
         (("proxy/shadow.py", "fan_out"), "proxy/shadow.py defines no fan_out"),
         (("proxy/shadow.py", "Shadowing.nothing"), "proxy/shadow.py defines no Shadowing.nothing"),
-        (("proxy/shadow.py", "call_shadow.inner"), "proxy/shadow.py defines no call_shadow.inner"),
+        (
+            ("proxy/shadow_call.py", "call_shadow.inner"),
+            "proxy/shadow_call.py defines no call_shadow.inner",
+        ),
         (("proxy/nowhere.py", "x"), "proxy/nowhere.py does not exist"),
         (("proxy/shadow.py", "Shadowing.fan_out_shadows"), None),
         (("proxy/shadow.py", "Shadowing.budget"), None),  # a dataclass field
-        (("proxy/shadow.py", "DEFAULT_ANSWER_BYTES"), None),
+        (("proxy/shadow_call.py", "DEFAULT_ANSWER_BYTES"), None),
     ],
 )
 def test_the_reference_check_fails_on_a_name_the_file_lacks(

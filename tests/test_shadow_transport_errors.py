@@ -10,7 +10,8 @@ from contextlib import asynccontextmanager
 import aiohttp
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
-from shadowtap.shadow import MAX_ERROR_CHARS, ShadowTarget, call_shadow
+from shadowtap.shadow import ShadowTarget
+from shadowtap.shadow_call import MAX_ERROR_CHARS, call_shadow
 
 CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
 # (aiohttp's client quotes the line it failed on, up to what one read gave it: ~128-500 KB)

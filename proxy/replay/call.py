@@ -21,7 +21,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from shadowtap.completion import Completion
 from shadowtap.dialects import Untranslatable, dialect_for_path
 from shadowtap.replay.source import Recorded
-from shadowtap.shadow import ShadowBodies, ShadowTarget, UnencodableBody, call_shadow
+from shadowtap.shadow import ShadowBodies, ShadowTarget, UnencodableBody
+from shadowtap.shadow_call import call_shadow
 from shadowtap.shadow_request import shadow_path
 from shadowtap.upstream import UpstreamPool
 
