@@ -12,9 +12,10 @@ from typing import Any
 import duckdb
 import numpy as np
 from shadowtap.report import stats
+from shadowtap.report.answer_checks import check_sql
 from shadowtap.report.model import Example, Usage
 from shadowtap.report.reliability import CHECKS
-from shadowtap.report.selection import Selection, check_sql
+from shadowtap.report.selection import Selection
 from shadowtap.report.sources import UNSCORED, Source
 
 HISTOGRAM_BINS = 20

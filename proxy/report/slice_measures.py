@@ -15,11 +15,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from shadowtap.report.answer_checks import check_sql
 from shadowtap.report.gates import Levels, decide, no_evidence
 from shadowtap.report.judge import Candidate
 from shadowtap.report.model import GateResult, SliceRow
 from shadowtap.report.reliability import CHECKS
-from shadowtap.report.selection import check_sql
 from shadowtap.report.sequences import (
     Moments,
     NormalSequence,
