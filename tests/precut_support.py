@@ -10,7 +10,7 @@ import orjson
 from shadowtap.exchange import Exchange
 from shadowtap.recorder.caps import TextCap
 from shadowtap.recorder.precut import GUARD
-from shadowtap.recorder.rows import Privacy
+from shadowtap.recorder.privacy import Privacy
 from shadowtap.redact import ExactSecrets
 
 from tests.synthetic import synthetic_exchange

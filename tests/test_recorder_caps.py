@@ -20,7 +20,7 @@ from shadowtap.export.rows import ExportQuery, read_rows
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder, connect, open_readonly
 from shadowtap.recorder.caps import fitted
-from shadowtap.recorder.rows import Privacy
+from shadowtap.recorder.privacy import Privacy
 from shadowtap.replay.source import Relations, Selection, make_plan
 
 from tests.conftest import StartFake, StartShadowtap, make_config

@@ -348,7 +348,8 @@ def test_a_value_duckdb_refuses_is_a_data_error_not_a_storage_fault(tmp_path: Pa
     # A failed INSERT aborts the transaction; unregistering the batch's view inside it
     # raises a TransactionException that would hide the real error, so a refused value would
     # read as a storage failure (recording degraded, the whole batch lost).
-    from shadowtap.recorder.rows import Privacy, to_columns
+    from shadowtap.recorder.privacy import Privacy
+    from shadowtap.recorder.rows import to_columns
     from shadowtap.recorder.store import Store, is_storage_error
 
     store = Store.open(StorageConfig(path=str(tmp_path / "s.duckdb")))

@@ -15,7 +15,8 @@ from shadowtap.config import StorageConfig
 from shadowtap.exchange import Exchange
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder, open_readonly
-from shadowtap.recorder.rows import Privacy, to_columns
+from shadowtap.recorder.privacy import Privacy
+from shadowtap.recorder.rows import to_columns
 from shadowtap.recorder.store import Store
 
 from tests.synthetic import synthetic_exchange
@@ -32,7 +33,8 @@ from prometheus_client import CollectorRegistry
 from shadowtap.config import StorageConfig
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder, open_readonly
-from shadowtap.recorder.rows import Privacy, to_columns
+from shadowtap.recorder.privacy import Privacy
+from shadowtap.recorder.rows import to_columns
 from shadowtap.recorder.store import Store
 from tests.synthetic import synthetic_exchange
 

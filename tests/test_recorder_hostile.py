@@ -16,7 +16,7 @@ from shadowtap.config import StorageConfig
 from shadowtap.exchange import Exchange
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder, open_readonly
-from shadowtap.recorder.rows import MODEL_MAX_CHARS
+from shadowtap.recorder.privacy import MODEL_MAX_CHARS
 
 from tests.synthetic import synthetic_exchange
 

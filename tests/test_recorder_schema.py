@@ -7,7 +7,8 @@ from pathlib import Path
 import duckdb
 import pytest
 from shadowtap.recorder import SCHEMA_VERSION, SchemaError, connect, migrate, open_readonly
-from shadowtap.recorder.rows import Privacy, to_columns
+from shadowtap.recorder.privacy import Privacy
+from shadowtap.recorder.rows import to_columns
 from shadowtap.recorder.schema import COLUMNS, schema_version
 
 from tests.synthetic import synthetic_exchange

@@ -31,7 +31,7 @@ import pytest
 from aiohttp import web
 from shadowtap.completion import Completion
 from shadowtap.recorder import connect
-from shadowtap.recorder.rows import Privacy
+from shadowtap.recorder.privacy import Privacy
 from shadowtap.replay.claims import IDLE_S, ClaimLane
 from shadowtap.replay.run import ReplayOptions, ReplayRunner
 from shadowtap.replay.source import Recorded, Selection

@@ -16,7 +16,8 @@ from prometheus_client import CollectorRegistry
 from shadowtap.config import StorageConfig, parse_config
 from shadowtap.metrics import Metrics
 from shadowtap.recorder import Recorder, parquet_relations
-from shadowtap.recorder.rows import Privacy, to_columns
+from shadowtap.recorder.privacy import Privacy
+from shadowtap.recorder.rows import to_columns
 from shadowtap.recorder.store import Store
 from shadowtap.replay.run import ReplayOptions, ReplayRunner
 

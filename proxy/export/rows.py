@@ -24,7 +24,7 @@ import duckdb
 import orjson
 from shadowtap.completion import Completion
 from shadowtap.recorder.caps import CUT_TEXT, TRUNCATION_MARK
-from shadowtap.recorder.rows import Privacy
+from shadowtap.recorder.privacy import Privacy
 from shadowtap.redact import redact_json
 from shadowtap.replay.source import REDACTION_MARK
 from shadowtap.replay.stored import recorded_completion

@@ -22,7 +22,7 @@ import duckdb
 from shadowtap.export.formats import batch_line, chat_line, write_lines, write_parquet
 from shadowtap.export.rows import REASONS, ExportQuery, read_rows
 from shadowtap.recorder import SchemaError, open_readonly
-from shadowtap.recorder.rows import Bodies, Privacy
+from shadowtap.recorder.privacy import Bodies, Privacy
 
 
 class ExportError(Exception):

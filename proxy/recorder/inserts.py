@@ -20,7 +20,8 @@ from shadowtap.metrics import Metrics
 from shadowtap.recorder import frames
 from shadowtap.recorder.caps import TextCap, cap_batch
 from shadowtap.recorder.keeper import RETRY_MAX_S, RETRY_MIN_S, StoreKeeper
-from shadowtap.recorder.rows import Batch, Privacy, to_columns
+from shadowtap.recorder.privacy import Privacy
+from shadowtap.recorder.rows import Batch, to_columns
 from shadowtap.recorder.store import (
     Store,
     committed_anyway,

@@ -31,7 +31,7 @@ from shadowtap.exchange import TargetResult
 from shadowtap.ids import uuid7
 from shadowtap.log import get_logger
 from shadowtap.recorder import connect
-from shadowtap.recorder.rows import Privacy
+from shadowtap.recorder.privacy import Privacy
 from shadowtap.replay.call import ReplayClient, send_to_candidate
 from shadowtap.replay.claims import ClaimLane
 from shadowtap.replay.collector import quiet_collector

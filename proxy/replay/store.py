@@ -42,7 +42,8 @@ from shadowtap.log import get_logger
 from shadowtap.recorder import frames
 from shadowtap.recorder.caps import cap_batch
 from shadowtap.recorder.parquet import REPLAYED_DDL, REPLAYED_TABLE, roll_replayed
-from shadowtap.recorder.rows import Columns, Privacy, rows, to_columns
+from shadowtap.recorder.privacy import Privacy
+from shadowtap.recorder.rows import Columns, rows, to_columns
 from shadowtap.recorder.schema import COLUMNS
 from shadowtap.recorder.store import safe_error
 from shadowtap.tasks import TaskSet
